@@ -1,0 +1,28 @@
+// Argument parsing over node:util parseArgs (the standard library's parser), with errors in words.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from './io';
+
+export type Options = NonNullable<ParseArgsConfig['options']>;
+
+export function parse<T extends Options>(args: string[], options: T, allowPositionals = true) {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
+  } catch (e) {
+    const message = (e as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    throw new UsageError(message.charAt(0).toLowerCase() + message.slice(1));
+  }
+}
+
+export function formatOption(value: string | undefined, allowed: readonly string[], fallback: string): string {
+  const format = value ?? fallback;
+  if (!allowed.includes(format)) throw new UsageError(`--format must be one of ${allowed.map((f) => `\`${f}\``).join(', ')}; got \`${format}\``);
+  return format;
+}
+
+/** Parses durations like `90s`, `30m`, `1h`, `7d` into milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text);
+  if (!m) throw new UsageError(`${flag} expects a duration like \`30s\`, \`15m\`, \`1h\` or \`7d\`; got \`${text}\``);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}

@@ -1,0 +1,208 @@
+// Source text → PolicyFile + diagnostics. Wraps the generated nearley parser with:
+// - lexical errors reported as diagnostics (the bad token is dropped so parsing can go on);
+// - one parser run per top-level block, so one syntax error does not hide the next, and the Earley
+//   chart never grows with the size of the file;
+// - expected-token sets turned into words, never a parser state dump;
+// - an ambiguous parse treated as a bug (it throws).
+import nearley from 'nearley';
+import { error, type Diagnostic, type Span } from '../diagnostics';
+import type { BodyItem, Comment, PolicyFile } from './ast';
+import { endOf, setCurrentFile, startOf, tokenSpan, type Token } from './build';
+import grammar from './grammar.generated';
+import { lexer, TOKEN_WORDS, TRIVIA } from './lexer';
+
+const compiledGrammar = nearley.Grammar.fromCompiled(grammar as unknown as nearley.CompiledRules);
+
+export interface ParseResult {
+  file: PolicyFile;
+  diagnostics: Diagnostic[];
+}
+
+export class AmbiguousParseError extends Error {
+  constructor(span: Span, count: number) {
+    super(`internal error: the grammar is ambiguous (${count} parses) at ${span.file}:${span.start.line}:${span.start.column}`);
+  }
+}
+
+export function parsePolicy(text: string, path: string): ParseResult {
+  setCurrentFile(path);
+  const diagnostics: Diagnostic[] = [];
+  const comments: Comment[] = [];
+  const tokens = lex(text, path, diagnostics, comments);
+  const body: BodyItem[] = [];
+  for (const chunk of topLevelChunks(tokens)) {
+    const items = parseChunk(chunk, path, diagnostics);
+    if (items) body.push(...items);
+  }
+  const endPos = endPosition(text);
+  return {
+    file: { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPos } },
+    diagnostics,
+  };
+}
+
+function endPosition(text: string): Span['end'] {
+  const lines = text.split('\n');
+  return { offset: text.length, line: lines.length, column: lines[lines.length - 1]!.length + 1 };
+}
+
+function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Comment[]): Token[] {
+  const tokens: Token[] = [];
+  lexer.reset(text);
+  for (const t of lexer as unknown as Iterable<Token>) {
+    const type = t.type!;
+    if (type === 'comment' || type === 'blockComment') {
+      comments.push({ kind: 'comment', style: type === 'blockComment' ? 'block' : t.text.startsWith('#') ? 'hash' : 'slash', text: t.text, span: tokenSpan(t, path) });
+      continue;
+    }
+    if (TRIVIA.has(type)) continue;
+    switch (type) {
+      case 'unterminatedComment':
+        diagnostics.push(error('unterminated-comment', 'unterminated `/*` comment', tokenSpan({ ...t, text: '/*', lineBreaks: 0 }, path), 'close it with `*/`'));
+        continue;
+      case 'unterminatedString': {
+        diagnostics.push(error('unterminated-string', 'unterminated string', tokenSpan(t, path), 'strings end with `"` on the same line; write a newline as `\\n`'));
+        // Stand in a closed string so the rest of the file still parses.
+        tokens.push({ ...t, type: 'string', text: `${t.text}"` });
+        continue;
+      }
+      case 'invalid': {
+        const what = t.text === '\n' ? 'newline' : `\`${t.text}\``;
+        diagnostics.push(error('invalid-character', `unexpected character ${what}`, tokenSpan(t, path), invalidCharacterHint(t.text)));
+        continue;
+      }
+      default:
+        tokens.push(t);
+    }
+  }
+  return tokens;
+}
+
+function invalidCharacterHint(ch: string): string | undefined {
+  if (ch === ';') return 'attributes need no separator; remove the `;`';
+  if (ch === ':') return 'attributes are written `name = value`';
+  if (ch === "'") return 'strings use double quotes';
+  return undefined;
+}
+
+/** Splits at every `}` that closes a top-level block; a stray `}` at the top is a chunk of its own. */
+function* topLevelChunks(tokens: Token[]): Generator<Token[]> {
+  let chunk: Token[] = [];
+  let depth = 0;
+  for (const t of tokens) {
+    chunk.push(t);
+    if (t.type === 'lbrace') depth++;
+    else if (t.type === 'rbrace') {
+      depth--;
+      if (depth <= 0) {
+        depth = 0;
+        yield chunk;
+        chunk = [];
+      }
+    }
+  }
+  if (chunk.length) yield chunk;
+}
+
+/** A moo-shaped lexer over tokens we already have, so nearley can take a chunk of them. */
+function tokenStream(tokens: Token[]) {
+  let index = 0;
+  return {
+    reset() { index = 0; },
+    next: () => tokens[index++],
+    save: () => ({}),
+    formatError: (t: Token) => `unexpected ${describeToken(t)}`,
+    has: () => true,
+  };
+}
+
+function parseChunk(chunk: Token[], path: string, diagnostics: Diagnostic[]): BodyItem[] | null {
+  const parser = new nearley.Parser(compiledGrammar);
+  (parser as unknown as { lexer: unknown }).lexer = tokenStream(chunk);
+  try {
+    parser.feed('');
+  } catch (e) {
+    const offending = (e as { token?: Token }).token;
+    if (!offending) throw e;
+    const index = chunk.indexOf(offending);
+    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path));
+    return null;
+  }
+  const results = parser.results as BodyItem[][];
+  if (results.length === 0) {
+    diagnostics.push(unexpectedEnd(chunk, expectedTypes(parser), path));
+    return null;
+  }
+  if (results.length > 1) throw new AmbiguousParseError(tokenSpan(chunk[0]!, path), results.length);
+  return results[0]!;
+}
+
+/** The terminal types the parser could have accepted next (what nearley's own report lists). */
+function expectedTypes(parser: nearley.Parser): string[] {
+  const table = (parser as unknown as { table: { states: { rule: { symbols: unknown[] }; dot: number }[] }[] }).table;
+  // After a failed feed nearley has pushed an empty column; the live one is before it.
+  const column = table[table.length - 1]!.states.length ? table[table.length - 1]! : table[table.length - 2]!;
+  const types = new Set<string>();
+  for (const state of column.states) {
+    const symbol = state.rule.symbols[state.dot] as { type?: string } | string | undefined;
+    if (symbol && typeof symbol === 'object' && symbol.type) types.add(symbol.type);
+  }
+  return [...types];
+}
+
+function describeToken(t: Token): string {
+  switch (t.type) {
+    case 'string': return `string ${t.text.length > 40 ? `${t.text.slice(0, 37)}..."` : t.text}`;
+    case 'identifier': return `name \`${t.text}\``;
+    case 'number': return `number \`${t.text}\``;
+    default: return `\`${t.text}\``;
+  }
+}
+
+function listWords(types: string[]): string {
+  const words = [...new Set(types.map((t) => TOKEN_WORDS[t] ?? t))];
+  if (words.length <= 1) return words[0] ?? 'nothing more';
+  return `${words.slice(0, -1).join(', ')} or ${words[words.length - 1]}`;
+}
+
+function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string): Diagnostic {
+  const span = tokenSpan(token, path);
+  const got = describeToken(token);
+  const exp = new Set(expected);
+  if (previous?.type === 'identifier' && exp.has('equals')) {
+    return error('syntax-error', `expected \`=\` after attribute name \`${previous.text}\`, found ${got}`, span,
+      `write \`${previous.text} = <value>\`; a block would be \`${previous.text} "label" { ... }\``);
+  }
+  if (previous?.type === 'equals') {
+    return error('syntax-error', `expected a value after \`=\`, found ${got}`, span,
+      token.type === 'identifier' ? `strings are quoted: \`"${token.text}"\`` : 'a value is a string, a number, `true`, `false` or a list `[...]`');
+  }
+  if (previous?.type === 'string' && exp.has('lbrace') && exp.size === 1) {
+    return error('syntax-error', `expected \`{\` after the block label, found ${got}`, span,
+      beforePrevious?.type === 'identifier' ? `if \`${beforePrevious.text}\` is an attribute, write \`${beforePrevious.text} = ${previous.text}\`` : undefined);
+  }
+  if (exp.has('comma') && exp.has('rbracket')) {
+    return error('syntax-error', `expected \`,\` or \`]\` in a list, found ${got}`, span, 'separate list items with commas');
+  }
+  if (token.type === 'rbrace' && exp.has('identifier') && !exp.has('rbrace')) {
+    return error('syntax-error', 'unexpected `}` with no block open', span, 'remove it, or check the braces above');
+  }
+  return error('syntax-error', `unexpected ${got}; expected ${listWords(expected)}`, span);
+}
+
+function unexpectedEnd(chunk: Token[], expected: string[], path: string): Diagnostic {
+  // Point at the innermost `{` that was never closed, which is where the author must look.
+  const open: Token[] = [];
+  for (const t of chunk) {
+    if (t.type === 'lbrace') open.push(t);
+    else if (t.type === 'rbrace') open.pop();
+  }
+  const unclosed = open[open.length - 1];
+  if (unclosed) {
+    return error('unclosed-block', 'this `{` is never closed', tokenSpan(unclosed, path), 'add the matching `}`');
+  }
+  const last = chunk[chunk.length - 1]!;
+  const end = endOf(last);
+  return error('syntax-error', `unexpected end of file after ${describeToken(last)}; expected ${listWords(expected)}`,
+    { file: path, start: startOf(last), end });
+}

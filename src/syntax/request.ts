@@ -1,0 +1,91 @@
+// The request vocabulary shared by eval, the CLI, `test` blocks and the server: actions, resources,
+// names and source addresses. Pure parsing; no policy knowledge.
+import ipaddr from 'ipaddr.js';
+import { NAME_RE } from './identity-pattern';
+
+export const ACTIONS = ['read', 'write', 'admin'] as const;
+export type Action = (typeof ACTIONS)[number];
+export const LEVELS = ['read', 'write', 'admin', 'deny'] as const;
+export type Level = (typeof LEVELS)[number];
+export const RESULTS = ['ALLOW', 'ALLOW_DEFAULT', 'DENY'] as const;
+export type DecisionResult = (typeof RESULTS)[number];
+
+/** read < write < admin (the seed's HasPermission). */
+export const ACTION_RANK: Record<Action, number> = { read: 1, write: 2, admin: 3 };
+
+export function isAction(value: string): value is Action {
+  return (ACTIONS as readonly string[]).includes(value);
+}
+
+export function isValidName(value: string): boolean {
+  return NAME_RE.test(value);
+}
+
+export type Resource =
+  | { kind: 'service'; service: string; instance?: string }
+  | { kind: 'namespace'; namespace: string };
+
+export type ResourceResult = { ok: true; resource: Resource } | { ok: false; message: string };
+
+const RESOURCE_FORMS = 'expected `service:NAME`, `service:NAME/INSTANCE` or `namespace:NS/*`';
+
+export function parseResource(text: string): ResourceResult {
+  if (text.startsWith('service:')) {
+    const rest = text.slice('service:'.length);
+    const slash = rest.indexOf('/');
+    const service = slash < 0 ? rest : rest.slice(0, slash);
+    const instance = slash < 0 ? undefined : rest.slice(slash + 1);
+    if (!isValidName(service)) return { ok: false, message: `invalid service name \`${service}\` in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
+    if (instance !== undefined && !isValidName(instance)) return { ok: false, message: `invalid instance \`${instance}\` in resource; ${RESOURCE_FORMS}` };
+    return { ok: true, resource: instance === undefined ? { kind: 'service', service } : { kind: 'service', service, instance } };
+  }
+  if (text.startsWith('namespace:')) {
+    const rest = text.slice('namespace:'.length);
+    if (!rest.endsWith('/*')) return { ok: false, message: `namespace resources end with \`/*\`; ${RESOURCE_FORMS}` };
+    const namespace = rest.slice(0, -2);
+    if (!isValidName(namespace)) return { ok: false, message: `invalid namespace name \`${namespace}\` in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
+    return { ok: true, resource: { kind: 'namespace', namespace } };
+  }
+  return { ok: false, message: `unknown resource form; ${RESOURCE_FORMS}` };
+}
+
+/** Normalised textual form of an IP address, or undefined when it is not one (IPv4-mapped IPv6 becomes IPv4). */
+export function normalizeIp(text: string): string | undefined {
+  if (!ipaddr.isValid(text)) return undefined;
+  // ipaddr.isValid accepts legacy forms like `10.1` or `0x0a.0.0.1`; we only take the canonical ones.
+  if (!ipaddr.IPv4.isValidFourPartDecimal(text) && !ipaddr.IPv6.isValid(text)) return undefined;
+  const parsed = ipaddr.process(text);
+  return parsed.toString();
+}
+
+export type ParsedCidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+export type CidrResult = { ok: true; cidr: ParsedCidr } | { ok: false; message: string; hint?: string };
+
+export function parseCidrText(text: string): CidrResult {
+  if (!text.includes('/')) {
+    const ip = normalizeIp(text);
+    return { ok: false, message: `invalid CIDR \`${text}\`: a prefix length is required`, hint: ip ? `for one address write \`${ip}/${ip.includes(':') ? 128 : 32}\`` : undefined };
+  }
+  const [address, bits] = text.split('/', 2) as [string, string];
+  if (!/^\d{1,3}$/.test(bits) || normalizeIp(address) === undefined) {
+    return { ok: false, message: `invalid CIDR \`${text}\``, hint: 'write an IPv4 or IPv6 network like `10.0.0.0/8` or `fd00::/8`' };
+  }
+  try {
+    const cidr = ipaddr.parseCIDR(text) as ParsedCidr;
+    if (cidr[0].kind() === 'ipv6' && (cidr[0] as ipaddr.IPv6).isIPv4MappedAddress() && cidr[1] >= 96) {
+      return { ok: true, cidr: [(cidr[0] as ipaddr.IPv6).toIPv4Address(), cidr[1] - 96] };
+    }
+    return { ok: true, cidr };
+  } catch {
+    return { ok: false, message: `invalid CIDR \`${text}\`: the prefix length \`${bits}\` is out of range`, hint: 'IPv4 prefixes are 0-32, IPv6 prefixes 0-128' };
+  }
+}
+
+export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  return ipaddr.process(text);
+}
+
+export function ipInCidr(ip: ipaddr.IPv4 | ipaddr.IPv6, cidr: ParsedCidr): boolean {
+  return ip.kind() === cidr[0].kind() && ip.match(cidr);
+}
