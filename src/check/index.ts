@@ -1,0 +1,25 @@
+// Named check passes over the parsed policy set. Each returns diagnostics and never mutates the AST.
+import { sortDiagnostics, type Diagnostic } from '../diagnostics';
+import type { PolicyFile } from '../syntax';
+import { checkReferences } from './passes/references';
+import { checkStrings } from './passes/strings';
+import { checkStructure } from './passes/structure';
+import { checkValues } from './passes/values';
+
+export interface CheckPass {
+  name: string;
+  run(files: readonly PolicyFile[]): Diagnostic[];
+}
+
+export const PASSES: readonly CheckPass[] = [
+  { name: 'structure', run: checkStructure },
+  { name: 'strings', run: checkStrings },
+  { name: 'values', run: checkValues },
+  { name: 'references', run: checkReferences },
+];
+
+export function checkPolicySet(files: readonly PolicyFile[], passes: readonly CheckPass[] = PASSES): Diagnostic[] {
+  return sortDiagnostics(passes.flatMap((pass) => pass.run(files)));
+}
+
+export * from './schema';

@@ -1,0 +1,30 @@
+// Strings: no `${` interpolation (it is an error, not a literal) and only the escapes the
+// language defines.
+import { error, type Diagnostic, type Span } from '../../diagnostics';
+import type { PolicyFile, StringLiteral } from '../../syntax';
+import { allStrings } from '../walk';
+
+/** The span of `length` characters starting `index` characters into the string's raw text. */
+function innerSpan(s: StringLiteral, index: number, length: number): Span {
+  // +1 for the opening quote; strings never span lines.
+  const start = { offset: s.span.start.offset + 1 + index, line: s.span.start.line, column: s.span.start.column + 1 + index };
+  return { file: s.span.file, start, end: { offset: start.offset + length, line: start.line, column: start.column + length } };
+}
+
+export function checkStrings(files: readonly PolicyFile[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  for (const s of allStrings(files)) {
+    const interpolation = s.raw.indexOf('${');
+    if (interpolation >= 0) {
+      out.push(error('interpolation', 'interpolation is not supported', innerSpan(s, interpolation, 2),
+        'policy strings are literal; for the requested service or namespace in an identity, use `{service}` or `{namespace}`'));
+    }
+    const escape = /\\(u[0-9A-Fa-f]{4}|["\\nt])|\\(u[^"]{0,4}|.?)/g;
+    for (let m = escape.exec(s.raw); m; m = escape.exec(s.raw)) {
+      if (m[1] !== undefined) continue;
+      out.push(error('invalid-escape', `invalid escape \`${m[0]}\``, innerSpan(s, m.index, m[0].length),
+        'the escapes are `\\"`, `\\\\`, `\\n`, `\\t` and `\\uXXXX`'));
+    }
+  }
+  return out;
+}

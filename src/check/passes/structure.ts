@@ -1,0 +1,104 @@
+// Structure: known block types in allowed places, labels, known attributes of the right type,
+// no duplicates, required attributes present; one `settings` block per policy set.
+import { closest, error, type Diagnostic } from '../../diagnostics';
+import type { Attribute, Block, PolicyFile } from '../../syntax';
+import { BLOCKS, TOP_LEVEL_BLOCKS, matchesType, valueType } from '../schema';
+import { attributes, blocks } from '../walk';
+
+export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  let firstSettings: Block | undefined;
+  const roleNames = new Map<string, Block>();
+  const testNames = new Map<string, Block>();
+
+  for (const file of files) {
+    for (const item of file.body) {
+      if (item.kind === 'attribute') {
+        out.push(error('misplaced-attribute', `attribute \`${item.name.name}\` is outside any block`, item.name.span,
+          'attributes belong inside a block such as `service "NAME" { ... }`'));
+      }
+    }
+  }
+
+  for (const { block, parent } of blocks(files)) {
+    const type = block.type.name;
+    const schema = BLOCKS[type];
+    const allowedHere = parent ? BLOCKS[parent.type.name]?.children ?? [] : TOP_LEVEL_BLOCKS;
+    if (!schema) {
+      const suggestion = closest(type, allowedHere.length ? allowedHere : TOP_LEVEL_BLOCKS);
+      out.push(error('unknown-block', `unknown block type \`${type}\``, block.type.span,
+        suggestion ? `did you mean \`${suggestion}\`?` : `the block types are ${TOP_LEVEL_BLOCKS.map((b) => `\`${b}\``).join(', ')}`));
+      continue;
+    }
+    if (!allowedHere.includes(type)) {
+      const where = parent ? `inside a \`${parent.type.name}\` block` : 'at the top level';
+      out.push(error('misplaced-block', `a \`${type}\` block is not allowed ${where}`, block.type.span,
+        parent && allowedHere.length ? `only ${allowedHere.map((b) => `\`${b}\``).join(' and ')} blocks may be nested here` : parent ? `\`${parent.type.name}\` blocks hold attributes only` : undefined));
+      continue;
+    }
+    if (schema.label === 'required' && !block.label) {
+      out.push(error('missing-label', `a \`${type}\` block needs a label`, block.type.span, `write \`${type} "NAME" { ... }\``));
+    } else if (schema.label === 'none' && block.label) {
+      out.push(error('unexpected-label', `a \`${type}\` block takes no label`, block.label.span, `write \`${type} { ... }\``));
+    }
+
+    const seen = new Map<string, Attribute>();
+    for (const attr of attributes(block)) {
+      const name = attr.name.name;
+      const expected = schema.attributes[name];
+      if (!expected) {
+        const suggestion = closest(name, Object.keys(schema.attributes));
+        out.push(error('unknown-attribute', `unknown attribute \`${name}\` in a \`${type}\` block`, attr.name.span,
+          suggestion ? `did you mean \`${suggestion}\`?` : `\`${type}\` blocks take ${Object.keys(schema.attributes).map((a) => `\`${a}\``).join(', ')}`));
+        continue;
+      }
+      const previous = seen.get(name);
+      if (previous) {
+        out.push(error('duplicate-attribute', `attribute \`${name}\` is set twice in this \`${type}\` block`, attr.name.span,
+          `the first is at line ${previous.name.span.start.line}; keep one`));
+        continue;
+      }
+      seen.set(name, attr);
+      if (!matchesType(attr.value, expected)) {
+        out.push(error('invalid-type', `\`${name}\` must be ${expected === 'list of strings' ? 'a list of strings' : `a ${expected}`}, found ${valueType(attr.value)}`, attr.value.span,
+          expected === 'list of strings' && attr.value.kind === 'string' ? `write \`${name} = ["${attr.value.raw}"]\`` : expected === 'string' && attr.value.kind === 'list' && name === 'identity' ? 'use `identities = [...]` for several identities' : undefined));
+      }
+    }
+    for (const [a, b] of schema.exclusive) {
+      if (seen.has(a) && seen.has(b)) {
+        out.push(error('conflicting-attributes', `a \`${type}\` block cannot set both \`${a}\` and \`${b}\``, seen.get(b)!.name.span,
+          `put every identity in \`${b}\``));
+      }
+    }
+    for (const names of schema.required) {
+      if (!names.some((n) => seen.has(n))) {
+        const code = names.includes('policy') ? 'missing-policy' : names.includes('identity') || names.includes('identities') ? 'missing-identity' : 'missing-attribute';
+        const what = names.map((n) => `\`${n}\``).join(' or ');
+        out.push(error(code, `this \`${type}\` block has no ${what}`, block.type.span, missingHint(type, names)));
+      }
+    }
+
+    if (type === 'settings' && !parent) {
+      if (firstSettings) {
+        out.push(error('duplicate-settings', 'a second `settings` block; a policy set has at most one', block.type.span,
+          `the first is at ${firstSettings.span.file}:${firstSettings.span.start.line}; merge them`));
+      } else firstSettings = block;
+    }
+    if ((type === 'role' || type === 'test') && block.label) {
+      const names = type === 'role' ? roleNames : testNames;
+      const first = names.get(block.label.value);
+      if (first) {
+        out.push(error(`duplicate-${type}`, `${type} \`${block.label.value}\` is defined twice`, block.label.span,
+          `the first is at ${first.span.file}:${first.span.start.line}`));
+      } else names.set(block.label.value, block);
+    }
+  }
+  return out;
+}
+
+function missingHint(type: string, names: readonly string[]): string | undefined {
+  if (names.includes('policy')) return 'add `policy = "read"`, `"write"`, `"admin"` or `"deny"`';
+  if (names.includes('identity')) return type === 'api' ? 'add `identities = [...]` naming the callers allowed' : 'add `identity = "..."` or `identities = [...]`';
+  if (type === 'test') return `a test needs \`action\`, \`resource\` and \`expect\``;
+  return undefined;
+}

@@ -1,0 +1,63 @@
+// Read-only traversal helpers for check passes.
+import type { Attribute, Block, PolicyFile, StringLiteral, Value } from '../syntax';
+
+export interface BlockVisit {
+  block: Block;
+  parent: Block | null;
+  file: PolicyFile;
+}
+
+export function* blocks(files: readonly PolicyFile[]): Generator<BlockVisit> {
+  for (const file of files) {
+    const stack: { block: Block; parent: Block | null }[] = [];
+    for (const item of file.body) if (item.kind === 'block') stack.push({ block: item, parent: null });
+    // Depth-first, in source order.
+    stack.reverse();
+    while (stack.length) {
+      const { block, parent } = stack.pop()!;
+      yield { block, parent, file };
+      const children = block.body.filter((i): i is Block => i.kind === 'block');
+      for (let i = children.length - 1; i >= 0; i--) stack.push({ block: children[i]!, parent: block });
+    }
+  }
+}
+
+export function attributes(block: Block): Attribute[] {
+  return block.body.filter((i): i is Attribute => i.kind === 'attribute');
+}
+
+/** The first attribute of that name (duplicates are reported by the structure pass). */
+export function attribute(block: Block, name: string): Attribute | undefined {
+  return block.body.find((i): i is Attribute => i.kind === 'attribute' && i.name.name === name);
+}
+
+export function stringValue(block: Block, name: string): StringLiteral | undefined {
+  const a = attribute(block, name);
+  return a?.value.kind === 'string' ? a.value : undefined;
+}
+
+/** The strings of `identity = "x"` or `identities = [...]`, whichever the block has. */
+export function identityStrings(block: Block): StringLiteral[] {
+  const single = stringValue(block, 'identity');
+  if (single) return [single];
+  const list = attribute(block, 'identities')?.value;
+  return list?.kind === 'list' ? list.items.filter((i): i is StringLiteral => i.kind === 'string') : [];
+}
+
+export function* allStrings(files: readonly PolicyFile[]): Generator<StringLiteral> {
+  function* inValue(v: Value): Generator<StringLiteral> {
+    if (v.kind === 'string') yield v;
+    else if (v.kind === 'list') for (const item of v.items) yield* inValue(item);
+  }
+  for (const file of files) {
+    const pending = [...file.body];
+    while (pending.length) {
+      const item = pending.shift()!;
+      if (item.kind === 'attribute') yield* inValue(item.value);
+      else {
+        if (item.label) yield item.label;
+        pending.unshift(...item.body);
+      }
+    }
+  }
+}

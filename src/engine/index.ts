@@ -1,0 +1,193 @@
+// The engine facade: reads a policy set, runs parse → check → compile, owns the active version,
+// and answers decisions. The server and the CLI go through this door only.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { checkPolicySet } from '../check';
+import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
+import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
+import { evaluate, prepareRequest, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
+import { ANONYMOUS, parsePolicy, type PolicyFile } from '../syntax';
+
+export interface PolicySource {
+  /** The name rules and diagnostics use: relative to the policy directory, `/`-separated. */
+  path: string;
+  text: string;
+}
+
+export interface LoadedPolicy {
+  version: string;
+  compiled: CompiledPolicy;
+  files: { path: string; sha256: string; rules: number }[];
+  ruleCount: number;
+  loadedAt: Date;
+  loadMs: number;
+}
+
+export interface BuildResult {
+  diagnostics: Diagnostic[];
+  /** Absent when any error was found: a broken set is never compiled. */
+  policy?: LoadedPolicy;
+  /** Parsed files (also for broken sets), for tools such as lint and fmt. */
+  files: PolicyFile[];
+}
+
+/** Every `*.hcl` file under `dir`, recursively, in sorted path order. */
+export function readPolicyDir(dir: string): PolicySource[] {
+  const found: string[] = [];
+  const walk = (relative: string) => {
+    for (const entry of fs.readdirSync(path.join(dir, relative), { withFileTypes: true })) {
+      const rel = relative ? `${relative}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) walk(rel);
+      else if (entry.isFile() && entry.name.endsWith('.hcl')) found.push(rel);
+    }
+  };
+  walk('');
+  found.sort();
+  return found.map((rel) => ({ path: rel, text: fs.readFileSync(path.join(dir, rel), 'utf8') }));
+}
+
+export function policyVersion(sources: readonly PolicySource[]): string {
+  const hash = createHash('sha256');
+  for (const s of sources) hash.update(`${s.path}\0${s.text}\0`);
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** Parse, check and compile. Pure but for the clock readings passed in. */
+export function buildPolicySet(sources: readonly PolicySource[], now: () => number = Date.now): BuildResult {
+  const started = now();
+  const files: PolicyFile[] = [];
+  const diagnostics: Diagnostic[] = [];
+  for (const source of sources) {
+    const parsed = parsePolicy(source.text, source.path);
+    files.push(parsed.file);
+    diagnostics.push(...parsed.diagnostics);
+  }
+  diagnostics.push(...checkPolicySet(files));
+  const sorted = sortDiagnostics(diagnostics);
+  if (hasErrors(sorted)) return { diagnostics: sorted, files };
+  const compiled = compilePolicySet(files);
+  const perFile = new Map<string, number>();
+  for (const rule of compiled.rules) perFile.set(rule.file, (perFile.get(rule.file) ?? 0) + 1);
+  const finished = now();
+  return {
+    diagnostics: sorted,
+    files,
+    policy: {
+      version: policyVersion(sources),
+      compiled,
+      files: sources.map((s) => ({ path: s.path, sha256: createHash('sha256').update(s.text).digest('hex'), rules: perFile.get(s.path) ?? 0 })),
+      ruleCount: compiled.rules.length,
+      loadedAt: new Date(finished),
+      loadMs: finished - started,
+    },
+  };
+}
+
+export type DecideResult =
+  | { ok: true; decision: Decision; identity: string; request: Request; version: string }
+  | { ok: false; error: RequestError };
+
+/** Applies `settings.anonymous` and evaluates. */
+export function decideWith(policy: LoadedPolicy, raw: RawRequest, options: { explain?: boolean } = {}): DecideResult {
+  const prepared = prepareRequest(raw);
+  if (!prepared.ok) return prepared;
+  const request = prepared.request;
+  let identity = request.identity;
+  if (identity === undefined) {
+    if (!policy.compiled.settings.anonymous) {
+      return { ok: false, error: { field: 'identity', message: 'identity is required: this policy set does not allow anonymous requests (`settings { anonymous = true }`)' } };
+    }
+    identity = ANONYMOUS;
+  }
+  return { ok: true, decision: evaluate(policy.compiled, request, identity, options), identity, request, version: policy.version };
+}
+
+/** A rule's meaning without its position, so moving text around is not reported as a change. */
+export function ruleFingerprint(rule: Rule): string {
+  const scope = `${rule.namespace.kind}:${rule.namespace.value}/${rule.service ? `${rule.service.kind}:${rule.service.value}` : '*'}`;
+  return `${scope} ${rule.level} [${rule.identities.map((i) => i.source).join(',')}]${rule.cidrTexts ? ` cidrs=[${rule.cidrTexts.join(',')}]` : ''}`;
+}
+
+export interface RuleChange {
+  rule: string;
+  at: string;
+}
+
+export interface PolicyDiff {
+  added: RuleChange[];
+  removed: RuleChange[];
+}
+
+export function diffPolicies(before: CompiledPolicy | undefined, after: CompiledPolicy): PolicyDiff {
+  const count = (rules: Rule[]) => {
+    const m = new Map<string, Rule[]>();
+    for (const r of rules) {
+      const key = ruleFingerprint(r);
+      const list = m.get(key);
+      if (list) list.push(r);
+      else m.set(key, [r]);
+    }
+    return m;
+  };
+  const old = count(before?.rules ?? []);
+  const neu = count(after.rules);
+  const describe = (r: Rule): RuleChange => ({ rule: `${r.label} ${r.level} ${r.identities.map((i) => i.source).join(', ')}${r.cidrTexts ? ` from ${r.cidrTexts.join(', ')}` : ''}`, at: `${r.file}:${r.line}` });
+  const added: RuleChange[] = [];
+  const removed: RuleChange[] = [];
+  for (const [key, rules] of neu) for (const r of rules.slice(old.get(key)?.length ?? 0)) added.push(describe(r));
+  for (const [key, rules] of old) for (const r of rules.slice(neu.get(key)?.length ?? 0)) removed.push(describe(r));
+  return { added, removed };
+}
+
+export type ReloadResult =
+  | { ok: true; changed: boolean; previous: string | undefined; policy: LoadedPolicy; diff: PolicyDiff; diagnostics: Diagnostic[] }
+  | { ok: false; diagnostics: Diagnostic[]; previous: string | undefined; error?: string };
+
+/**
+ * Owns the active policy version. A reload builds the new set to the side and swaps it in with one
+ * assignment; a set with errors never replaces a good one.
+ */
+export class Engine {
+  private active: LoadedPolicy | undefined;
+  private generation = 0;
+
+  constructor(private readonly policyDir: string, private readonly now: () => number = Date.now) {}
+
+  get directory(): string {
+    return this.policyDir;
+  }
+
+  current(): LoadedPolicy | undefined {
+    return this.active;
+  }
+
+  /** Bumped on every successful swap; lets caches key on something cheaper than the version string. */
+  currentGeneration(): number {
+    return this.generation;
+  }
+
+  reload(): ReloadResult {
+    const previous = this.active?.version;
+    let sources: PolicySource[];
+    try {
+      sources = readPolicyDir(this.policyDir);
+    } catch (e) {
+      return { ok: false, diagnostics: [], previous, error: `cannot read policy directory \`${this.policyDir}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+    }
+    if (sources.length === 0) return { ok: false, diagnostics: [], previous, error: `no \`*.hcl\` files in \`${this.policyDir}\`` };
+    const built = buildPolicySet(sources, this.now);
+    if (!built.policy) return { ok: false, diagnostics: built.diagnostics, previous };
+    if (previous === built.policy.version) return { ok: true, changed: false, previous, policy: this.active!, diff: { added: [], removed: [] }, diagnostics: built.diagnostics };
+    const diff = diffPolicies(this.active?.compiled, built.policy.compiled);
+    this.active = built.policy;
+    this.generation++;
+    return { ok: true, changed: true, previous, policy: built.policy, diff, diagnostics: built.diagnostics };
+  }
+
+  decide(raw: RawRequest, options: { explain?: boolean } = {}): DecideResult | { ok: false; error: RequestError; unavailable: true } {
+    const policy = this.active;
+    if (!policy) return { ok: false, unavailable: true, error: { field: 'policy', message: 'no valid policy set is loaded' } };
+    return decideWith(policy, raw, options);
+  }
+}

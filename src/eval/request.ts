@@ -1,0 +1,73 @@
+// Raw request fields → a validated request. Pure; every refusal names its field and what was expected.
+import type ipaddr from 'ipaddr.js';
+import { isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from '../syntax';
+
+export interface RawRequest {
+  identity?: string | undefined;
+  action: string;
+  resource: string;
+  namespace?: string | undefined;
+  sourceIp?: string | undefined;
+}
+
+export interface Request {
+  /** Undefined when the subject is unauthenticated (the engine applies `settings.anonymous`). */
+  identity: string | undefined;
+  action: Action;
+  /** As the caller wrote it, for reasons and the audit row. */
+  resourceText: string;
+  resource: Resource;
+  /** The service a `service:` resource names (decided as the service even with `/INSTANCE`). */
+  service: string | undefined;
+  namespace: string;
+  sourceIp: string | undefined;
+  sourceAddress: ipaddr.IPv4 | ipaddr.IPv6 | undefined;
+}
+
+export interface RequestError {
+  field: string;
+  message: string;
+}
+
+export type PrepareResult = { ok: true; request: Request } | { ok: false; error: RequestError };
+
+export const DEFAULT_NAMESPACE = 'default';
+
+export function prepareRequest(raw: RawRequest): PrepareResult {
+  const fail = (field: string, message: string): PrepareResult => ({ ok: false, error: { field, message } });
+  if (!isAction(raw.action)) return fail('action', `unknown action \`${raw.action}\`; expected \`read\`, \`write\` or \`admin\``);
+  const parsed = parseResource(raw.resource);
+  if (!parsed.ok) return fail('resource', parsed.message);
+  const resource = parsed.resource;
+  if (raw.namespace !== undefined && !isValidName(raw.namespace)) {
+    return fail('namespace', `invalid namespace \`${raw.namespace}\`; names are 1-253 characters of A-Z a-z 0-9 . _ -`);
+  }
+  let namespace = raw.namespace ?? DEFAULT_NAMESPACE;
+  if (resource.kind === 'namespace') {
+    if (raw.namespace !== undefined && raw.namespace !== resource.namespace) {
+      return fail('namespace', `\`${raw.namespace}\` contradicts the resource \`${raw.resource}\`; omit \`namespace\` or make them equal`);
+    }
+    namespace = resource.namespace;
+  }
+  let sourceIp: string | undefined;
+  let sourceAddress: Request['sourceAddress'];
+  if (raw.sourceIp !== undefined) {
+    sourceIp = normalizeIp(raw.sourceIp);
+    if (sourceIp === undefined) return fail('source_ip', `invalid IP address \`${raw.sourceIp}\`; expected IPv4 (10.0.1.50) or IPv6 (fd00::1)`);
+    sourceAddress = parseIp(sourceIp);
+  }
+  if (raw.identity !== undefined && raw.identity.length === 0) return fail('identity', 'identity is empty; omit it for an anonymous request');
+  return {
+    ok: true,
+    request: {
+      identity: raw.identity,
+      action: raw.action,
+      resourceText: raw.resource,
+      resource,
+      service: resource.kind === 'service' ? resource.service : undefined,
+      namespace,
+      sourceIp,
+      sourceAddress,
+    },
+  };
+}
