@@ -167,21 +167,33 @@ export class Engine {
     return this.generation;
   }
 
-  reload(): ReloadResult {
-    const previous = this.active?.version;
+  /** Reads and builds the directory to the side; the active version is untouched. */
+  build(): { ok: true; policy: LoadedPolicy; diagnostics: Diagnostic[] } | { ok: false; diagnostics: Diagnostic[]; error?: string } {
     let sources: PolicySource[];
     try {
       sources = readPolicyDir(this.policyDir);
     } catch (e) {
-      return { ok: false, diagnostics: [], previous, error: `cannot read policy directory \`${this.policyDir}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+      return { ok: false, diagnostics: [], error: `cannot read policy directory \`${this.policyDir}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
     }
-    if (sources.length === 0) return { ok: false, diagnostics: [], previous, error: `no \`*.hcl\` files in \`${this.policyDir}\`` };
+    if (sources.length === 0) return { ok: false, diagnostics: [], error: `no \`*.hcl\` files in \`${this.policyDir}\`` };
     const built = buildPolicySet(sources, this.now);
-    if (!built.policy) return { ok: false, diagnostics: built.diagnostics, previous };
+    return built.policy ? { ok: true, policy: built.policy, diagnostics: built.diagnostics } : { ok: false, diagnostics: built.diagnostics };
+  }
+
+  /** Swaps in a built policy with one assignment. */
+  activate(policy: LoadedPolicy): void {
+    this.active = policy;
+    this.generation++;
+  }
+
+  /** build() then activate() when it succeeded and changed something. */
+  reload(): ReloadResult {
+    const previous = this.active?.version;
+    const built = this.build();
+    if (!built.ok) return { ok: false, diagnostics: built.diagnostics, previous, ...(built.error ? { error: built.error } : {}) };
     if (previous === built.policy.version) return { ok: true, changed: false, previous, policy: this.active!, diff: { added: [], removed: [] }, diagnostics: built.diagnostics };
     const diff = diffPolicies(this.active?.compiled, built.policy.compiled);
-    this.active = built.policy;
-    this.generation++;
+    this.activate(built.policy);
     return { ok: true, changed: true, previous, policy: built.policy, diff, diagnostics: built.diagnostics };
   }
 

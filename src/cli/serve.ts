@@ -1,0 +1,171 @@
+// `pdp serve`: wires the engine, the audit store and the HTTP server together and listens.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRecorder, openAuditStore } from '../audit';
+import { Engine } from '../engine';
+import { buildServer, createReloader } from '../server';
+import { parse } from './args';
+import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
+import { printDiagnostics } from './policy-input';
+
+export const HELP = `usage: pdp serve [--policies DIR] [--audit FILE] [--listen HOST:PORT] [options]
+
+Runs the PDP: POST /v1/authorize, /v1/authorize/batch, /v1/health, /v1/ready, /metrics,
+/v1/policies and /v1/policies/reload. Every decision is committed to the audit store before
+it is answered.
+
+  --policies DIR        policy directory (default $PDP_POLICIES or ./policies)
+  --audit FILE          SQLite audit store (default $PDP_AUDIT or ./audit.db)
+  --listen HOST:PORT    address (default $PDP_LISTEN or 127.0.0.1:8181)
+  --cache-entries N     decision cache entries per policy version (default 10000; 0 disables)
+  --audit-sync MODE     normal (default: survives a killed process) or full (survives power loss)
+  --node-name NAME      registry_node written to audit rows (default: the host name)
+  --no-watch            do not reload when policy files change (SIGHUP and the API still reload)
+  --tls-cert FILE       server certificate (PEM); enables HTTPS with TLS 1.3 only
+  --tls-key FILE        server private key (PEM)
+  --client-ca FILE      CA bundle; clients must present a certificate it signed (mutual TLS)
+  --tokens FILE         token store (from \`pdp token\`); enables bearer-token callers and subjects
+  --log-level LEVEL     fatal, error, warn (default), info, debug
+
+Without TLS the server only binds to a loopback address. SIGHUP reloads the policies;
+SIGTERM and SIGINT drain in-flight requests and the audit queue, then exit.
+`;
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  if (!m) throw new UsageError(`--listen expects HOST:PORT (e.g. 127.0.0.1:8181 or [::1]:8181); got \`${text}\``);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--listen port \`${port}\` is out of range`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export const run: Command = async (args, io) => {
+  const { values } = parse(args, {
+    policies: { type: 'string' }, audit: { type: 'string' }, listen: { type: 'string' },
+    'cache-entries': { type: 'string' }, 'audit-sync': { type: 'string' }, 'node-name': { type: 'string' },
+    'no-watch': { type: 'boolean' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+    'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
+  }, false);
+  const policyDir = path.resolve(io.cwd, values.policies ?? io.env.PDP_POLICIES ?? 'policies');
+  const auditPath = path.resolve(io.cwd, values.audit ?? io.env.PDP_AUDIT ?? 'audit.db');
+  const { host, port } = parseListen(values.listen ?? io.env.PDP_LISTEN ?? '127.0.0.1:8181');
+  const cacheEntries = values['cache-entries'] === undefined ? 10_000 : Number(values['cache-entries']);
+  if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new UsageError(`--cache-entries expects a whole number ≥ 0; got \`${values['cache-entries']}\``);
+  const sync = values['audit-sync'] ?? 'normal';
+  if (sync !== 'normal' && sync !== 'full') throw new UsageError(`--audit-sync must be \`normal\` or \`full\`; got \`${sync}\``);
+  const logLevel = values['log-level'] ?? 'warn';
+  if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
+  const tls = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['client-ca'] !== undefined;
+  if (tls && (values['tls-cert'] === undefined || values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (!tls && !isLoopback(host)) {
+    throw new UsageError(`refusing to serve without TLS on \`${host}\`: plain HTTP is allowed only on loopback; add --tls-cert/--tls-key (and --client-ca for mutual TLS)`);
+  }
+  const nodeName = values['node-name'] ?? os.hostname();
+
+  const engine = new Engine(policyDir);
+  const first = engine.reload();
+  if (!first.ok) {
+    if (first.error) io.stderr.write(`pdp serve: ${first.error}\n`);
+    else {
+      const sources = first.diagnostics.length ? (await import('../engine')).readPolicyDir(policyDir) : [];
+      printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(path.relative(io.cwd, policyDir) || '.', d.span.file) } })), [{ label: policyDir, base: path.relative(io.cwd, policyDir) || '.', sources }], io);
+      io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; not starting\n`);
+    }
+    return EXIT_FINDING;
+  }
+
+  let store;
+  try {
+    store = openAuditStore(auditPath, { synchronous: sync });
+  } catch (e) {
+    io.stderr.write(`pdp serve: cannot open the audit store \`${auditPath}\`: ${(e as Error).message}\n`);
+    return EXIT_FINDING;
+  }
+  const auditStore = store;
+  const recorder = createRecorder(auditStore);
+  auditStore.refreshAllowedServices(first.policy.compiled.declaredServices);
+  const reloader = createReloader({ engine, recorder, nodeName, onActivated: (p) => auditStore.refreshAllowedServices(p.compiled.declaredServices) });
+
+  let security: Awaited<ReturnType<typeof loadSecurity>> | undefined;
+  if (tls || values.tokens !== undefined) security = await loadSecurity(values, io);
+  const app = buildServer({
+    engine, recorder, reloader, cacheEntries, nodeName,
+    logger: { level: logLevel, redact: ['req.headers.authorization'] },
+    ...(security?.serverOptions ?? {}),
+  });
+  if (!tls) app.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
+
+  reloader.onOutcome((outcome, trigger) => {
+    if (outcome.ok && outcome.changed) io.stderr.write(`pdp serve: reloaded (${trigger}): ${outcome.version}, ${outcome.added.length} rule(s) added, ${outcome.removed.length} removed\n`);
+    else if (!outcome.ok) io.stderr.write(`pdp serve: reload refused (${trigger}): ${outcome.message}\n${outcome.diagnostics.map((d) => `  ${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}`).join('\n')}\n`);
+  });
+
+  const onHup = () => {
+    void reloader.reload('signal:SIGHUP');
+    security?.reload();
+  };
+  process.on('SIGHUP', onHup);
+  let watcher: fs.FSWatcher | undefined;
+  if (!values['no-watch']) {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      watcher = fs.watch(policyDir, { recursive: true }, () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => void reloader.reload('file-change'), 250);
+      });
+      watcher.on('error', () => undefined);
+    } catch {
+      app.log.warn('cannot watch the policy directory; reload with SIGHUP or the API');
+    }
+  }
+
+  try {
+    await app.listen({ host, port });
+  } catch (e) {
+    io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    await recorder.close();
+    auditStore.close();
+    return EXIT_FINDING;
+  }
+  const address = app.server.address();
+  const shownPort = typeof address === 'object' && address ? address.port : port;
+  io.stderr.write(`pdp serve: ${first.policy.ruleCount} rules (${first.policy.version}) from ${policyDir}\n`);
+  io.stderr.write(`pdp serve: audit store ${auditPath}\n`);
+  io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      io.stderr.write(`pdp serve: ${signal}: draining\n`);
+      watcher?.close();
+      security?.close();
+      process.off('SIGHUP', onHup);
+      await app.close();
+      await recorder.close();
+      auditStore.close();
+      io.stderr.write('pdp serve: stopped\n');
+      resolve(EXIT_OK);
+    };
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+    process.once('SIGINT', () => void stop('SIGINT'));
+  });
+};
+
+/** TLS, client certificates and tokens: see src/server/auth.ts. */
+async function loadSecurity(values: Record<string, string | boolean | undefined>, io: CliIo) {
+  const { createSecurity } = await import('../server/auth');
+  return createSecurity({
+    cwd: io.cwd,
+    tlsCert: values['tls-cert'] as string | undefined,
+    tlsKey: values['tls-key'] as string | undefined,
+    clientCa: values['client-ca'] as string | undefined,
+    tokens: values.tokens as string | undefined,
+  });
+}

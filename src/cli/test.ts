@@ -1,0 +1,67 @@
+// `pdp test [PATH…]`: runs the `test` blocks of each policy set against that set.
+import { buildPolicySet, decideWith } from '../engine';
+import { parse, formatOption } from './args';
+import { EXIT_FINDING, EXIT_OK, type Command } from './io';
+import { displayPath, printDiagnostics, readPolicyInputs, withDisplayPaths } from './policy-input';
+
+export const HELP = `usage: pdp test [PATH…] [--format text|json]
+
+Runs every \`test\` block in each policy set (default: $PDP_POLICIES or ./policies) and prints
+pass/fail per test, the deciding rule of each failure, and a closing \`N passed, N failed\` line.
+
+Exit codes: 0 all passed, 1 any failure (or a policy set with errors), 2 bad usage.
+`;
+
+interface TestOutcome {
+  name: string;
+  at: string;
+  passed: boolean;
+  expected: string;
+  actual: string;
+  reason: string;
+  rule: string | null;
+}
+
+export const run: Command = async (args, io) => {
+  const { values, positionals } = parse(args, { format: { type: 'string' } });
+  const format = formatOption(values.format, ['text', 'json'], 'text');
+  const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES ?? 'policies'], io);
+  const outcomes: TestOutcome[] = [];
+  let broken = false;
+  for (const input of inputs) {
+    const built = buildPolicySet(input.sources);
+    if (!built.policy) {
+      broken = true;
+      printDiagnostics(withDisplayPaths(input, built.diagnostics).filter((d) => d.severity === 'error'), [input], io);
+      io.stderr.write(`pdp test: \`${input.label}\` has errors; its tests were not run\n`);
+      continue;
+    }
+    for (const t of built.policy.compiled.tests) {
+      const at = `${displayPath(input.base, t.file)}:${t.line}`;
+      const outcome = decideWith(built.policy, { identity: t.identity, action: t.action, resource: t.resource, namespace: t.namespace, sourceIp: t.sourceIp });
+      if (!outcome.ok) {
+        outcomes.push({ name: t.name, at, passed: false, expected: t.expect, actual: 'ERROR', reason: `${outcome.error.field}: ${outcome.error.message}`, rule: null });
+        continue;
+      }
+      const d = outcome.decision;
+      outcomes.push({
+        name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: d.reason,
+        rule: d.rule ? `${displayPath(input.base, d.rule.file)}:${d.rule.line}` : null,
+      });
+    }
+  }
+  const passed = outcomes.filter((o) => o.passed).length;
+  const failed = outcomes.length - passed;
+  if (format === 'json') {
+    io.stdout.write(`${JSON.stringify({ passed, failed, tests: outcomes }, null, 2)}\n`);
+  } else {
+    for (const o of outcomes) {
+      if (o.passed) io.stdout.write(`PASS  ${o.name}  (${o.at})\n`);
+      else {
+        io.stdout.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ${o.actual}: ${o.reason}\n      decided by ${o.rule ?? 'the default policy'}\n`);
+      }
+    }
+    io.stdout.write(`${passed} passed, ${failed} failed\n`);
+  }
+  return failed > 0 || broken ? EXIT_FINDING : EXIT_OK;
+};

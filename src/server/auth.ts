@@ -1,0 +1,156 @@
+// Zero-trust transport and identity for `pdp serve`: TLS 1.3, mutual TLS with SPIFFE IDs, bearer
+// tokens, lockout after repeated failures, per-caller rate limits, and certificate rotation
+// without a restart. The server sees only the Authenticator and the fastify options built here.
+import fs from 'node:fs';
+import type { ServerOptions } from 'node:https';
+import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import {
+  FailureTracker, loadTrustBundle, openTokenStore, peerCertificateAllowsClientAuth, spiffeIdFromPeerCertificate,
+  verifyClientCertificate, type TokenStore, type TrustBundle,
+} from '../identity';
+import { ApiError, AuthnError } from './errors';
+import type { Authenticator, Caller, ServerDeps } from './server';
+
+
+export interface SecurityOptions {
+  cwd: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  clientCa?: string;
+  tokens?: string;
+  /** Requests per second per caller; 0 disables (default 1000 when callers are authenticated). */
+  rateLimitPerSecond?: number;
+  maxFailures?: number;
+  lockoutMs?: number;
+  windowMs?: number;
+  now?: () => Date;
+}
+
+export function createSecurity(options: SecurityOptions) {
+  const now = options.now ?? (() => new Date());
+  const resolve = (p: string) => path.resolve(options.cwd, p);
+  const certPath = options.tlsCert && resolve(options.tlsCert);
+  const keyPath = options.tlsKey && resolve(options.tlsKey);
+  const caPath = options.clientCa && resolve(options.clientCa);
+  let bundle: TrustBundle | undefined = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
+  const tokens: TokenStore | undefined = options.tokens ? openTokenStore(resolve(options.tokens)) : undefined;
+  const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
+
+  const tlsMaterial = (): ServerOptions => ({
+    key: fs.readFileSync(keyPath!),
+    cert: fs.readFileSync(certPath!),
+    ...(bundle ? { ca: bundle.pems, requestCert: true, rejectUnauthorized: true } : {}),
+  });
+  const https: ServerOptions | undefined = certPath ? { ...tlsMaterial(), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } : undefined;
+
+  function failed(source: string, message: string, attempted: string | null, kind: string): never {
+    const lock = failures.recordFailure(source, now());
+    if (lock.locked) {
+      const retry = Math.max(1, Math.ceil(((lock.until ?? now().getTime()) - now().getTime()) / 1000));
+      throw new AuthnError(`${message}; too many failures from this source, locked for ${retry} s`, attempted, kind, 'locked_out', { 'retry-after': String(retry) });
+    }
+    throw new AuthnError(message, attempted, kind);
+  }
+
+  function checkLock(source: string): void {
+    const lock = failures.isLocked(source, now());
+    if (lock.locked) {
+      throw new AuthnError(`too many authentication failures from this source; retry in ${lock.retryAfterSeconds} s`, null, 'locked-out', 'locked_out', { 'retry-after': String(lock.retryAfterSeconds) });
+    }
+  }
+
+  function validateToken(token: string, source: string): string {
+    if (!tokens) failed(source, 'bearer tokens are not enabled on this server', null, 'token');
+    const result = tokens.validate(token, now());
+    if (!result.ok) failed(source, `invalid token: ${result.reason}`, null, `token-${result.code}`);
+    return result.identity;
+  }
+
+  // The seed's AuthenticateRequest order: token, then certificate, then (never, for callers) anonymous.
+  const authenticator: Authenticator | undefined = bundle || tokens ? {
+    authenticateCaller(request: FastifyRequest): Caller {
+      const source = request.ip;
+      checkLock(source);
+      const header = request.headers.authorization;
+      if (header !== undefined) {
+        const m = /^Bearer\s+(\S+)$/i.exec(header);
+        if (!m) failed(source, 'the Authorization header must be `Bearer <token>`', null, 'token-malformed');
+        const identity = validateToken(m[1]!, source);
+        failures.recordSuccess(source);
+        return { identity, via: 'token' };
+      }
+      const socket = request.raw.socket as TLSSocket;
+      if (bundle && typeof socket.getPeerCertificate === 'function') {
+        const peer = socket.getPeerCertificate();
+        if (socket.authorized && peer && Object.keys(peer).length) {
+          if (!peerCertificateAllowsClientAuth(peer)) failed(source, 'the client certificate is not valid for client authentication', null, 'certificate-purpose');
+          const spiffeId = spiffeIdFromPeerCertificate(peer);
+          if (!spiffeId) failed(source, 'the client certificate carries no SPIFFE ID', null, 'certificate-no-spiffe-id');
+          failures.recordSuccess(source);
+          return { identity: spiffeId, via: 'mtls' };
+        }
+      }
+      failed(source, bundle ? 'a client certificate or a bearer token is required' : 'a bearer token is required', null, 'missing');
+    },
+    authenticateSubject(credentials, request): string {
+      const source = request.ip;
+      checkLock(source);
+      if (credentials.token !== undefined) return validateToken(credentials.token, source);
+      if (credentials.certificate !== undefined) {
+        if (!bundle) failed(source, '`credentials.certificate` cannot be verified: no --client-ca trust bundle is configured', null, 'certificate');
+        const result = verifyClientCertificate(credentials.certificate, bundle, now());
+        if (!result.ok) failed(source, `invalid certificate: ${result.reason}`, null, `certificate-${result.code}`);
+        return result.spiffeId;
+      }
+      failed(source, '`credentials` must hold `token` or `certificate`', null, 'missing');
+    },
+  } : undefined;
+
+  let app: FastifyInstance | undefined;
+  function reload(): void {
+    if (caPath) bundle = loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath);
+    if (app && certPath) (app.server as unknown as { setSecureContext(o: ServerOptions): void }).setSecureContext({ ...tlsMaterial(), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as ServerOptions);
+  }
+  // Rotation without downtime: poll the files (robust to rename-into-place), swap the context.
+  const watched = [certPath, keyPath, caPath].filter((p): p is string => typeof p === 'string');
+  let pending: NodeJS.Timeout | undefined;
+  const onChange = () => {
+    clearTimeout(pending);
+    pending = setTimeout(() => {
+      try { reload(); } catch (e) { app?.log.error(`certificate reload failed, keeping the previous ones: ${(e as Error).message}`); }
+    }, 200);
+  };
+  for (const file of watched) fs.watchFile(file, { interval: 500, persistent: false }, onChange);
+
+  const perSecond = options.rateLimitPerSecond ?? (authenticator ? 1000 : 0);
+  const serverOptions: Partial<ServerDeps> = {
+    ...(https ? { https } : {}),
+    ...(authenticator ? { authenticator } : {}),
+    plugins: [
+      async (instance) => {
+        app = instance; // every encapsulated instance shares the one TLS server
+        if (perSecond > 0) {
+          await instance.register(rateLimit, {
+            max: perSecond,
+            timeWindow: 1000,
+            keyGenerator: (req) => req.caller?.identity ?? req.ip,
+            errorResponseBuilder: (_req, ctx) => new ApiError('rate_limited', `rate limit of ${ctx.max} requests per second exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {}, { 'retry-after': String(Math.ceil(ctx.ttl / 1000)) }),
+          });
+        }
+      },
+    ],
+  };
+
+  return {
+    serverOptions,
+    reload,
+    close(): void {
+      clearTimeout(pending);
+      for (const file of watched) fs.unwatchFile(file, onChange);
+      tokens?.close();
+    },
+  };
+}

@@ -1,0 +1,39 @@
+// The one registry of error codes the HTTP API answers with. Each 4xx names the field and what
+// was expected; no error echoes a secret or a stack trace.
+export const ERRORS = {
+  invalid_json: { status: 400, summary: 'the body is not valid JSON' },
+  invalid_request: { status: 400, summary: 'the body does not match the schema' },
+  unsupported_media_type: { status: 415, summary: 'the body must be application/json' },
+  unauthenticated: { status: 401, summary: 'the caller or subject could not be authenticated' },
+  forbidden: { status: 403, summary: 'the caller has no `api` grant for this endpoint' },
+  not_found: { status: 404, summary: 'no such endpoint' },
+  method_not_allowed: { status: 405, summary: 'method not allowed' },
+  body_too_large: { status: 413, summary: 'the body is larger than the limit' },
+  policy_invalid: { status: 422, summary: 'the new policy set has errors; the last good one keeps serving' },
+  rate_limited: { status: 429, summary: 'too many requests' },
+  locked_out: { status: 429, summary: 'too many authentication failures from this source' },
+  internal: { status: 500, summary: 'internal error' },
+  policy_unavailable: { status: 503, summary: 'no valid policy set is loaded' },
+  audit_unavailable: { status: 503, summary: 'the audit store cannot be written; failing closed' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(readonly code: ErrorCode, message: string, readonly extra: Record<string, unknown> = {}, readonly headers: Record<string, string> = {}) {
+    super(message);
+    this.status = ERRORS[code].status;
+  }
+}
+
+export function errorBody(code: ErrorCode, message: string, extra: Record<string, unknown> = {}) {
+  return { error: { code, message, ...extra } };
+}
+
+/** An authentication failure: answered 401 (or 429 when locked out) and audited as AUTHN_FAILURE. */
+export class AuthnError extends ApiError {
+  constructor(message: string, readonly attempted: string | null, readonly kind: string, code: 'unauthenticated' | 'locked_out' = 'unauthenticated', headers: Record<string, string> = {}) {
+    super(code, message, {}, headers);
+  }
+}

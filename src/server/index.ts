@@ -1,0 +1,4 @@
+export * from './server';
+export * from './reload';
+export * from './errors';
+export { DecisionCache } from './cache';

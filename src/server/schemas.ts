@@ -1,0 +1,81 @@
+// JSON schemas for every route: ajv validates requests before any policy code runs, and the
+// response schemas let fastify serialize without JSON.stringify's reflection.
+const NAME_PATTERN = '^[A-Za-z0-9._-]{1,253}$';
+
+const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 } as const;
+
+export const authorizeRequest = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['action', 'resource'],
+  properties: {
+    identity: { type: 'string', minLength: 1, maxLength: 2048 },
+    action: { type: 'string', enum: ['read', 'write', 'admin'] },
+    resource: { type: 'string', minLength: 1, maxLength: 600 },
+    namespace: { type: 'string', pattern: NAME_PATTERN },
+    context: {
+      type: 'object',
+      maxProperties: 32,
+      properties: {
+        source_ip: { type: 'string', minLength: 1, maxLength: 64 },
+        event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$' },
+        instance_id: { type: 'string', pattern: NAME_PATTERN },
+      },
+      additionalProperties: scalar,
+    },
+    credentials: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: {
+        token: { type: 'string', minLength: 1, maxLength: 512 },
+        certificate: { type: 'string', minLength: 1, maxLength: 32768 },
+      },
+    },
+    explain: { type: 'boolean' },
+  },
+} as const;
+
+export const batchRequest = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['checks'],
+  properties: { checks: { type: 'array', minItems: 1, maxItems: 1000, items: authorizeRequest } },
+} as const;
+
+const ruleRef = { type: ['object', 'null'], properties: { file: { type: 'string' }, line: { type: 'integer' } } } as const;
+
+const considered = {
+  type: 'array',
+  items: {
+    type: 'object',
+    properties: {
+      rule: { type: 'object', properties: { file: { type: 'string' }, line: { type: 'integer' }, column: { type: 'integer' } } },
+      block: { type: 'string' },
+      policy: { type: 'string' },
+      outcome: { type: 'string' },
+      why: { type: 'string' },
+      description: { type: 'string' },
+    },
+  },
+} as const;
+
+export const authorizeResponse = {
+  type: 'object',
+  required: ['decision_id', 'allow', 'result', 'reason', 'rule', 'policy_version'],
+  properties: {
+    decision_id: { type: 'string' },
+    allow: { type: 'boolean' },
+    result: { type: 'string' },
+    reason: { type: 'string' },
+    rule: ruleRef,
+    policy_version: { type: 'string' },
+    identity: { type: 'string' },
+    considered,
+  },
+} as const;
+
+export const batchResponse = {
+  type: 'object',
+  properties: { results: { type: 'array', items: authorizeResponse } },
+} as const;

@@ -1,0 +1,361 @@
+// buildServer(deps): the /v1 HTTP API on fastify. No listen() here: `pdp serve` listens, tests
+// use an ephemeral port or inject(). The audit recorder and everything with I/O are handed in.
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import type { AuditEvent } from '../audit/event';
+import type { AuditRecorder } from '../audit/recorder';
+import type { ApiScope } from '../check/schema';
+import { decideWith, type Engine, type LoadedPolicy } from '../engine';
+import { ANONYMOUS } from '../syntax';
+import { DecisionCache } from './cache';
+import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
+import { createMetrics, type Metrics } from './metrics';
+import type { Reloader } from './reload';
+import { authorizeRequest, authorizeResponse, batchRequest, batchResponse } from './schemas';
+
+export interface AuthorizeBody {
+  identity?: string;
+  action: string;
+  resource: string;
+  namespace?: string;
+  context?: Record<string, string | number | boolean | null> & { source_ip?: string; event_type?: string; instance_id?: string };
+  credentials?: { token?: string; certificate?: string };
+  explain?: boolean;
+}
+
+/** Who is calling the PDP (a PEP), established by TLS client certificates or bearer tokens. */
+export interface Caller {
+  identity: string;
+  via: 'mtls' | 'token' | 'loopback';
+}
+
+/** Authentication of callers and subjects, supplied by `pdp serve` when TLS or tokens are on. */
+export interface Authenticator {
+  /** Establishes the caller; throws ApiError(401/429) when it cannot. */
+  authenticateCaller(request: FastifyRequest): Promise<Caller> | Caller;
+  /** Turns `credentials` into a verified subject identity; throws ApiError(401) when they do not verify. */
+  authenticateSubject?(credentials: NonNullable<AuthorizeBody['credentials']>, request: FastifyRequest): Promise<string> | string;
+  /** Records an API-level denial (no grant) for the audit log. */
+}
+
+export interface ServerDeps {
+  engine: Engine;
+  recorder: AuditRecorder;
+  reloader: Reloader;
+  /** Entries in the decision cache per policy version; 0 disables it. */
+  cacheEntries?: number;
+  nodeName?: string;
+  bodyLimit?: number;
+  /** Absent: the loopback development default (every local caller may use authorize and operations). */
+  authenticator?: Authenticator;
+  logger?: FastifyServerOptions['logger'];
+  https?: import('node:https').ServerOptions;
+  /** Extra fastify plugins to register first (e.g. rate limiting), given the instance. */
+  plugins?: ((app: FastifyInstance) => Promise<void>)[];
+  now?: () => Date;
+  defaultMetrics?: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller?: Caller;
+  }
+  interface FastifyContextConfig {
+    scope?: ApiScope | 'open';
+  }
+}
+
+function fail(reply: FastifyReply, code: ErrorCode, message: string, extra: Record<string, unknown> = {}) {
+  return reply.code(ERRORS[code].status).send(errorBody(code, message, extra));
+}
+
+/** ajv's instancePath (`/checks/3/resource`) → the field people write (`checks[3].resource`). */
+function fieldName(instancePath: string, missing?: string): string {
+  const parts = instancePath.split('/').filter(Boolean);
+  if (missing) parts.push(missing);
+  return parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '') || 'body';
+}
+
+interface ValidationIssue {
+  instancePath: string;
+  keyword: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+function describeValidation(issue: ValidationIssue): { field: string; message: string } {
+  const { keyword, params } = issue;
+  if (keyword === 'required') {
+    const field = fieldName(issue.instancePath, String(params.missingProperty));
+    return { field, message: `\`${field}\` is required` };
+  }
+  if (keyword === 'additionalProperties') {
+    const field = fieldName(issue.instancePath, String(params.additionalProperty));
+    return { field, message: `unknown field \`${field}\`` };
+  }
+  const field = fieldName(issue.instancePath);
+  switch (keyword) {
+    case 'type': return { field, message: `\`${field}\` must be ${String(params.type).replace(/,/g, ' or ')}` };
+    case 'enum': return { field, message: `\`${field}\` must be one of ${(params.allowedValues as unknown[]).map((v) => `\`${String(v)}\``).join(', ')}` };
+    case 'pattern':
+      return { field, message: field.endsWith('event_type') ? `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` : `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
+    case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters` };
+    case 'minLength': return { field, message: `\`${field}\` must not be empty` };
+    case 'minItems': return { field, message: `\`${field}\` must hold at least ${String(params.limit)} item(s)` };
+    case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items` };
+    case 'maxProperties': return { field, message: `\`${field}\` may have at most ${String(params.limit)} fields` };
+    case 'minProperties': return { field, message: `\`${field}\` must not be empty` };
+    default: return { field, message: `\`${field}\` ${issue.message ?? 'is invalid'}` };
+  }
+}
+
+export function buildServer(deps: ServerDeps): FastifyInstance {
+  const now = deps.now ?? (() => new Date());
+  const nodeName = deps.nodeName ?? 'pdp';
+  const cache = new DecisionCache(deps.cacheEntries ?? 10_000);
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    ...(deps.https ? { https: deps.https } : {}),
+    // Strict validation: no silent type coercion, no silently dropped unknown fields.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    return503OnClosing: true,
+  } as FastifyServerOptions) as unknown as FastifyInstance;
+
+  const metrics: Metrics = createMetrics({
+    queueDepth: () => deps.recorder.queueDepth(),
+    cacheHits: () => cache.hits,
+    cacheMisses: () => cache.misses,
+    rules: () => deps.engine.current()?.ruleCount ?? 0,
+    auditWritable: () => deps.recorder.writable(),
+  }, deps.defaultMetrics ?? true);
+  app.decorate('pdpMetrics', metrics);
+  deps.reloader.onOutcome((outcome) => metrics.reloads.inc({ outcome: outcome.ok ? (outcome.changed ? 'changed' : 'unchanged') : 'refused' }));
+
+  app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; code?: string; statusCode?: number }, request, reply) => {
+    if (err instanceof ApiError) {
+      for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
+      return fail(reply, err.code, err.message, err.extra);
+    }
+    if (err.validation?.length) {
+      const { field, message } = describeValidation(err.validation[0]!);
+      return fail(reply, 'invalid_request', message, { field });
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return fail(reply, 'body_too_large', `the body is larger than ${deps.bodyLimit ?? 1024 * 1024} bytes`);
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return fail(reply, 'unsupported_media_type', 'the body must be `application/json`');
+    if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return fail(reply, 'invalid_json', 'the body is empty; expected a JSON object', { field: 'body' });
+    if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return fail(reply, 'invalid_json', 'the body is not valid JSON', { field: 'body' });
+    if (err.statusCode === 429) return fail(reply, 'rate_limited', err.message);
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return fail(reply, 'invalid_request', err.message);
+    request.log.error({ err }, 'unhandled error');
+    return fail(reply, 'internal', 'internal error');
+  });
+  app.setNotFoundHandler((request, reply) => fail(reply, 'not_found', `no endpoint \`${request.method} ${request.url.split('?')[0]}\``));
+
+  // Caller authentication and per-endpoint grants (`api` blocks). Without an authenticator the
+  // server runs in the loopback development mode: callers are local and may use every endpoint.
+  app.addHook('onRequest', async (request) => {
+    const scope = request.routeOptions.config?.scope;
+    if (!deps.authenticator || scope === undefined || scope === 'open') return;
+    const caller = await authenticated(request, () => deps.authenticator!.authenticateCaller(request));
+    request.caller = caller;
+    const policy = deps.engine.current();
+    const grants = policy?.compiled.api[scope] ?? [];
+    if (!grants.some((m) => m.test(caller.identity, undefined, ''))) {
+      await recordOrFail([apiDeniedEvent(request, caller, scope, policy)]);
+      throw new ApiError('forbidden', `\`${caller.identity}\` has no \`api "${scope}"\` grant for this endpoint`);
+    }
+  });
+
+  /** Runs an authentication step; a failure is audited as AUTHN_FAILURE (never with the credential) and rethrown. */
+  async function authenticated<T>(request: FastifyRequest, step: () => Promise<T> | T): Promise<T> {
+    try {
+      return await step();
+    } catch (e) {
+      if (!(e instanceof AuthnError)) throw e;
+      metrics.authnFailures.inc({ kind: e.kind });
+      await recordOrFail([{
+        timestamp: now().toISOString(), event_type: 'AUTHN_FAILURE', service_name: null, namespace: null, instance_id: null,
+        identity: e.attempted, source_ip: request.ip, action: null, resource: null, result: 'DENY', reason: e.message, rule: null,
+        decision_id: randomUUID(), policy_version: deps.engine.current()?.version ?? null,
+        details: { kind: e.kind, method: request.method, path: request.url.split('?')[0] }, registry_node: nodeName,
+      }]);
+      throw e;
+    }
+  }
+
+  function apiDeniedEvent(request: FastifyRequest, caller: Caller, scope: ApiScope, policy: LoadedPolicy | undefined): AuditEvent {
+    return {
+      timestamp: now().toISOString(), event_type: 'API_DENIED', service_name: null, namespace: null, instance_id: null,
+      identity: caller.identity, source_ip: request.ip, action: scope, resource: `api:${scope}`, result: 'DENY',
+      reason: `no api "${scope}" grant for ${caller.identity}`, rule: null, decision_id: randomUUID(),
+      policy_version: policy?.version ?? null, details: { method: request.method, path: request.url.split('?')[0] }, registry_node: nodeName,
+    };
+  }
+
+  async function recordOrFail(events: AuditEvent[]): Promise<void> {
+    const started = process.hrtime.bigint();
+    try {
+      if (events.length === 1) await deps.recorder.record(events[0]!);
+      else await deps.recorder.recordAll(events);
+    } catch {
+      metrics.auditFailures.inc();
+      throw new ApiError('audit_unavailable', 'the audit store cannot be written, so no decision is given; retry shortly');
+    }
+    metrics.auditRows.inc(events.length);
+    metrics.auditWriteSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  }
+
+  interface Decided {
+    response: Record<string, unknown>;
+    event: AuditEvent;
+  }
+
+  /** Decides one check (cache first); throws ApiError for a bad field. `prefix` names it in a batch. */
+  async function decideOne(body: AuthorizeBody, request: FastifyRequest, policy: LoadedPolicy, prefix: string): Promise<Decided> {
+    let identity = body.identity;
+    if (body.credentials) {
+      if (!deps.authenticator?.authenticateSubject) {
+        throw new ApiError('invalid_request', `\`${prefix}credentials\` cannot be verified: this server has no trust bundle or token store configured`, { field: `${prefix}credentials` });
+      }
+      const credentials = body.credentials;
+      identity = await authenticated(request, () => deps.authenticator!.authenticateSubject!(credentials, request));
+    }
+    const context = body.context ?? {};
+    const sourceIp = context.source_ip;
+    const explain = body.explain === true;
+    const key = cache.enabled && !explain ? DecisionCache.key(policy, identity, body.action, body.resource, body.namespace, sourceIp) : undefined;
+    let cached = key === undefined ? undefined : cache.get(policy, key);
+    let outcomeRequest: { service?: string; instance?: string; namespace: string; sourceIp?: string } | undefined;
+    if (!cached) {
+      const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp }, { explain });
+      if (!outcome.ok) {
+        const field = outcome.error.field === 'source_ip' ? `${prefix}context.source_ip` : `${prefix}${outcome.error.field}`;
+        throw new ApiError('invalid_request', outcome.error.message, { field });
+      }
+      cached = { decision: outcome.decision, identity: outcome.identity };
+      if (key !== undefined) cache.set(policy, key, cached);
+      const r = outcome.request.resource;
+      outcomeRequest = {
+        namespace: outcome.request.namespace,
+        ...(r.kind === 'service' ? { service: r.service, ...(r.instance ? { instance: r.instance } : {}) } : {}),
+        ...(outcome.request.sourceIp ? { sourceIp: outcome.request.sourceIp } : {}),
+      };
+    } else {
+      // A hit was validated when it was first decided; recover the audit fields from the text.
+      const service = body.resource.startsWith('service:') ? body.resource.slice(8).split('/') : undefined;
+      outcomeRequest = {
+        namespace: body.resource.startsWith('namespace:') ? body.resource.slice(10, -2) : body.namespace ?? 'default',
+        ...(service ? { service: service[0]!, ...(service[1] ? { instance: service[1] } : {}) } : {}),
+        ...(sourceIp ? { sourceIp } : {}),
+      };
+    }
+    const d = cached.decision;
+    const decisionId = randomUUID();
+    const response: Record<string, unknown> = {
+      decision_id: decisionId, allow: d.allow, result: d.result, reason: d.reason, rule: d.rule, policy_version: policy.version,
+    };
+    if (body.credentials) response.identity = cached.identity;
+    if (d.considered) response.considered = d.considered;
+    const { source_ip: _ip, event_type: eventType, instance_id: instanceId, ...rest } = context;
+    const details: Record<string, unknown> = { ...rest };
+    if (request.caller) details.caller = request.caller.identity;
+    if (body.credentials) details.authenticated_by = body.credentials.token ? 'token' : 'certificate';
+    const event: AuditEvent = {
+      timestamp: now().toISOString(),
+      event_type: eventType ?? (body.action === 'read' ? 'DISCOVERY' : body.action === 'write' ? 'REGISTRATION' : 'ADMIN'),
+      service_name: outcomeRequest.service ?? null,
+      namespace: outcomeRequest.namespace,
+      instance_id: outcomeRequest.instance ?? instanceId ?? null,
+      identity: cached.identity === ANONYMOUS && identity === undefined ? ANONYMOUS : cached.identity,
+      source_ip: outcomeRequest.sourceIp ?? request.ip,
+      action: body.action,
+      resource: body.resource,
+      result: d.result,
+      reason: d.reason,
+      rule: d.rule ? `${d.rule.file}:${d.rule.line}` : null,
+      decision_id: decisionId,
+      policy_version: policy.version,
+      details: Object.keys(details).length ? details : null,
+      registry_node: nodeName,
+    };
+    return { response, event };
+  }
+
+  function activePolicy(): LoadedPolicy {
+    const policy = deps.engine.current();
+    if (!policy) throw new ApiError('policy_unavailable', 'no valid policy set is loaded; fix the policy files and reload');
+    return policy;
+  }
+
+  app.register(async (api) => {
+    for (const plugin of deps.plugins ?? []) await plugin(api);
+
+    api.post<{ Body: AuthorizeBody }>('/v1/authorize', {
+      schema: { body: authorizeRequest, response: { 200: authorizeResponse } },
+      config: { scope: 'authorize' },
+    }, async (request) => {
+      const started = process.hrtime.bigint();
+      const policy = activePolicy();
+      const { response, event } = await decideOne(request.body, request, policy, '');
+      await recordOrFail([event]);
+      metrics.decisions.inc({ result: event.result! });
+      metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      return response;
+    });
+
+    api.post<{ Body: { checks: AuthorizeBody[] } }>('/v1/authorize/batch', {
+      schema: { body: batchRequest, response: { 200: batchResponse } },
+      config: { scope: 'authorize' },
+    }, async (request) => {
+      const started = process.hrtime.bigint();
+      const policy = activePolicy();
+      const decided: Decided[] = [];
+      for (let i = 0; i < request.body.checks.length; i++) decided.push(await decideOne(request.body.checks[i]!, request, policy, `checks[${i}].`));
+      await recordOrFail(decided.map((d) => d.event));
+      for (const d of decided) metrics.decisions.inc({ result: d.event.result! });
+      metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      return { results: decided.map((d) => d.response) };
+    });
+
+    api.get('/v1/health', { config: { scope: 'open' } }, async () => ({ status: 'ok' }));
+
+    api.get('/v1/ready', { config: { scope: 'open' } }, async (_request, reply) => {
+      const policy = deps.engine.current();
+      const auditWritable = deps.recorder.writable();
+      const ready = policy !== undefined && auditWritable;
+      return reply.code(ready ? 200 : 503).send({ ready, policy_loaded: policy !== undefined, policy_version: policy?.version ?? null, audit_writable: auditWritable });
+    });
+
+    api.get('/metrics', { config: { scope: 'admin' } }, async (_request, reply) => {
+      reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+
+    api.get('/v1/policies', { config: { scope: 'admin' } }, async () => {
+      const policy = activePolicy();
+      return {
+        version: policy.version,
+        directory: deps.engine.directory,
+        files: policy.files,
+        rule_count: policy.ruleCount,
+        loaded_at: policy.loadedAt.toISOString(),
+        load_ms: policy.loadMs,
+        settings: { default_policy: policy.compiled.settings.defaultPolicy, anonymous: policy.compiled.settings.anonymous },
+        cache_entries: cache.size(policy),
+      };
+    });
+
+    api.post('/v1/policies/reload', { config: { scope: 'admin' } }, async (request) => {
+      const outcome = await deps.reloader.reload(`api:${request.caller?.identity ?? 'loopback'}`);
+      if (!outcome.ok) {
+        throw new ApiError('policy_invalid', outcome.message, { diagnostics: outcome.diagnostics, policy_version: outcome.serving ?? null });
+      }
+      return { ok: true, changed: outcome.changed, previous_version: outcome.previous ?? null, policy_version: outcome.version, added: outcome.added, removed: outcome.removed };
+    });
+  });
+
+  return app;
+}
+
+export type { Metrics };
