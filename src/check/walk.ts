@@ -1,5 +1,5 @@
 // Read-only traversal helpers for check passes.
-import type { Attribute, Block, PolicyFile, StringLiteral, Value } from '../syntax';
+import type { Attribute, Block, BodyItem, PolicyFile, StringLiteral, Value } from '../syntax';
 
 export interface BlockVisit {
   block: Block;
@@ -45,19 +45,21 @@ export function identityStrings(block: Block): StringLiteral[] {
 }
 
 export function* allStrings(files: readonly PolicyFile[]): Generator<StringLiteral> {
-  function* inValue(v: Value): Generator<StringLiteral> {
-    if (v.kind === 'string') yield v;
-    else if (v.kind === 'list') for (const item of v.items) yield* inValue(item);
-  }
-  for (const file of files) {
-    const pending = [...file.body];
-    while (pending.length) {
-      const item = pending.shift()!;
-      if (item.kind === 'attribute') yield* inValue(item.value);
-      else {
-        if (item.label) yield item.label;
-        pending.unshift(...item.body);
-      }
+  // Order does not matter (diagnostics are sorted), so a plain stack keeps this linear.
+  const stack: Value[] = [];
+  const items: BodyItem[] = [];
+  for (const file of files) items.push(...file.body);
+  while (items.length) {
+    const item = items.pop()!;
+    if (item.kind === 'attribute') stack.push(item.value);
+    else {
+      if (item.label) yield item.label;
+      for (const child of item.body) items.push(child);
+    }
+    while (stack.length) {
+      const v = stack.pop()!;
+      if (v.kind === 'string') yield v;
+      else if (v.kind === 'list') for (const i of v.items) stack.push(i);
     }
   }
 }

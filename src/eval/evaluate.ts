@@ -1,5 +1,5 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
-import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, PrefixMap, Rule } from '../compile';
+import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, Rule } from '../compile';
 import { ACTION_RANK, ipInCidr, type DecisionResult, type Level } from '../syntax';
 import type { Request } from './request';
 
@@ -49,40 +49,54 @@ export function evaluate(policy: CompiledPolicy, request: Request, identity: str
 }
 
 // ---- step 0: the rules whose resource scope and identity both match (M) -------------------
+// The hot path: plain loops, no generators, one output array.
 
-function* bucketsFor(index: DecisionIndex, namespace: string): Generator<NamespaceBucket> {
-  const exact = index.namespaceExact.get(namespace);
-  if (exact) yield exact;
-  yield* prefixHits(index.namespacePrefix, namespace);
-}
-
-function* prefixHits<T>(prefixes: PrefixMap<T>, name: string): Generator<T> {
-  for (const length of prefixes.lengths) {
-    if (length > name.length) continue;
-    const hit = prefixes.byPrefix.get(name.slice(0, length));
-    if (hit) yield hit;
+function collectIdentity(ids: IdentityIndex, identity: string, service: string | undefined, namespace: string, out: Rule[]): void {
+  const exact = ids.exact.get(identity);
+  if (exact !== undefined) for (let i = 0; i < exact.length; i++) out.push(exact[i]!);
+  if (ids.anyAuthenticated.length !== 0 && identity !== 'anonymous') for (const r of ids.anyAuthenticated) out.push(r);
+  if (ids.globs.size !== 0) {
+    for (const glob of ids.globs.values()) if (glob.matcher.test(identity, service, namespace)) for (const r of glob.rules) out.push(r);
   }
 }
 
-function* identityIndexesFor(bucket: NamespaceBucket, service: string | undefined): Generator<IdentityIndex> {
-  yield bucket.namespaceRules;
+function collectBucket(bucket: NamespaceBucket, identity: string, service: string | undefined, namespace: string, out: Rule[]): void {
+  collectIdentity(bucket.namespaceRules, identity, service, namespace, out);
   if (service === undefined) return; // `namespace:NS/*` is reached only by namespace-level rules
   const exact = bucket.serviceExact.get(service);
-  if (exact) yield exact;
-  yield* prefixHits(bucket.servicePrefix, service);
+  if (exact !== undefined) collectIdentity(exact, identity, service, namespace, out);
+  const prefixes = bucket.servicePrefix;
+  for (let i = 0; i < prefixes.lengths.length; i++) {
+    const length = prefixes.lengths[i]!;
+    if (length > service.length) continue;
+    const hit = prefixes.byPrefix.get(length === service.length ? service : service.slice(0, length));
+    if (hit !== undefined) collectIdentity(hit, identity, service, namespace, out);
+  }
+}
+
+function forEachBucket(index: DecisionIndex, namespace: string, visit: (bucket: NamespaceBucket) => void): void {
+  const exact = index.namespaceExact.get(namespace);
+  if (exact !== undefined) visit(exact);
+  const prefixes = index.namespacePrefix;
+  for (let i = 0; i < prefixes.lengths.length; i++) {
+    const length = prefixes.lengths[i]!;
+    if (length > namespace.length) continue;
+    const hit = prefixes.byPrefix.get(length === namespace.length ? namespace : namespace.slice(0, length));
+    if (hit !== undefined) visit(hit);
+  }
 }
 
 function matchingRules(index: DecisionIndex, request: Request, identity: string): Rule[] {
   const out: Rule[] = [];
-  for (const bucket of bucketsFor(index, request.namespace)) {
-    for (const ids of identityIndexesFor(bucket, request.service)) {
-      const exact = ids.exact.get(identity);
-      if (exact) out.push(...exact);
-      if (ids.anyAuthenticated.length && identity !== 'anonymous') out.push(...ids.anyAuthenticated);
-      for (const { matcher, rules } of ids.globs.values()) {
-        if (matcher.test(identity, request.service, request.namespace)) out.push(...rules);
-      }
-    }
+  const { service, namespace } = request;
+  const exact = index.namespaceExact.get(namespace);
+  if (exact !== undefined) collectBucket(exact, identity, service, namespace, out);
+  const prefixes = index.namespacePrefix;
+  for (let i = 0; i < prefixes.lengths.length; i++) {
+    const length = prefixes.lengths[i]!;
+    if (length > namespace.length) continue;
+    const hit = prefixes.byPrefix.get(length === namespace.length ? namespace : namespace.slice(0, length));
+    if (hit !== undefined) collectBucket(hit, identity, service, namespace, out);
   }
   // A rule reached through several of its identities counts once.
   return out.length > 1 ? [...new Set(out)] : out;
@@ -98,13 +112,9 @@ export function moreSpecific(a: Rule, b: Rule): number {
   return a.index - b.index;
 }
 
-function mostSpecific(rules: Rule[]): Rule {
-  let best = rules[0]!;
-  for (let i = 1; i < rules.length; i++) if (moreSpecific(rules[i]!, best) < 0) best = rules[i]!;
-  return best;
-}
 
 export function cidrsHold(rule: Rule, request: Request): boolean {
+  // Called for rules with cidrs; a rule without any always applies.
   if (rule.cidrs === null) return true;
   const address = request.sourceAddress;
   if (address === undefined) return false;
@@ -117,38 +127,45 @@ const where = (rule: Rule) => `${rule.file}:${rule.line}`;
 
 function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[]): Decision {
   const resource = request.resourceText;
-  const applying = matched.filter((r) => cidrsHold(r, request));
-
-  const denies = applying.filter((r) => r.level === 'deny');
-  if (denies.length) {
-    const rule = mostSpecific(denies);
-    return { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(rule)}`, rule: ref(rule) };
-  }
-
   const rank = ACTION_RANK[request.action];
-  const grants = applying.filter((r) => r.level !== 'deny' && ACTION_RANK[r.level as keyof typeof ACTION_RANK] >= rank);
-  if (grants.length) {
-    const rule = mostSpecific(grants);
-    return { result: 'ALLOW', allow: true, reason: `${identity} has ${rule.level} on ${resource} (${rule.label} at ${where(rule)})`, rule: ref(rule) };
+  // One pass: the most specific applying deny, the most specific sufficient applying grant, and
+  // what step 3 needs.
+  let deny: Rule | undefined;
+  let grant: Rule | undefined;
+  let blocked: Rule | undefined; // a sufficient grant held back by its cidrs
+  let closest: Rule | undefined; // the highest-level applying grant
+  for (let i = 0; i < matched.length; i++) {
+    const rule = matched[i]!;
+    const applies = rule.cidrs === null || cidrsHold(rule, request);
+    if (rule.level === 'deny') {
+      if (applies && (deny === undefined || moreSpecific(rule, deny) < 0)) deny = rule;
+      continue;
+    }
+    const level = ACTION_RANK[rule.level];
+    if (!applies) {
+      if (level >= rank && (blocked === undefined || moreSpecific(rule, blocked) < 0)) blocked = rule;
+    } else if (level >= rank) {
+      if (grant === undefined || moreSpecific(rule, grant) < 0) grant = rule;
+    } else if (closest === undefined || level > ACTION_RANK[closest.level as keyof typeof ACTION_RANK] || (level === ACTION_RANK[closest.level as keyof typeof ACTION_RANK] && moreSpecific(rule, closest) < 0)) {
+      closest = rule;
+    }
   }
 
-  if (matched.length) {
+  if (deny !== undefined) {
+    return { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(deny)}`, rule: ref(deny) };
+  }
+  if (grant !== undefined) {
+    return { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.label} at ${where(grant)})`, rule: ref(grant) };
+  }
+  if (matched.length !== 0) {
     const cidrReason = (rule: Rule) => request.sourceIp === undefined
       ? `the rule at ${where(rule)} applies only from ${rule.cidrTexts!.join(', ')} and the request has no source_ip`
       : `source_ip ${request.sourceIp} is outside ${rule.cidrTexts!.join(', ')}, required by the rule at ${where(rule)}`;
-    // Cite what came closest: a sufficient grant held back by its cidrs, else the highest level that
-    // applied, else any rule whose cidrs failed.
-    const blocked = matched.filter((r) => r.level !== 'deny' && ACTION_RANK[r.level as keyof typeof ACTION_RANK] >= rank && !applying.includes(r));
-    if (blocked.length) {
-      const rule = mostSpecific(blocked);
-      return { result: 'DENY', allow: false, reason: `${cidrReason(rule)} (it grants ${rule.level})`, rule: ref(rule) };
-    }
-    if (applying.length) {
-      const top = Math.max(...applying.map((r) => ACTION_RANK[r.level as keyof typeof ACTION_RANK]));
-      const rule = mostSpecific(applying.filter((r) => ACTION_RANK[r.level as keyof typeof ACTION_RANK] === top));
-      return { result: 'DENY', allow: false, reason: `${identity} has ${rule.level} on ${resource}; ${request.action} is required`, rule: ref(rule) };
-    }
-    const rule = mostSpecific(matched);
+    if (blocked !== undefined) return { result: 'DENY', allow: false, reason: `${cidrReason(blocked)} (it grants ${blocked.level})`, rule: ref(blocked) };
+    if (closest !== undefined) return { result: 'DENY', allow: false, reason: `${identity} has ${closest.level} on ${resource}; ${request.action} is required`, rule: ref(closest) };
+    // Only rules whose cidrs failed (a deny, or grants below the action).
+    let rule = matched[0]!;
+    for (const r of matched) if (moreSpecific(r, rule) < 0) rule = r;
     return { result: 'DENY', allow: false, reason: cidrReason(rule), rule: ref(rule) };
   }
 
@@ -161,13 +178,22 @@ function decide(policy: CompiledPolicy, request: Request, identity: string, matc
 
 function explain(index: DecisionIndex, request: Request, identity: string, matched: Rule[], decision: Decision): ConsideredRule[] {
   const inScope = new Set<Rule>();
-  for (const bucket of bucketsFor(index, request.namespace)) {
-    for (const ids of identityIndexesFor(bucket, request.service)) {
-      for (const rules of ids.exact.values()) for (const r of rules) inScope.add(r);
-      for (const r of ids.anyAuthenticated) inScope.add(r);
-      for (const { rules } of ids.globs.values()) for (const r of rules) inScope.add(r);
+  const addAll = (ids: IdentityIndex) => {
+    for (const rules of ids.exact.values()) for (const r of rules) inScope.add(r);
+    for (const r of ids.anyAuthenticated) inScope.add(r);
+    for (const { rules } of ids.globs.values()) for (const r of rules) inScope.add(r);
+  };
+  const service = request.service;
+  forEachBucket(index, request.namespace, (bucket) => {
+    addAll(bucket.namespaceRules);
+    if (service === undefined) return;
+    const exact = bucket.serviceExact.get(service);
+    if (exact) addAll(exact);
+    for (const length of bucket.servicePrefix.lengths) {
+      const hit = length <= service.length ? bucket.servicePrefix.byPrefix.get(service.slice(0, length)) : undefined;
+      if (hit) addAll(hit);
     }
-  }
+  });
   const matchedSet = new Set(matched);
   const anyDenyApplied = matched.some((r) => r.level === 'deny' && cidrsHold(r, request));
   const rank = ACTION_RANK[request.action];

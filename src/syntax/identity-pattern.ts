@@ -22,7 +22,20 @@ const ROLE_NAME_RE = /^[A-Za-z0-9._-]{1,253}$/;
 const SPIFFE_TRUST_DOMAIN_RE = /^[a-z0-9._-]+$/;
 const SPIFFE_SEGMENT_RE = /^(?:[A-Za-z0-9._-]|\*|\{(?:service|namespace)\})+$/;
 
+// Pure and called by several passes for every identity: memoised (bounded).
+const patternCache = new Map<string, PatternResult>();
+
 export function parseIdentityPattern(source: string): PatternResult {
+  let result = patternCache.get(source);
+  if (result === undefined) {
+    if (patternCache.size >= 200_000) patternCache.clear();
+    result = parsePatternUncached(source);
+    patternCache.set(source, result);
+  }
+  return result;
+}
+
+function parsePatternUncached(source: string): PatternResult {
   if (source.length === 0) return { ok: false, message: 'an identity pattern cannot be empty' };
   if (source === '*') return { ok: true, pattern: { kind: 'anyAuthenticated', source } };
   if (source.startsWith('role:')) {

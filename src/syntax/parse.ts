@@ -116,7 +116,72 @@ function tokenStream(tokens: Token[]) {
   };
 }
 
+/** Blocks longer than this are parsed item by item, so the Earley chart stays small. */
+const SPLIT_THRESHOLD = 256;
+
 function parseChunk(chunk: Token[], path: string, diagnostics: Diagnostic[]): BodyItem[] | null {
+  if (chunk.length > SPLIT_THRESHOLD) {
+    const split = splitBlock(chunk);
+    if (split) {
+      // The block's shell (`type "label" { }`) and each item of its body go through the grammar
+      // separately; the results are stitched back into one Block.
+      const shell = parseTokens([...split.header, split.close], path, diagnostics);
+      if (!shell || shell.length !== 1 || shell[0]!.kind !== 'block') return shell;
+      const body: BodyItem[] = [];
+      for (const item of split.items) {
+        const parsed = parseChunk(item, path, diagnostics);
+        if (parsed) body.push(...parsed);
+      }
+      return [{ ...shell[0]!, body }];
+    }
+  }
+  return parseTokens(chunk, path, diagnostics);
+}
+
+/**
+ * Splits `type "label" { item item … }` into its header (through `{`), closing `}` and the token
+ * runs of its items. Returns null when the shape is anything else, so the grammar reports it.
+ */
+function splitBlock(chunk: Token[]): { header: Token[]; close: Token; items: Token[][] } | null {
+  let open = 1;
+  if (chunk[0]?.type !== 'identifier') return null;
+  if (chunk[open]?.type === 'string') open++;
+  if (chunk[open]?.type !== 'lbrace' || chunk[chunk.length - 1]!.type !== 'rbrace') return null;
+  const items: Token[][] = [];
+  const end = chunk.length - 1;
+  const matching = (from: number, openType: string, closeType: string): number => {
+    let depth = 0;
+    for (let k = from; k < end; k++) {
+      const type = chunk[k]!.type;
+      if (type === openType) depth++;
+      else if (type === closeType && --depth === 0) return k;
+    }
+    return -1;
+  };
+  for (let j = open + 1; j < end; ) {
+    if (chunk[j]!.type !== 'identifier') return null;
+    const next = chunk[j + 1];
+    if (next?.type === 'equals') {
+      const value = chunk[j + 2];
+      if (!value || j + 2 >= end) return null;
+      const last = value.type === 'lbracket' ? matching(j + 2, 'lbracket', 'rbracket') : j + 2;
+      if (last < 0) return null;
+      items.push(chunk.slice(j, last + 1));
+      j = last + 1;
+    } else {
+      let k = j + 1;
+      if (chunk[k]?.type === 'string') k++;
+      if (chunk[k]?.type !== 'lbrace') return null;
+      const last = matching(k, 'lbrace', 'rbrace');
+      if (last < 0) return null;
+      items.push(chunk.slice(j, last + 1));
+      j = last + 1;
+    }
+  }
+  return { header: chunk.slice(0, open + 1), close: chunk[end]!, items };
+}
+
+function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): BodyItem[] | null {
   const parser = new nearley.Parser(compiledGrammar);
   (parser as unknown as { lexer: unknown }).lexer = tokenStream(chunk);
   try {

@@ -1,0 +1,154 @@
+// The seed design's three security-monitoring queries, over `audit_log`. Each query is plain SQL with
+// bound parameters (never interpolated values); the window start is computed from a `now` that the
+// caller passes in, so the query builder reads no clock and tests can pin time.
+import type Database from 'better-sqlite3';
+
+export const DEFAULT_SPIKE_THRESHOLD = 100;
+export const DEFAULT_DENY_THRESHOLD = 10;
+
+/**
+ * 1. Registration spikes: services registered more than `@threshold` times since `@since`.
+ * Served by the covering index `audit_log_event_type_timestamp (event_type, timestamp, service_name)`.
+ */
+export const REGISTRATION_SPIKES_SQL = `SELECT service_name, COUNT(*) AS registrations
+FROM audit_log
+WHERE event_type = 'REGISTRATION'
+  AND timestamp > @since
+GROUP BY service_name
+HAVING COUNT(*) > @threshold
+ORDER BY registrations DESC, service_name`;
+
+/**
+ * 2. Unknown services: registrations since `@since` of a service name that no loaded policy set
+ * declares. The seed's form has no time window; ours has one so the query reads only the window's
+ * slice of the (event_type, timestamp, service_name) index instead of every registration ever kept,
+ * and so "unknown" means "seen recently" like the other two analyses. The unbounded seed form is
+ * `UNKNOWN_SERVICES_SEED_SQL`. Like the seed, a name counts as known in any namespace.
+ */
+export const UNKNOWN_SERVICES_SQL = `SELECT service_name, COUNT(*) AS registrations
+FROM audit_log
+WHERE event_type = 'REGISTRATION'
+  AND timestamp > @since
+  AND service_name NOT IN (SELECT name FROM allowed_services)
+GROUP BY service_name
+ORDER BY registrations DESC, service_name`;
+
+/**
+ * 3. Authorization failures: identities denied more than `@threshold` times since `@since`.
+ * Served by the covering index `audit_log_result_timestamp (result, timestamp, identity)`.
+ */
+export const AUTHORIZATION_FAILURES_SQL = `SELECT identity, COUNT(*) AS denials
+FROM audit_log
+WHERE result = 'DENY'
+  AND timestamp > @since
+GROUP BY identity
+HAVING COUNT(*) > @threshold
+ORDER BY denials DESC, identity`;
+
+/** The seed's queries as written, adapted to SQLite only as audit.md allows: ready to paste into `sqlite3 audit.db`. */
+export const SEED_QUERIES = {
+  registrationSpikes: `SELECT service_name, COUNT(*) as registrations
+FROM audit_log
+WHERE event_type = 'REGISTRATION'
+  AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
+GROUP BY service_name
+HAVING COUNT(*) > 100;`,
+  unknownServices: `SELECT DISTINCT service_name
+FROM audit_log
+WHERE event_type = 'REGISTRATION'
+  AND service_name NOT IN (SELECT name FROM allowed_services);`,
+  authorizationFailures: `SELECT identity, COUNT(*) as denials
+FROM audit_log
+WHERE result = 'DENY'
+  AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
+GROUP BY identity
+HAVING COUNT(*) > 10;`,
+} as const;
+
+export const UNKNOWN_SERVICES_SEED_SQL = SEED_QUERIES.unknownServices;
+
+export interface AnomalyOptions {
+  /** The end of the window; passed in so nothing here reads the clock. */
+  now: Date;
+  /** Window length in milliseconds: rows with `timestamp > now - sinceMs` are considered. */
+  sinceMs: number;
+  spikeThreshold?: number;
+  denyThreshold?: number;
+}
+
+export interface RegistrationSpike {
+  service_name: string | null;
+  registrations: number;
+}
+export interface UnknownService {
+  service_name: string;
+  registrations: number;
+}
+export interface AuthorizationFailure {
+  identity: string | null;
+  denials: number;
+}
+
+export interface AnomalyReport {
+  now: string;
+  since: string;
+  thresholds: { spike: number; deny: number };
+  /** Rows in `allowed_services`; 0 means no policy set was ever loaded, so every service counts as unknown. */
+  allowedServices: number;
+  registrationSpikes: RegistrationSpike[];
+  unknownServices: UnknownService[];
+  authorizationFailures: AuthorizationFailure[];
+  /** Total groups found by the three analyses. */
+  findings: number;
+}
+
+/** The window start for `since` before `now`, in the stored timestamp format (so it compares as text). */
+export function windowStart(now: Date, sinceMs: number): string {
+  return new Date(now.getTime() - sinceMs).toISOString();
+}
+
+/** The three analyses' statements, prepared once per connection (the benchmark reruns them). */
+export function prepareAnomalyQueries(db: Database.Database) {
+  return {
+    registrationSpikes: db.prepare(REGISTRATION_SPIKES_SQL),
+    unknownServices: db.prepare(UNKNOWN_SERVICES_SQL),
+    authorizationFailures: db.prepare(AUTHORIZATION_FAILURES_SQL),
+    allowedServices: db.prepare('SELECT COUNT(*) FROM allowed_services').pluck(),
+  };
+}
+
+export function findRegistrationSpikes(db: Database.Database, since: string, threshold = DEFAULT_SPIKE_THRESHOLD): RegistrationSpike[] {
+  return db.prepare(REGISTRATION_SPIKES_SQL).all({ since, threshold }) as RegistrationSpike[];
+}
+
+export function findUnknownServices(db: Database.Database, since: string): UnknownService[] {
+  return db.prepare(UNKNOWN_SERVICES_SQL).all({ since }) as UnknownService[];
+}
+
+export function findAuthorizationFailures(db: Database.Database, since: string, threshold = DEFAULT_DENY_THRESHOLD): AuthorizationFailure[] {
+  return db.prepare(AUTHORIZATION_FAILURES_SQL).all({ since, threshold }) as AuthorizationFailure[];
+}
+
+/** Runs the three analyses over one window, in one read transaction so they see the same snapshot. */
+export function findAnomalies(db: Database.Database, options: AnomalyOptions): AnomalyReport {
+  const spike = options.spikeThreshold ?? DEFAULT_SPIKE_THRESHOLD;
+  const deny = options.denyThreshold ?? DEFAULT_DENY_THRESHOLD;
+  const since = windowStart(options.now, options.sinceMs);
+  const queries = prepareAnomalyQueries(db);
+  const run = () => {
+    const registrationSpikes = queries.registrationSpikes.all({ since, threshold: spike }) as RegistrationSpike[];
+    const unknownServices = queries.unknownServices.all({ since }) as UnknownService[];
+    const authorizationFailures = queries.authorizationFailures.all({ since, threshold: deny }) as AuthorizationFailure[];
+    const allowedServices = queries.allowedServices.get() as number;
+    return { registrationSpikes, unknownServices, authorizationFailures, allowedServices };
+  };
+  // A deferred transaction only reads, so it works on a read-only connection too.
+  const found = db.transaction(run).deferred();
+  return {
+    now: options.now.toISOString(),
+    since,
+    thresholds: { spike, deny },
+    ...found,
+    findings: found.registrationSpikes.length + found.unknownServices.length + found.authorizationFailures.length,
+  };
+}

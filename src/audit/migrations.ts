@@ -1,0 +1,140 @@
+// Numbered schema migrations for the audit database. The schema is a public contract (security teams
+// query it with the plain `sqlite3` shell), so it changes only by appending a migration here; a
+// shipped migration's SQL is never edited. The applied version lives in `PRAGMA user_version`
+// (stored in the database header, so any SQLite client can read it and it commits or rolls back
+// with the transaction that applied the migration).
+import type Database from 'better-sqlite3';
+
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/** The message both append-only triggers raise; tests and docs match on it. */
+export const APPEND_ONLY_MESSAGE = 'audit_log is append-only';
+
+/**
+ * Migration 1: the audit log, the allowed-services table the "unknown services" analysis reads, and
+ * the append-only machinery.
+ *
+ * - `id INTEGER PRIMARY KEY AUTOINCREMENT`: AUTOINCREMENT (not a plain rowid) so an id is never
+ *   reused, even when pruning removes the newest rows; consumers may checkpoint on "last id seen".
+ * - `timestamp` has a CHECK on its shape so text order is time order for every writer, not only ours.
+ * - Indexes: `(event_type, timestamp, service_name)` serves the spike and unknown-service analyses as
+ *   a covering index; `(result, timestamp, identity)` serves the denial analysis the same way;
+ *   `(timestamp)` serves retention pruning and ad-hoc time-range queries.
+ * - Append-only: UPDATE always fails; DELETE fails unless the row is expired according to the cutoffs
+ *   in the one-row `audit_control` table. Those cutoffs are NULL at rest and are set only inside the
+ *   prune transaction (and reset before it commits), so no other connection ever sees them set, and
+ *   even inside it only rows older than their class's retention can go. `INSERT OR REPLACE` over an
+ *   existing id would delete silently (REPLACE fires no DELETE trigger unless recursive_triggers is
+ *   on), so an insert that names an existing id is refused as well.
+ */
+const MIGRATION_1 = `
+CREATE TABLE audit_log (
+  id             INTEGER PRIMARY KEY AUTOINCREMENT,
+  timestamp      TEXT NOT NULL
+                 CHECK (timestamp GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9]Z'),
+  event_type     TEXT NOT NULL CHECK (event_type <> ''),
+  service_name   TEXT,
+  namespace      TEXT,
+  instance_id    TEXT,
+  identity       TEXT,
+  source_ip      TEXT,
+  action         TEXT,
+  resource       TEXT,
+  result         TEXT CHECK (result IN ('ALLOW', 'ALLOW_DEFAULT', 'DENY')),
+  reason         TEXT,
+  rule           TEXT,
+  decision_id    TEXT,
+  policy_version TEXT,
+  details        TEXT,
+  registry_node  TEXT NOT NULL
+);
+
+CREATE INDEX audit_log_timestamp ON audit_log (timestamp);
+CREATE INDEX audit_log_event_type_timestamp ON audit_log (event_type, timestamp, service_name);
+CREATE INDEX audit_log_result_timestamp ON audit_log (result, timestamp, identity);
+
+CREATE TABLE allowed_services (
+  name      TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  PRIMARY KEY (name, namespace)
+);
+
+CREATE TABLE audit_control (
+  id                      INTEGER PRIMARY KEY CHECK (id = 1),
+  prune_discovery_before  TEXT,
+  prune_standard_before   TEXT,
+  prune_acl_change_before TEXT
+);
+INSERT INTO audit_control (id) VALUES (1);
+
+CREATE TABLE audit_probe (
+  id       INTEGER PRIMARY KEY CHECK (id = 1),
+  probed_at TEXT
+);
+INSERT INTO audit_probe (id) VALUES (1);
+
+CREATE TRIGGER audit_log_append_only_update
+BEFORE UPDATE ON audit_log
+BEGIN
+  SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}');
+END;
+
+CREATE TRIGGER audit_log_append_only_delete
+BEFORE DELETE ON audit_log
+WHEN NOT EXISTS (
+  SELECT 1 FROM audit_control AS c
+  WHERE c.id = 1
+    AND OLD.timestamp < CASE
+      WHEN OLD.event_type = 'ACL_CHANGE' THEN c.prune_acl_change_before
+      WHEN OLD.event_type = 'DISCOVERY' AND OLD.result IS NOT 'DENY' THEN c.prune_discovery_before
+      ELSE c.prune_standard_before
+    END
+)
+BEGIN
+  SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}; expired rows are removed only by \`pdp audit prune\`');
+END;
+
+CREATE TRIGGER audit_log_append_only_replace
+BEFORE INSERT ON audit_log
+WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id)
+BEGIN
+  SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}; an existing row cannot be replaced');
+END;
+`;
+
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, description: 'audit_log, allowed_services, append-only triggers', sql: MIGRATION_1 },
+];
+
+/** The schema version this build writes. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+export function schemaVersion(db: Database.Database): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+/**
+ * Brings the database up to `SCHEMA_VERSION`. Runs in one IMMEDIATE transaction, so two processes
+ * opening the same new file at once cannot both migrate it, and a failed migration leaves nothing
+ * half-applied. Returns the versions before and after.
+ */
+export function applyMigrations(db: Database.Database): { from: number; to: number } {
+  const migrate = db.transaction(() => {
+    const from = schemaVersion(db);
+    if (from > SCHEMA_VERSION) {
+      throw new Error(`schema version ${from} is newer than this pdp supports (${SCHEMA_VERSION}); upgrade pdp`);
+    }
+    for (const migration of MIGRATIONS) {
+      if (migration.version <= from) continue;
+      db.exec(migration.sql);
+      // user_version takes no bound parameter; the value is our own integer constant.
+      db.pragma(`user_version = ${migration.version}`);
+    }
+    return { from, to: schemaVersion(db) };
+  });
+  return migrate.immediate();
+}

@@ -1,0 +1,166 @@
+// The group-commit recorder the HTTP server is handed. Every record() made during one event-loop turn
+// is queued and written by ONE transaction on the next setImmediate; each promise settles only after
+// that transaction committed (resolve) or failed (reject). The server answers a decision only after
+// its promise resolved, so no answered decision is ever unaudited, and a failed write becomes a 503
+// (fail closed) instead of a silently dropped row.
+import { InvalidAuditEventError, toAuditRow, type AuditEvent, type AuditRow } from './event';
+import type { AuditStore } from './store';
+
+export interface AuditRecorder {
+  /** Resolves only after the row is committed; rejects with AuditUnavailableError when it cannot be written. */
+  record(event: AuditEvent): Promise<void>;
+  /** Many rows (a batch request), same guarantee: all committed, or the promise rejects. */
+  recordAll(events: AuditEvent[]): Promise<void>;
+  /** False after a failed write, true again once a write (or the background probe) succeeds. */
+  writable(): boolean;
+  /** Rows queued and not yet committed. */
+  queueDepth(): number;
+  /** Drains the queue (one last flush), then closes the store. */
+  close(): Promise<void>;
+}
+
+/** The rows could not be committed; nothing of them was stored. The server answers 503. */
+export class AuditUnavailableError extends Error {
+  override name = 'AuditUnavailableError';
+}
+
+export interface RecorderOptions {
+  /** After each committed flush: rows written and seconds the transaction took (metrics). */
+  onFlush?(rows: number, seconds: number): void;
+  /** After each failed flush or failed probe, with the underlying SQLite error (logs). */
+  onError?(err: Error): void;
+  /** How often the background probe tests writing while the store is unwritable. Default 1000 ms. */
+  probeIntervalMs?: number;
+  /**
+   * Busy timeout while unwritable. Writes block the event loop while waiting for a lock, so once a
+   * write failed the recorder fails fast (default 0 ms) until a write succeeds again, instead of
+   * stalling every request for the full timeout during an outage.
+   */
+  degradedBusyTimeoutMs?: number;
+}
+
+/** The part of the store the recorder needs (tests substitute failing stores). */
+export type RecorderStore = Pick<AuditStore, 'insertRows' | 'probeWrite' | 'close'> &
+  Partial<Pick<AuditStore, 'setBusyTimeout' | 'busyTimeoutMs'>>;
+
+interface Pending {
+  rows: AuditRow[];
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+const DEFAULT_PROBE_INTERVAL_MS = 1000;
+
+export function createRecorder(store: RecorderStore, options: RecorderOptions = {}): AuditRecorder {
+  const probeIntervalMs = options.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS;
+  const degradedBusyTimeoutMs = options.degradedBusyTimeoutMs ?? 0;
+  const normalBusyTimeoutMs = store.busyTimeoutMs;
+
+  let queue: Pending[] = [];
+  let queuedRows = 0;
+  let flushHandle: NodeJS.Immediate | undefined;
+  let probeTimer: NodeJS.Timeout | undefined;
+  let isWritable = true;
+  let closed = false;
+
+  const reportError = (err: Error) => {
+    try {
+      options.onError?.(err);
+    } catch {
+      // A failing logger must not turn into an unhandled exception inside the flush.
+    }
+  };
+
+  const markWritable = () => {
+    if (isWritable) return;
+    isWritable = true;
+    if (normalBusyTimeoutMs !== undefined) store.setBusyTimeout?.(normalBusyTimeoutMs);
+    if (probeTimer !== undefined) {
+      clearInterval(probeTimer);
+      probeTimer = undefined;
+    }
+  };
+
+  const markUnwritable = () => {
+    if (!isWritable) return;
+    isWritable = false;
+    store.setBusyTimeout?.(degradedBusyTimeoutMs);
+    if (!closed && probeTimer === undefined) {
+      probeTimer = setInterval(probe, probeIntervalMs);
+      // The probe alone must not keep the process alive.
+      probeTimer.unref();
+    }
+  };
+
+  function probe() {
+    if (closed) return;
+    try {
+      store.probeWrite();
+      markWritable();
+    } catch (e) {
+      reportError(e as Error);
+    }
+  }
+
+  function flush() {
+    flushHandle = undefined;
+    if (queue.length === 0) return;
+    const batch = queue;
+    const rowCount = queuedRows;
+    queue = [];
+    queuedRows = 0;
+    const rows = batch.length === 1 ? batch[0].rows : batch.flatMap((pending) => pending.rows);
+    const started = process.hrtime.bigint();
+    try {
+      store.insertRows(rows);
+    } catch (e) {
+      const cause = e as Error;
+      markUnwritable();
+      reportError(cause);
+      const unavailable = new AuditUnavailableError(`audit log unavailable: ${cause.message}`, { cause });
+      for (const pending of batch) pending.reject(unavailable);
+      return;
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    markWritable();
+    for (const pending of batch) pending.resolve();
+    try {
+      options.onFlush?.(rowCount, seconds);
+    } catch {
+      // Metrics must not affect what was already committed and acknowledged.
+    }
+  }
+
+  function enqueue(events: readonly AuditEvent[]): Promise<void> {
+    if (closed) return Promise.reject(new AuditUnavailableError('audit log is closed'));
+    let rows: AuditRow[];
+    try {
+      rows = events.map(toAuditRow);
+    } catch (e) {
+      // A malformed event is refused alone; it never fails the transaction carrying other rows.
+      return Promise.reject(e instanceof InvalidAuditEventError ? e : new InvalidAuditEventError(String(e)));
+    }
+    if (rows.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      queue.push({ rows, resolve, reject });
+      queuedRows += rows.length;
+      flushHandle ??= setImmediate(flush);
+    });
+  }
+
+  return {
+    record: (event) => enqueue([event]),
+    recordAll: (events) => enqueue(events),
+    writable: () => isWritable,
+    queueDepth: () => queuedRows,
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (flushHandle !== undefined) clearImmediate(flushHandle);
+      flush();
+      if (probeTimer !== undefined) clearInterval(probeTimer);
+      probeTimer = undefined;
+      store.close();
+    },
+  };
+}

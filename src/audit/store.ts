@@ -1,0 +1,279 @@
+// The audit store: one SQLite file written through better-sqlite3 in WAL mode. Writes are
+// synchronous (better-sqlite3 has no async API); the recorder batches them so the event loop pays
+// for one transaction per turn, not one per decision.
+import * as fs from 'node:fs';
+import Database from 'better-sqlite3';
+import { AUDIT_ROW_COLUMNS, toAuditRow, type AuditEvent, type AuditRow } from './event';
+import { applyMigrations, schemaVersion } from './migrations';
+
+export interface AuditStoreOptions {
+  /**
+   * `normal` (default): in WAL mode a commit is a write() into the WAL without fsync. A process killed
+   * with SIGKILL loses no committed row (the frames are in the OS page cache); a power loss or kernel
+   * crash can lose the most recent commits. `full`: fsync the WAL on every commit; survives power loss.
+   */
+  synchronous?: 'normal' | 'full';
+  /**
+   * How long a write waits for another connection's write lock before failing with SQLITE_BUSY.
+   * Writes block the event loop while they wait, so keep it short in the server. Default 1000 ms.
+   */
+  busyTimeoutMs?: number;
+  /** Refuse to create a new file (the CLI's `prune` must not invent an empty database). Default false. */
+  fileMustExist?: boolean;
+}
+
+export interface AllowedService {
+  name: string;
+  namespace: string;
+}
+
+/** Days each class of event is kept (seed design, "What to Log"). */
+export const RETENTION_DAYS = {
+  /** DISCOVERY events that were not denied. */
+  discovery: 30,
+  /** REGISTRATION, DEREGISTRATION, AUTHN_FAILURE, every DENY, and any other event type. */
+  standard: 90,
+  /** ACL_CHANGE. */
+  aclChange: 365,
+} as const;
+
+export interface PruneCutoffs {
+  /** Non-denied DISCOVERY rows with a timestamp before this are expired. */
+  discoveryBefore: string;
+  /** Rows of the standard class before this are expired. */
+  standardBefore: string;
+  /** ACL_CHANGE rows before this are expired. */
+  aclChangeBefore: string;
+}
+
+export interface PruneResult {
+  now: string;
+  dryRun: boolean;
+  cutoffs: PruneCutoffs;
+  /** Rows past their retention when pruning started. */
+  expired: number;
+  /** Rows actually removed (0 on a dry run). */
+  deleted: number;
+}
+
+export interface PruneOptions {
+  now: Date;
+  dryRun?: boolean;
+  /** Rows per prune transaction; each chunk holds the write lock only briefly so a running server keeps writing. */
+  chunkSize?: number;
+}
+
+export interface AuditStore {
+  readonly path: string;
+  /** The open connection, for the analyses and for tests. The server never touches it. */
+  readonly db: Database.Database;
+  /** Validates and inserts events in one transaction. Throws `InvalidAuditEventError` or the SQLite error. */
+  insertBatch(events: readonly AuditEvent[]): void;
+  /** Inserts already-validated rows in one transaction (the recorder's path). */
+  insertRows(rows: readonly AuditRow[]): void;
+  /** Replaces the contents of `allowed_services` in one transaction. */
+  refreshAllowedServices(entries: readonly AllowedService[]): void;
+  /** Removes rows past their retention (or counts them, on a dry run). */
+  prune(options: PruneOptions): PruneResult;
+  /** A trivial committed write (no audit row), to learn whether writing works again after a failure. */
+  probeWrite(): void;
+  setBusyTimeout(ms: number): void;
+  readonly busyTimeoutMs: number;
+  close(): void;
+}
+
+export interface AuditReader {
+  readonly path: string;
+  readonly db: Database.Database;
+  readonly schemaVersion: number;
+  close(): void;
+}
+
+/** Opening or migrating the file failed; the message says which file and why, in words. */
+export class AuditStoreError extends Error {
+  override name = 'AuditStoreError';
+}
+
+const DEFAULT_BUSY_TIMEOUT_MS = 1000;
+const DEFAULT_PRUNE_CHUNK = 10_000;
+const DAY_MS = 86_400_000;
+
+function describeOpenError(path: string, error: unknown): AuditStoreError {
+  const code = (error as { code?: string }).code ?? '';
+  const message = (error as Error).message ?? String(error);
+  if (code === 'SQLITE_NOTADB') return new AuditStoreError(`\`${path}\` is not an SQLite database`);
+  if (code === 'SQLITE_CANTOPEN' || /unable to open|does not exist/i.test(message)) {
+    return new AuditStoreError(`cannot open audit database \`${path}\`: ${fs.existsSync(path) ? 'permission denied or unreadable' : 'no such file'}`);
+  }
+  return new AuditStoreError(`cannot open audit database \`${path}\`: ${message}`);
+}
+
+export function retentionCutoffs(now: Date): PruneCutoffs {
+  const before = (days: number) => new Date(now.getTime() - days * DAY_MS).toISOString();
+  return {
+    discoveryBefore: before(RETENTION_DAYS.discovery),
+    standardBefore: before(RETENTION_DAYS.standard),
+    aclChangeBefore: before(RETENTION_DAYS.aclChange),
+  };
+}
+
+/** The retention rule in TypeScript; the DELETE trigger in migration 1 enforces the same rule in SQL. */
+export function isExpired(row: { timestamp: string; event_type: string; result: string | null }, cutoffs: PruneCutoffs): boolean {
+  if (row.event_type === 'ACL_CHANGE') return row.timestamp < cutoffs.aclChangeBefore;
+  if (row.event_type === 'DISCOVERY' && row.result !== 'DENY') return row.timestamp < cutoffs.discoveryBefore;
+  return row.timestamp < cutoffs.standardBefore;
+}
+
+// The same rule as isExpired, for counting on a dry run. Named parameters, never interpolated values.
+const EXPIRED_CONDITION = `timestamp < CASE
+    WHEN event_type = 'ACL_CHANGE' THEN @aclChangeBefore
+    WHEN event_type = 'DISCOVERY' AND result IS NOT 'DENY' THEN @discoveryBefore
+    ELSE @standardBefore
+  END`;
+
+/**
+ * Opens (creating if needed) the audit database for writing: WAL, the chosen synchronous level,
+ * a busy timeout, migrations applied, statements prepared.
+ */
+export function openAuditStore(path: string, options: AuditStoreOptions = {}): AuditStore {
+  let busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+  let db: Database.Database;
+  try {
+    db = new Database(path, { fileMustExist: options.fileMustExist ?? false, timeout: busyTimeoutMs });
+  } catch (e) {
+    throw describeOpenError(path, e);
+  }
+  try {
+    const mode = db.pragma('journal_mode = WAL', { simple: true });
+    if (mode !== 'wal') throw new AuditStoreError(`cannot put audit database \`${path}\` in WAL mode (got \`${String(mode)}\`)`);
+    db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+    // Keep the WAL file from staying at its high-water mark after a burst.
+    db.pragma('journal_size_limit = 67108864');
+    applyMigrations(db);
+  } catch (e) {
+    db.close();
+    if (e instanceof AuditStoreError) throw e;
+    throw describeOpenError(path, e);
+  }
+
+  const columns = AUDIT_ROW_COLUMNS.join(', ');
+  const values = AUDIT_ROW_COLUMNS.map((c) => `@${c}`).join(', ');
+  const insertStatement = db.prepare(`INSERT INTO audit_log (${columns}) VALUES (${values})`);
+  const insertRowsTransaction = db.transaction((rows: readonly AuditRow[]) => {
+    for (const row of rows) insertStatement.run(row);
+  });
+
+  const clearAllowed = db.prepare('DELETE FROM allowed_services');
+  // OR IGNORE: the same (name, namespace) declared twice is one allowed service, not an error.
+  const insertAllowed = db.prepare('INSERT OR IGNORE INTO allowed_services (name, namespace) VALUES (?, ?)');
+  const refreshAllowedTransaction = db.transaction((entries: readonly AllowedService[]) => {
+    clearAllowed.run();
+    for (const entry of entries) insertAllowed.run(entry.name, entry.namespace);
+  });
+
+  const probeStatement = db.prepare('UPDATE audit_probe SET probed_at = ? WHERE id = 1');
+
+  const countExpired = db.prepare(`SELECT COUNT(*) FROM audit_log WHERE timestamp < @discoveryBefore AND ${EXPIRED_CONDITION}`).pluck();
+  // Keyset pagination in (timestamp, id) order over the timestamp index: each chunk starts where the
+  // last one stopped, so rows kept by a longer retention are read once, not once per chunk.
+  const selectCandidates = db.prepare(
+    `SELECT id, timestamp, event_type, result FROM audit_log
+     WHERE timestamp < @discoveryBefore AND timestamp >= @afterTimestamp AND (timestamp > @afterTimestamp OR id > @afterId)
+     ORDER BY timestamp, id LIMIT @limit`,
+  );
+  const setPruneGuard = db.prepare(
+    `UPDATE audit_control SET prune_discovery_before = @discoveryBefore, prune_standard_before = @standardBefore,
+       prune_acl_change_before = @aclChangeBefore WHERE id = 1`,
+  );
+  const clearPruneGuard = db.prepare(
+    'UPDATE audit_control SET prune_discovery_before = NULL, prune_standard_before = NULL, prune_acl_change_before = NULL WHERE id = 1',
+  );
+  const deleteById = db.prepare('DELETE FROM audit_log WHERE id = ?');
+  type Candidate = { id: number; timestamp: string; event_type: string; result: string | null };
+  // The guard is set and cleared inside the same transaction: other connections never observe it set,
+  // and a crash mid-chunk rolls it back with the deletes.
+  const pruneChunk = db.transaction((cutoffs: PruneCutoffs, after: { timestamp: string; id: number }, limit: number) => {
+    const candidates = selectCandidates.all({ ...cutoffs, afterTimestamp: after.timestamp, afterId: after.id, limit }) as Candidate[];
+    const expired = candidates.filter((row) => isExpired(row, cutoffs));
+    if (expired.length > 0) {
+      setPruneGuard.run(cutoffs);
+      for (const row of expired) deleteById.run(row.id);
+      clearPruneGuard.run();
+    }
+    return { last: candidates[candidates.length - 1] as Candidate | undefined, deleted: expired.length, seen: candidates.length };
+  });
+
+  return {
+    path,
+    db,
+    get busyTimeoutMs() {
+      return busyTimeoutMs;
+    },
+    insertBatch(events) {
+      insertRowsTransaction.immediate(events.map(toAuditRow));
+    },
+    insertRows(rows) {
+      insertRowsTransaction.immediate(rows);
+    },
+    refreshAllowedServices(entries) {
+      refreshAllowedTransaction.immediate(entries);
+    },
+    prune({ now, dryRun = false, chunkSize = DEFAULT_PRUNE_CHUNK }) {
+      const cutoffs = retentionCutoffs(now);
+      const expired = countExpired.get(cutoffs) as number;
+      let deleted = 0;
+      if (!dryRun && expired > 0) {
+        let after = { timestamp: '', id: 0 };
+        for (;;) {
+          const chunk = pruneChunk.immediate(cutoffs, after, chunkSize);
+          deleted += chunk.deleted;
+          if (chunk.last === undefined || chunk.seen < chunkSize) break;
+          after = { timestamp: chunk.last.timestamp, id: chunk.last.id };
+        }
+      }
+      return { now: now.toISOString(), dryRun, cutoffs, expired, deleted };
+    },
+    probeWrite() {
+      probeStatement.run(new Date().toISOString());
+    },
+    setBusyTimeout(ms) {
+      busyTimeoutMs = ms;
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(ms))}`);
+    },
+    close() {
+      if (db.open) db.close();
+    },
+  };
+}
+
+/**
+ * Opens an existing audit database read-only, for analysis: never creates, migrates or writes it.
+ * A database written by a newer pdp is still readable (migrations only add).
+ */
+export function openAuditStoreReadOnly(path: string): AuditReader {
+  let db: Database.Database;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+  } catch (e) {
+    throw describeOpenError(path, e);
+  }
+  let version: number;
+  try {
+    version = schemaVersion(db);
+    const hasTable = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'audit_log'").get() !== undefined;
+    if (version < 1 || !hasTable) throw new AuditStoreError(`\`${path}\` is not a pdp audit database (no \`audit_log\` table)`);
+  } catch (e) {
+    db.close();
+    if (e instanceof AuditStoreError) throw e;
+    throw describeOpenError(path, e);
+  }
+  return {
+    path,
+    db,
+    schemaVersion: version,
+    close() {
+      if (db.open) db.close();
+    },
+  };
+}
+

@@ -1,0 +1,508 @@
+// The audit store against real SQLite files: schema, append-only triggers, group commit, fail closed,
+// retention, and the three analyses (results and query plans).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import Database from 'better-sqlite3';
+import {
+  APPEND_ONLY_MESSAGE,
+  applyMigrations,
+  AUDIT_ROW_COLUMNS,
+  AUTHORIZATION_FAILURES_SQL,
+  AuditUnavailableError,
+  createRecorder,
+  deriveEventType,
+  findAnomalies,
+  InvalidAuditEventError,
+  openAuditStore,
+  openAuditStoreReadOnly,
+  REGISTRATION_SPIKES_SQL,
+  SCHEMA_VERSION,
+  SEED_QUERIES,
+  toAuditRow,
+  UNKNOWN_SERVICES_SQL,
+  windowStart,
+  type AuditEvent,
+  type AuditStore,
+} from '../src/audit';
+
+const tempDirs: string[] = [];
+after(() => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDb(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-'));
+  tempDirs.push(dir);
+  return path.join(dir, 'audit.db');
+}
+
+function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
+  return {
+    timestamp: '2025-01-20T10:30:00.000Z',
+    event_type: 'REGISTRATION',
+    service_name: 'payment-service',
+    namespace: 'prod',
+    instance_id: 'payment-1',
+    identity: 'spiffe://cluster/ns/prod/sa/payment',
+    source_ip: '10.0.1.50',
+    action: 'write',
+    resource: 'service:payment-service',
+    result: 'ALLOW',
+    reason: 'granted by rule',
+    rule: 'services.hcl:7',
+    decision_id: '0b7c6f1e-0000-4000-8000-000000000000',
+    policy_version: 'sha256:abc',
+    details: { host: '10.0.1.1', port: 8080, metadata: { version: '2.1.0' } },
+    registry_node: 'registry-1',
+    ...overrides,
+  };
+}
+
+const countRows = (db: Database.Database) => db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get() as number;
+
+test('migrations create the schema once and are idempotent on reopen', () => {
+  const file = tempDb();
+  const first = openAuditStore(file);
+  first.insertBatch([event()]);
+  assert.equal(first.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+  assert.equal(first.db.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(first.db.pragma('synchronous', { simple: true }), 1, 'synchronous=NORMAL');
+  first.close();
+
+  const second = openAuditStore(file, { synchronous: 'full' });
+  assert.equal(second.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+  assert.equal(second.db.pragma('synchronous', { simple: true }), 2, 'synchronous=FULL');
+  assert.equal(countRows(second.db), 1, 'reopening keeps the rows');
+  assert.deepEqual(applyMigrations(second.db), { from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+  const triggers = second.db.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'trigger'").pluck().get();
+  assert.equal(triggers, 3, 'no duplicated schema objects');
+  second.close();
+});
+
+test('audit_log has exactly the columns of the contract, in order', () => {
+  const store = openAuditStore(tempDb());
+  const columns = store.db.prepare('PRAGMA table_info(audit_log)').all() as { name: string; pk: number; type: string }[];
+  assert.deepEqual(
+    columns.map((c) => c.name),
+    ['id', 'timestamp', 'event_type', 'service_name', 'namespace', 'instance_id', 'identity', 'source_ip', 'action', 'resource', 'result', 'reason', 'rule', 'decision_id', 'policy_version', 'details', 'registry_node'],
+  );
+  assert.deepEqual(columns.map((c) => c.name).slice(1), [...AUDIT_ROW_COLUMNS]);
+  assert.equal(columns[0].pk, 1);
+  assert.equal(columns[0].type, 'INTEGER');
+  const allowed = store.db.prepare('PRAGMA table_info(allowed_services)').all() as { name: string; pk: number }[];
+  assert.deepEqual(allowed.map((c) => [c.name, c.pk]), [['name', 1], ['namespace', 2]]);
+  store.close();
+});
+
+test('UPDATE and DELETE on audit_log fail with the append-only message', () => {
+  const store = openAuditStore(tempDb());
+  store.insertBatch([event(), event({ timestamp: '2020-01-01T00:00:00.000Z' })]);
+  assert.throws(() => store.db.prepare("UPDATE audit_log SET result = 'DENY'").run(), { message: APPEND_ONLY_MESSAGE });
+  assert.throws(() => store.db.prepare('DELETE FROM audit_log').run(), (e: Error) => e.message.startsWith(APPEND_ONLY_MESSAGE));
+  // REPLACE deletes without firing DELETE triggers; overwriting an existing id is refused too.
+  assert.throws(
+    () => store.db.prepare("INSERT OR REPLACE INTO audit_log (id, timestamp, event_type, registry_node) VALUES (1, '2025-01-01T00:00:00.000Z', 'ADMIN', 'x')").run(),
+    (e: Error) => e.message.startsWith(APPEND_ONLY_MESSAGE),
+  );
+  // An upsert goes through UPDATE and is refused.
+  assert.throws(
+    () => store.db.prepare("INSERT INTO audit_log (id, timestamp, event_type, registry_node) VALUES (1, '2025-01-01T00:00:00.000Z', 'ADMIN', 'x') ON CONFLICT (id) DO UPDATE SET result = 'DENY'").run(),
+    (e: Error) => e.message.startsWith(APPEND_ONLY_MESSAGE),
+  );
+  assert.equal(countRows(store.db), 2);
+  const row = store.db.prepare('SELECT result FROM audit_log WHERE id = 1').get() as { result: string };
+  assert.equal(row.result, 'ALLOW');
+  store.close();
+});
+
+test('the schema refuses timestamps that would not sort as text', () => {
+  const store = openAuditStore(tempDb());
+  assert.throws(() => store.db.prepare("INSERT INTO audit_log (timestamp, event_type, registry_node) VALUES ('2025-1-2 10:00', 'ADMIN', 'n')").run(), /CHECK constraint/);
+  assert.throws(() => store.insertBatch([event({ timestamp: '2025-01-20T10:30:00Z' })]), InvalidAuditEventError);
+  assert.throws(() => toAuditRow(event({ result: 'SUCCESS' as never })), /`SUCCESS`/);
+  store.close();
+});
+
+test('hostile strings are stored and read back verbatim', () => {
+  const file = tempDb();
+  const store = openAuditStore(file);
+  const hostile = [
+    "'); DROP TABLE audit_log;--",
+    'quote \' double " backtick ` backslash \\',
+    'nul\u0000inside',
+    'emoji 🔐🚀 and é',
+    '\u001b[2J\u001b[Hterminal escape',
+    'Robert\'); DELETE FROM audit_log WHERE (\'1\'=\'1',
+  ];
+  store.insertBatch(
+    hostile.map((text, i) =>
+      event({ service_name: text, identity: text, reason: text, resource: text, decision_id: `id-${i}`, details: { note: text } }),
+    ),
+  );
+  store.close();
+
+  const other = new Database(file, { readonly: true });
+  const rows = other.prepare('SELECT service_name, identity, reason, resource, details FROM audit_log ORDER BY id').all() as Record<string, string>[];
+  assert.equal(rows.length, hostile.length);
+  rows.forEach((row, i) => {
+    assert.equal(row.service_name, hostile[i]);
+    assert.equal(row.identity, hostile[i]);
+    assert.equal(row.reason, hostile[i]);
+    assert.equal(row.resource, hostile[i]);
+    assert.deepEqual(JSON.parse(row.details), { note: hostile[i] });
+  });
+  assert.equal(other.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'audit_log'").pluck().get(), 1);
+  other.close();
+});
+
+test('details never carry credential-looking keys', () => {
+  const row = toAuditRow(event({ details: { host: 'h', token: 'secret-token', nested: { Authorization: 'Bearer x', port: 1 }, api_key: 'k' } }));
+  assert.deepEqual(JSON.parse(row.details!), { host: 'h', token: '[redacted]', nested: { Authorization: '[redacted]', port: 1 }, api_key: '[redacted]' });
+});
+
+test('deriveEventType maps actions and prefers an explicit event type', () => {
+  assert.equal(deriveEventType('read'), 'DISCOVERY');
+  assert.equal(deriveEventType('write'), 'REGISTRATION');
+  assert.equal(deriveEventType('admin'), 'ADMIN');
+  assert.equal(deriveEventType('write', 'DEREGISTRATION'), 'DEREGISTRATION');
+  assert.equal(deriveEventType('read', null), 'DISCOVERY');
+});
+
+test('group commit: the records of one turn are written by one transaction', async () => {
+  const store = openAuditStore(tempDb());
+  const flushes: number[] = [];
+  const recorder = createRecorder(store, { onFlush: (rows) => flushes.push(rows) });
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < 50; i++) pending.push(recorder.record(event({ decision_id: `d-${i}` })));
+  pending.push(recorder.recordAll([event(), event(), event()]));
+  assert.equal(recorder.queueDepth(), 53);
+  await Promise.all(pending);
+  assert.deepEqual(flushes, [53]);
+  assert.equal(recorder.queueDepth(), 0);
+
+  // Records made in separate turns go in separate transactions.
+  await recorder.record(event());
+  await recorder.record(event());
+  assert.deepEqual(flushes, [53, 1, 1]);
+  assert.equal(countRows(store.db), 55);
+  await recorder.close();
+});
+
+test('record() resolves only after the row is visible from a second connection', async () => {
+  const file = tempDb();
+  const store = openAuditStore(file);
+  const recorder = createRecorder(store);
+  const reader = new Database(file, { readonly: true });
+  const promise = recorder.record(event({ decision_id: 'visible-1' }));
+  // Queued, not yet written: the write happens on the next setImmediate.
+  assert.equal(countRows(reader), 0);
+  await promise;
+  assert.equal(reader.prepare("SELECT COUNT(*) FROM audit_log WHERE decision_id = 'visible-1'").pluck().get(), 1);
+  reader.close();
+  await recorder.close();
+});
+
+test('SIGKILL loses no acknowledged row', async () => {
+  const file = tempDb();
+  const auditModule = path.join(__dirname, '..', 'src', 'audit', 'index.js');
+  // The child records continuously and prints each decision_id once its record() resolved.
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const audit = require(${JSON.stringify(auditModule)});
+       const recorder = audit.createRecorder(audit.openAuditStore(${JSON.stringify(file)}));
+       let next = 0;
+       const burst = () => {
+         for (let k = 0; k < 25; k++) {
+           const id = 'kill-' + next++;
+           recorder.record({ timestamp: new Date().toISOString(), event_type: 'DISCOVERY', service_name: 's', namespace: null,
+             instance_id: null, identity: 'i', source_ip: null, action: 'read', resource: 'service:s', result: 'ALLOW', reason: null,
+             rule: null, decision_id: id, policy_version: null, details: null, registry_node: 'n' })
+             .then(() => process.stdout.write(id + '\\n'));
+         }
+         setImmediate(burst);
+       };
+       burst();`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const acknowledged: string[] = [];
+  let buffered = '';
+  await new Promise<void>((resolve) => {
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      buffered += chunk;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      acknowledged.push(...lines);
+      if (acknowledged.length >= 2000 && child.exitCode === null && !child.killed) child.kill('SIGKILL');
+    });
+    child.on('exit', () => resolve());
+  });
+  assert.ok(acknowledged.length >= 2000, `the child acknowledged ${acknowledged.length} rows`);
+  const reader = new Database(file, { readonly: true });
+  const stored = new Set(reader.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]);
+  reader.close();
+  const missing = acknowledged.filter((id) => !stored.has(id));
+  assert.deepEqual(missing, [], 'every acknowledged row survived SIGKILL');
+});
+
+test('a malformed event is refused alone and does not fail its neighbours', async () => {
+  const store = openAuditStore(tempDb());
+  const recorder = createRecorder(store);
+  const good = recorder.record(event({ decision_id: 'good' }));
+  const bad = recorder.record(event({ timestamp: 'yesterday' }));
+  await assert.rejects(bad, InvalidAuditEventError);
+  await good;
+  assert.equal(recorder.writable(), true);
+  assert.equal(countRows(store.db), 1);
+  await recorder.close();
+});
+
+test('fail closed: a locked database rejects records, then recovers by itself', async () => {
+  const file = tempDb();
+  const store = openAuditStore(file, { busyTimeoutMs: 50 });
+  const errors: Error[] = [];
+  const recorder = createRecorder(store, { probeIntervalMs: 20, onError: (e) => errors.push(e) });
+  await recorder.record(event({ decision_id: 'before' }));
+
+  const locker = new Database(file);
+  locker.exec('BEGIN EXCLUSIVE');
+  const first = recorder.record(event({ decision_id: 'locked-1' }));
+  const second = recorder.recordAll([event({ decision_id: 'locked-2' }), event({ decision_id: 'locked-3' })]);
+  await assert.rejects(first, AuditUnavailableError);
+  await assert.rejects(second, AuditUnavailableError);
+  assert.equal(recorder.writable(), false);
+  assert.ok(errors.length >= 1 && /locked|busy/i.test(errors[0].message), errors[0]?.message);
+  // New records retry while unwritable, and fail closed while the lock is held.
+  await assert.rejects(recorder.record(event({ decision_id: 'locked-4' })), AuditUnavailableError);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.equal(recorder.writable(), false, 'the probe cannot write while the lock is held');
+
+  locker.exec('ROLLBACK');
+  const deadline = Date.now() + 2000;
+  while (!recorder.writable() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(recorder.writable(), true, 'the background probe restores writable() without a new record');
+  assert.equal(store.busyTimeoutMs, 50, 'the normal busy timeout is back');
+
+  await recorder.record(event({ decision_id: 'after' }));
+  const ids = locker.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all();
+  assert.deepEqual(ids, ['before', 'after'], 'rejected rows were never written, accepted ones all were');
+  locker.close();
+  await recorder.close();
+});
+
+test('fail closed on any write error (disk full) and recovery through a successful record', async () => {
+  const real = openAuditStore(tempDb());
+  let failing = true;
+  const flaky: Pick<AuditStore, 'insertRows' | 'probeWrite' | 'close'> = {
+    insertRows(rows) {
+      if (failing) throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      real.insertRows(rows);
+    },
+    probeWrite() {
+      if (failing) throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    },
+    close: () => real.close(),
+  };
+  const recorder = createRecorder(flaky, { probeIntervalMs: 60_000 });
+  await assert.rejects(recorder.record(event()), (e: Error) => e instanceof AuditUnavailableError && /disk is full/.test(e.message));
+  assert.equal(recorder.writable(), false);
+  failing = false;
+  await recorder.record(event());
+  assert.equal(recorder.writable(), true, 'a successful record restores writable()');
+  assert.equal(countRows(real.db), 1);
+  await recorder.close();
+});
+
+test('close() drains pending records and refuses new ones', async () => {
+  const file = tempDb();
+  const store = openAuditStore(file);
+  const recorder = createRecorder(store);
+  const pending = [recorder.record(event()), recorder.recordAll([event(), event()])];
+  await recorder.close();
+  await Promise.all(pending);
+  await assert.rejects(recorder.record(event()), AuditUnavailableError);
+  const reader = new Database(file, { readonly: true });
+  assert.equal(countRows(reader), 3);
+  reader.close();
+});
+
+test('refreshAllowedServices replaces the table contents', () => {
+  const store = openAuditStore(tempDb());
+  store.refreshAllowedServices([{ name: 'a', namespace: 'prod' }, { name: 'b', namespace: 'prod' }, { name: 'a', namespace: 'prod' }]);
+  store.refreshAllowedServices([{ name: 'c', namespace: 'dev' }, { name: 'a', namespace: 'dev' }]);
+  assert.deepEqual(store.db.prepare('SELECT name, namespace FROM allowed_services ORDER BY name').all(), [
+    { name: 'a', namespace: 'dev' },
+    { name: 'c', namespace: 'dev' },
+  ]);
+  store.close();
+});
+
+test('prune removes exactly the expired rows per retention class', () => {
+  const store = openAuditStore(tempDb());
+  const now = new Date('2025-06-01T00:00:00.000Z');
+  const daysAgo = (days: number) => new Date(now.getTime() - days * 86_400_000).toISOString();
+  const rows: [string, AuditEvent][] = [
+    ['discovery-29-kept', event({ event_type: 'DISCOVERY', timestamp: daysAgo(29) })],
+    ['discovery-31-gone', event({ event_type: 'DISCOVERY', timestamp: daysAgo(31) })],
+    ['discovery-default-31-gone', event({ event_type: 'DISCOVERY', result: 'ALLOW_DEFAULT', timestamp: daysAgo(31) })],
+    ['discovery-deny-31-kept', event({ event_type: 'DISCOVERY', result: 'DENY', timestamp: daysAgo(31) })],
+    ['discovery-deny-91-gone', event({ event_type: 'DISCOVERY', result: 'DENY', timestamp: daysAgo(91) })],
+    ['registration-89-kept', event({ event_type: 'REGISTRATION', timestamp: daysAgo(89) })],
+    ['registration-91-gone', event({ event_type: 'REGISTRATION', timestamp: daysAgo(91) })],
+    ['deregistration-91-gone', event({ event_type: 'DEREGISTRATION', timestamp: daysAgo(91) })],
+    ['authn-89-kept', event({ event_type: 'AUTHN_FAILURE', result: null, timestamp: daysAgo(89) })],
+    ['authn-91-gone', event({ event_type: 'AUTHN_FAILURE', result: null, timestamp: daysAgo(91) })],
+    ['admin-91-gone', event({ event_type: 'ADMIN', timestamp: daysAgo(91) })],
+    ['acl-364-kept', event({ event_type: 'ACL_CHANGE', timestamp: daysAgo(364) })],
+    ['acl-366-gone', event({ event_type: 'ACL_CHANGE', timestamp: daysAgo(366) })],
+    ['recent-kept', event({ event_type: 'REGISTRATION', timestamp: daysAgo(0) })],
+  ];
+  // Shuffle insertion order so ids do not follow time order.
+  const shuffled = [...rows].sort((a, b) => (a[0] < b[0] ? 1 : -1));
+  store.insertBatch(shuffled.map(([label, e]) => ({ ...e, decision_id: label })));
+
+  const dry = store.prune({ now, dryRun: true });
+  assert.equal(dry.expired, 8);
+  assert.equal(dry.deleted, 0);
+  assert.equal(countRows(store.db), rows.length);
+
+  // Chunk size 3 exercises the keyset pagination across several transactions.
+  const result = store.prune({ now, chunkSize: 3 });
+  assert.equal(result.deleted, 8);
+  const left = (store.db.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]).sort();
+  assert.deepEqual(left, rows.map(([label]) => label).filter((label) => label.endsWith('kept')).sort());
+
+  // The guard is cleared: DELETE is blocked again, even for an old row.
+  assert.deepEqual(store.db.prepare('SELECT prune_discovery_before, prune_standard_before, prune_acl_change_before FROM audit_control').get(), {
+    prune_discovery_before: null,
+    prune_standard_before: null,
+    prune_acl_change_before: null,
+  });
+  assert.throws(() => store.db.prepare("DELETE FROM audit_log WHERE decision_id = 'acl-364-kept'").run(), (e: Error) => e.message.startsWith(APPEND_ONLY_MESSAGE));
+  assert.throws(() => store.db.prepare('UPDATE audit_log SET reason = NULL').run(), { message: APPEND_ONLY_MESSAGE });
+
+  // Even with the guard set by hand, the trigger refuses a row inside its retention.
+  const cutoffs = result.cutoffs;
+  store.db.prepare('UPDATE audit_control SET prune_discovery_before = ?, prune_standard_before = ?, prune_acl_change_before = ?').run(
+    cutoffs.discoveryBefore,
+    cutoffs.standardBefore,
+    cutoffs.aclChangeBefore,
+  );
+  assert.throws(() => store.db.prepare("DELETE FROM audit_log WHERE decision_id = 'registration-89-kept'").run(), (e: Error) => e.message.startsWith(APPEND_ONLY_MESSAGE));
+  store.close();
+});
+
+test('anomaly analyses find the right groups, honour thresholds and the window', () => {
+  const store = openAuditStore(tempDb());
+  const now = new Date('2025-01-20T12:00:00.000Z');
+  const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000).toISOString();
+  store.refreshAllowedServices([
+    { name: 'payment-service', namespace: 'prod' },
+    { name: 'order-service', namespace: 'prod' },
+  ]);
+  const events: AuditEvent[] = [];
+  // 101 registrations of payment-service in the last hour: a spike at the default threshold 100.
+  for (let i = 0; i < 101; i++) events.push(event({ service_name: 'payment-service', timestamp: minutesAgo(i % 59) }));
+  // 100 of order-service: not more than 100, no spike; another 50 two hours ago are outside the window.
+  for (let i = 0; i < 100; i++) events.push(event({ service_name: 'order-service', timestamp: minutesAgo(i % 59) }));
+  for (let i = 0; i < 50; i++) events.push(event({ service_name: 'order-service', timestamp: minutesAgo(120) }));
+  // Unknown services: one inside the window, one only outside it.
+  events.push(event({ service_name: 'rogue-service', timestamp: minutesAgo(5) }));
+  events.push(event({ service_name: 'rogue-service', timestamp: minutesAgo(6) }));
+  events.push(event({ service_name: 'old-rogue', timestamp: minutesAgo(180) }));
+  // An unknown name only discovered, never registered: not an unknown registration.
+  events.push(event({ event_type: 'DISCOVERY', service_name: 'only-looked-up', timestamp: minutesAgo(5) }));
+  // Denials: 11 for mallory (more than 10), 10 for eve (not more), 30 for trudy two hours ago.
+  for (let i = 0; i < 11; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/mallory', timestamp: minutesAgo(i) }));
+  for (let i = 0; i < 10; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/eve', timestamp: minutesAgo(i) }));
+  for (let i = 0; i < 30; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/trudy', timestamp: minutesAgo(130) }));
+  store.insertBatch(events);
+
+  const hour = findAnomalies(store.db, { now, sinceMs: 3_600_000 });
+  assert.equal(hour.since, '2025-01-20T11:00:00.000Z');
+  assert.deepEqual(hour.registrationSpikes, [{ service_name: 'payment-service', registrations: 101 }]);
+  assert.deepEqual(hour.unknownServices, [{ service_name: 'rogue-service', registrations: 2 }]);
+  assert.deepEqual(hour.authorizationFailures, [{ identity: 'spiffe://x/mallory', denials: 11 }]);
+  assert.equal(hour.findings, 3);
+  assert.equal(hour.allowedServices, 2);
+
+  const lowered = findAnomalies(store.db, { now, sinceMs: 3_600_000, spikeThreshold: 99, denyThreshold: 9 });
+  assert.deepEqual(lowered.registrationSpikes.map((r) => r.service_name), ['payment-service', 'order-service']);
+  assert.deepEqual(lowered.authorizationFailures.map((r) => r.identity), ['spiffe://x/mallory', 'spiffe://x/eve']);
+
+  const fourHours = findAnomalies(store.db, { now, sinceMs: 4 * 3_600_000 });
+  assert.deepEqual(fourHours.registrationSpikes, [
+    { service_name: 'order-service', registrations: 150 },
+    { service_name: 'payment-service', registrations: 101 },
+  ]);
+  assert.deepEqual(fourHours.unknownServices, [
+    { service_name: 'rogue-service', registrations: 2 },
+    { service_name: 'old-rogue', registrations: 1 },
+  ]);
+  assert.deepEqual(fourHours.authorizationFailures.map((r) => r.identity), ['spiffe://x/trudy', 'spiffe://x/mallory']);
+
+  const quiet = findAnomalies(store.db, { now: new Date('2025-02-01T00:00:00.000Z'), sinceMs: 3_600_000 });
+  assert.equal(quiet.findings, 0);
+
+  // The seed's queries run as written on the schema (unknown services has no window).
+  assert.deepEqual(store.db.prepare(SEED_QUERIES.unknownServices).pluck().all().sort(), ['old-rogue', 'rogue-service']);
+  store.db.prepare(SEED_QUERIES.registrationSpikes).all();
+  store.db.prepare(SEED_QUERIES.authorizationFailures).all();
+  store.close();
+});
+
+test('each windowed analysis is answered from an index, not a table scan', () => {
+  const store = openAuditStore(tempDb());
+  const since = windowStart(new Date(), 3_600_000);
+  for (const [name, sql, params] of [
+    ['registration spikes', REGISTRATION_SPIKES_SQL, { since, threshold: 100 }],
+    ['unknown services', UNKNOWN_SERVICES_SQL, { since }],
+    ['authorization failures', AUTHORIZATION_FAILURES_SQL, { since, threshold: 10 }],
+  ] as const) {
+    const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(params) as { detail: string }[]).map((row) => row.detail);
+    const onAuditLog = plan.filter((detail) => /\baudit_log\b/.test(detail));
+    assert.ok(onAuditLog.length > 0, `${name}: ${plan.join(' | ')}`);
+    for (const detail of onAuditLog) {
+      assert.match(detail, /^SEARCH audit_log USING (COVERING )?INDEX audit_log_\w+ \(.*timestamp>\?\)/, `${name}: ${plan.join(' | ')}`);
+    }
+  }
+  store.close();
+});
+
+test('read-only open refuses missing files and non-audit databases and never writes', () => {
+  const missing = tempDb();
+  assert.throws(() => openAuditStoreReadOnly(missing), /cannot open audit database .*no such file/);
+  assert.equal(fs.existsSync(missing), false);
+
+  const notAudit = tempDb();
+  new Database(notAudit).close();
+  assert.throws(() => openAuditStoreReadOnly(notAudit), /not a pdp audit database/);
+
+  const garbage = tempDb();
+  fs.writeFileSync(garbage, 'this is not sqlite at all, just some text that is long enough'.repeat(20));
+  assert.throws(() => openAuditStoreReadOnly(garbage), /not an SQLite database|cannot open/);
+
+  const file = tempDb();
+  const store = openAuditStore(file);
+  store.insertBatch([event()]);
+  store.close();
+  const reader = openAuditStoreReadOnly(file);
+  assert.equal(reader.schemaVersion, SCHEMA_VERSION);
+  assert.throws(() => reader.db.prepare('INSERT INTO allowed_services VALUES (1, 2)').run(), /readonly/);
+  reader.close();
+});
+
+test('opening a database from a newer pdp for writing is refused in words', () => {
+  const file = tempDb();
+  const raw = new Database(file);
+  raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+  raw.close();
+  assert.throws(() => openAuditStore(file), /schema version \d+ is newer than this pdp supports/);
+});
