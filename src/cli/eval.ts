@@ -36,6 +36,7 @@ export const run: Command = async (args, io) => {
   } catch {
     throw new UsageError(`cannot read policy directory \`${dir}\``);
   }
+  if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${dir}\``);
   const built = buildPolicySet(sources);
   if (!built.policy) {
     const input = { label: dir, base: dir, sources };

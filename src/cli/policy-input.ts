@@ -31,6 +31,7 @@ export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
     }
     if (stat.isDirectory()) {
       const sources = readPolicyDir(absolute);
+      if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${p}\``);
       inputs.push({ label: p, base: p, sources });
     } else {
       loose.push({ path: p, text: fs.readFileSync(absolute, 'utf8') });

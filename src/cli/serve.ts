@@ -5,9 +5,10 @@ import path from 'node:path';
 import { createRecorder, openAuditStore } from '../audit';
 import { Engine } from '../engine';
 import { buildServer, createReloader } from '../server';
-import { parse } from './args';
+import { parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
+import { isClusterWorker, runPrimary } from './serve-cluster';
 
 export const HELP = `usage: pdp serve [--policies DIR] [--audit FILE] [--listen HOST:PORT] [options]
 
@@ -26,9 +27,15 @@ it is answered.
   --tls-key FILE        server private key (PEM)
   --client-ca FILE      CA bundle; clients must present a certificate it signed (mutual TLS)
   --tokens FILE         token store (from \`pdp token\`); enables bearer-token callers and subjects
+  --rate-limit N        requests per second per authenticated caller (default 1000; 0 disables)
+  --max-failures N      failed authentications from one address before it is locked out (default 5)
+  --lockout DUR         how long a locked-out address is refused, and the window in which its
+                        failures count (default 15m; e.g. 30s, 15m, 1h)
   --log-level LEVEL     fatal, error, warn (default), info, debug
+  --workers N           N worker processes sharing the port (node:cluster); default 1
 
-Without TLS the server only binds to a loopback address. SIGHUP reloads the policies;
+Without TLS the server only binds to a loopback address, and on any other address it needs
+caller authentication (--client-ca or --tokens). SIGHUP reloads the policies (and the TLS files);
 SIGTERM and SIGINT drain in-flight requests and the audit queue, then exit.
 `;
 
@@ -50,7 +57,11 @@ export const run: Command = async (args, io) => {
     'cache-entries': { type: 'string' }, 'audit-sync': { type: 'string' }, 'node-name': { type: 'string' },
     'no-watch': { type: 'boolean' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
+    'rate-limit': { type: 'string' }, 'max-failures': { type: 'string' }, lockout: { type: 'string' },
+    workers: { type: 'string' },
   }, false);
+  const workers = values.workers === undefined ? 1 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
   const policyDir = path.resolve(io.cwd, values.policies ?? io.env.PDP_POLICIES ?? 'policies');
   const auditPath = path.resolve(io.cwd, values.audit ?? io.env.PDP_AUDIT ?? 'audit.db');
   const { host, port } = parseListen(values.listen ?? io.env.PDP_LISTEN ?? '127.0.0.1:8181');
@@ -65,7 +76,23 @@ export const run: Command = async (args, io) => {
   if (!tls && !isLoopback(host)) {
     throw new UsageError(`refusing to serve without TLS on \`${host}\`: plain HTTP is allowed only on loopback; add --tls-cert/--tls-key (and --client-ca for mutual TLS)`);
   }
-  const nodeName = values['node-name'] ?? os.hostname();
+  // TLS alone encrypts but does not say who calls: without --client-ca or --tokens every caller
+  // would have every endpoint (the loopback development mode), so that is allowed only on loopback.
+  if (!isLoopback(host) && values['client-ca'] === undefined && values.tokens === undefined) {
+    throw new UsageError(`refusing to serve on \`${host}\` without caller authentication: add --client-ca (mutual TLS) and/or --tokens; only loopback may run without it`);
+  }
+  const limits = securityLimits(values);
+  const nodeName = (values['node-name'] ?? os.hostname()) + (isClusterWorker(io.env) ? `/w${io.env.PDP_WORKER_ID ?? '?'}` : '');
+  if (workers > 1 && !isClusterWorker(io.env)) {
+    // Validate the policy set once before forking, so a broken set fails fast with its diagnostics.
+    const probe = new Engine(policyDir).build();
+    if (!probe.ok) {
+      io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; run \`pdp check ${policyDir}\`\n`);
+      return EXIT_FINDING;
+    }
+    const workerArgs = args.filter((a, i) => a !== '--workers' && args[i - 1] !== '--workers' && !a.startsWith('--workers='));
+    return runPrimary(workers, workerArgs, policyDir, !values['no-watch'], io);
+  }
 
   const engine = new Engine(policyDir);
   const first = engine.reload();
@@ -83,19 +110,27 @@ export const run: Command = async (args, io) => {
   try {
     store = openAuditStore(auditPath, { synchronous: sync });
   } catch (e) {
-    io.stderr.write(`pdp serve: cannot open the audit store \`${auditPath}\`: ${(e as Error).message}\n`);
+    io.stderr.write(`pdp serve: ${(e as Error).message}\n`);
     return EXIT_FINDING;
   }
   const auditStore = store;
   const recorder = createRecorder(auditStore);
-  auditStore.refreshAllowedServices(first.policy.compiled.declaredServices);
-  const reloader = createReloader({ engine, recorder, nodeName, onActivated: (p) => auditStore.refreshAllowedServices(p.compiled.declaredServices) });
+    const refreshAllowed = (services: { name: string; namespace: string }[]) => {
+    try {
+      auditStore.refreshAllowedServices(services);
+    } catch (e) {
+      // The decision path does not depend on it; the next load refreshes it again.
+      io.stderr.write(`pdp serve: could not refresh allowed_services: ${(e as Error).message}\n`);
+    }
+  };
+  const reloader = createReloader({ engine, recorder, nodeName, onActivated: (p) => refreshAllowed(p.compiled.declaredServices) });
+  refreshAllowed(first.policy.compiled.declaredServices);
 
   let security: Awaited<ReturnType<typeof loadSecurity>> | undefined;
-  if (tls || values.tokens !== undefined) security = await loadSecurity(values, io);
+  if (tls || values.tokens !== undefined) security = await loadSecurity(values, limits, io);
   const app = buildServer({
     engine, recorder, reloader, cacheEntries, nodeName,
-    logger: { level: logLevel, redact: ['req.headers.authorization'] },
+    logger: { level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'] },
     ...(security?.serverOptions ?? {}),
   });
   if (!tls) app.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
@@ -110,15 +145,15 @@ export const run: Command = async (args, io) => {
     security?.reload();
   };
   process.on('SIGHUP', onHup);
-  let watcher: fs.FSWatcher | undefined;
+  let watcher: { close(): void } | undefined;
   if (!values['no-watch']) {
     let timer: NodeJS.Timeout | undefined;
     try {
-      watcher = fs.watch(policyDir, { recursive: true }, () => {
+      const watching = watchDirectories(policyDir, () => {
         clearTimeout(timer);
         timer = setTimeout(() => void reloader.reload('file-change'), 250);
       });
-      watcher.on('error', () => undefined);
+      watcher = { close: () => { clearTimeout(timer); watching.close(); } };
     } catch {
       app.log.warn('cannot watch the policy directory; reload with SIGHUP or the API');
     }
@@ -136,7 +171,7 @@ export const run: Command = async (args, io) => {
   const shownPort = typeof address === 'object' && address ? address.port : port;
   io.stderr.write(`pdp serve: ${first.policy.ruleCount} rules (${first.policy.version}) from ${policyDir}\n`);
   io.stderr.write(`pdp serve: audit store ${auditPath}\n`);
-  io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
+  if (!isClusterWorker(io.env)) io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -151,15 +186,90 @@ export const run: Command = async (args, io) => {
       await recorder.close();
       auditStore.close();
       io.stderr.write('pdp serve: stopped\n');
+      // A cluster worker's IPC channel would keep it alive after draining.
+      if (isClusterWorker(io.env)) process.disconnect?.();
       resolve(EXIT_OK);
     };
+    // A worker whose primary is gone (even SIGKILLed) drains and stops instead of lingering.
+    if (isClusterWorker(io.env)) process.once('disconnect', () => void stop('primary gone'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
     process.once('SIGINT', () => void stop('SIGINT'));
   });
 };
 
+/**
+ * Calls `onChange` whenever something under `root` changes. One non-recursive watcher per directory
+ * (new subdirectories are picked up on the next event): Node 20's `{ recursive: true }` on Linux
+ * watches each file's inode, so a file replaced by rename (editors, config management, ConfigMap
+ * updates) stops being watched after the first replacement and later edits are silently missed.
+ */
+export function watchDirectories(root: string, onChange: () => void): { close(): void } {
+  const watchers = new Map<string, fs.FSWatcher>();
+  const add = (dir: string) => {
+    if (!watchers.has(dir)) {
+      let watcher: fs.FSWatcher;
+      try {
+        watcher = fs.watch(dir, () => {
+          add(root);
+          onChange();
+        });
+      } catch (e) {
+        if (dir === root) throw e;
+        return;
+      }
+      watcher.on('error', () => {
+        watcher.close();
+        watchers.delete(dir);
+      });
+      watchers.set(dir, watcher);
+    }
+    let entries: fs.Dirent[] = [];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) if (entry.isDirectory()) add(path.join(dir, entry.name));
+  };
+  add(root);
+  return {
+    close() {
+      for (const w of watchers.values()) w.close();
+      watchers.clear();
+    },
+  };
+}
+
+interface SecurityLimits {
+  rateLimitPerSecond?: number;
+  maxFailures?: number;
+  lockoutMs?: number;
+}
+
+/** --rate-limit, --max-failures, --lockout (validated before anything is opened). */
+function securityLimits(values: Record<string, string | boolean | undefined>): SecurityLimits {
+  const limits: SecurityLimits = {};
+  const rate = values['rate-limit'] as string | undefined;
+  if (rate !== undefined) {
+    if (!/^\d{1,9}$/.test(rate)) throw new UsageError(`--rate-limit expects a whole number of requests per second ≥ 0; got \`${rate}\``);
+    limits.rateLimitPerSecond = Number(rate);
+  }
+  const max = values['max-failures'] as string | undefined;
+  if (max !== undefined) {
+    if (!/^\d{1,6}$/.test(max) || Number(max) < 1) throw new UsageError(`--max-failures expects a whole number ≥ 1; got \`${max}\``);
+    limits.maxFailures = Number(max);
+  }
+  const lockout = values.lockout as string | undefined;
+  if (lockout !== undefined) {
+    const ms = parseDuration(lockout, '--lockout');
+    if (ms < 1000) throw new UsageError(`--lockout must be at least 1s; got \`${lockout}\``);
+    limits.lockoutMs = ms;
+  }
+  return limits;
+}
+
 /** TLS, client certificates and tokens: see src/server/auth.ts. */
-async function loadSecurity(values: Record<string, string | boolean | undefined>, io: CliIo) {
+async function loadSecurity(values: Record<string, string | boolean | undefined>, limits: SecurityLimits, io: CliIo) {
   const { createSecurity } = await import('../server/auth');
   return createSecurity({
     cwd: io.cwd,
@@ -167,5 +277,8 @@ async function loadSecurity(values: Record<string, string | boolean | undefined>
     tlsKey: values['tls-key'] as string | undefined,
     clientCa: values['client-ca'] as string | undefined,
     tokens: values.tokens as string | undefined,
+    ...limits,
+    // The window in which failures count follows the lockout, as in the design (15m and 15m).
+    ...(limits.lockoutMs !== undefined ? { windowMs: limits.lockoutMs } : {}),
   });
 }

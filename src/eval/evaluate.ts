@@ -43,8 +43,8 @@ export interface EvaluateOptions {
 /** `identity` is the effective subject (`anonymous` already substituted by the engine). */
 export function evaluate(policy: CompiledPolicy, request: Request, identity: string, options: EvaluateOptions = {}): Decision {
   const matched = matchingRules(policy.index, request, identity);
-  const decision = decide(policy, request, identity, matched);
-  if (options.explain) decision.considered = explain(policy.index, request, identity, matched, decision);
+  const { decision, cited } = decide(policy, request, identity, matched);
+  if (options.explain) decision.considered = explain(policy.index, request, identity, matched, cited);
   return decision;
 }
 
@@ -125,7 +125,7 @@ export function cidrsHold(rule: Rule, request: Request): boolean {
 const ref = (rule: Rule): RuleRef => ({ file: rule.file, line: rule.line });
 const where = (rule: Rule) => `${rule.file}:${rule.line}`;
 
-function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[]): Decision {
+function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[]): { decision: Decision; cited: Rule | undefined } {
   const resource = request.resourceText;
   const rank = ACTION_RANK[request.action];
   // One pass: the most specific applying deny, the most specific sufficient applying grant, and
@@ -152,31 +152,34 @@ function decide(policy: CompiledPolicy, request: Request, identity: string, matc
   }
 
   if (deny !== undefined) {
-    return { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(deny)}`, rule: ref(deny) };
+    return { cited: deny, decision: { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(deny)}`, rule: ref(deny) } };
   }
   if (grant !== undefined) {
-    return { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.label} at ${where(grant)})`, rule: ref(grant) };
+    return { cited: grant, decision: { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.label} at ${where(grant)})`, rule: ref(grant) } };
   }
   if (matched.length !== 0) {
     const cidrReason = (rule: Rule) => request.sourceIp === undefined
       ? `the rule at ${where(rule)} applies only from ${rule.cidrTexts!.join(', ')} and the request has no source_ip`
       : `source_ip ${request.sourceIp} is outside ${rule.cidrTexts!.join(', ')}, required by the rule at ${where(rule)}`;
-    if (blocked !== undefined) return { result: 'DENY', allow: false, reason: `${cidrReason(blocked)} (it grants ${blocked.level})`, rule: ref(blocked) };
-    if (closest !== undefined) return { result: 'DENY', allow: false, reason: `${identity} has ${closest.level} on ${resource}; ${request.action} is required`, rule: ref(closest) };
+    if (blocked !== undefined) return { cited: blocked, decision: { result: 'DENY', allow: false, reason: `${cidrReason(blocked)} (it grants ${blocked.level})`, rule: ref(blocked) } };
+    if (closest !== undefined) return { cited: closest, decision: { result: 'DENY', allow: false, reason: `${identity} has ${closest.level} on ${resource}; ${request.action} is required`, rule: ref(closest) } };
     // Only rules whose cidrs failed (a deny, or grants below the action).
     let rule = matched[0]!;
     for (const r of matched) if (moreSpecific(r, rule) < 0) rule = r;
-    return { result: 'DENY', allow: false, reason: cidrReason(rule), rule: ref(rule) };
+    return { cited: rule, decision: { result: 'DENY', allow: false, reason: cidrReason(rule), rule: ref(rule) } };
   }
 
-  return policy.settings.defaultPolicy === 'allow'
-    ? { result: 'ALLOW_DEFAULT', allow: true, reason: `no rule names ${identity} for ${resource}; the default policy allows it`, rule: null }
-    : { result: 'DENY', allow: false, reason: `no rule grants ${identity} access to ${resource}; the default policy is deny`, rule: null };
+  return {
+    cited: undefined,
+    decision: policy.settings.defaultPolicy === 'allow'
+      ? { result: 'ALLOW_DEFAULT', allow: true, reason: `no rule names ${identity} for ${resource}; the default policy allows it`, rule: null }
+      : { result: 'DENY', allow: false, reason: `no rule grants ${identity} access to ${resource}; the default policy is deny`, rule: null },
+  };
 }
 
 // ---- explanations ------------------------------------------------------------------------------
 
-function explain(index: DecisionIndex, request: Request, identity: string, matched: Rule[], decision: Decision): ConsideredRule[] {
+function explain(index: DecisionIndex, request: Request, identity: string, matched: Rule[], cited: Rule | undefined): ConsideredRule[] {
   const inScope = new Set<Rule>();
   const addAll = (ids: IdentityIndex) => {
     for (const rules of ids.exact.values()) for (const r of rules) inScope.add(r);
@@ -200,7 +203,7 @@ function explain(index: DecisionIndex, request: Request, identity: string, match
   return [...inScope].sort((a, b) => a.index - b.index).map((rule) => {
     let outcome: Outcome;
     let why: string;
-    const isCited = decision.rule !== null && decision.rule.file === rule.file && decision.rule.line === rule.line;
+    const isCited = rule === cited;
     if (!matchedSet.has(rule)) {
       outcome = 'identity-mismatch';
       why = `${identity} does not match ${rule.identities.map((p) => `\`${p.source}\``).join(', ')}`;

@@ -8,8 +8,7 @@ import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import {
-  FailureTracker, loadTrustBundle, openTokenStore, peerCertificateAllowsClientAuth, spiffeIdFromPeerCertificate,
-  verifyClientCertificate, type TokenStore, type TrustBundle,
+  FailureTracker, loadTrustBundle, openTokenStore, verifyClientCertificate, verifyPeerCertificate, type TokenStore, type TrustBundle,
 } from '../identity';
 import { ApiError, AuthnError } from './errors';
 import type { Authenticator, Caller, ServerDeps } from './server';
@@ -39,10 +38,15 @@ export function createSecurity(options: SecurityOptions) {
   const tokens: TokenStore | undefined = options.tokens ? openTokenStore(resolve(options.tokens)) : undefined;
   const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
 
-  const tlsMaterial = (): ServerOptions => ({
+  // With a trust bundle the server asks every client for a certificate. Without tokens a client
+  // must present one (the handshake fails otherwise). With tokens too, a client may connect without
+  // one and send `Authorization: Bearer`; a certificate it does present must still verify, else the
+  // connection is dropped right after the handshake (see `secureConnection` below).
+  const certificateOptional = tokens !== undefined;
+  const tlsMaterial = (trust: TrustBundle | undefined = bundle): ServerOptions => ({
     key: fs.readFileSync(keyPath!),
     cert: fs.readFileSync(certPath!),
-    ...(bundle ? { ca: bundle.pems, requestCert: true, rejectUnauthorized: true } : {}),
+    ...(trust ? { ca: trust.pems, requestCert: true, rejectUnauthorized: !certificateOptional } : {}),
   });
   const https: ServerOptions | undefined = certPath ? { ...tlsMaterial(), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } : undefined;
 
@@ -62,11 +66,22 @@ export function createSecurity(options: SecurityOptions) {
     }
   }
 
+  /** Caller credentials: a failure counts towards the source's lockout. */
   function validateToken(token: string, source: string): string {
     if (!tokens) failed(source, 'bearer tokens are not enabled on this server', null, 'token');
     const result = tokens.validate(token, now());
     if (!result.ok) failed(source, `invalid token: ${result.reason}`, null, `token-${result.code}`);
     return result.identity;
+  }
+
+  /**
+   * Subject credentials (`credentials` in the body) arrive through a caller that has already
+   * authenticated and holds `api "authorize"`. Their failures are audited (AUTHN_FAILURE) but do not
+   * count towards the caller's lockout: one end user with a bad token must not lock the PEP that
+   * forwards it, and every other workload behind that PEP, out of the PDP.
+   */
+  function refuseSubject(message: string, kind: string): never {
+    throw new AuthnError(message, null, kind);
   }
 
   // The seed's AuthenticateRequest order: token, then certificate, then (never, for callers) anonymous.
@@ -84,35 +99,45 @@ export function createSecurity(options: SecurityOptions) {
       }
       const socket = request.raw.socket as TLSSocket;
       if (bundle && typeof socket.getPeerCertificate === 'function') {
-        const peer = socket.getPeerCertificate();
-        if (socket.authorized && peer && Object.keys(peer).length) {
-          if (!peerCertificateAllowsClientAuth(peer)) failed(source, 'the client certificate is not valid for client authentication', null, 'certificate-purpose');
-          const spiffeId = spiffeIdFromPeerCertificate(peer);
-          if (!spiffeId) failed(source, 'the client certificate carries no SPIFFE ID', null, 'certificate-no-spiffe-id');
+        const peer = socket.getPeerCertificate(true);
+        const presented = peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
+        // Normally dropped at `secureConnection`; refused here too, should one ever get this far.
+        if (presented && !socket.authorized) failed(source, `client certificate rejected: ${String(socket.authorizationError ?? 'it does not verify')}`, null, 'certificate-untrusted');
+        if (presented) {
+          // The handshake checked the chain once; a keep-alive connection can outlive the
+          // certificate, so validity, purpose and SPIFFE ID are checked on every request.
+          const result = verifyPeerCertificate(peer, bundle, now());
+          if (!result.ok) failed(source, `client certificate rejected: ${result.reason}`, null, `certificate-${result.code}`);
           failures.recordSuccess(source);
-          return { identity: spiffeId, via: 'mtls' };
+          return { identity: result.spiffeId, via: 'mtls' };
         }
       }
       failed(source, bundle ? 'a client certificate or a bearer token is required' : 'a bearer token is required', null, 'missing');
     },
-    authenticateSubject(credentials, request): string {
-      const source = request.ip;
-      checkLock(source);
-      if (credentials.token !== undefined) return validateToken(credentials.token, source);
+    authenticateSubject(credentials): string {
+      if (credentials.token !== undefined) {
+        if (!tokens) refuseSubject('`credentials.token` cannot be verified: bearer tokens are not enabled on this server', 'subject-token');
+        const result = tokens.validate(credentials.token, now());
+        if (!result.ok) refuseSubject(`invalid subject token: ${result.reason}`, `subject-token-${result.code}`);
+        return result.identity;
+      }
       if (credentials.certificate !== undefined) {
-        if (!bundle) failed(source, '`credentials.certificate` cannot be verified: no --client-ca trust bundle is configured', null, 'certificate');
+        if (!bundle) refuseSubject('`credentials.certificate` cannot be verified: no --client-ca trust bundle is configured', 'subject-certificate');
         const result = verifyClientCertificate(credentials.certificate, bundle, now());
-        if (!result.ok) failed(source, `invalid certificate: ${result.reason}`, null, `certificate-${result.code}`);
+        if (!result.ok) refuseSubject(`invalid subject certificate: ${result.reason}`, `subject-certificate-${result.code}`);
         return result.spiffeId;
       }
-      failed(source, '`credentials` must hold `token` or `certificate`', null, 'missing');
+      refuseSubject('`credentials` must hold `token` or `certificate`', 'subject-missing');
     },
   } : undefined;
 
   let app: FastifyInstance | undefined;
+  /** Re-reads the certificate, key and trust bundle; all or nothing (a bad file keeps the old ones). */
   function reload(): void {
-    if (caPath) bundle = loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath);
-    if (app && certPath) (app.server as unknown as { setSecureContext(o: ServerOptions): void }).setSecureContext({ ...tlsMaterial(), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as ServerOptions);
+    const next = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
+    // setSecureContext throws on a key that does not match the certificate: nothing changes then.
+    if (app && certPath) (app.server as unknown as { setSecureContext(o: ServerOptions): void }).setSecureContext({ ...tlsMaterial(next), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as ServerOptions);
+    if (next) bundle = next;
   }
   // Rotation without downtime: poll the files (robust to rename-into-place), swap the context.
   const watched = [certPath, keyPath, caPath].filter((p): p is string => typeof p === 'string');
@@ -125,6 +150,7 @@ export function createSecurity(options: SecurityOptions) {
   };
   for (const file of watched) fs.watchFile(file, { interval: 500, persistent: false }, onChange);
 
+  let guarded = false;
   const perSecond = options.rateLimitPerSecond ?? (authenticator ? 1000 : 0);
   const serverOptions: Partial<ServerDeps> = {
     ...(https ? { https } : {}),
@@ -132,6 +158,18 @@ export function createSecurity(options: SecurityOptions) {
     plugins: [
       async (instance) => {
         app = instance; // every encapsulated instance shares the one TLS server
+        if (bundle && certificateOptional && !guarded) {
+          guarded = true;
+          // A client certificate is optional (tokens are on) but one that is presented must verify:
+          // an untrusted, expired or wrong-purpose certificate ends the connection before any request.
+          // Prepended: it must run before the HTTP server's own listener attaches its parser, or a
+          // request sent along with the handshake (TLS 1.3) would still be parsed and routed.
+          instance.server.prependListener('secureConnection', (socket: TLSSocket) => {
+            if (socket.authorized) return;
+            const peer = socket.getPeerCertificate();
+            if (peer && Object.keys(peer).length > 0) socket.destroy();
+          });
+        }
         if (perSecond > 0) {
           await instance.register(rateLimit, {
             max: perSecond,

@@ -70,7 +70,12 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
           `put every identity in \`${b}\``));
       }
     }
-    for (const names of schema.required) {
+    // A namespace block that only holds nested blocks is a container; once it grants anything
+    // itself it is a rule and needs both `policy` and an identity.
+    const required = (type === 'namespace' || type === 'namespace_prefix') && ['policy', 'identity', 'identities', 'cidrs'].some((n) => seen.has(n))
+      ? BLOCKS.service!.required
+      : schema.required;
+    for (const names of required) {
       if (!names.some((n) => seen.has(n))) {
         const code = names.includes('policy') ? 'missing-policy' : names.includes('identity') || names.includes('identities') ? 'missing-identity' : 'missing-attribute';
         const what = names.map((n) => `\`${n}\``).join(' or ');
