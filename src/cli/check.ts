@@ -1,25 +1,64 @@
-// `pdp check [PATH…]`: every error and warning of every file, sorted by location.
+// `pdp check [PATH…]`: every error and warning of every file, sorted by location (text, json or
+// SARIF). `pdp check --replay AUDIT_DB --policies DIR`: re-decides recorded decisions under a new
+// policy set and reports the ones that would flip.
+import path from 'node:path';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { buildPolicySet } from '../engine';
-import { parse, formatOption } from './args';
-import { EXIT_FINDING, EXIT_OK, type Command } from './io';
-import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths } from './policy-input';
+import { buildPolicySet, readPolicyDir, type LoadedPolicy } from '../engine';
+import { formatOption, parse, parseDuration } from './args';
+import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
+import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths, type PolicyInput } from './policy-input';
 
-export const HELP = `usage: pdp check [PATH…] [--strict] [--format text|json]
+export const HELP = `usage: pdp check [PATH…] [--strict] [--format text|json|sarif]
+       pdp check --replay AUDIT_DB [--policies DIR] [--since DURATION] [--fail-on-change] [--format text|json]
 
 Parses and checks policy files or directories (default: $PDP_POLICIES or ./policies) and prints
 every error and warning, sorted by location. Each directory is checked as one policy set; files
-named together are checked together as one set.
+named together are checked together as one set. Warnings come from the lint rules (docs/lint.md):
+prefix-not-at-delimiter, broad-prefix-grant, default-allow, dead-grant, redundant-rule,
+foreign-trust-domain, duplicate-block.
 
   --strict          warnings fail the check too
-  --format FORMAT   text (default) or json
+  --format FORMAT   text (default), json, or sarif (SARIF 2.1.0, for code-scanning tools)
 
-Exit codes: 0 no errors, 1 errors found (or warnings with --strict), 2 bad usage.
+Replay (docs/replay.md): re-decides every decision recorded in the audit database under the policy
+set in DIR (default $PDP_POLICIES or ./policies) and reports each one that would flip allow→deny or
+deny→allow, grouped by identity and resource. The database is opened read-only.
+
+  --replay FILE       the audit database to read (e.g. audit.db)
+  --policies DIR      the new policy set to decide with
+  --since DURATION    only decisions recorded in the last DURATION (30m, 1h, 7d)
+  --fail-on-change    exit 1 when any decision would flip
+  --format FORMAT     text (default) or json
+
+Exit codes: 0 no errors (replay: no flip, or flips without --fail-on-change), 1 errors found
+(or warnings with --strict; replay: the new set has errors, or flips with --fail-on-change),
+2 bad usage or an unreadable audit database.
 `;
 
 export const run: Command = async (args, io) => {
-  const { values, positionals } = parse(args, { strict: { type: 'boolean' }, format: { type: 'string' } });
-  const format = formatOption(values.format, ['text', 'json'], 'text');
+  const { values, positionals } = parse(args, {
+    strict: { type: 'boolean' },
+    format: { type: 'string' },
+    replay: { type: 'string' },
+    policies: { type: 'string' },
+    since: { type: 'string' },
+    'fail-on-change': { type: 'boolean' },
+  });
+  if (values.replay !== undefined) {
+    if (positionals.length) throw new UsageError(`--replay takes the new policy set from --policies, not a path argument (got \`${positionals[0]}\`)`);
+    if (values.strict) throw new UsageError('--strict does not apply to --replay');
+    return runReplay({
+      db: values.replay,
+      policies: values.policies ?? io.env.PDP_POLICIES ?? 'policies',
+      since: values.since,
+      failOnChange: values['fail-on-change'] === true,
+      format: formatOption(values.format, ['text', 'json'], 'text'),
+    }, io);
+  }
+  for (const flag of ['policies', 'since', 'fail-on-change'] as const) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --replay AUDIT_DB`);
+  }
+  const format = formatOption(values.format, ['text', 'json', 'sarif'], 'text');
   const paths = positionals.length ? positionals : [io.env.PDP_POLICIES ?? 'policies'];
   const inputs = readPolicyInputs(paths, io);
   const diagnostics: Diagnostic[] = [];
@@ -37,6 +76,9 @@ export const run: Command = async (args, io) => {
   const failed = hasErrors(sorted) || (values.strict === true && warnings > 0);
   if (format === 'json') {
     io.stdout.write(`${JSON.stringify({ ok: !failed, files, rules, errors, warnings, diagnostics: sorted.map(diagnosticToJson) }, null, 2)}\n`);
+  } else if (format === 'sarif') {
+    const { toSarif } = await import('./sarif');
+    io.stdout.write(`${JSON.stringify(toSarif(sorted, { version: packageVersion() }), null, 2)}\n`);
   } else {
     printDiagnostics(sorted, inputs, io);
     const summary = `${files} file${files === 1 ? '' : 's'}, ${rules} rule${rules === 1 ? '' : 's'}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}`;
@@ -44,3 +86,154 @@ export const run: Command = async (args, io) => {
   }
   return failed ? EXIT_FINDING : EXIT_OK;
 };
+
+function packageVersion(): string | undefined {
+  try {
+    return (require('../../../package.json') as { version?: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- replay -----------------------------------------------------------------------------------
+
+interface ReplayArgs {
+  db: string;
+  policies: string;
+  since: string | undefined;
+  failOnChange: boolean;
+  format: string;
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+// Audit data is attacker-influenced (identities, resources): control characters are shown escaped
+// so they cannot rewrite the terminal.
+function printable(value: string | null): string {
+  if (value === null) return '(none)';
+  return value.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** Text output lists at most this many groups; --format json lists all. */
+const TEXT_GROUP_LIMIT = 200;
+
+async function runReplay(options: ReplayArgs, io: CliIo): Promise<number> {
+  if (options.db === '') throw new UsageError('--replay expects an audit database file');
+  let since: string | undefined;
+  if (options.since !== undefined) {
+    const ms = parseDuration(options.since, '--since');
+    if (ms <= 0) throw new UsageError(`--since must be longer than zero; got \`${options.since}\``);
+    since = new Date(Date.now() - ms).toISOString();
+  }
+
+  // The new policy set first: a broken set is a finding (exit 1) whatever the database holds.
+  const policyDir = path.resolve(io.cwd, options.policies);
+  let sources;
+  try {
+    sources = readPolicyDir(policyDir);
+  } catch (e) {
+    throw new UsageError(`cannot read policy directory \`${options.policies}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (sources.length === 0) {
+    io.stderr.write(`pdp check: no \`*.hcl\` files in \`${options.policies}\`\n`);
+    return EXIT_FINDING;
+  }
+  const built = buildPolicySet(sources);
+  if (!built.policy) {
+    const input: PolicyInput = { label: options.policies, base: options.policies, sources };
+    const errors = withDisplayPaths(input, built.diagnostics.filter((d) => d.severity === 'error'));
+    if (options.format === 'json') {
+      io.stdout.write(`${JSON.stringify({ ok: false, policies: options.policies, errors: errors.length, diagnostics: errors.map(diagnosticToJson) }, null, 2)}\n`);
+    } else {
+      printDiagnostics(errors, [input], io);
+      io.stderr.write(`pdp check: the policy set in \`${options.policies}\` has ${plural(errors.length, 'error')}; nothing replayed\n`);
+    }
+    return EXIT_FINDING;
+  }
+  const policy: LoadedPolicy = built.policy;
+
+  const { AuditStoreError, openAuditStoreReadOnly } = await import('../audit');
+  const { decisionRows, replay } = await import('../replay');
+  const dbPath = path.resolve(io.cwd, options.db);
+  let reader;
+  try {
+    reader = openAuditStoreReadOnly(dbPath);
+  } catch (e) {
+    if (e instanceof AuditStoreError) throw new UsageError(e.message);
+    throw e;
+  }
+  const progress = io.stderr.isTTY === true;
+  let report;
+  try {
+    report = replay(decisionRows(reader.db, since === undefined ? {} : { since }), policy, {
+      ...(progress ? { onProgress: (n: number) => io.stderr.write(`\rreplayed ${n.toLocaleString('en-US')} rows…`) } : {}),
+    });
+  } catch (e) {
+    throw new UsageError(`cannot read audit database \`${options.db}\`: ${(e as Error).message}`);
+  } finally {
+    reader.close();
+    if (progress) io.stderr.write('\r\x1b[K');
+  }
+
+  const changed = report.allowToDeny + report.denyToAllow;
+  if (options.format === 'json') {
+    io.stdout.write(`${JSON.stringify({
+      ok: !(options.failOnChange && changed > 0),
+      db: options.db,
+      policies: options.policies,
+      policy_version: report.policyVersion,
+      since: since ?? null,
+      rows: report.rows,
+      unchanged: report.unchanged,
+      allow_to_deny: report.allowToDeny,
+      deny_to_allow: report.denyToAllow,
+      skipped: report.skipped,
+      distinct_requests: report.distinctRequests,
+      flips: report.flips,
+    }, null, 2)}\n`);
+  } else {
+    io.stdout.write(formatReplayText(report, options, since));
+  }
+  return options.failOnChange && changed > 0 ? EXIT_FINDING : EXIT_OK;
+}
+
+function formatReplayText(report: import('../replay').ReplayReport, options: ReplayArgs, since: string | undefined): string {
+  let out = `replaying the decisions in ${options.db}${since ? ` since ${since}` : ''} under ${options.policies} (${report.policyVersion})\n`;
+  const sections: [import('../replay').FlipDirection, string, number][] = [
+    ['allow_to_deny', 'allow → deny', report.allowToDeny],
+    ['deny_to_allow', 'deny → allow', report.denyToAllow],
+  ];
+  let shown = 0;
+  let hidden = 0;
+  for (const [direction, title, total] of sections) {
+    if (total === 0) continue;
+    const groups = report.flips.filter((g) => g.direction === direction);
+    // Grouped by (identity, resource), each with one line per action and outcome.
+    const byTarget = new Map<string, typeof groups>();
+    for (const g of groups) {
+      const key = `${g.identity}\0${g.resource}\0${g.namespace}`;
+      const list = byTarget.get(key);
+      if (list) list.push(g);
+      else byTarget.set(key, [g]);
+    }
+    out += `\n${title}: ${plural(total, 'decision')}, ${plural(byTarget.size, 'identity and resource pair')}\n`;
+    for (const list of byTarget.values()) {
+      if (shown >= TEXT_GROUP_LIMIT) {
+        hidden += list.length;
+        continue;
+      }
+      const first = list[0]!;
+      const namespace = first.resource.startsWith('namespace:') ? '' : ` (namespace ${printable(first.namespace)})`;
+      out += `  ${printable(first.identity)} on ${printable(first.resource)}${namespace}\n`;
+      for (const g of list) {
+        shown++;
+        out += `    ${g.action} ×${g.count}: was ${g.old.result}${g.old.rule ? ` (${printable(g.old.rule)})` : ''}, now ${g.new.result}${g.new.rule ? ` (${g.new.rule})` : ''}: ${printable(g.new.reason)}\n`;
+      }
+    }
+  }
+  if (hidden > 0) out += `\n… and ${plural(hidden, 'more group')}; use --format json for all of them\n`;
+  out += `\nreplayed ${plural(report.rows, 'decision')}: ${report.allowToDeny} allow→deny, ${report.denyToAllow} deny→allow, ${report.unchanged} unchanged`;
+  if (report.skipped) out += `, ${report.skipped} skipped (not a valid request)`;
+  out += '\n';
+  return out;
+}

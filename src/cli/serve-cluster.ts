@@ -4,9 +4,9 @@
 // nothing-lost guarantee holds per worker. The primary watches the policy directory and
 // forwards SIGHUP (reload) and SIGTERM/SIGINT (drain) to every worker.
 import cluster, { type Worker } from 'node:cluster';
-import fs from 'node:fs';
 import path from 'node:path';
 import { EXIT_FINDING, EXIT_OK, type CliIo } from './io';
+import { watchDirectories } from './watch';
 
 export const WORKER_ENV = 'PDP_CLUSTER_WORKER';
 
@@ -46,15 +46,14 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
         }
       });
     }
-    let watcher: fs.FSWatcher | undefined;
+    let watcher: { close(): void } | undefined;
     if (watch) {
       let timer: NodeJS.Timeout | undefined;
       try {
-        watcher = fs.watch(policyDir, { recursive: true }, () => {
+        watcher = watchDirectories(policyDir, () => {
           clearTimeout(timer);
           timer = setTimeout(() => signalAll('SIGHUP'), 250);
         });
-        watcher.on('error', () => undefined);
       } catch {
         io.stderr.write('pdp serve: cannot watch the policy directory; reload with SIGHUP\n');
       }

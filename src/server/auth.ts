@@ -133,11 +133,21 @@ export function createSecurity(options: SecurityOptions) {
 
   let app: FastifyInstance | undefined;
   /** Re-reads the certificate, key and trust bundle; all or nothing (a bad file keeps the old ones). */
-  function reload(): void {
+  function reloadNow(): void {
     const next = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
     // setSecureContext throws on a key that does not match the certificate: nothing changes then.
     if (app && certPath) (app.server as unknown as { setSecureContext(o: ServerOptions): void }).setSecureContext({ ...tlsMaterial(next), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as ServerOptions);
     if (next) bundle = next;
+  }
+  /** Never throws (it runs from a file watcher and from SIGHUP): a failure is logged and the old files keep serving. */
+  function reload(): boolean {
+    try {
+      reloadNow();
+      return true;
+    } catch (e) {
+      app?.log.error(`certificate reload failed, keeping the previous ones: ${(e as Error).message}`);
+      return false;
+    }
   }
   // Rotation without downtime: poll the files (robust to rename-into-place), swap the context.
   const watched = [certPath, keyPath, caPath].filter((p): p is string => typeof p === 'string');
@@ -145,7 +155,7 @@ export function createSecurity(options: SecurityOptions) {
   const onChange = () => {
     clearTimeout(pending);
     pending = setTimeout(() => {
-      try { reload(); } catch (e) { app?.log.error(`certificate reload failed, keeping the previous ones: ${(e as Error).message}`); }
+      reload();
     }, 200);
   };
   for (const file of watched) fs.watchFile(file, { interval: 500, persistent: false }, onChange);

@@ -8,7 +8,7 @@ import { diffPolicies, type Engine, type LoadedPolicy, type RuleChange } from '.
 
 export type ReloadOutcome =
   | { ok: true; changed: boolean; previous: string | undefined; version: string; added: RuleChange[]; removed: RuleChange[] }
-  | { ok: false; message: string; diagnostics: DiagnosticJson[]; serving: string | undefined };
+  | { ok: false; message: string; diagnostics: DiagnosticJson[]; serving: string | undefined; auditUnavailable?: true };
 
 export interface Reloader {
   reload(trigger: string): Promise<ReloadOutcome>;
@@ -58,7 +58,7 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     try {
       await deps.recorder.record(event);
     } catch {
-      return { ok: false, message: 'the policy change could not be written to the audit store; still serving the previous version', diagnostics: [], serving: previous?.version };
+      return { ok: false, message: 'the policy change could not be written to the audit store; still serving the previous version', diagnostics: [], serving: previous?.version, auditUnavailable: true };
     }
     deps.engine.activate(policy);
     deps.onActivated?.(policy);

@@ -1,12 +1,13 @@
 // buildServer(deps): the /v1 HTTP API on fastify. No listen() here: `pdp serve` listens, tests
 // use an ephemeral port or inject(). The audit recorder and everything with I/O are handed in.
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
-import { ANONYMOUS } from '../syntax';
+import { ANONYMOUS, normalizeIp } from '../syntax';
 import { DecisionCache } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { createMetrics, type Metrics } from './metrics';
@@ -95,7 +96,10 @@ function describeValidation(issue: ValidationIssue): { field: string; message: s
   }
   const field = fieldName(issue.instancePath);
   switch (keyword) {
-    case 'type': return { field, message: `\`${field}\` must be ${String(params.type).replace(/,/g, ' or ')}` };
+    case 'type': {
+      const article = (t: string) => (t === 'null' ? 'null' : t === 'array' || t === 'object' || t === 'integer' ? `an ${t}` : `a ${t}`);
+      return { field, message: `\`${field}\` must be ${String(params.type).split(',').map(article).join(' or ')}` };
+    }
     case 'enum': return { field, message: `\`${field}\` must be one of ${(params.allowedValues as unknown[]).map((v) => `\`${String(v)}\``).join(', ')}` };
     case 'pattern':
       return { field, message: field.endsWith('event_type') ? `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` : `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
@@ -118,7 +122,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
     ...(deps.https ? { https: deps.https } : {}),
     // Strict validation: no silent type coercion, no silently dropped unknown fields.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
     return503OnClosing: true,
   } as FastifyServerOptions) as unknown as FastifyInstance;
 
@@ -150,15 +154,26 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     request.log.error({ err }, 'unhandled error');
     return fail(reply, 'internal', 'internal error');
   });
+  // JSON in and out: without this, fastify's built-in text/plain parser hands the schema a string and
+  // a JSON object sent as text/plain is refused as "`body` must be an object" instead of 415.
+  app.removeContentTypeParser('text/plain');
   app.setNotFoundHandler((request, reply) => fail(reply, 'not_found', `no endpoint \`${request.method} ${request.url.split('?')[0]}\``));
 
   // Caller authentication and per-endpoint grants (`api` blocks). Without an authenticator the
   // server runs in the loopback development mode: callers are local and may use every endpoint.
+  // Authentication is an onRequest hook; the grant check waits for preParsing, so the per-caller
+  // rate limit (a route-level onRequest hook, keyed by the authenticated identity) runs in between
+  // and also bounds a caller that has no grant. The body is not read before the grant check.
   app.addHook('onRequest', async (request) => {
     const scope = request.routeOptions.config?.scope;
     if (!deps.authenticator || scope === undefined || scope === 'open') return;
-    const caller = await authenticated(request, () => deps.authenticator!.authenticateCaller(request));
-    request.caller = caller;
+    request.caller = await authenticated(request, () => deps.authenticator!.authenticateCaller(request));
+  });
+  app.addHook('preParsing', async (request) => {
+    const scope = request.routeOptions.config?.scope;
+    if (!deps.authenticator || scope === undefined || scope === 'open') return;
+    const caller = request.caller;
+    if (!caller) throw new ApiError('unauthenticated', 'the caller is not authenticated'); // fail closed
     const policy = deps.engine.current();
     const grants = policy?.compiled.api[scope] ?? [];
     if (!grants.some((m) => m.test(caller.identity, undefined, ''))) {
@@ -222,13 +237,16 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       identity = await authenticated(request, () => deps.authenticator!.authenticateSubject!(credentials, request));
     }
     const context = body.context ?? {};
-    const sourceIp = context.source_ip;
+    // Normalised once, before the cache: a hit must refuse a bad address just as a miss does (the key
+    // leaves the address out when the policy has no cidrs) and must audit the same text a miss audits.
+    const sourceIp = context.source_ip === undefined ? undefined : normalizeIp(context.source_ip);
     const explain = body.explain === true;
-    const key = cache.enabled && !explain ? DecisionCache.key(policy, identity, body.action, body.resource, body.namespace, sourceIp) : undefined;
+    const cacheable = cache.enabled && !explain && (context.source_ip === undefined || sourceIp !== undefined);
+    const key = cacheable ? DecisionCache.key(policy, identity, body.action, body.resource, body.namespace, sourceIp) : undefined;
     let cached = key === undefined ? undefined : cache.get(policy, key);
     let outcomeRequest: { service?: string; instance?: string; namespace: string; sourceIp?: string } | undefined;
     if (!cached) {
-      const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp }, { explain });
+      const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp: context.source_ip }, { explain });
       if (!outcome.ok) {
         const field = outcome.error.field === 'source_ip' ? `${prefix}context.source_ip` : `${prefix}${outcome.error.field}`;
         throw new ApiError('invalid_request', outcome.error.message, { field });
@@ -336,7 +354,6 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       const policy = activePolicy();
       return {
         version: policy.version,
-        directory: deps.engine.directory,
         files: policy.files,
         rule_count: policy.ruleCount,
         loaded_at: policy.loadedAt.toISOString(),
@@ -349,7 +366,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     api.post('/v1/policies/reload', { config: { scope: 'admin' } }, async (request) => {
       const outcome = await deps.reloader.reload(`api:${request.caller?.identity ?? 'loopback'}`);
       if (!outcome.ok) {
-        throw new ApiError('policy_invalid', outcome.message, { diagnostics: outcome.diagnostics, policy_version: outcome.serving ?? null });
+        // The new set may be fine: it is the audit store that refused the ACL_CHANGE row (503, retry).
+        if (outcome.auditUnavailable) throw new ApiError('audit_unavailable', outcome.message, { policy_version: outcome.serving ?? null });
+        // The server's own paths stay in its log: the answer names the policy directory by its last segment.
+        const message = outcome.message.split(deps.engine.directory).join(path.basename(deps.engine.directory));
+        throw new ApiError('policy_invalid', message, { diagnostics: outcome.diagnostics, policy_version: outcome.serving ?? null });
       }
       return { ok: true, changed: outcome.changed, previous_version: outcome.previous ?? null, policy_version: outcome.version, added: outcome.added, removed: outcome.removed };
     });

@@ -1,0 +1,101 @@
+// `pdp serve` as a binary: the refusals that happen before it listens, and --help.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { makePolicyDir, makeTempDir, removeTempDir, request, runPdp, startServe } from './support/server';
+
+function tempSet(t: { after(fn: () => void): void }, files?: Record<string, string>) {
+  const root = makeTempDir('pdp-cli-serve-');
+  t.after(() => removeTempDir(root));
+  const policyDir = makePolicyDir(root, files);
+  return { root, policyDir, auditPath: path.join(root, 'audit.db') };
+}
+
+test('--listen 0.0.0.0:0 without TLS is refused: exit 2, says loopback and TLS, opens nothing', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  const listens = ['0.0.0.0:0', '[::]:0', '10.1.2.3:0'];
+  const runs = await Promise.all(listens.map((listen) => runPdp(['serve', '--policies', policyDir, '--audit', auditPath, '--listen', listen])));
+  for (const [i, r] of runs.entries()) {
+    assert.equal(r.code, 2, `${listens[i]}: ${r.stderr}`);
+    assert.match(r.stderr, /loopback/);
+    assert.match(r.stderr, /TLS|--tls-cert/);
+    assert.equal(r.stdout.includes('listening'), false);
+  }
+  assert.equal(fs.existsSync(auditPath), false, 'no audit store is created by a refused start');
+});
+
+test('PDP_LISTEN mirrors --listen, so a public address from the environment is refused too', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  const r = await runPdp(['serve', '--policies', policyDir, '--audit', auditPath], { env: { PDP_LISTEN: '0.0.0.0:0' } });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /loopback/);
+});
+
+test('a broken policy directory refuses to start: exit 1 with file:line:col on stderr', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, {
+    'good.hcl': 'service "web" {\n  policy   = "read"\n  identity = "team:web"\n}\n',
+    'sub/broken.hcl': 'service "api" {\n  policy = "raed"\n  identity = "team:web"\n}\n',
+  });
+  const r = await runPdp(['serve', '--policies', policyDir, '--audit', auditPath, '--listen', '127.0.0.1:0']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /broken\.hcl:2:\d+/);
+  assert.match(r.stderr, /not starting/);
+  assert.doesNotMatch(r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'no stack trace');
+  assert.equal(r.stdout.includes('listening'), false);
+  assert.equal(fs.existsSync(auditPath), false);
+});
+
+test('a policy directory without *.hcl files, or missing, refuses to start with exit 1', async (t) => {
+  const { root, auditPath } = tempSet(t, {});
+  const empty = path.join(root, 'policies');
+  const [r, missing] = await Promise.all([
+    runPdp(['serve', '--policies', empty, '--audit', auditPath, '--listen', '127.0.0.1:0']),
+    runPdp(['serve', '--policies', path.join(root, 'nope'), '--audit', auditPath, '--listen', '127.0.0.1:0']),
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /\*\.hcl/);
+  assert.equal(missing.code, 1, missing.stderr);
+  assert.match(missing.stderr, /nope/);
+});
+
+test('bad usage exits 2: a malformed --listen, a bad --cache-entries, an unknown flag', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--bogus']];
+  const runs = await Promise.all(cases.map((args) => runPdp(['serve', '--policies', policyDir, '--audit', auditPath, ...args])));
+  for (const [i, r] of runs.entries()) {
+    assert.equal(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
+    assert.ok(r.stderr.length > 0);
+  }
+  assert.equal(fs.existsSync(auditPath), false);
+});
+
+test('a port in use: exit 1 saying it cannot listen', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.after(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const r = await runPdp(['serve', '--policies', policyDir, '--audit', auditPath, '--listen', `127.0.0.1:${port}`, '--no-watch']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /cannot listen/);
+});
+
+test('--help exits 0 and documents the flags', async () => {
+  const r = await runPdp(['serve', '--help']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /usage: pdp serve/);
+  for (const flag of ['--policies', '--audit', '--listen', '--no-watch', '--tls-cert']) assert.ok(r.stdout.includes(flag), flag);
+});
+
+test('starts on 127.0.0.1:0, reports its URL on stdout and answers', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch']);
+  t.after(() => serve.stop());
+  assert.match(serve.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  const health = await request(`${serve.url}/v1/health`);
+  assert.equal(health.status, 200);
+  assert.match(serve.stderr(), /rules \(sha256:[0-9a-f]{64}\)/);
+  assert.ok(fs.existsSync(auditPath));
+});

@@ -1,0 +1,2 @@
+service "pay" { policy = "read" identity = "role:team" }
+service "pay" { policy = "read" identity = "team:x" }

@@ -1,0 +1,2 @@
+role "ops" { identities = ["team:ops"] }
+role "ops" { identities = ["team:sre"] }

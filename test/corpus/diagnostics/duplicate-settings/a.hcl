@@ -1,0 +1,2 @@
+settings { default_policy = "deny" }
+role "ops" { identities = ["team:ops"] }

@@ -1,0 +1,4 @@
+service "pay" {
+  policy = "read"
+  identity = "spiffe://c/ns/${namespace}/sa/pay"
+}

@@ -1,0 +1,5 @@
+service "pay" {
+  policy = "wirte"
+  identity = "team:ops"
+}
+service "ord" { policy = "none" identity = "team:ops" }

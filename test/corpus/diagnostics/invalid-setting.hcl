@@ -1,0 +1,4 @@
+settings {
+  default_policy = "Allow"
+  trust_domain = "spiffe://c"
+}

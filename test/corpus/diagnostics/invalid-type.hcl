@@ -1,0 +1,6 @@
+service "pay" {
+  policy = ["read"]
+  identities = "team:ops"
+}
+settings { anonymous = "true" }
+service "ord" { policy = "read" identity = ["team:a", "team:b"] cidrs = [10] }

@@ -1,0 +1,2 @@
+policy = "read"
+service "pay" { policy = "read" identity = "team:ops" }

@@ -1,0 +1,3 @@
+test "incomplete" {
+  identity = "team:ops"
+}

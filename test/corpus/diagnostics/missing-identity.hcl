@@ -1,0 +1,7 @@
+service "pay" {
+  policy = "read"
+}
+service "ord" {
+  policy = "read"
+  identities = []
+}

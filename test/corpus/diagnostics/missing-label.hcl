@@ -1,0 +1,5 @@
+service {
+  policy = "read"
+  identity = "team:ops"
+}
+role { identities = ["team:ops"] }

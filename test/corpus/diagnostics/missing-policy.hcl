@@ -1,0 +1,4 @@
+service "pay" {
+  identity = "team:ops"
+}
+service_prefix "" { identities = ["team:dev"] }

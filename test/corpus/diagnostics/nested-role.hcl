@@ -1,0 +1,4 @@
+role "admins" { identities = ["team:root"] }
+role "ops" {
+  identities = ["team:ops", "role:admins"]
+}

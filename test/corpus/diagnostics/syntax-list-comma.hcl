@@ -1,0 +1,4 @@
+service "pay" {
+  policy = "read"
+  identities = ["team:ops" "team:dev"]
+}

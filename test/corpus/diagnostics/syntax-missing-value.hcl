@@ -1,0 +1,4 @@
+service "pay" {
+  policy =
+  identity = "team:ops"
+}

@@ -1,0 +1,3 @@
+service "pay" { policy = "read" identity = "team:ops" }
+}
+service "ord" { policy = "read" identity = "team:ops" }

@@ -1,0 +1,6 @@
+namespace "prod" {
+  policy = "read"
+  identity = "team:ops"
+  service "pay" {
+    policy = "write"
+    identity = "team:dev"

@@ -1,0 +1,3 @@
+settings "main" {
+  default_policy = "deny"
+}

@@ -1,0 +1,2 @@
+api "authorise" { identity = "team:ops" }
+api "metrics" { identity = "team:ops" }

@@ -1,0 +1,6 @@
+service "pay" {
+  polcy = "read"
+  identity = "team:ops"
+  idenity = "team:dev"
+  color = "blue"
+}

@@ -1,0 +1,7 @@
+servce "pay" {
+  policy = "read"
+  identity = "team:ops"
+}
+namespace "prod" {
+  servise_prefix "" { policy = "read" identity = "team:ops" }
+}

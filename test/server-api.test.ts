@@ -1,0 +1,451 @@
+// /v1 HTTP API through real parts: buildServer on an ephemeral loopback port, a real SQLite audit
+// store with the group-commit recorder, the engine on a temp copy of `policies/`. Every decision
+// that is answered is looked up in `audit_log` through a second connection.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
+import { policyVersion, readPolicyDir } from '../src/engine';
+import {
+  EXAMPLE_POLICIES, UUID_RE, allRows, assertNoLeak, authorize, missingDecisions, request, rowByDecision, startServer, waitFor,
+  type AuditLogRow, type InProcessServer,
+} from './support/server';
+
+const PAYMENT = 'spiffe://cluster/ns/prod/sa/payment';
+const ORDER = 'spiffe://cluster/ns/prod/sa/order';
+const EXAMPLE_VERSION = policyVersion(readPolicyDir(EXAMPLE_POLICIES));
+
+function metricValue(text: string, name: string): number {
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const m = new RegExp(`^${escaped} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `metric \`${name}\` not found in:\n${text.slice(0, 2000)}`);
+  return Number(m[1]);
+}
+
+function details(row: AuditLogRow): Record<string, unknown> | null {
+  return row.details === null ? null : JSON.parse(row.details) as Record<string, unknown>;
+}
+
+describe('POST /v1/authorize and the audit row', () => {
+  let server: InProcessServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  test('payment writes payment-service in prod: ALLOW, audited with everything the row needs', async () => {
+    const res = await authorize(server.url, {
+      identity: PAYMENT, action: 'write', resource: 'service:payment-service/payment-1', namespace: 'prod',
+      context: { source_ip: '10.0.1.50', host: 'payment-1.prod.svc', port: 8443, canary: true },
+    });
+    assert.equal(res.status, 200, res.text);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    const body = res.json;
+    assert.equal(body.allow, true);
+    assert.equal(body.result, 'ALLOW');
+    assert.deepEqual(body.rule, { file: 'prod.hcl', line: 8 });
+    assert.equal(body.policy_version, EXAMPLE_VERSION);
+    assert.match(body.policy_version, /^sha256:[0-9a-f]{64}$/);
+    assert.match(body.decision_id, UUID_RE);
+    assert.equal(typeof body.reason, 'string');
+
+    const row = rowByDecision(server.auditPath, body.decision_id);
+    assert.ok(row, 'the answered decision is in audit_log');
+    assert.equal(row.event_type, 'REGISTRATION');
+    assert.equal(row.service_name, 'payment-service');
+    assert.equal(row.instance_id, 'payment-1');
+    assert.equal(row.namespace, 'prod');
+    assert.equal(row.identity, PAYMENT);
+    assert.equal(row.source_ip, '10.0.1.50');
+    assert.equal(row.action, 'write');
+    assert.equal(row.resource, 'service:payment-service/payment-1');
+    assert.equal(row.result, 'ALLOW');
+    assert.equal(row.reason, body.reason);
+    assert.equal(row.rule, 'prod.hcl:8');
+    assert.equal(row.policy_version, EXAMPLE_VERSION);
+    assert.equal(row.registry_node, 'test-node');
+    assert.match(row.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(Math.abs(Date.parse(row.timestamp) - Date.now()) < 60_000);
+    assert.deepEqual(details(row), { host: 'payment-1.prod.svc', port: 8443, canary: true });
+  });
+
+  test('order writing payment-service: DENY with a reason in words; event_type from the context; source_ip from the caller', async () => {
+    const res = await authorize(server.url, {
+      identity: ORDER, action: 'write', resource: 'service:payment-service', namespace: 'prod',
+      context: { event_type: 'DEREGISTRATION', instance_id: 'payment-7' },
+    });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.allow, false);
+    assert.equal(res.json.result, 'DENY');
+    assert.deepEqual(res.json.rule, { file: 'prod.hcl', line: 14 });
+    assert.match(res.json.reason, /order/);
+    assert.match(res.json.reason, /write is required/);
+    assert.match(res.json.decision_id, UUID_RE);
+
+    const row = rowByDecision(server.auditPath, res.json.decision_id);
+    assert.ok(row);
+    assert.equal(row.event_type, 'DEREGISTRATION');
+    assert.equal(row.result, 'DENY');
+    assert.equal(row.reason, res.json.reason);
+    assert.equal(row.rule, 'prod.hcl:14');
+    assert.equal(row.source_ip, '127.0.0.1', 'no context.source_ip: the caller address');
+    assert.equal(row.instance_id, 'payment-7', 'instance_id from the context when the resource names none');
+    assert.equal(row.details, null);
+  });
+
+  test('unknown identity: DENY under the default policy, rule null; read → DISCOVERY, admin → ADMIN', async () => {
+    const unknown = await authorize(server.url, { identity: 'spiffe://cluster/ns/prod/sa/attacker', action: 'write', resource: 'service:payment-service', namespace: 'prod' });
+    assert.equal(unknown.status, 200);
+    assert.equal(unknown.json.allow, false);
+    assert.equal(unknown.json.result, 'DENY');
+    assert.equal(unknown.json.rule, null);
+    assert.match(unknown.json.reason, /default policy is deny/);
+    assert.equal(rowByDecision(server.auditPath, unknown.json.decision_id)?.event_type, 'REGISTRATION');
+
+    const read = await authorize(server.url, { identity: ORDER, action: 'read', resource: 'service:payment-service', namespace: 'prod' });
+    assert.equal(read.json.result, 'ALLOW');
+    assert.deepEqual(read.json.rule, { file: 'prod.hcl', line: 14 });
+    const readRow = rowByDecision(server.auditPath, read.json.decision_id);
+    assert.equal(readRow?.event_type, 'DISCOVERY');
+    assert.equal(readRow?.instance_id, null);
+
+    const admin = await authorize(server.url, { identity: 'team:ops', action: 'admin', resource: 'namespace:prod/*' });
+    assert.equal(admin.json.result, 'ALLOW');
+    const adminRow = rowByDecision(server.auditPath, admin.json.decision_id);
+    assert.equal(adminRow?.event_type, 'ADMIN');
+    assert.equal(adminRow?.namespace, 'prod', 'namespace taken from the namespace:NS/* resource');
+    assert.equal(adminRow?.service_name, null);
+  });
+
+  test('batch: results in order, one audit row per check', async () => {
+    const checks = [
+      { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' },
+      { identity: ORDER, action: 'write', resource: 'service:payment-service', namespace: 'prod' },
+      { identity: 'team:audit', action: 'read', resource: 'service:ledger-payments', namespace: 'prod', context: { source_ip: '10.9.9.9' } },
+    ];
+    const res = await request(`${server.url}/v1/authorize/batch`, { body: { checks } });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.results.length, 3);
+    assert.deepEqual(res.json.results.map((r: { result: string }) => r.result), ['ALLOW', 'DENY', 'ALLOW']);
+    const ids = res.json.results.map((r: { decision_id: string }) => r.decision_id);
+    assert.equal(new Set(ids).size, 3);
+    for (const [i, id] of ids.entries()) {
+      assert.match(id, UUID_RE);
+      const row = rowByDecision(server.auditPath, id);
+      assert.ok(row, `check ${i} is audited`);
+      assert.equal(row.identity, checks[i]!.identity);
+      assert.equal(row.result, res.json.results[i].result);
+    }
+    assert.equal(rowByDecision(server.auditPath, ids[2])?.source_ip, '10.9.9.9');
+  });
+
+  test('batch: 1001 checks → 400; an invalid item → 400 naming checks[1].resource; nothing audited', async () => {
+    const before = allRows(server.auditPath).length;
+    const one = { identity: PAYMENT, action: 'read', resource: 'service:payment-service' };
+    const big = await request(`${server.url}/v1/authorize/batch`, { body: { checks: Array.from({ length: 1001 }, () => one) } });
+    assert.equal(big.status, 400);
+    assert.equal(big.json.error.code, 'invalid_request');
+    assert.equal(big.json.error.field, 'checks');
+    assert.match(big.json.error.message, /1000/);
+
+    const empty = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [] } });
+    assert.equal(empty.status, 400);
+    assert.equal(empty.json.error.field, 'checks');
+
+    const bad = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, resource: 'svc:x' }, one] } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.code, 'invalid_request');
+    assert.equal(bad.json.error.field, 'checks[1].resource');
+    assert.match(bad.json.error.message, /resource/);
+
+    const badSchema = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, action: 'delete' }] } });
+    assert.equal(badSchema.status, 400);
+    assert.equal(badSchema.json.error.field, 'checks[1].action');
+    assert.equal(allRows(server.auditPath).length, before, 'a refused batch leaves no row');
+  });
+
+  test('bad input: each answered with its status, code and the field named; no stack traces, no paths', async () => {
+    const valid = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
+    type Case = { name: string; raw?: string; body?: unknown; contentType?: string | null; status: number; code: string; field?: string; message?: RegExp };
+    const cases: Case[] = [
+      { name: 'malformed JSON', raw: '{"identity": "x", "action": ', status: 400, code: 'invalid_json', field: 'body', message: /JSON/ },
+      { name: 'trailing garbage', raw: '{"action":"read"} x', status: 400, code: 'invalid_json', field: 'body' },
+      { name: 'empty body, JSON content-type', raw: '', status: 400, code: 'invalid_json', field: 'body', message: /empty/ },
+      { name: 'no body at all', contentType: null, status: 400, code: 'invalid_request', field: 'body' },
+      { name: 'JSON array', raw: '[]', status: 400, code: 'invalid_request', field: 'body' },
+      { name: 'JSON null', raw: 'null', status: 400, code: 'invalid_request', field: 'body' },
+      { name: 'text/plain', raw: JSON.stringify(valid), contentType: 'text/plain', status: 415, code: 'unsupported_media_type', message: /application\/json/ },
+      { name: 'form-encoded', raw: 'action=read', contentType: 'application/x-www-form-urlencoded', status: 415, code: 'unsupported_media_type' },
+      { name: 'action: 5', body: { ...valid, action: 5 }, status: 400, code: 'invalid_request', field: 'action', message: /`action` must be (a )?string/ },
+      { name: 'identity: []', body: { ...valid, identity: [] }, status: 400, code: 'invalid_request', field: 'identity', message: /`identity` must be (a )?string/ },
+      { name: 'resource: null', body: { ...valid, resource: null }, status: 400, code: 'invalid_request', field: 'resource' },
+      { name: 'context: "x"', body: { ...valid, context: 'x' }, status: 400, code: 'invalid_request', field: 'context' },
+      { name: 'context value an object', body: { ...valid, context: { meta: { a: 1 } } }, status: 400, code: 'invalid_request', field: 'context.meta' },
+      { name: 'missing action', body: { identity: PAYMENT, resource: 'service:payment-service' }, status: 400, code: 'invalid_request', field: 'action', message: /`action` is required/ },
+      { name: 'missing resource', body: { identity: PAYMENT, action: 'read' }, status: 400, code: 'invalid_request', field: 'resource', message: /required/ },
+      { name: 'unknown action', body: { ...valid, action: 'delete' }, status: 400, code: 'invalid_request', field: 'action', message: /read.*write.*admin/ },
+      { name: 'unknown top-level field', body: { ...valid, sudo: true }, status: 400, code: 'invalid_request', field: 'sudo', message: /unknown field `sudo`/ },
+      { name: 'svc:x', body: { ...valid, resource: 'svc:x' }, status: 400, code: 'invalid_request', field: 'resource', message: /resource/ },
+      { name: 'service:', body: { ...valid, resource: 'service:' }, status: 400, code: 'invalid_request', field: 'resource', message: /service name/ },
+      { name: 'namespace:prod without /*', body: { identity: 'team:ops', action: 'admin', resource: 'namespace:prod' }, status: 400, code: 'invalid_request', field: 'resource', message: /\/\*/ },
+      { name: 'service name with a space', body: { ...valid, resource: 'service:payment service' }, status: 400, code: 'invalid_request', field: 'resource', message: /1-253 characters/ },
+      { name: 'service name of 300 characters', body: { ...valid, resource: `service:${'a'.repeat(300)}` }, status: 400, code: 'invalid_request', field: 'resource', message: /1-253 characters/ },
+      { name: 'instance with a slash', body: { ...valid, resource: 'service:payment-service/a/b' }, status: 400, code: 'invalid_request', field: 'resource' },
+      { name: 'namespace with a space', body: { ...valid, namespace: 'pr od' }, status: 400, code: 'invalid_request', field: 'namespace' },
+      { name: 'namespace of 300 characters', body: { ...valid, namespace: 'n'.repeat(300) }, status: 400, code: 'invalid_request', field: 'namespace' },
+      { name: 'bad IPv4 in context.source_ip', body: { ...valid, context: { source_ip: '10.0.0.300' } }, status: 400, code: 'invalid_request', field: 'context.source_ip', message: /IP address/ },
+      { name: 'not an IP in context.source_ip', body: { ...valid, context: { source_ip: 'localhost' } }, status: 400, code: 'invalid_request', field: 'context.source_ip' },
+      { name: 'legacy IPv4 form', body: { ...valid, context: { source_ip: '10.1' } }, status: 400, code: 'invalid_request', field: 'context.source_ip' },
+      { name: 'source_ip a number', body: { ...valid, context: { source_ip: 167772161 } }, status: 400, code: 'invalid_request', field: 'context.source_ip' },
+      { name: 'event_type lower case', body: { ...valid, context: { event_type: 'registration' } }, status: 400, code: 'invalid_request', field: 'context.event_type' },
+      { name: 'namespace contradicting namespace:NS/*', body: { identity: 'team:ops', action: 'admin', resource: 'namespace:prod/*', namespace: 'staging' }, status: 400, code: 'invalid_request', field: 'namespace', message: /contradicts/ },
+      { name: 'identity of 2049 characters', body: { ...valid, identity: 'x'.repeat(2049) }, status: 400, code: 'invalid_request', field: 'identity', message: /longer than 2048/ },
+      { name: 'empty identity', body: { ...valid, identity: '' }, status: 400, code: 'invalid_request', field: 'identity' },
+      { name: 'no identity, anonymous off', body: { action: 'read', resource: 'service:payment-service' }, status: 400, code: 'invalid_request', field: 'identity', message: /anonymous/ },
+      { name: 'emoji in a service name', body: { ...valid, resource: 'service:pay😀' }, status: 400, code: 'invalid_request', field: 'resource' },
+      { name: 'credentials without a trust store', body: { ...valid, credentials: { token: 'secret-token-value' } }, status: 400, code: 'invalid_request', field: 'credentials' },
+    ];
+    const before = allRows(server.auditPath).length;
+    for (const c of cases) {
+      const res = await request(`${server.url}/v1/authorize`, {
+        method: 'POST',
+        ...(c.raw !== undefined ? { raw: c.raw } : c.body !== undefined ? { body: c.body } : {}),
+        ...(c.contentType !== undefined ? { contentType: c.contentType } : {}),
+      });
+      const where = `${c.name}: ${res.status} ${res.text}`;
+      assert.equal(res.status, c.status, where);
+      assert.ok(res.json && typeof res.json.error === 'object', `${where}: JSON error body`);
+      assert.equal(res.json.error.code, c.code, where);
+      assert.equal(typeof res.json.error.message, 'string', where);
+      if (c.field !== undefined) assert.equal(res.json.error.field, c.field, where);
+      if (c.message) assert.match(res.json.error.message, c.message, where);
+      if (c.field !== undefined && c.field !== 'body') {
+        const last = c.field.split('.').pop()!;
+        const named = last === 'source_ip' ? /IP address|source_ip/.test(res.json.error.message) : res.json.error.message.includes(last);
+        assert.ok(named, `${where}: the message names the field`);
+      }
+      assertNoLeak(res.text, [server.root]);
+      assert.ok(!res.text.includes('secret-token-value'), `${where}: no secret echoed`);
+    }
+    assert.equal(allRows(server.auditPath).length, before, 'no refused request leaves an audit row');
+  });
+
+  test('oversize body (> 1 MiB) → 413 body_too_large', async () => {
+    const huge = JSON.stringify({ identity: PAYMENT, action: 'read', resource: 'service:payment-service', context: { pad: 'x'.repeat(1024 * 1024 + 10) } });
+    const res = await request(`${server.url}/v1/authorize`, { raw: huge });
+    assert.equal(res.status, 413, res.text);
+    assert.equal(res.json.error.code, 'body_too_large');
+    assertNoLeak(res.text, [server.root]);
+    // The server is fine afterwards.
+    const ok = await authorize(server.url, { identity: PAYMENT, action: 'read', resource: 'service:payment-service', namespace: 'prod' });
+    assert.equal(ok.status, 200);
+  });
+
+  test('hostile strings that are valid are answered and stored verbatim', async () => {
+    const hostile = [
+      "x'); DROP TABLE audit_log; --",
+      "' OR '1'='1",
+      'nul\u0000inside',
+      'emoji 😀🔥 and ünïcödé',
+      'line\nbreak\r\ttab',
+      '"quoted" \\backslash\\',
+      '<script>alert(1)</script>',
+      'y'.repeat(2048),
+    ];
+    for (const identity of hostile) {
+      const context = { note: identity.slice(0, 1024), source_ip: 'fd00:20::1' };
+      const res = await authorize(server.url, { identity, action: 'write', resource: 'service:payment-service', namespace: 'prod', context });
+      assert.equal(res.status, 200, `${JSON.stringify(identity.slice(0, 40))}: ${res.text.slice(0, 300)}`);
+      assert.equal(res.json.result, 'DENY');
+      assertNoLeak(res.text, [server.root]);
+      const row = rowByDecision(server.auditPath, res.json.decision_id);
+      assert.ok(row, 'audited');
+      assert.equal(row.identity, identity, 'identity stored verbatim');
+      assert.equal(row.resource, 'service:payment-service');
+      assert.deepEqual(details(row), { note: identity.slice(0, 1024) }, 'context stored verbatim');
+    }
+    // The table is still there and still append-only.
+    const count = allRows(server.auditPath).length;
+    assert.ok(count >= hostile.length);
+  });
+
+  test('GET /v1/health, /v1/ready, /v1/policies', async () => {
+    const health = await request(`${server.url}/v1/health`);
+    assert.equal(health.status, 200);
+    assert.equal(health.json.status, 'ok');
+
+    const ready = await request(`${server.url}/v1/ready`);
+    assert.equal(ready.status, 200);
+    assert.equal(ready.json.ready, true);
+    assert.equal(ready.json.audit_writable, true);
+    assert.equal(ready.json.policy_version, EXAMPLE_VERSION);
+
+    const policies = await request(`${server.url}/v1/policies`);
+    assert.equal(policies.status, 200);
+    assert.equal(policies.json.version, EXAMPLE_VERSION);
+    const files = policies.json.files.map((f: { path: string }) => f.path);
+    assert.deepEqual(files, ['api.hcl', 'prod.hcl', 'roles.hcl', 'settings.hcl', 'staging.hcl', 'tests.hcl']);
+    const prod = policies.json.files.find((f: { path: string }) => f.path === 'prod.hcl');
+    assert.ok(prod.rules > 5);
+    assert.match(prod.sha256, /^[0-9a-f]{64}$/);
+    assert.equal(typeof policies.json.rule_count, 'number');
+    assert.equal(policies.json.rule_count, policies.json.files.reduce((n: number, f: { rules: number }) => n + f.rules, 0));
+    assert.ok(!Number.isNaN(Date.parse(policies.json.loaded_at)));
+  });
+
+  test('GET /metrics: Prometheus text with decisions, cache, queue, reloads and a latency histogram', async () => {
+    await authorize(server.url, { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' });
+    const res = await request(`${server.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+    assert.ok(metricValue(res.text, 'pdp_decisions_total{result="ALLOW"}') >= 1);
+    assert.ok(metricValue(res.text, 'pdp_decisions_total{result="DENY"}') >= 1);
+    assert.ok(metricValue(res.text, 'pdp_cache_hits_total') >= 0);
+    assert.ok(metricValue(res.text, 'pdp_cache_misses_total') >= 1);
+    assert.equal(metricValue(res.text, 'pdp_audit_queue_depth'), 0);
+    assert.match(res.text, /^# TYPE pdp_policy_reloads_total counter$/m);
+    assert.match(res.text, /^# TYPE pdp_decision_duration_seconds histogram$/m);
+    assert.ok(metricValue(res.text, 'pdp_decision_duration_seconds_bucket{le="+Inf"}') >= 1);
+    assert.ok(metricValue(res.text, 'pdp_decision_duration_seconds_count') >= 1);
+    assert.match(res.text, /^pdp_audit_write_seconds_bucket/m);
+    assert.ok(metricValue(res.text, 'pdp_audit_rows_total') >= 1);
+  });
+
+  test('unknown route → 404 JSON; wrong method → JSON error', async () => {
+    const res = await request(`${server.url}/v1/nope?x=1`);
+    assert.equal(res.status, 404);
+    assert.equal(res.json.error.code, 'not_found');
+    assert.match(res.json.error.message, /\/v1\/nope/);
+    const wrongMethod = await request(`${server.url}/v1/authorize`);
+    assert.ok(wrongMethod.status === 404 || wrongMethod.status === 405, wrongMethod.text);
+    assert.ok(wrongMethod.json?.error?.code, 'a JSON error');
+    assertNoLeak(wrongMethod.text, [server.root]);
+  });
+
+  test('cache: the same request twice is a hit, both audited with distinct ids and identical rows', async () => {
+    const metrics = async () => {
+      const text = (await request(`${server.url}/metrics`)).text;
+      return { hits: metricValue(text, 'pdp_cache_hits_total'), misses: metricValue(text, 'pdp_cache_misses_total') };
+    };
+    const body = {
+      identity: 'spiffe://cluster/ns/prod/sa/user', action: 'read', resource: 'service:order-service/order-3', namespace: 'prod',
+      context: { source_ip: 'FD00:0:0::7', zone: 'eu-1' },
+    };
+    const m0 = await metrics();
+    const first = await authorize(server.url, body);
+    const m1 = await metrics();
+    const second = await authorize(server.url, body);
+    const m2 = await metrics();
+    assert.equal(first.status, 200);
+    assert.equal(second.status, 200);
+    assert.deepEqual({ hits: m1.hits - m0.hits, misses: m1.misses - m0.misses }, { hits: 0, misses: 1 }, 'first: a miss');
+    assert.deepEqual({ hits: m2.hits - m1.hits, misses: m2.misses - m1.misses }, { hits: 1, misses: 0 }, 'second: a hit');
+    assert.notEqual(first.json.decision_id, second.json.decision_id);
+    const { decision_id: _a, ...restFirst } = first.json;
+    const { decision_id: _b, ...restSecond } = second.json;
+    assert.deepEqual(restSecond, restFirst, 'the hit answers what the miss answered');
+
+    const rowA = rowByDecision(server.auditPath, first.json.decision_id);
+    const rowB = rowByDecision(server.auditPath, second.json.decision_id);
+    assert.ok(rowA && rowB, 'both decisions audited');
+    const strip = ({ id: _id, timestamp: _t, decision_id: _d, ...rest }: AuditLogRow) => rest;
+    assert.deepEqual(strip(rowB), strip(rowA), 'a cache hit writes the same audit row as a miss');
+    assert.equal(rowA.instance_id, 'order-3');
+    assert.deepEqual(details(rowA), { zone: 'eu-1' });
+  });
+
+  test('cache: a request differing only in source_ip under a policy with cidrs is decided separately', async () => {
+    const base = { identity: PAYMENT, action: 'write', resource: 'service:ledger-payments', namespace: 'prod' };
+    const inside = await authorize(server.url, { ...base, context: { source_ip: '10.20.3.4' } });
+    const outside = await authorize(server.url, { ...base, context: { source_ip: '192.0.2.7' } });
+    const insideAgain = await authorize(server.url, { ...base, context: { source_ip: '10.20.3.4' } });
+    const none = await authorize(server.url, base);
+    assert.equal(inside.json.result, 'ALLOW');
+    assert.equal(outside.json.result, 'DENY');
+    assert.match(outside.json.reason, /source|cidr|192\.0\.2\.7/i);
+    assert.equal(insideAgain.json.result, 'ALLOW');
+    assert.equal(none.json.result, 'DENY', 'no source_ip: the cidrs rule does not apply');
+    assert.equal(rowByDecision(server.auditPath, outside.json.decision_id)?.source_ip, '192.0.2.7');
+  });
+});
+
+describe('cache under a policy without cidrs', () => {
+  let server: InProcessServer;
+  before(async () => {
+    server = await startServer({ files: { 'p.hcl': 'service "web" {\n  policy = "read"\n  identity = "team:web"\n}\n' } });
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  test('a cache hit still refuses a bad source_ip and stores the address the miss path stores', async () => {
+    const base = { identity: 'team:web', action: 'read', resource: 'service:web' };
+    const ok = await authorize(server.url, { ...base, context: { source_ip: '10.0.0.1' } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.json.result, 'ALLOW');
+    const bad = await authorize(server.url, { ...base, context: { source_ip: 'not-an-ip' } });
+    assert.equal(bad.status, 400, `a bad IP is refused even when the answer is cached: ${bad.text}`);
+    assert.equal(bad.json.error.field, 'context.source_ip');
+    // A different address (cache hit, since the policy has no cidrs) is audited with its own address.
+    const other = await authorize(server.url, { ...base, context: { source_ip: '10.0.0.2' } });
+    assert.equal(other.status, 200);
+    assert.equal(rowByDecision(server.auditPath, other.json.decision_id)?.source_ip, '10.0.0.2');
+    const mapped = await authorize(server.url, { ...base, context: { source_ip: '::ffff:10.0.0.9' } });
+    const mappedAgain = await authorize(server.url, { ...base, context: { source_ip: '::ffff:10.0.0.9' } });
+    assert.equal(mapped.status, 200);
+    assert.equal(rowByDecision(server.auditPath, mappedAgain.json.decision_id)?.source_ip, rowByDecision(server.auditPath, mapped.json.decision_id)?.source_ip);
+  });
+});
+
+describe('fail closed when the audit store cannot be written', () => {
+  test('a held write lock → 503 audit_unavailable and not ready; released → ready again, nothing answered is unaudited', async (t) => {
+    const server = await startServer({ busyTimeoutMs: 100, probeIntervalMs: 100 });
+    const holder = new Database(server.auditPath);
+    t.after(async () => {
+      if (holder.inTransaction) holder.exec('ROLLBACK');
+      holder.close();
+      await server.close();
+    });
+    const body = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
+    const answered: string[] = [];
+    const warm = await authorize(server.url, body);
+    assert.equal(warm.status, 200);
+    answered.push(warm.json.decision_id);
+
+    holder.exec('BEGIN EXCLUSIVE');
+    const denied = await authorize(server.url, body);
+    assert.equal(denied.status, 503, denied.text);
+    assert.equal(denied.json.error.code, 'audit_unavailable');
+    assert.equal(denied.json.decision_id, undefined);
+    assertNoLeak(denied.text, [server.root]);
+    const ready = await request(`${server.url}/v1/ready`);
+    assert.equal(ready.status, 503);
+    assert.equal(ready.json.ready, false);
+    assert.equal(ready.json.audit_writable, false);
+
+    // While locked, concurrent decisions (cache hits included) and batches are all refused.
+    const during = await Promise.all([
+      ...Array.from({ length: 6 }, () => authorize(server.url, body)),
+      request(`${server.url}/v1/authorize/batch`, { body: { checks: [body, body] } }),
+    ]);
+    for (const r of during) {
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.json.error.code, 'audit_unavailable');
+    }
+    const metricsText = (await request(`${server.url}/metrics`)).text;
+    assert.ok(metricValue(metricsText, 'pdp_audit_failures_total') >= 1);
+    assert.equal(metricValue(metricsText, 'pdp_audit_writable'), 0);
+
+    holder.exec('COMMIT');
+    const recovered = await waitFor(async () => (await request(`${server.url}/v1/ready`)).status === 200, 5000, 50);
+    assert.ok(recovered, '/v1/ready is 200 again within 5 s of the lock being released');
+    const results = await Promise.all(Array.from({ length: 5 }, () => authorize(server.url, body)));
+    for (const r of results) {
+      assert.equal(r.status, 200, r.text);
+      answered.push(r.json.decision_id);
+    }
+    assert.deepEqual(missingDecisions(server.auditPath, answered), []);
+    assert.equal(allRows(server.auditPath).filter((r) => r.decision_id !== null).length, answered.length, 'refused decisions left no row');
+  });
+});

@@ -1,0 +1,341 @@
+// Policy reloads through real parts: the HTTP endpoint (in-process server), SIGHUP and file changes
+// (the real `pdp serve` subprocess), and a race between reloads and cached decisions that must
+// never produce an answer its own policy_version would not give.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { policyVersion, readPolicyDir } from '../src/engine';
+import {
+  allRows, assertNoLeak, authorize, makePolicyDir, makeTempDir, removeTempDir, request, rowByDecision, startServe, startServer,
+  waitFor, withDb, writePolicyFile, type AuditLogRow,
+} from './support/server';
+
+const WEB_READ = 'service "web" {\n  policy   = "read"\n  identity = "team:web"\n}\n';
+const WEB_WRITE_AND_API = 'service "web" {\n  policy   = "write"\n  identity = "team:web"\n}\n\nnamespace "prod" {\n  service "api" {\n    policy   = "read"\n    identity = "team:web"\n  }\n}\n';
+const BROKEN = 'service "web" {\n  policy   = "write"\n  identty  = "team:web"\n}\n';
+
+const aclChanges = (file: string): AuditLogRow[] => allRows(file).filter((r) => r.event_type === 'ACL_CHANGE');
+const allowedServices = (file: string) => withDb(file, (db) => db.prepare('SELECT name, namespace FROM allowed_services ORDER BY namespace, name').all());
+const versionOf = (files: Record<string, string>) => policyVersion(Object.keys(files).sort().map((p) => ({ path: p, text: files[p]! })));
+
+describe('POST /v1/policies/reload', () => {
+  test('a changed file: new version, added/removed rules, ACL_CHANGE row, allowed_services refreshed; a broken file is refused and the old version keeps answering', async (t) => {
+    const server = await startServer({ files: { 'svc.hcl': WEB_READ } });
+    t.after(() => server.close());
+    const v1 = versionOf({ 'svc.hcl': WEB_READ });
+    const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+
+    const before = await authorize(server.url, webWrite);
+    assert.equal(before.json.policy_version, v1);
+    assert.equal(before.json.result, 'DENY');
+    assert.deepEqual(allowedServices(server.auditPath), [{ name: 'web', namespace: 'default' }]);
+
+    // Unchanged: nothing to do, nothing audited.
+    const same = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(same.status, 200, same.text);
+    assert.equal(same.json.changed, false);
+    assert.equal(same.json.policy_version, v1);
+    assert.equal(aclChanges(server.auditPath).length, 0);
+
+    writePolicyFile(server.policyDir, 'svc.hcl', WEB_WRITE_AND_API);
+    const res = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.ok, true);
+    assert.equal(res.json.changed, true);
+    assert.equal(res.json.previous_version, v1);
+    assert.equal(res.json.policy_version, v2);
+    assert.equal(res.json.added.length, 2, JSON.stringify(res.json.added));
+    assert.equal(res.json.removed.length, 1, JSON.stringify(res.json.removed));
+    assert.deepEqual(res.json.added.map((c: { at: string }) => c.at).sort(), ['svc.hcl:1', 'svc.hcl:7']);
+    assert.equal(res.json.removed[0].at, 'svc.hcl:1');
+    assert.match(res.json.removed[0].rule, /read/);
+
+    const changes = aclChanges(server.auditPath);
+    assert.equal(changes.length, 1);
+    const change = changes[0]!;
+    assert.equal(change.policy_version, v2);
+    const details = JSON.parse(change.details!);
+    assert.equal(details.old_version, v1);
+    assert.equal(details.new_version, v2);
+    assert.equal(details.added.length, 2);
+    assert.equal(details.removed.length, 1);
+    assert.equal(change.identity, 'api:loopback');
+    assert.deepEqual(allowedServices(server.auditPath), [{ name: 'web', namespace: 'default' }, { name: 'api', namespace: 'prod' }]);
+
+    const after = await authorize(server.url, webWrite);
+    assert.equal(after.json.policy_version, v2);
+    assert.equal(after.json.result, 'ALLOW', 'the decision cache did not keep the old answer');
+    assert.equal((await request(`${server.url}/v1/policies`)).json.version, v2);
+
+    // A broken file: 422 with diagnostics; v2 keeps answering.
+    writePolicyFile(server.policyDir, 'svc.hcl', BROKEN);
+    const refused = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(refused.status, 422, refused.text);
+    assert.equal(refused.json.error.code, 'policy_invalid');
+    assert.equal(refused.json.error.policy_version, v2);
+    assert.ok(refused.json.error.diagnostics.length >= 1);
+    const d = refused.json.error.diagnostics.find((x: { code: string }) => x.code === 'unknown-attribute');
+    assert.ok(d, JSON.stringify(refused.json.error.diagnostics));
+    assert.equal(d.file, 'svc.hcl');
+    assert.equal(d.line, 3);
+    assert.equal(d.column, 3);
+    assert.equal(typeof d.code, 'string');
+    assert.match(d.message, /identty/);
+    assertNoLeak(refused.text, [server.root]);
+    const still = await authorize(server.url, webWrite);
+    assert.equal(still.status, 200);
+    assert.equal(still.json.policy_version, v2);
+    assert.equal(still.json.result, 'ALLOW');
+    assert.equal((await request(`${server.url}/v1/ready`)).status, 200);
+    assert.equal(aclChanges(server.auditPath).length, 1, 'a refused reload is not an ACL change');
+
+    // Fixed: reloading works again.
+    writePolicyFile(server.policyDir, 'svc.hcl', WEB_READ);
+    const fixed = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(fixed.status, 200, fixed.text);
+    assert.equal(fixed.json.policy_version, v1);
+    assert.equal(fixed.json.previous_version, v2);
+    assert.equal((await authorize(server.url, webWrite)).json.result, 'DENY');
+    assert.deepEqual(allowedServices(server.auditPath), [{ name: 'web', namespace: 'default' }]);
+    assert.equal(aclChanges(server.auditPath).length, 2);
+
+    const metrics = (await request(`${server.url}/metrics`)).text;
+    assert.match(metrics, /^pdp_policy_reloads_total\{outcome="changed"\} 2$/m);
+    assert.match(metrics, /^pdp_policy_reloads_total\{outcome="refused"\} 1$/m);
+    assert.match(metrics, /^pdp_policy_reloads_total\{outcome="unchanged"\} 1$/m);
+  });
+
+  test('a policy directory emptied of *.hcl files is refused without echoing the server path; the old version keeps serving', async (t) => {
+    const server = await startServer({ files: { 'svc.hcl': WEB_READ } });
+    t.after(() => server.close());
+    const v1 = versionOf({ 'svc.hcl': WEB_READ });
+    fs.renameSync(path.join(server.policyDir, 'svc.hcl'), path.join(server.policyDir, 'svc.hcl.disabled'));
+    const res = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(res.status, 422, res.text);
+    assert.equal(res.json.error.code, 'policy_invalid');
+    assert.match(res.json.error.message, /\*\.hcl/);
+    assert.equal(res.json.error.policy_version, v1);
+    assertNoLeak(res.text, [server.root, server.policyDir]);
+    const still = await authorize(server.url, { identity: 'team:web', action: 'read', resource: 'service:web' });
+    assert.equal(still.json.policy_version, v1);
+    assert.equal(still.json.result, 'ALLOW');
+  });
+
+  test('a reload that cannot be audited is refused as audit_unavailable and the old version keeps serving', async (t) => {
+    const server = await startServer({ files: { 'svc.hcl': WEB_READ }, busyTimeoutMs: 50, probeIntervalMs: 50 });
+    const holder = new Database(server.auditPath);
+    t.after(async () => {
+      if (holder.inTransaction) holder.exec('ROLLBACK');
+      holder.close();
+      await server.close();
+    });
+    const v1 = versionOf({ 'svc.hcl': WEB_READ });
+    writePolicyFile(server.policyDir, 'svc.hcl', WEB_WRITE_AND_API);
+    holder.exec('BEGIN EXCLUSIVE');
+    const res = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    holder.exec('COMMIT');
+    assert.equal(res.status, 503, res.text);
+    assert.equal(res.json.error.code, 'audit_unavailable');
+    assert.equal(server.engine.current()?.version, v1, 'an unaudited change is never activated');
+    assert.ok(await waitFor(async () => (await request(`${server.url}/v1/ready`)).status === 200, 5000));
+    const answered = await authorize(server.url, { identity: 'team:web', action: 'write', resource: 'service:web' });
+    assert.equal(answered.json.policy_version, v1);
+    assert.equal(aclChanges(server.auditPath).length, 0);
+  });
+
+  test('no stale answers: every response matches what its own policy_version decides, across ≥ 30 reloads under load', async (t) => {
+    const ALLOWS = 'service "flip" {\n  policy   = "write"\n  identity = "team:flip"\n}\n';
+    const DENIES = 'service "flip" {\n  policy   = "read"\n  identity = "team:flip"\n}\n\nservice "other" {\n  policy   = "read"\n  identity = "team:flip"\n}\n';
+    const server = await startServer({ files: { 'flip.hcl': DENIES }, cacheEntries: 1000 });
+    t.after(() => server.close());
+    const expected = new Map<string, boolean>([
+      [versionOf({ 'flip.hcl': ALLOWS }), true],
+      [versionOf({ 'flip.hcl': DENIES }), false],
+    ]);
+    const body = { identity: 'team:flip', action: 'write', resource: 'service:flip' };
+    const RELOADS = 36;
+    let flipping = true;
+    let reloads = 0;
+    const seen = new Map<string, number>();
+    const answered: { id: string; version: string; result: string }[] = [];
+    const problems: string[] = [];
+    const deadline = Date.now() + 20_000;
+
+    const check = (r: { decision_id: string; allow: boolean; result: string; policy_version: string }, where: string) => {
+      const want = expected.get(r.policy_version);
+      if (want === undefined) problems.push(`${where}: unknown policy_version ${r.policy_version}`);
+      else if (r.allow !== want) problems.push(`${where}: stale answer allow=${r.allow} under ${r.policy_version}`);
+      seen.set(r.policy_version, (seen.get(r.policy_version) ?? 0) + 1);
+      answered.push({ id: r.decision_id, version: r.policy_version, result: r.result });
+    };
+
+    const client = async (n: number) => {
+      let i = 0;
+      while (flipping && Date.now() < deadline && i < 5000) {
+        i++;
+        if (i % 7 === 0) {
+          const res = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [body, body, { ...body, action: 'read' }] } });
+          if (res.status !== 200) { problems.push(`client ${n}: batch ${res.status} ${res.text}`); continue; }
+          const [a, b, c] = res.json.results;
+          check(a, `client ${n} batch[0]`);
+          check(b, `client ${n} batch[1]`);
+          if (a.policy_version !== b.policy_version || a.policy_version !== c.policy_version) problems.push(`client ${n}: one batch answered under two versions`);
+          if (c.allow !== true) problems.push(`client ${n}: read denied`);
+        } else {
+          const res = await authorize(server.url, body);
+          if (res.status !== 200) { problems.push(`client ${n}: ${res.status} ${res.text}`); continue; }
+          check(res.json, `client ${n}`);
+        }
+      }
+    };
+
+    const flipper = async () => {
+      try {
+        for (let i = 0; i < RELOADS && Date.now() < deadline; i++) {
+          const text = i % 2 === 0 ? ALLOWS : DENIES;
+          writePolicyFile(server.policyDir, 'flip.hcl', text);
+          const res = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+          if (res.status !== 200 || res.json.changed !== true || res.json.policy_version !== versionOf({ 'flip.hcl': text })) {
+            problems.push(`reload ${i}: ${res.status} ${res.text}`);
+          }
+          reloads++;
+          // Let the clients get some requests in under this version.
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      } finally {
+        flipping = false;
+      }
+    };
+
+    await Promise.all([flipper(), ...Array.from({ length: 4 }, (_, n) => client(n))]);
+    assert.deepEqual(problems.slice(0, 10), []);
+    assert.ok(reloads >= 30, `reloads done: ${reloads}`);
+    assert.equal(aclChanges(server.auditPath).length, reloads, 'every reload audited');
+    t.diagnostic(`${reloads} reloads, ${answered.length} answers: ${[...seen.values()].join(' / ')} per version`);
+    for (const [version] of expected) assert.ok((seen.get(version) ?? 0) > 10, `answers seen under ${version}: ${seen.get(version) ?? 0}`);
+    const metrics = (await request(`${server.url}/metrics`)).text;
+    assert.ok(Number(/^pdp_cache_hits_total (\d+)/m.exec(metrics)?.[1]) > 0, 'the cache was in play');
+    // Every answer's audit row carries the same version and result.
+    withDb(server.auditPath, (db) => {
+      const stmt = db.prepare('SELECT policy_version, result FROM audit_log WHERE decision_id = ?');
+      for (const a of answered) {
+        const row = stmt.get(a.id) as { policy_version: string; result: string } | undefined;
+        assert.ok(row, `decision ${a.id} audited`);
+        assert.equal(row.policy_version, a.version);
+        assert.equal(row.result, a.result);
+      }
+    });
+  });
+});
+
+describe('reload through `pdp serve`', () => {
+  test('SIGHUP reloads (and nothing else does with --no-watch)', { skip: process.platform === 'win32' }, async (t) => {
+    const root = makeTempDir();
+    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ });
+    const auditPath = path.join(root, 'audit.db');
+    const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--node-name', 'hup-node']);
+    t.after(async () => {
+      await serve.stop();
+      removeTempDir(root);
+    });
+    const v1 = versionOf({ 'svc.hcl': WEB_READ });
+    const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+    assert.equal((await authorize(serve.url, webWrite)).json.policy_version, v1);
+
+    writePolicyFile(policyDir, 'svc.hcl', WEB_WRITE_AND_API);
+    await new Promise((r) => setTimeout(r, 600));
+    const unchanged = await authorize(serve.url, webWrite);
+    assert.equal(unchanged.json.policy_version, v1, '--no-watch: a file change alone does not reload');
+
+    serve.child.kill('SIGHUP');
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === v2, 5000), `SIGHUP reloaded; stderr: ${serve.stderr()}`);
+    const now = await authorize(serve.url, webWrite);
+    assert.equal(now.json.result, 'ALLOW');
+    assert.match(serve.stderr(), /reloaded \(signal:SIGHUP\)/);
+    const changes = aclChanges(auditPath);
+    assert.equal(changes.length, 1);
+    assert.equal(changes[0]!.identity, 'signal:SIGHUP');
+    assert.equal(changes[0]!.registry_node, 'hup-node');
+    assert.deepEqual(JSON.parse(changes[0]!.details!).old_version, v1);
+    assert.ok(rowByDecision(auditPath, now.json.decision_id));
+
+    // A broken file and SIGHUP: refused, still serving v2, still alive.
+    writePolicyFile(policyDir, 'svc.hcl', BROKEN);
+    serve.child.kill('SIGHUP');
+    assert.ok(await waitFor(() => /reload refused \(signal:SIGHUP\)/.test(serve.stderr()), 5000), serve.stderr());
+    assert.match(serve.stderr(), /svc\.hcl:3:3/);
+    const stillV2 = await authorize(serve.url, webWrite);
+    assert.equal(stillV2.status, 200);
+    assert.equal(stillV2.json.policy_version, v2);
+    assert.equal(serve.child.exitCode, null);
+  });
+
+  test('a file change reloads, debounced; a broken change is refused and the old version keeps serving', async (t) => {
+    const root = makeTempDir();
+    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ, 'nested/extra.hcl': '# nothing yet\n' });
+    const auditPath = path.join(root, 'audit.db');
+    const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
+    t.after(async () => {
+      await serve.stop();
+      removeTempDir(root);
+    });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+    const final = { 'nested/extra.hcl': '# nothing yet\n', 'svc.hcl': WEB_WRITE_AND_API };
+    const vFinal = versionOf(final);
+    const intermediate = new Set<string>();
+    // A burst of writes (as an editor or a config-management run makes): only the last is loaded.
+    for (let i = 0; i < 5; i++) {
+      const text = `${WEB_READ}# edit ${i}\n`;
+      intermediate.add(versionOf({ ...final, 'svc.hcl': text }));
+      writePolicyFile(policyDir, 'svc.hcl', text);
+    }
+    writePolicyFile(policyDir, 'svc.hcl', WEB_WRITE_AND_API);
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === vFinal, 8000), `file change reloaded; stderr: ${serve.stderr()}`);
+    await new Promise((r) => setTimeout(r, 400));
+    const fileChanges = aclChanges(auditPath).filter((r) => r.identity === 'file-change');
+    assert.ok(fileChanges.length >= 1 && fileChanges.length <= 2, `debounced: ${fileChanges.length} reloads for 6 writes`);
+    assert.equal(fileChanges.at(-1)!.policy_version, vFinal);
+    assert.equal(fileChanges.filter((r) => intermediate.has(r.policy_version!)).length <= 1, true);
+
+    // A change in a nested directory is seen too.
+    const nestedText = 'namespace "prod" {\n  service "nested" {\n    policy   = "read"\n    identity = "team:web"\n  }\n}\n';
+    writePolicyFile(policyDir, 'nested/extra.hcl', nestedText);
+    const vNested = versionOf({ 'nested/extra.hcl': nestedText, 'svc.hcl': WEB_WRITE_AND_API });
+    const nestedRead = { identity: 'team:web', action: 'read', resource: 'service:nested', namespace: 'prod' };
+    assert.ok(await waitFor(async () => (await authorize(serve.url, nestedRead)).json.policy_version === vNested, 8000), `nested change reloaded; stderr: ${serve.stderr()}`);
+    assert.equal((await authorize(serve.url, nestedRead)).json.result, 'ALLOW');
+
+    // A broken change: refused (stderr names file:line:col), vNested keeps answering.
+    writePolicyFile(policyDir, 'svc.hcl', BROKEN);
+    assert.ok(await waitFor(() => /reload refused \(file-change\)/.test(serve.stderr()), 8000), serve.stderr());
+    assert.match(serve.stderr(), /svc\.hcl:3:3/);
+    const still = await authorize(serve.url, webWrite);
+    assert.equal(still.status, 200);
+    assert.equal(still.json.policy_version, vNested);
+    assert.equal(still.json.result, 'ALLOW');
+
+    // Fixed (replaced by rename again, then edited in place): each change is picked up.
+    writePolicyFile(policyDir, 'svc.hcl', WEB_READ);
+    const vFixed = versionOf({ 'nested/extra.hcl': nestedText, 'svc.hcl': WEB_READ });
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === vFixed, 8000), `fixed file reloaded; stderr: ${serve.stderr()}`);
+    assert.equal((await authorize(serve.url, webWrite)).json.result, 'DENY');
+    fs.appendFileSync(path.join(policyDir, 'svc.hcl'), '# edited in place\n');
+    const vEdited = versionOf({ 'nested/extra.hcl': nestedText, 'svc.hcl': `${WEB_READ}# edited in place\n` });
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === vEdited, 8000), `in-place edit reloaded; stderr: ${serve.stderr()}`);
+  });
+});
+
+// Sanity for the version arithmetic the tests rely on: the server's version is policyVersion of the directory.
+test('the versions the tests compute are the versions the engine computes', () => {
+  const root = makeTempDir();
+  try {
+    const dir = makePolicyDir(root, { 'b.hcl': WEB_READ, 'a/c.hcl': '# c\n' });
+    assert.equal(policyVersion(readPolicyDir(dir)), versionOf({ 'b.hcl': WEB_READ, 'a/c.hcl': '# c\n' }));
+  } finally {
+    removeTempDir(root);
+  }
+});
