@@ -184,7 +184,13 @@ export const run: Command = async (args, io) => {
       watcher?.close();
       security?.close();
       process.off('SIGHUP', onHup);
+      // close() waits for keep-alive connections; the ones that go idle while in-flight requests
+      // finish are closed as they do, and after 10 s whatever is left is cut.
+      const idleSweep = setInterval(() => app.server.closeIdleConnections(), 50);
+      const deadline = setTimeout(() => app.server.closeAllConnections(), 10_000);
       await app.close();
+      clearInterval(idleSweep);
+      clearTimeout(deadline);
       await recorder.close();
       auditStore.close();
       io.stderr.write('pdp serve: stopped\n');
