@@ -1,6 +1,7 @@
 // Named check passes over the parsed policy set. Each returns diagnostics and never mutates the AST.
 import { sortDiagnostics, type Diagnostic } from '../diagnostics';
 import type { PolicyFile } from '../syntax';
+import { checkLint } from './passes/lint';
 import { checkReferences } from './passes/references';
 import { checkStrings } from './passes/strings';
 import { checkStructure } from './passes/structure';
@@ -16,6 +17,7 @@ export const PASSES: readonly CheckPass[] = [
   { name: 'strings', run: checkStrings },
   { name: 'values', run: checkValues },
   { name: 'references', run: checkReferences },
+  { name: 'lint', run: checkLint },
 ];
 
 export function checkPolicySet(files: readonly PolicyFile[], passes: readonly CheckPass[] = PASSES): Diagnostic[] {
@@ -23,3 +25,4 @@ export function checkPolicySet(files: readonly PolicyFile[], passes: readonly Ch
 }
 
 export * from './schema';
+export { LINT_CODES, type LintCode } from './passes/lint';

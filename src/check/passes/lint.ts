@@ -1,0 +1,474 @@
+// Lint: warnings about policies that are valid but almost certainly not what their author meant.
+// Warnings never stop a policy set from loading; `pdp check --strict` turns them into failures.
+// See docs/lint.md for every code, with examples.
+//
+// The semantic rules (dead-grant, redundant-rule) are deliberately conservative: they compare only
+// rules naming the same identity string (so roles, globs and placeholders behave identically on both
+// sides), and they flag a rule only when removing it could not change any decision's allow/deny.
+// They run over an index keyed by identity, then by scope, so a set of 10,000 rules lints in
+// milliseconds rather than comparing every pair.
+import { warning, type Diagnostic } from '../../diagnostics';
+import {
+  LEVELS, parseIdentityPattern, spiffeTrustDomain,
+  type Block, type IdentityPattern, type Level, type PolicyFile, type StringLiteral, type Value,
+} from '../../syntax';
+import { isRuleBlock, type RuleBlockType } from '../schema';
+import { attribute, blocks, identityStrings, stringValue } from '../walk';
+
+/** Every code this pass emits, with a one-line description (SARIF `shortDescription`, docs). */
+export const LINT_CODES = {
+  'prefix-not-at-delimiter': 'a prefix that does not end at a delimiter also matches longer, unrelated names',
+  'broad-prefix-grant': 'an empty prefix grants write or admin on everything in its scope',
+  'default-allow': 'the default policy allows every request that no rule names',
+  'dead-grant': 'a grant that an explicit deny always overrides',
+  'redundant-rule': 'a rule already implied by a broader rule for the same identity',
+  'foreign-trust-domain': 'a SPIFFE ID outside the trust domain named in settings',
+  'duplicate-block': 'the same block written twice',
+} as const;
+
+export type LintCode = keyof typeof LINT_CODES;
+
+const DELIMITERS = new Set(['-', '.', '_', '/']);
+const GRANT_RANK: Record<Exclude<Level, 'deny'>, number> = { read: 1, write: 2, admin: 3 };
+
+interface NameMatch {
+  kind: 'exact' | 'prefix';
+  value: string;
+}
+
+interface LintRule {
+  block: Block;
+  /** Position in the set (files in order, then source order): ties between equal rules go to the first. */
+  index: number;
+  type: RuleBlockType;
+  label: StringLiteral;
+  namespace: NameMatch;
+  /** null: a namespace-level rule (the namespace and every service in it). */
+  service: NameMatch | null;
+  level: Level;
+  /** Identity strings as written (decoded), with their parsed patterns; unparsable ones are left out. */
+  identities: { text: StringLiteral; pattern: IdentityPattern }[];
+  /** `[` sorted CIDR texts `]` (never ''); null when the rule has no `cidrs`. */
+  cidrKey: string | null;
+}
+
+const at = (b: Block) => `${b.span.file}:${b.type.span.start.line}`;
+const q = (s: string) => `\`${s}\``;
+
+export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const roles = collectRoles(files);
+  const rules = collectRules(files);
+  const duplicates = checkDuplicates(files, out);
+
+  for (const { block, parent } of blocks(files)) checkPrefix(block, parent, out);
+  for (const rule of rules) checkBroadGrant(rule, roles, out);
+  checkSettingsAndTrustDomain(files, out);
+  checkCoverage(rules, roles, duplicates, out);
+  return out;
+}
+
+// ---- collecting rules from the AST (robust to a set that also has errors) -------------------
+
+function collectRoles(files: readonly PolicyFile[]): Map<string, IdentityPattern[]> {
+  const roles = new Map<string, IdentityPattern[]>();
+  for (const file of files) {
+    for (const item of file.body) {
+      if (item.kind !== 'block' || item.type.name !== 'role' || !item.label || roles.has(item.label.value)) continue;
+      const members: IdentityPattern[] = [];
+      for (const s of identityStrings(item)) {
+        const parsed = parseIdentityPattern(s.value);
+        if (parsed.ok) members.push(parsed.pattern);
+      }
+      roles.set(item.label.value, members);
+    }
+  }
+  return roles;
+}
+
+function collectRules(files: readonly PolicyFile[]): LintRule[] {
+  const rules: LintRule[] = [];
+  const add = (block: Block, type: RuleBlockType, enclosing: NameMatch | null) => {
+    const label = block.label;
+    if (!label) return;
+    const isNamespace = type === 'namespace' || type === 'namespace_prefix';
+    const namespace: NameMatch = isNamespace
+      ? { kind: type === 'namespace' ? 'exact' : 'prefix', value: label.value }
+      : enclosing ?? { kind: 'exact', value: 'default' };
+    const service: NameMatch | null = isNamespace ? null : { kind: type === 'service' ? 'exact' : 'prefix', value: label.value };
+    const policy = stringValue(block, 'policy');
+    if (policy && (LEVELS as readonly string[]).includes(policy.value)) {
+      const identities: LintRule['identities'] = [];
+      for (const text of identityStrings(block)) {
+        const parsed = parseIdentityPattern(text.value);
+        if (parsed.ok) identities.push({ text, pattern: parsed.pattern });
+      }
+      const cidrs = attribute(block, 'cidrs')?.value;
+      const cidrKey = cidrs === undefined ? null
+        : cidrs.kind === 'list' ? `[${cidrs.items.map((i) => (i.kind === 'string' ? i.value.trim() : '?')).sort().join(',')}]` : '?';
+      rules.push({ block, index: rules.length, type, label, namespace, service, level: policy.value as Level, identities, cidrKey });
+    }
+    if (isNamespace) {
+      for (const child of block.body) {
+        if (child.kind === 'block' && (child.type.name === 'service' || child.type.name === 'service_prefix')) add(child, child.type.name, namespace);
+      }
+    }
+  };
+  for (const file of files) {
+    for (const item of file.body) if (item.kind === 'block' && isRuleBlock(item.type.name)) add(item, item.type.name, null);
+  }
+  return rules;
+}
+
+// ---- prefix-not-at-delimiter, broad-prefix-grant ---------------------------------------------
+
+function checkPrefix(block: Block, parent: Block | null, out: Diagnostic[]): void {
+  const type = block.type.name;
+  // Where the block may stand: a namespace_prefix at the top level, a service_prefix at the top level
+  // or in a namespace block (anything else is an error of the structure pass).
+  const placed = type === 'namespace_prefix' ? !parent
+    : type === 'service_prefix' ? !parent || parent.type.name === 'namespace' || parent.type.name === 'namespace_prefix' : false;
+  const label = block.label;
+  if (!placed || !label) return;
+  const prefix = label.value;
+  if (prefix === '' || DELIMITERS.has(prefix[prefix.length - 1]!) || label.raw.includes('${')) return;
+  const exact = type === 'service_prefix' ? 'service' : 'namespace';
+  out.push(warning('prefix-not-at-delimiter',
+    `prefix ${q(prefix)} does not end at a delimiter, so it also matches ${exact}s such as ${q(`${prefix}bar`)}`,
+    label.span,
+    `end the prefix at a delimiter (\`${type} "${prefix}-"\`), or use \`${exact} "${prefix}"\` for exactly that ${exact}`));
+}
+
+/** Whether a pattern confines an identity to the service (or namespace) it asks about. */
+function selfScoped(pattern: IdentityPattern, roles: Map<string, IdentityPattern[]>, placeholders: readonly string[]): boolean {
+  if (pattern.kind === 'role') {
+    const members = roles.get(pattern.role) ?? [];
+    return members.length > 0 && members.every((m) => selfScoped(m, roles, placeholders));
+  }
+  return pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'placeholder' && placeholders.includes(p.name));
+}
+
+function describeNamespace(ns: NameMatch): string {
+  if (ns.kind === 'exact') return `namespace ${q(ns.value)}`;
+  return ns.value === '' ? 'every namespace' : `every namespace starting with ${q(ns.value)}`;
+}
+
+function checkBroadGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, out: Diagnostic[]): void {
+  if (rule.level !== 'write' && rule.level !== 'admin') return;
+  let what: string;
+  let placeholders: readonly string[];
+  if (rule.type === 'service_prefix' && rule.label.value === '') {
+    what = `every service in ${describeNamespace(rule.namespace)}`;
+    placeholders = ['service'];
+  } else if (rule.type === 'namespace_prefix' && rule.label.value === '') {
+    what = 'every namespace and every service in it';
+    placeholders = ['namespace', 'service'];
+  } else return;
+  const broad = rule.identities.filter((i) => !selfScoped(i.pattern, roles, placeholders)).map((i) => q(i.text.value));
+  if (broad.length === 0) return;
+  out.push(warning('broad-prefix-grant',
+    `\`${rule.type} ""\` grants ${q(rule.level)} on ${what} to ${broad.join(', ')}`,
+    rule.label.span,
+    placeholders.length === 1
+      ? 'name the services (an exact `service` block or a prefix such as `"payment-"`), or use `{service}` in the identity so each workload may write only its own service'
+      : 'name the namespaces (an exact `namespace` block or a prefix), or use `{namespace}` in the identity so each workload is confined to its own namespace'));
+}
+
+// ---- default-allow, foreign-trust-domain ------------------------------------------------------
+
+function checkSettingsAndTrustDomain(files: readonly PolicyFile[], out: Diagnostic[]): void {
+  let settings: Block | undefined;
+  for (const file of files) {
+    for (const item of file.body) if (item.kind === 'block' && item.type.name === 'settings' && !settings) settings = item;
+  }
+  if (!settings) return;
+  const defaultPolicy = stringValue(settings, 'default_policy');
+  if (defaultPolicy?.value === 'allow') {
+    out.push(warning('default-allow', '`default_policy = "allow"` allows every request that no rule names', defaultPolicy.span,
+      'an identity no rule mentions may then register or read any service no rule mentions; use `default_policy = "deny"` and grant access explicitly'));
+  }
+  const trustDomain = stringValue(settings, 'trust_domain')?.value;
+  if (trustDomain === undefined || !/^[a-z0-9._-]+$/.test(trustDomain)) return;
+  for (const { block, parent } of blocks(files)) {
+    const type = block.type.name;
+    const applies = isRuleBlock(type) || (!parent && (type === 'role' || type === 'api'));
+    if (!applies) continue;
+    for (const s of identityStrings(block)) {
+      if (!s.value.startsWith('spiffe://') || !parseIdentityPattern(s.value).ok) continue;
+      const domain = spiffeTrustDomain(s.value);
+      if (domain === undefined || domain === trustDomain) continue;
+      out.push(warning('foreign-trust-domain',
+        `${q(s.value)} is in trust domain ${q(domain)}, not ${q(trustDomain)} (\`settings.trust_domain\`)`,
+        s.span,
+        `no workload of \`${trustDomain}\` can present this ID; write \`spiffe://${trustDomain}/…\`, or change \`trust_domain\` if \`${domain}\` is meant`));
+    }
+  }
+}
+
+// ---- duplicate-block -----------------------------------------------------------------------------
+
+function valueKey(v: Value): string {
+  switch (v.kind) {
+    case 'string': return JSON.stringify(v.value);
+    case 'number': return String(v.value);
+    case 'boolean': return String(v.value);
+    case 'list': return `[${v.items.map(valueKey).join(',')}]`;
+  }
+}
+
+function blockKey(block: Block): string {
+  const attrs: string[] = [];
+  const children: string[] = [];
+  for (const item of block.body) {
+    if (item.kind === 'attribute') attrs.push(`${item.name.name}=${valueKey(item.value)}`);
+    else children.push(blockKey(item));
+  }
+  return `${block.type.name} ${block.label ? JSON.stringify(block.label.value) : '-'} {${attrs.sort().join(';')}|${children.sort().join(';')}}`;
+}
+
+/** Reports the second and later copies of a block; returns every block so reported (and their children). */
+function checkDuplicates(files: readonly PolicyFile[], out: Diagnostic[]): Set<Block> {
+  // Candidates first, by type, label and enclosing block: the full contents are compared only
+  // between blocks that agree on those (in a large set, most blocks are alone in their group).
+  const groups = new Map<string, Block[]>();
+  const parents = new Map<Block, Block | null>();
+  for (const { block, parent } of blocks(files)) {
+    const type = block.type.name;
+    // role, test and settings duplicates are errors of the structure pass already.
+    if (!isRuleBlock(type) && type !== 'api') continue;
+    parents.set(block, parent);
+    const context = parent ? `${parent.type.name} ${JSON.stringify(parent.label?.value ?? null)} ` : '';
+    const key = `${context}${type} ${JSON.stringify(block.label?.value ?? null)}`;
+    const group = groups.get(key);
+    if (group) group.push(block);
+    else groups.set(key, [block]);
+  }
+  const reported = new Set<Block>();
+  const found: { block: Block; original: Block }[] = [];
+  for (const group of groups.values()) {
+    if (group.length < 2) continue;
+    const first = new Map<string, Block>();
+    for (const block of group) {
+      const key = blockKey(block);
+      const original = first.get(key);
+      if (original) found.push({ block, original });
+      else first.set(key, block);
+    }
+  }
+  // In source order, so that a copy inside a block that is itself a copy is not reported again.
+  found.sort((a, b) => cmpSpan(a.block, b.block));
+  for (const { block, original } of found) {
+    const parent = parents.get(block);
+    if (parent && reported.has(parent)) {
+      reported.add(block);
+      continue;
+    }
+    reported.add(block);
+    const type = block.type.name;
+    const name = block.label ? `\`${type} "${block.label.value}"\`` : `\`${type}\``;
+    out.push(warning('duplicate-block', `${name} is written twice with the same contents`, block.label?.span ?? block.type.span,
+      `the first is at ${at(original)}; remove one`));
+  }
+  // Children of a reported block are part of the copy.
+  for (const block of [...reported]) for (const child of block.body) if (child.kind === 'block') reported.add(child);
+  return reported;
+}
+
+function cmpSpan(a: Block, b: Block): number {
+  return a.span.file < b.span.file ? -1 : a.span.file > b.span.file ? 1 : a.span.start.offset - b.span.start.offset;
+}
+
+// ---- dead-grant, redundant-rule ------------------------------------------------------------------
+
+/** Rules grouped by exact scope; each slot keeps, per cidr condition and level, the first rule. */
+interface Slot {
+  /** cidr key ('' = no cidrs) → level rank → the earliest rule at that level. */
+  groups: Map<string, Map<number, LintRule>>;
+}
+
+interface Bucket {
+  namespaceLevel: Slot | undefined;
+  serviceExact: Map<string, Slot>;
+  servicePrefix: Map<string, Slot>;
+  servicePrefixLengths: Set<number>;
+}
+
+/** One identity's rules of one kind (grants or denies), indexed by scope for containment queries. */
+class ScopeIndex {
+  private readonly namespaceExact = new Map<string, Bucket>();
+  private readonly namespacePrefix = new Map<string, Bucket>();
+  private readonly namespacePrefixLengths = new Set<number>();
+
+  add(rule: LintRule, rank: number): void {
+    let bucket: Bucket | undefined;
+    const ns = rule.namespace;
+    const buckets = ns.kind === 'exact' ? this.namespaceExact : this.namespacePrefix;
+    bucket = buckets.get(ns.value);
+    if (!bucket) {
+      bucket = { namespaceLevel: undefined, serviceExact: new Map(), servicePrefix: new Map(), servicePrefixLengths: new Set() };
+      buckets.set(ns.value, bucket);
+      if (ns.kind === 'prefix') this.namespacePrefixLengths.add(ns.value.length);
+    }
+    let slot: Slot | undefined;
+    if (rule.service === null) slot = bucket.namespaceLevel ??= { groups: new Map() };
+    else {
+      const slots = rule.service.kind === 'exact' ? bucket.serviceExact : bucket.servicePrefix;
+      slot = slots.get(rule.service.value);
+      if (!slot) {
+        slot = { groups: new Map() };
+        slots.set(rule.service.value, slot);
+        if (rule.service.kind === 'prefix') bucket.servicePrefixLengths.add(rule.service.value.length);
+      }
+    }
+    const cidrKey = rule.cidrKey ?? '';
+    let byLevel = slot.groups.get(cidrKey);
+    if (!byLevel) slot.groups.set(cidrKey, (byLevel = new Map()));
+    if (!byLevel.has(rank)) byLevel.set(rank, rule); // rules are added in index order: keep the first
+  }
+
+  /** Every slot whose scope contains `rule`'s scope, each with whether it is exactly that scope. */
+  *containing(rule: LintRule): Generator<{ slot: Slot; same: boolean }> {
+    const ns = rule.namespace;
+    const buckets: { bucket: Bucket; same: boolean }[] = [];
+    if (ns.kind === 'exact') {
+      const b = this.namespaceExact.get(ns.value);
+      if (b) buckets.push({ bucket: b, same: true });
+    }
+    for (const length of this.namespacePrefixLengths) {
+      if (length > ns.value.length) continue;
+      const b = this.namespacePrefix.get(ns.value.slice(0, length));
+      if (b) buckets.push({ bucket: b, same: ns.kind === 'prefix' && length === ns.value.length });
+    }
+    for (const { bucket, same } of buckets) {
+      if (bucket.namespaceLevel) yield { slot: bucket.namespaceLevel, same: same && rule.service === null };
+      const svc = rule.service;
+      if (svc === null) continue; // only namespace-level rules contain a namespace-level rule
+      if (svc.kind === 'exact') {
+        const s = bucket.serviceExact.get(svc.value);
+        if (s) yield { slot: s, same };
+      }
+      for (const length of bucket.servicePrefixLengths) {
+        if (length > svc.value.length) continue;
+        const s = bucket.servicePrefix.get(svc.value.slice(0, length));
+        if (s) yield { slot: s, same: same && svc.kind === 'prefix' && length === svc.value.length };
+      }
+    }
+  }
+}
+
+/** Whether an identity pattern can never match the `anonymous` subject (so `*` covers it). */
+function neverAnonymous(pattern: IdentityPattern, roles: Map<string, IdentityPattern[]>): boolean {
+  switch (pattern.kind) {
+    case 'exact': return pattern.value !== 'anonymous';
+    case 'anyAuthenticated': return true;
+    case 'role': {
+      const members = roles.get(pattern.role) ?? [];
+      return members.length > 0 && members.every((m) => m.kind !== 'role' && neverAnonymous(m, roles));
+    }
+    case 'glob': {
+      const head = pattern.parts[0];
+      return head?.kind === 'literal' && !'anonymous'.startsWith(head.text);
+    }
+  }
+}
+
+function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>, duplicates: Set<Block>, out: Diagnostic[]): void {
+  const grants = new Map<string, ScopeIndex>();
+  const denies = new Map<string, ScopeIndex>();
+  const indexFor = (map: Map<string, ScopeIndex>, identity: string) => {
+    let index = map.get(identity);
+    if (!index) map.set(identity, (index = new ScopeIndex()));
+    return index;
+  };
+  for (const rule of rules) {
+    const map = rule.level === 'deny' ? denies : grants;
+    const rank = rule.level === 'deny' ? 0 : GRANT_RANK[rule.level];
+    const seen = new Set<string>();
+    for (const { text } of rule.identities) {
+      if (seen.has(text.value)) continue;
+      seen.add(text.value);
+      indexFor(map, text.value).add(rule, rank);
+    }
+  }
+  const anyDeny = denies.get('*');
+
+  for (const rule of rules) {
+    if (rule.identities.length === 0) continue;
+
+    // dead-grant: every identity of this grant meets a deny (no cidrs) whose scope contains this one.
+    if (rule.level !== 'deny') {
+      const killers = new Set<LintRule>();
+      const dead = rule.identities.every(({ text, pattern }) => {
+        const killer = firstDeny(denies.get(text.value), rule) ?? (neverAnonymous(pattern, roles) ? firstDeny(anyDeny, rule) : undefined);
+        if (killer) killers.add(killer);
+        return killer !== undefined;
+      });
+      if (dead) {
+        const by = [...killers].sort((a, b) => a.index - b.index);
+        const who = rule.identities.map((i) => q(i.text.value)).join(', ');
+        out.push(warning('dead-grant',
+          `this ${q(rule.level)} grant to ${who} can never apply: ${by.length === 1 ? 'an explicit deny covers' : 'explicit denies cover'} its whole scope`,
+          rule.label.span,
+          `an explicit deny overrides every grant (see ${by.map((d) => at(d.block)).join(', ')}); remove this grant, or narrow the deny`));
+        continue;
+      }
+    }
+
+    // redundant-rule: every identity already gets at least this much from a broader (or earlier equal) rule.
+    if (duplicates.has(rule.block)) continue;
+    const byMap = rule.level === 'deny' ? denies : grants;
+    const rank = rule.level === 'deny' ? 0 : GRANT_RANK[rule.level];
+    const covers = new Set<LintRule>();
+    const redundant = rule.identities.every(({ text }) => {
+      const cover = firstCover(byMap.get(text.value), rule, rank);
+      if (cover) covers.add(cover);
+      return cover !== undefined;
+    });
+    if (!redundant) continue;
+    const by = [...covers].sort((a, b) => a.index - b.index);
+    const what = rule.level === 'deny' ? 'denied' : `granted ${q(rule.level)} or more`;
+    const who = rule.identities.map((i) => q(i.text.value)).join(', ');
+    out.push(warning('redundant-rule',
+      `this rule is redundant: ${who} ${rule.identities.length === 1 ? 'is' : 'are'} already ${what} by a rule whose scope contains this one`,
+      rule.label.span,
+      `${by.map((b) => `\`${b.type} "${b.label.value}"\` at ${at(b.block)}`).join(' and ')} already ${rule.level === 'deny' ? 'deny' : 'grant'}${by.length === 1 ? 's' : ''} it; remove this rule`));
+  }
+}
+
+function firstDeny(index: ScopeIndex | undefined, rule: LintRule): LintRule | undefined {
+  if (!index) return undefined;
+  let best: LintRule | undefined;
+  for (const { slot } of index.containing(rule)) {
+    const d = slot.groups.get('')?.get(0);
+    if (d && (!best || d.index < best.index)) best = d;
+  }
+  return best;
+}
+
+/**
+ * A rule of the same kind that makes `rule` redundant: its scope contains this one, its level is at
+ * least this one's, and its condition holds whenever this one's does (no cidrs, or the same cidrs).
+ * Between two rules alike in scope, level and condition, the first covers the second, not both ways.
+ */
+function firstCover(index: ScopeIndex | undefined, rule: LintRule, rank: number): LintRule | undefined {
+  if (!index) return undefined;
+  let best: LintRule | undefined;
+  const consider = (candidate: LintRule | undefined) => {
+    if (candidate && candidate !== rule && (!best || candidate.index < best.index)) best = candidate;
+  };
+  for (const { slot, same } of index.containing(rule)) {
+    const groups = rule.cidrKey === null ? [''] : ['', rule.cidrKey];
+    for (const group of groups) {
+      const byLevel = slot.groups.get(group);
+      if (!byLevel) continue;
+      const sameCondition = group === (rule.cidrKey ?? '');
+      for (const [level, candidate] of byLevel) {
+        if (level < rank) continue;
+        // Alike in every way: only an earlier rule covers this one.
+        if (same && sameCondition && level === rank && candidate.index >= rule.index) continue;
+        consider(candidate);
+      }
+    }
+  }
+  return best;
+}
