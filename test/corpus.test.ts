@@ -123,7 +123,7 @@ for (const name of diagnosticCases) {
   const sources = sourcesFor(dir, name);
 
   test(`diagnostics/${name}`, todo ? { todo } : {}, () => {
-    const built = buildPolicySet(sources);
+    const built = buildPolicySet(sources, { lint: true });
     const withWarnings = expected.some((e) => e.severity === 'warning');
     const actual = withWarnings ? built.diagnostics : built.diagnostics.filter((d) => d.severity === 'error');
     assert.equal(actual.length, expected.length, `expected ${expected.length} diagnostics, got:\n${actual.map(where).join('\n')}`);

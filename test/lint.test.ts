@@ -25,7 +25,7 @@ interface Expected {
 function lint(input: string | Record<string, string>): Diagnostic[] {
   const files = typeof input === 'string' ? { 'p.hcl': input } : input;
   const sources = Object.entries(files).sort(([a], [b]) => (a < b ? -1 : 1)).map(([p, text]) => ({ path: p, text }));
-  const built = buildPolicySet(sources);
+  const built = buildPolicySet(sources, { lint: true });
   const errors = built.diagnostics.filter((d) => d.severity === 'error');
   assert.deepEqual(errors.map((d) => `${d.span.file}:${d.span.start.line}: ${d.code}: ${d.message}`), [], 'the case must be a valid policy set');
   return built.diagnostics.filter((d) => d.severity === 'warning');
@@ -179,7 +179,7 @@ describe('lint rules', () => {
   });
 
   test('the shipped example policies/ lint clean', () => {
-    const built = buildPolicySet(readPolicyDir(path.join(REPO_ROOT, 'policies')));
+    const built = buildPolicySet(readPolicyDir(path.join(REPO_ROOT, 'policies')), { lint: true });
     assert.deepEqual(built.diagnostics.map((d) => `${d.span.file}:${d.span.start.line}: ${d.severity}[${d.code}] ${d.message}`), []);
   });
 
@@ -208,7 +208,7 @@ test('dead-grant and redundant-rule are sound: dropping the flagged rules change
   fc.assert(
     fc.property(policySetArb, fc.array(requestArb, { minLength: 40, maxLength: 40 }), (set, requests) => {
       const sources = renderPolicySet(set);
-      const built = buildPolicySet(sources);
+      const built = buildPolicySet(sources, { lint: true });
       if (!built.policy) return; // the generator's sets are valid; the oracle test guards that
       const marks = built.diagnostics.filter((d) => d.code === 'dead-grant' || d.code === 'redundant-rule');
       if (marks.length === 0) return;
@@ -251,7 +251,7 @@ test('10,000 rules lint without crashing (and quickly)', () => {
   }
   const text = `${lines.join('\n')}\n`;
   const started = performance.now();
-  const built = buildPolicySet([{ path: 'big.hcl', text }]);
+  const built = buildPolicySet([{ path: 'big.hcl', text }], { lint: true });
   const elapsed = performance.now() - started;
   assert.ok(built.policy, 'the generated set is valid');
   assert.equal(built.policy.ruleCount, 10_000);

@@ -20,6 +20,9 @@ export const PASSES: readonly CheckPass[] = [
   { name: 'lint', run: checkLint },
 ];
 
+/** The passes that find errors; loading for serving needs only these (lint adds warnings). */
+export const ERROR_PASSES: readonly CheckPass[] = PASSES.filter((p) => p.name !== 'lint');
+
 export function checkPolicySet(files: readonly PolicyFile[], passes: readonly CheckPass[] = PASSES): Diagnostic[] {
   return sortDiagnostics(passes.flatMap((pass) => pass.run(files)));
 }

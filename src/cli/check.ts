@@ -65,7 +65,7 @@ export const run: Command = async (args, io) => {
   let files = 0;
   let rules = 0;
   for (const input of inputs) {
-    const built = buildPolicySet(input.sources);
+    const built = buildPolicySet(input.sources, { lint: true });
     files += input.sources.length;
     rules += built.policy?.ruleCount ?? 0;
     diagnostics.push(...withDisplayPaths(input, built.diagnostics));

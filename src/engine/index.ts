@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkPolicySet } from '../check';
+import { ERROR_PASSES, PASSES, checkPolicySet } from '../check';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
 import { evaluate, prepareRequest, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
@@ -53,8 +53,15 @@ export function policyVersion(sources: readonly PolicySource[]): string {
   return `sha256:${hash.digest('hex')}`;
 }
 
+export interface BuildOptions {
+  /** Run the lint pass too (warnings); `pdp check` does, serving does not need to. */
+  lint?: boolean;
+  now?: () => number;
+}
+
 /** Parse, check and compile. Pure but for the clock readings passed in. */
-export function buildPolicySet(sources: readonly PolicySource[], now: () => number = Date.now): BuildResult {
+export function buildPolicySet(sources: readonly PolicySource[], options: BuildOptions = {}): BuildResult {
+  const now = options.now ?? Date.now;
   const started = now();
   const files: PolicyFile[] = [];
   const diagnostics: Diagnostic[] = [];
@@ -63,7 +70,7 @@ export function buildPolicySet(sources: readonly PolicySource[], now: () => numb
     files.push(parsed.file);
     diagnostics.push(...parsed.diagnostics);
   }
-  diagnostics.push(...checkPolicySet(files));
+  diagnostics.push(...checkPolicySet(files, options.lint ? PASSES : ERROR_PASSES));
   const sorted = sortDiagnostics(diagnostics);
   if (hasErrors(sorted)) return { diagnostics: sorted, files };
   const compiled = compilePolicySet(files);
@@ -176,7 +183,7 @@ export class Engine {
       return { ok: false, diagnostics: [], error: `cannot read policy directory \`${this.policyDir}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
     }
     if (sources.length === 0) return { ok: false, diagnostics: [], error: `no \`*.hcl\` files in \`${this.policyDir}\`` };
-    const built = buildPolicySet(sources, this.now);
+    const built = buildPolicySet(sources, { now: this.now });
     return built.policy ? { ok: true, policy: built.policy, diagnostics: built.diagnostics } : { ok: false, diagnostics: built.diagnostics };
   }
 

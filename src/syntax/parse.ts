@@ -29,11 +29,7 @@ export function parsePolicy(text: string, path: string): ParseResult {
   const diagnostics: Diagnostic[] = [];
   const comments: Comment[] = [];
   const tokens = lex(text, path, diagnostics, comments);
-  const body: BodyItem[] = [];
-  for (const chunk of topLevelChunks(tokens)) {
-    const items = parseChunk(chunk, path, diagnostics);
-    if (items) body.push(...items);
-  }
+  const body = parseItems(topLevelChunks(tokens), path, diagnostics);
   const endPos = endPosition(text);
   return {
     file: { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPos } },
@@ -127,15 +123,42 @@ function parseChunk(chunk: Token[], path: string, diagnostics: Diagnostic[]): Bo
       // separately; the results are stitched back into one Block.
       const shell = parseTokens([...split.header, split.close], path, diagnostics);
       if (!shell || shell.length !== 1 || shell[0]!.kind !== 'block') return shell;
-      const body: BodyItem[] = [];
-      for (const item of split.items) {
-        const parsed = parseChunk(item, path, diagnostics);
-        if (parsed) body.push(...parsed);
-      }
+      const body = parseItems(split.items, path, diagnostics);
       return [{ ...shell[0]!, body }];
     }
   }
   return parseTokens(chunk, path, diagnostics);
+}
+
+/**
+ * Parses a run of items. Consecutive small items share one Earley run (a parser per item costs
+ * more than the items); a run that fails is parsed again item by item so every error is reported.
+ */
+function parseItems(items: Iterable<Token[]>, path: string, diagnostics: Diagnostic[]): BodyItem[] {
+  const body: BodyItem[] = [];
+  let batch: Token[] = [];
+  let batchItems: Token[][] = [];
+  const flush = () => {
+    if (!batchItems.length) return;
+    const scratch: Diagnostic[] = [];
+    const parsed = batchItems.length === 1 ? parseChunk(batchItems[0]!, path, scratch) : parseTokens(batch, path, scratch);
+    if (parsed && !scratch.length) body.push(...parsed);
+    else if (batchItems.length === 1) diagnostics.push(...scratch);
+    else for (const item of batchItems) body.push(...(parseChunk(item, path, diagnostics) ?? []));
+    batch = [];
+    batchItems = [];
+  };
+  for (const item of items) {
+    if (batch.length + item.length > SPLIT_THRESHOLD) flush();
+    if (item.length > SPLIT_THRESHOLD) {
+      body.push(...(parseChunk(item, path, diagnostics) ?? []));
+      continue;
+    }
+    for (const t of item) batch.push(t);
+    batchItems.push(item);
+  }
+  flush();
+  return body;
 }
 
 /**
