@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import type { ServerOptions } from 'node:https';
 import path from 'node:path';
-import type { TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import {
@@ -28,12 +28,25 @@ export interface SecurityOptions {
   now?: () => Date;
 }
 
+/** The earliest `valid_to` along a peer's presented chain. */
+function chainNotAfter(peer: DetailedPeerCertificate): number {
+  let earliest = Infinity;
+  const seen = new Set<DetailedPeerCertificate>();
+  for (let cert: DetailedPeerCertificate | undefined = peer; cert && !seen.has(cert); cert = cert.issuerCertificate) {
+    seen.add(cert);
+    const t = Date.parse(cert.valid_to);
+    if (Number.isFinite(t)) earliest = Math.min(earliest, t);
+  }
+  return earliest;
+}
+
 export function createSecurity(options: SecurityOptions) {
   const now = options.now ?? (() => new Date());
   const resolve = (p: string) => path.resolve(options.cwd, p);
   const certPath = options.tlsCert && resolve(options.tlsCert);
   const keyPath = options.tlsKey && resolve(options.tlsKey);
   const caPath = options.clientCa && resolve(options.clientCa);
+  const verifiedConnections = new WeakMap<TLSSocket, { bundle: TrustBundle; spiffeId: string; notAfter: number }>();
   let bundle: TrustBundle | undefined = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
   const tokens: TokenStore | undefined = options.tokens ? openTokenStore(resolve(options.tokens)) : undefined;
   const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
@@ -99,6 +112,10 @@ export function createSecurity(options: SecurityOptions) {
       }
       const socket = request.raw.socket as TLSSocket;
       if (bundle && typeof socket.getPeerCertificate === 'function') {
+        // A connection's certificate cannot change, so its full verification is done once per
+        // connection and trust bundle; later requests on it only check that it has not expired.
+        const verified = verifiedConnections.get(socket);
+        if (verified && verified.bundle === bundle && now().getTime() < verified.notAfter) return { identity: verified.spiffeId, via: 'mtls' };
         const peer = socket.getPeerCertificate(true);
         const presented = peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
         // Normally dropped at `secureConnection`; refused here too, should one ever get this far.
@@ -109,6 +126,7 @@ export function createSecurity(options: SecurityOptions) {
           const result = verifyPeerCertificate(peer, bundle, now());
           if (!result.ok) failed(source, `client certificate rejected: ${result.reason}`, null, `certificate-${result.code}`);
           failures.recordSuccess(source);
+          verifiedConnections.set(socket, { bundle, spiffeId: result.spiffeId, notAfter: Math.min(result.notAfter.getTime(), chainNotAfter(peer)) });
           return { identity: result.spiffeId, via: 'mtls' };
         }
       }
