@@ -50,7 +50,11 @@ export function parseResource(text: string): ResourceResult {
 }
 
 /** Normalised textual form of an IP address, or undefined when it is not one (IPv4-mapped IPv6 becomes IPv4). */
+// A canonical dotted quad (no leading zeros) is already normal: the common case, kept off ipaddr.js.
+const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
 export function normalizeIp(text: string): string | undefined {
+  if (CANONICAL_IPV4.test(text)) return text;
   if (!ipaddr.isValid(text)) return undefined;
   // ipaddr.isValid accepts legacy forms like `10.1` or `0x0a.0.0.1`; we only take the canonical ones.
   if (!ipaddr.IPv4.isValidFourPartDecimal(text) && !ipaddr.IPv6.isValid(text)) return undefined;
