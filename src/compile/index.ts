@@ -2,6 +2,7 @@
 import type { ApiScope, RuleBlockType } from '../check/schema';
 import { API_SCOPES, isRuleBlock } from '../check/schema';
 import { attribute, identityStrings, stringValue } from '../check/walk';
+import { ACTION_RANK } from '../syntax/request';
 import {
   ANONYMOUS, parseCidrText, parseIdentityPattern,
   type Action, type Block, type DecisionResult, type IdentityPattern, type Level, type ParsedCidr, type PolicyFile,
@@ -38,6 +39,16 @@ export function compilePolicySet(files: readonly PolicyFile[]): CompiledPolicy {
       declared.set(`${rule.namespace.value}\0${rule.service.value}`, { name: rule.service.value, namespace: rule.namespace.value });
     }
   }
+
+  // One comparable number per rule: its rank in (specificity, source order).
+  const sorted = [...rules].sort((a, b) => {
+    for (let i = 0; i < a.specificity.length; i++) {
+      const d = a.specificity[i]! - b.specificity[i]!;
+      if (d !== 0) return d;
+    }
+    return a.index - b.index;
+  });
+  sorted.forEach((rule, position) => { rule.order = position; });
 
   return {
     rules,
@@ -109,6 +120,10 @@ function collectRules(block: Block, type: RuleBlockType, enclosing: NameMatch | 
       cidrs: cidrs as ParsedCidr[] | null,
       cidrTexts,
       ...(description !== undefined ? { description } : {}),
+      order: 0,
+      rank: policy.value === 'deny' ? 0 : ACTION_RANK[policy.value as Action],
+      ref: Object.freeze({ file: block.span.file, line: block.type.span.start.line }),
+      citation: `${type} "${label}" at ${block.span.file}:${block.type.span.start.line}`,
       specificity: [
         service === null ? 2 : service.kind === 'exact' ? 0 : 1,
         service?.kind === 'prefix' ? -service.value.length : 0,

@@ -30,6 +30,14 @@ export interface Rule {
   description?: string;
   /** Lower is more specific: exact service > longest service_prefix > exact namespace > longest namespace_prefix. */
   specificity: number[];
+  /** The position of this rule when all rules are sorted by specificity, then source order: one number to compare. */
+  order: number;
+  /** 0 for deny, else read 1 < write 2 < admin 3. */
+  rank: number;
+  /** `{file, line}` as decisions cite it; shared, never mutated. */
+  ref: Readonly<{ file: string; line: number }>;
+  /** `service "x" at file:line`, for reasons. */
+  citation: string;
 }
 
 /** Matches one identity pattern (roles already expanded) against a request identity. */

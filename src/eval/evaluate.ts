@@ -1,6 +1,8 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
 import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, Rule } from '../compile';
-import { ACTION_RANK, ipInCidr, type DecisionResult, type Level } from '../syntax';
+import type { DecisionResult, Level } from '../syntax';
+// Direct module imports: the hot path should not go through re-export getters.
+import { ACTION_RANK, ipInCidr } from '../syntax/request';
 import type { Request } from './request';
 
 export interface RuleRef {
@@ -104,12 +106,9 @@ function matchingRules(index: DecisionIndex, request: Request, identity: string)
 
 // ---- steps 1-4 ---------------------------------------------------------------------------------
 
+/** Negative when `a` is cited before `b` (compile ranked every rule by specificity, then source order). */
 export function moreSpecific(a: Rule, b: Rule): number {
-  for (let i = 0; i < a.specificity.length; i++) {
-    const d = a.specificity[i]! - b.specificity[i]!;
-    if (d !== 0) return d;
-  }
-  return a.index - b.index;
+  return a.order - b.order;
 }
 
 
@@ -122,7 +121,7 @@ export function cidrsHold(rule: Rule, request: Request): boolean {
   return false;
 }
 
-const ref = (rule: Rule): RuleRef => ({ file: rule.file, line: rule.line });
+const ref = (rule: Rule): RuleRef => rule.ref as RuleRef;
 const where = (rule: Rule) => `${rule.file}:${rule.line}`;
 
 function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[]): { decision: Decision; cited: Rule | undefined } {
@@ -141,12 +140,12 @@ function decide(policy: CompiledPolicy, request: Request, identity: string, matc
       if (applies && (deny === undefined || moreSpecific(rule, deny) < 0)) deny = rule;
       continue;
     }
-    const level = ACTION_RANK[rule.level];
+    const level = rule.rank;
     if (!applies) {
       if (level >= rank && (blocked === undefined || moreSpecific(rule, blocked) < 0)) blocked = rule;
     } else if (level >= rank) {
       if (grant === undefined || moreSpecific(rule, grant) < 0) grant = rule;
-    } else if (closest === undefined || level > ACTION_RANK[closest.level as keyof typeof ACTION_RANK] || (level === ACTION_RANK[closest.level as keyof typeof ACTION_RANK] && moreSpecific(rule, closest) < 0)) {
+    } else if (closest === undefined || level > closest.rank || (level === closest.rank && rule.order < closest.order)) {
       closest = rule;
     }
   }
@@ -155,7 +154,7 @@ function decide(policy: CompiledPolicy, request: Request, identity: string, matc
     return { cited: deny, decision: { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(deny)}`, rule: ref(deny) } };
   }
   if (grant !== undefined) {
-    return { cited: grant, decision: { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.label} at ${where(grant)})`, rule: ref(grant) } };
+    return { cited: grant, decision: { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.citation})`, rule: ref(grant) } };
   }
   if (matched.length !== 0) {
     const cidrReason = (rule: Rule) => request.sourceIp === undefined
