@@ -1,0 +1,224 @@
+// `npm run bench` → node dist/bench/run.js [--quick] [--only engine,audit] [--skip audit]
+//
+// Runs the benchmark suites one after another and writes, under bench/results/:
+//   results-<date>.json   everything measured, with the machine stamp
+//   latest.md             the Markdown report (tables)
+//   + each suite's files  (the engine suite: engine-latency.svg)
+// A --quick smoke run (~1 minute for the engine suite) writes results-<date>-quick.json,
+// latest-quick.md and engine-latency-quick.svg instead, so it never overwrites a full run.
+//
+// `node dist/bench/run.js --render bench/results/results-<date>.json` rewrites latest.md (and the
+// suites' files) from a saved results file, for suites that export `render(data)`, without re-running.
+//
+// A suite is a module in dist/bench/ exporting `async function run(opts: SuiteOptions): Promise<SuiteResult>`;
+// add it to SUITES. `dist/bench/audit.js` exporting `runAuditBench` is adapted below.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { SuiteOptions, SuiteResult, SuiteRunner } from './suite';
+
+/** Suite modules, run in this order; a missing module is skipped with a note. */
+export const SUITES: readonly string[] = ['engine', 'server', 'audit'];
+
+export interface Machine {
+  cpu: string;
+  cores: number;
+  totalMemoryGB: number;
+  node: string;
+  platform: string;
+  date: string;
+  commit: string | null;
+  dirty: boolean | null;
+  loadAverageAtStart: number[];
+}
+
+export function machineStamp(): Machine {
+  const git = (...args: string[]) => {
+    try {
+      return execFileSync('git', args, { cwd: path.resolve(__dirname, '../..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      return null;
+    }
+  };
+  const commit = git('rev-parse', 'HEAD');
+  const status = commit ? git('status', '--porcelain', '--untracked-files=no') : null;
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    totalMemoryGB: Math.round((os.totalmem() / 1024 ** 3) * 10) / 10,
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    date: new Date().toISOString(),
+    commit,
+    dirty: status === null ? null : status.length > 0,
+    loadAverageAtStart: os.loadavg().map((l) => Math.round(l * 100) / 100),
+  };
+}
+
+/** The runner for a suite module, or why there is none. */
+function loadSuite(name: string): { runner?: SuiteRunner; why?: string } {
+  const file = path.join(__dirname, `${name}.js`);
+  if (!fs.existsSync(file)) return { why: `dist/bench/${name}.js does not exist` };
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(file) as Record<string, unknown>;
+  if (typeof mod.run === 'function') return { runner: mod.run as SuiteRunner };
+  if (name === 'audit' && typeof mod.runAuditBench === 'function') return { runner: auditAdapter(mod.runAuditBench as AuditBench) };
+  return { why: `dist/bench/${name}.js exports no \`run\` function` };
+}
+
+type AuditBench = (opts: { rows: number[]; dir: string }) => Promise<object>;
+
+function auditAdapter(runAuditBench: AuditBench): SuiteRunner {
+  return async (opts: SuiteOptions): Promise<SuiteResult> => {
+    const started = Date.now();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-bench-'));
+    try {
+      const data = await runAuditBench({ rows: opts.quick ? [10_000] : [10_000, 100_000, 1_000_000], dir });
+      return { name: 'audit', title: 'Audit store', durationMs: Date.now() - started, markdown: genericMarkdown(data), data };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  };
+}
+
+/** A table of `results` (nested objects flattened one level), then any other scalar fields. */
+export function genericMarkdown(data: unknown): string {
+  const out: string[] = [];
+  if (data && typeof data === 'object') {
+    const record = data as Record<string, unknown>;
+    const results = record.results;
+    if (Array.isArray(results) && results.length && typeof results[0] === 'object') {
+      const flat = results.map((row) => {
+        const f: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(row as Record<string, unknown>)) {
+          if (v && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) f[`${k}.${k2}`] = v2;
+          else f[k] = v;
+        }
+        return f;
+      });
+      const cols = [...new Set(flat.flatMap((f) => Object.keys(f)))];
+      const show = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en-US') : v.toFixed(2)) : String(v ?? '–'));
+      out.push(`| ${cols.join(' | ')} |`, `|${cols.map(() => '---:').join('|')}|`);
+      for (const f of flat) out.push(`| ${cols.map((c) => show(f[c])).join(' | ')} |`);
+      out.push('');
+    }
+    for (const [k, v] of Object.entries(record)) {
+      if (k === 'results' || k === 'machine') continue;
+      if (v === null || typeof v !== 'object') out.push(`- ${k}: ${String(v)}`);
+    }
+  }
+  if (!out.length) out.push('```json', JSON.stringify(data, null, 2), '```');
+  return out.join('\n');
+}
+
+function parseArgs(argv: string[]): { quick: boolean; only: string[] | null; skip: string[]; render: string | null } {
+  const list = (flag: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 && argv[i + 1] ? argv[i + 1]!.split(',').map((s) => s.trim()).filter(Boolean) : null;
+  };
+  const r = argv.indexOf('--render');
+  return { quick: argv.includes('--quick'), only: list('--only'), skip: list('--skip') ?? [], render: r >= 0 ? argv[r + 1] ?? null : null };
+}
+
+export function renderReport(machine: Machine, quick: boolean, suites: SuiteResult[], skipped: { name: string; why: string }[]): string {
+  const out: string[] = [];
+  out.push(`# pdp benchmarks${quick ? ' (quick smoke run)' : ''}`);
+  out.push('');
+  out.push(`- date: ${machine.date}`);
+  out.push(`- commit: ${machine.commit ?? 'unknown'}${machine.dirty ? ' (with uncommitted changes)' : ''}`);
+  out.push(`- machine: ${machine.cpu}, ${machine.cores} cores, ${machine.totalMemoryGB} GB RAM, ${machine.platform}`);
+  out.push(`- Node ${machine.node}; load average at start ${machine.loadAverageAtStart.join(' / ')} (a shared machine: other work was running)`);
+  out.push('- reproduce: `npm run build && npm run bench` (or `node dist/bench/run.js --quick`); see docs/benchmarks.md');
+  out.push('');
+  for (const s of suites) {
+    out.push(`## ${s.title}`);
+    out.push('');
+    out.push(`_suite \`${s.name}\`, ${(s.durationMs / 1000).toFixed(0)} s_`);
+    out.push('');
+    out.push(s.markdown);
+    out.push('');
+  }
+  if (skipped.length) {
+    out.push('## Suites not run');
+    out.push('');
+    for (const s of skipped) out.push(`- ${s.name}: ${s.why}`);
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+type SavedResults = { machine: Machine; quick: boolean; suites: SuiteResult[]; skipped: { name: string; why: string }[] };
+
+/** Re-render latest(-quick).md and the suites' files from a saved results JSON. */
+function rerender(file: string, resultsDir: string): number {
+  const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as SavedResults;
+  const suites = saved.suites.map((s) => {
+    const modPath = path.join(__dirname, `${s.name}.js`);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = fs.existsSync(modPath) ? (require(modPath) as Record<string, unknown>) : {};
+    if (typeof mod.render !== 'function') return s;
+    const data = { quick: saved.quick, ...(s.data as object) };
+    return { ...(mod.render as (d: unknown) => Omit<SuiteResult, 'durationMs'>)(data), durationMs: s.durationMs };
+  });
+  const suffix = saved.quick ? '-quick' : '';
+  fs.writeFileSync(path.join(resultsDir, `latest${suffix}.md`), renderReport(saved.machine, saved.quick, suites, saved.skipped ?? []));
+  for (const s of suites) for (const f of s.files ?? []) fs.writeFileSync(path.join(resultsDir, path.basename(f.name)), f.content);
+  process.stderr.write(`re-rendered latest${suffix}.md from ${file}\n`);
+  return 0;
+}
+
+export async function main(argv = process.argv.slice(2)): Promise<number> {
+  const args = parseArgs(argv);
+  if (args.render) return rerender(args.render, path.resolve(__dirname, '../../bench/results'));
+  const machine = machineStamp();
+  const resultsDir = path.resolve(__dirname, '../../bench/results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  log(`pdp bench${args.quick ? ' --quick' : ''}: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, commit ${machine.commit?.slice(0, 12) ?? 'unknown'}`);
+
+  const results: SuiteResult[] = [];
+  const skipped: { name: string; why: string }[] = [];
+  const failed: { name: string; error: string }[] = [];
+  for (const name of SUITES) {
+    if (args.only && !args.only.includes(name)) continue;
+    if (args.skip.includes(name)) {
+      skipped.push({ name, why: 'skipped (--skip)' });
+      continue;
+    }
+    const { runner, why } = loadSuite(name);
+    if (!runner) {
+      skipped.push({ name, why: why! });
+      log(`- ${name}: not run (${why})`);
+      continue;
+    }
+    log(`- ${name}:`);
+    try {
+      results.push(await runner({ quick: args.quick, log }));
+    } catch (e) {
+      const error = (e as Error).stack ?? String(e);
+      failed.push({ name, error });
+      skipped.push({ name, why: `failed: ${(e as Error).message}` });
+      log(`  ${name} failed: ${error}`);
+    }
+  }
+
+  const stamp = machine.date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  const suffix = args.quick ? '-quick' : '';
+  const jsonPath = path.join(resultsDir, `results-${stamp}${suffix}.json`);
+  fs.writeFileSync(jsonPath, JSON.stringify({ machine, quick: args.quick, suites: results.map(({ files: _f, ...rest }) => rest), skipped, failed }, null, 2) + '\n');
+  const mdPath = path.join(resultsDir, `latest${suffix}.md`);
+  fs.writeFileSync(mdPath, renderReport(machine, args.quick, results, skipped));
+  for (const s of results) for (const f of s.files ?? []) fs.writeFileSync(path.join(resultsDir, path.basename(f.name)), f.content);
+  log(`wrote ${path.relative(process.cwd(), jsonPath)}, ${path.relative(process.cwd(), mdPath)}${results.flatMap((s) => s.files ?? []).map((f) => `, bench/results/${f.name}`).join('')}`);
+  return failed.length ? 1 : 0;
+}
+
+if (require.main === module) {
+  main().then((code) => {
+    process.exitCode = code;
+  }, (e) => {
+    process.stderr.write(`${(e as Error).stack ?? e}\n`);
+    process.exitCode = 1;
+  });
+}
