@@ -1,0 +1,102 @@
+// `pdp test` through the real CLI (passing and failing suites), and explanations over HTTP.
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { authorize, makeTempDir, removeTempDir, runPdp, startServer } from './support/server';
+
+const POLICY = `service "payment" {
+  policy   = "write"
+  identity = "spiffe://c/ns/prod/sa/payment"
+}
+
+service_prefix "pay" {
+  policy   = "read"
+  identity = "team:audit"
+}
+
+service "payment" {
+  policy   = "deny"
+  identity = "team:audit"
+}
+`;
+
+function suite(dir: string, tests: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'rules.hcl'), POLICY);
+  fs.writeFileSync(path.join(dir, 'tests.hcl'), tests);
+}
+
+test('pdp test: the shipped policies pass, with a closing count line', async () => {
+  const r = await runPdp(['test', 'policies']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^PASS {2}payment registers itself/m);
+  assert.match(r.stdout, /^13 passed, 0 failed$/m);
+});
+
+test('pdp test: a failing test exits 1 and names the deciding rule', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const dir = path.join(root, 'p');
+  suite(dir, `test "payment registers" {
+  identity = "spiffe://c/ns/prod/sa/payment"
+  action   = "write"
+  resource = "service:payment"
+  expect   = "ALLOW"
+}
+
+test "audit reads payment (wrong on purpose)" {
+  identity = "team:audit"
+  action   = "read"
+  resource = "service:payment"
+  expect   = "ALLOW"
+}
+
+test "audit reads payroll" {
+  identity = "team:audit"
+  action   = "read"
+  resource = "service:payroll"
+  expect   = "ALLOW"
+}
+`);
+  const r = await runPdp(['test', dir]);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /^PASS {2}payment registers/m);
+  assert.match(r.stdout, /^FAIL {2}audit reads payment \(wrong on purpose\) {2}\(.*tests\.hcl:8\)$/m);
+  assert.match(r.stdout, /expected ALLOW, got DENY: team:audit is explicitly denied/);
+  assert.match(r.stdout, /decided by .*rules\.hcl:11$/m);
+  assert.match(r.stdout, /^2 passed, 1 failed$/m);
+
+  const json = await runPdp(['test', dir, '--format', 'json']);
+  assert.equal(json.code, 1);
+  const body = JSON.parse(json.stdout) as { passed: number; failed: number; tests: { name: string; passed: boolean; rule: string | null }[] };
+  assert.deepEqual([body.passed, body.failed], [2, 1]);
+  assert.equal(body.tests.find((x) => !x.passed)?.rule?.endsWith('rules.hcl:11'), true);
+});
+
+test('pdp test: a policy set with errors runs no tests and exits 1', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const dir = path.join(root, 'p');
+  suite(dir, 'test "broken" {\n  action = "read"\n  resource = "service:payment"\n  expect = "ALOW"\n}\n');
+  const r = await runPdp(['test', dir]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /tests\.hcl:4:12: error\[invalid-test\]/);
+  assert.match(r.stderr, /did you mean `ALLOW`\?/);
+  assert.match(r.stdout, /^0 passed, 0 failed$/m);
+});
+
+test('POST /v1/authorize with explain lists every rule in scope and why', async (t) => {
+  const server = await startServer({ files: { 'rules.hcl': POLICY } });
+  t.after(() => server.close());
+  const res = await authorize(server.url, { identity: 'team:audit', action: 'read', resource: 'service:payment', explain: true });
+  assert.equal(res.status, 200);
+  assert.equal(res.json.result, 'DENY');
+  const considered = res.json.considered as { rule: { file: string; line: number; column: number }; outcome: string; why: string }[];
+  assert.deepEqual(considered.map((c) => [c.rule.line, c.outcome]), [[1, 'identity-mismatch'], [6, 'overridden'], [11, 'decided']]);
+  assert.equal(considered[0]!.rule.column, 1);
+  assert.match(considered[0]!.why, /team:audit does not match `spiffe:\/\/c\/ns\/prod\/sa\/payment`/);
+  // Without explain the answer carries no explanation.
+  const plain = await authorize(server.url, { identity: 'team:audit', action: 'read', resource: 'service:payment' });
+  assert.equal(plain.json.considered, undefined);
+});
