@@ -45,8 +45,10 @@ export interface EvaluateOptions {
 /** `identity` is the effective subject (`anonymous` already substituted by the engine). */
 export function evaluate(policy: CompiledPolicy, request: Request, identity: string, options: EvaluateOptions = {}): Decision {
   const matched = matchingRules(policy.index, request, identity);
-  const { decision, cited } = decide(policy, request, identity, matched);
-  if (options.explain) decision.considered = explain(policy.index, request, identity, matched, cited);
+  if (!options.explain) return decide(policy, request, identity, matched);
+  const cited: { rule?: Rule } = {};
+  const decision = decide(policy, request, identity, matched, cited);
+  decision.considered = explain(policy.index, request, identity, matched, cited.rule);
   return decision;
 }
 
@@ -124,7 +126,13 @@ export function cidrsHold(rule: Rule, request: Request): boolean {
 const ref = (rule: Rule): RuleRef => rule.ref as RuleRef;
 const where = (rule: Rule) => `${rule.file}:${rule.line}`;
 
-function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[]): { decision: Decision; cited: Rule | undefined } {
+function cite(rule: Rule, decision: Decision, cited: { rule?: Rule } | undefined): Decision {
+  if (cited) cited.rule = rule;
+  return decision;
+}
+
+/** `cited`, when given, receives the rule the decision cites (explanations need it; the hot path does not). */
+function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[], cited?: { rule?: Rule }): Decision {
   const resource = request.resourceText;
   const rank = ACTION_RANK[request.action];
   // One pass: the most specific applying deny, the most specific sufficient applying grant, and
@@ -151,29 +159,26 @@ function decide(policy: CompiledPolicy, request: Request, identity: string, matc
   }
 
   if (deny !== undefined) {
-    return { cited: deny, decision: { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(deny)}`, rule: ref(deny) } };
+    return cite(deny, { result: 'DENY', allow: false, reason: `${identity} is explicitly denied on ${resource} by the rule at ${where(deny)}`, rule: ref(deny) }, cited);
   }
   if (grant !== undefined) {
-    return { cited: grant, decision: { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.citation})`, rule: ref(grant) } };
+    return cite(grant, { result: 'ALLOW', allow: true, reason: `${identity} has ${grant.level} on ${resource} (${grant.citation})`, rule: ref(grant) }, cited);
   }
   if (matched.length !== 0) {
     const cidrReason = (rule: Rule) => request.sourceIp === undefined
       ? `the rule at ${where(rule)} applies only from ${rule.cidrTexts!.join(', ')} and the request has no source_ip`
       : `source_ip ${request.sourceIp} is outside ${rule.cidrTexts!.join(', ')}, required by the rule at ${where(rule)}`;
-    if (blocked !== undefined) return { cited: blocked, decision: { result: 'DENY', allow: false, reason: `${cidrReason(blocked)} (it grants ${blocked.level})`, rule: ref(blocked) } };
-    if (closest !== undefined) return { cited: closest, decision: { result: 'DENY', allow: false, reason: `${identity} has ${closest.level} on ${resource}; ${request.action} is required`, rule: ref(closest) } };
+    if (blocked !== undefined) return cite(blocked, { result: 'DENY', allow: false, reason: `${cidrReason(blocked)} (it grants ${blocked.level})`, rule: ref(blocked) }, cited);
+    if (closest !== undefined) return cite(closest, { result: 'DENY', allow: false, reason: `${identity} has ${closest.level} on ${resource}; ${request.action} is required`, rule: ref(closest) }, cited);
     // Only rules whose cidrs failed (a deny, or grants below the action).
     let rule = matched[0]!;
     for (const r of matched) if (moreSpecific(r, rule) < 0) rule = r;
-    return { cited: rule, decision: { result: 'DENY', allow: false, reason: cidrReason(rule), rule: ref(rule) } };
+    return cite(rule, { result: 'DENY', allow: false, reason: cidrReason(rule), rule: ref(rule) }, cited);
   }
 
-  return {
-    cited: undefined,
-    decision: policy.settings.defaultPolicy === 'allow'
-      ? { result: 'ALLOW_DEFAULT', allow: true, reason: `no rule names ${identity} for ${resource}; the default policy allows it`, rule: null }
-      : { result: 'DENY', allow: false, reason: `no rule grants ${identity} access to ${resource}; the default policy is deny`, rule: null },
-  };
+  return policy.settings.defaultPolicy === 'allow'
+    ? { result: 'ALLOW_DEFAULT', allow: true, reason: `no rule names ${identity} for ${resource}; the default policy allows it`, rule: null }
+    : { result: 'DENY', allow: false, reason: `no rule grants ${identity} access to ${resource}; the default policy is deny`, rule: null };
 }
 
 // ---- explanations ------------------------------------------------------------------------------
