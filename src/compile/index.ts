@@ -4,7 +4,7 @@ import { API_SCOPES, isRuleBlock } from '../check/schema';
 import { attribute, identityStrings, stringValue } from '../check/walk';
 import { ACTION_RANK } from '../syntax/request';
 import {
-  ANONYMOUS, parseCidrText, parseIdentityPattern,
+  parseCidrText, parseIdentityPattern,
   type Action, type Block, type DecisionResult, type IdentityPattern, type Level, type ParsedCidr, type PolicyFile,
 } from '../syntax';
 import { compileMatcher } from './identity';
@@ -234,4 +234,3 @@ function buildIndex(rules: Rule[], roles: Map<string, IdentityPattern[]>): Decis
   return index;
 }
 
-export const ANONYMOUS_IDENTITY = ANONYMOUS;

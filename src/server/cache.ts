@@ -8,6 +8,10 @@ import type { Decision } from '../eval';
 export interface CachedDecision {
   decision: Decision;
   identity: string;
+  /** What the engine parsed out of the request, for the audit row of every hit. */
+  service: string | undefined;
+  instance: string | undefined;
+  namespace: string;
 }
 
 export class DecisionCache {

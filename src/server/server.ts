@@ -3,11 +3,11 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
-import type { AuditEvent } from '../audit/event';
+import { deriveEventType, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
-import { ANONYMOUS, normalizeIp } from '../syntax';
+import { normalizeIp } from '../syntax';
 import { DecisionCache } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { createMetrics, type Metrics } from './metrics';
@@ -244,29 +244,21 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const cacheable = cache.enabled && !explain && (context.source_ip === undefined || sourceIp !== undefined);
     const key = cacheable ? DecisionCache.key(policy, identity, body.action, body.resource, body.namespace, sourceIp) : undefined;
     let cached = key === undefined ? undefined : cache.get(policy, key);
-    let outcomeRequest: { service?: string; instance?: string; namespace: string; sourceIp?: string } | undefined;
     if (!cached) {
       const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp: context.source_ip }, { explain });
       if (!outcome.ok) {
         const field = outcome.error.field === 'source_ip' ? `${prefix}context.source_ip` : `${prefix}${outcome.error.field}`;
         throw new ApiError('invalid_request', outcome.error.message, { field });
       }
-      cached = { decision: outcome.decision, identity: outcome.identity };
-      if (key !== undefined) cache.set(policy, key, cached);
       const r = outcome.request.resource;
-      outcomeRequest = {
+      cached = {
+        decision: outcome.decision,
+        identity: outcome.identity,
+        service: r.kind === 'service' ? r.service : undefined,
+        instance: r.kind === 'service' ? r.instance : undefined,
         namespace: outcome.request.namespace,
-        ...(r.kind === 'service' ? { service: r.service, ...(r.instance ? { instance: r.instance } : {}) } : {}),
-        ...(outcome.request.sourceIp ? { sourceIp: outcome.request.sourceIp } : {}),
       };
-    } else {
-      // A hit was validated when it was first decided; recover the audit fields from the text.
-      const service = body.resource.startsWith('service:') ? body.resource.slice(8).split('/') : undefined;
-      outcomeRequest = {
-        namespace: body.resource.startsWith('namespace:') ? body.resource.slice(10, -2) : body.namespace ?? 'default',
-        ...(service ? { service: service[0]!, ...(service[1] ? { instance: service[1] } : {}) } : {}),
-        ...(sourceIp ? { sourceIp } : {}),
-      };
+      if (key !== undefined) cache.set(policy, key, cached);
     }
     const d = cached.decision;
     const decisionId = randomUUID();
@@ -281,12 +273,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     if (body.credentials) details.authenticated_by = body.credentials.token ? 'token' : 'certificate';
     const event: AuditEvent = {
       timestamp: now().toISOString(),
-      event_type: eventType ?? (body.action === 'read' ? 'DISCOVERY' : body.action === 'write' ? 'REGISTRATION' : 'ADMIN'),
-      service_name: outcomeRequest.service ?? null,
-      namespace: outcomeRequest.namespace,
-      instance_id: outcomeRequest.instance ?? instanceId ?? null,
-      identity: cached.identity === ANONYMOUS && identity === undefined ? ANONYMOUS : cached.identity,
-      source_ip: outcomeRequest.sourceIp ?? request.ip,
+      event_type: deriveEventType(body.action, eventType),
+      service_name: cached.service ?? null,
+      namespace: cached.namespace,
+      instance_id: cached.instance ?? instanceId ?? null,
+      identity: cached.identity,
+      source_ip: sourceIp ?? request.ip,
       action: body.action,
       resource: body.resource,
       result: d.result,
