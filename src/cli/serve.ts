@@ -1,5 +1,4 @@
 // `pdp serve`: wires the engine, the audit store and the HTTP server together and listens.
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRecorder, openAuditStore } from '../audit';
