@@ -42,24 +42,7 @@ export interface AuditEvent {
 }
 
 /** An event as bound to the INSERT: every value a string or null, `details` already JSON text. */
-export interface AuditRow {
-  timestamp: string;
-  event_type: string;
-  service_name: string | null;
-  namespace: string | null;
-  instance_id: string | null;
-  identity: string | null;
-  source_ip: string | null;
-  action: string | null;
-  resource: string | null;
-  result: AuditResult | null;
-  reason: string | null;
-  rule: string | null;
-  decision_id: string | null;
-  policy_version: string | null;
-  details: string | null;
-  registry_node: string;
-}
+export type AuditRow = Omit<AuditEvent, 'details'> & { details: string | null };
 
 /** The columns of `audit_log` after `id`, in table order. */
 export const AUDIT_ROW_COLUMNS = [
