@@ -25,7 +25,9 @@ import {
   toAuditRow,
   UNKNOWN_SERVICES_SQL,
   windowStart,
+  MIGRATIONS,
   type AuditEvent,
+  type AuditRow,
   type AuditStore,
 } from '../src/audit';
 
@@ -81,6 +83,36 @@ test('migrations create the schema once and are idempotent on reopen', () => {
   const triggers = second.db.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'trigger'").pluck().get();
   assert.equal(triggers, 3, 'no duplicated schema objects');
   second.close();
+});
+
+test('a version-1 database is upgraded in place: rows kept, one time-first index, same ids continue', () => {
+  const file = tempDb();
+  const v1 = new Database(file);
+  v1.pragma('journal_mode = WAL');
+  v1.exec(MIGRATIONS[0]!.sql);
+  v1.pragma('user_version = 1');
+  v1.prepare("INSERT INTO audit_log (timestamp, event_type, result, identity, registry_node) VALUES ('2025-01-20T10:30:00.000Z', 'DISCOVERY', 'DENY', 'spiffe://cluster/ns/prod/sa/a', 'n1')").run();
+  v1.close();
+
+  const store = openAuditStore(file);
+  assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+  const indexes = store.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'audit_log' AND sql IS NOT NULL").pluck().all();
+  assert.deepEqual(indexes, ['audit_log_time']);
+  store.insertBatch([event()]);
+  const rows = store.db.prepare('SELECT id, event_type FROM audit_log ORDER BY id').all();
+  assert.deepEqual(rows, [{ id: 1, event_type: 'DISCOVERY' }, { id: 2, event_type: 'REGISTRATION' }]);
+  store.close();
+});
+
+test('every field of a row lands in its own column', () => {
+  const store = openAuditStore(tempDb());
+  const distinct = Object.fromEntries(AUDIT_ROW_COLUMNS.map((c) => [c, `v-${c}`])) as Record<string, string>;
+  distinct.timestamp = '2025-01-20T10:30:00.000Z';
+  distinct.result = 'DENY';
+  store.insertRows([distinct as unknown as AuditRow]);
+  const stored = store.db.prepare(`SELECT ${AUDIT_ROW_COLUMNS.join(', ')} FROM audit_log`).get();
+  assert.deepEqual(stored, distinct);
+  store.close();
 });
 
 test('audit_log has exactly the columns of the contract, in order', () => {

@@ -106,8 +106,27 @@ BEGIN
 END;
 `;
 
+/**
+ * Migration 2: one time-first covering index instead of the three of migration 1.
+ *
+ * Rows arrive in time order, so an index that starts with `timestamp` is appended at its right edge:
+ * a group commit dirties one leaf page of it. Migration 1's `(event_type, …)` and `(result, …)`
+ * indexes put each new row into one of several ranges, so every commit dirtied a leaf page per
+ * event type and per result, and each dirty page is a 4 KiB write into the WAL. Measured on the
+ * benchmark machine (docs/audit.md), inserting in group commits of 10-30 rows went from 26-39 µs to
+ * 18-23 µs per row. The analyses read the window's slice of this index and never the table (every
+ * column they filter or group on is in it); retention pruning reads it in time order too.
+ */
+const MIGRATION_2 = `
+DROP INDEX audit_log_timestamp;
+DROP INDEX audit_log_event_type_timestamp;
+DROP INDEX audit_log_result_timestamp;
+CREATE INDEX audit_log_time ON audit_log (timestamp, event_type, result, service_name, identity);
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'audit_log, allowed_services, append-only triggers', sql: MIGRATION_1 },
+  { version: 2, description: 'one time-first covering index for inserts in time order and windowed analyses', sql: MIGRATION_2 },
 ];
 
 /** The schema version this build writes. */

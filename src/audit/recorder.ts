@@ -17,6 +17,8 @@ export interface AuditRecorder {
   queueDepth(): number;
   /** Drains the queue (one last flush), then closes the store. */
   close(): Promise<void>;
+  /** Subscribes to committed group commits: rows written and seconds the transaction took (metrics). */
+  onFlush?(listener: (rows: number, seconds: number) => void): void;
 }
 
 /** The rows could not be committed; nothing of them was stored. The server answers 503. */
@@ -71,6 +73,9 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
     }
   };
 
+  const flushListeners: ((rows: number, seconds: number) => void)[] = [];
+  if (options.onFlush) flushListeners.push(options.onFlush);
+
   const markWritable = () => {
     if (isWritable) return;
     isWritable = true;
@@ -124,10 +129,12 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     markWritable();
     for (const pending of batch) pending.resolve();
-    try {
-      options.onFlush?.(rowCount, seconds);
-    } catch {
-      // Metrics must not affect what was already committed and acknowledged.
+    for (const listener of flushListeners) {
+      try {
+        listener(rowCount, seconds);
+      } catch {
+        // Metrics must not affect what was already committed and acknowledged.
+      }
     }
   }
 
@@ -153,6 +160,9 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
     recordAll: (events) => enqueue(events),
     writable: () => isWritable,
     queueDepth: () => queuedRows,
+    onFlush: (listener) => {
+      flushListeners.push(listener);
+    },
     async close() {
       if (closed) return;
       closed = true;

@@ -10,7 +10,8 @@ import { decideWith, type Engine, type LoadedPolicy } from '../engine';
 import { normalizeIp } from '../syntax';
 import { DecisionCache } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
-import { createMetrics, type Metrics } from './metrics';
+import { lazyChildLoggerFactory } from './logging';
+import { createMetrics, type DecisionResult, type Metrics } from './metrics';
 import type { Reloader } from './reload';
 import { authorizeRequest, authorizeResponse, batchRequest, batchResponse } from './schemas';
 
@@ -124,6 +125,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     // Strict validation: no silent type coercion, no silently dropped unknown fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
     return503OnClosing: true,
+    ...(deps.logger ? { childLoggerFactory: lazyChildLoggerFactory } : {}),
   } as FastifyServerOptions) as unknown as FastifyInstance;
 
   const metrics: Metrics = createMetrics({
@@ -134,6 +136,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     auditWritable: () => deps.recorder.writable(),
   }, deps.defaultMetrics ?? true);
   app.decorate('pdpMetrics', metrics);
+  // Rows and transaction time per group commit, as the recorder reports them.
+  deps.recorder.onFlush?.((rows, seconds) => {
+    metrics.auditRows.inc(rows);
+    metrics.auditWriteSeconds.observe(seconds);
+  });
   deps.reloader.onOutcome((outcome) => metrics.reloads.inc({ outcome: outcome.ok ? (outcome.changed ? 'changed' : 'unchanged') : 'refused' }));
 
   app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; code?: string; statusCode?: number }, request, reply) => {
@@ -164,14 +171,23 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // Authentication is an onRequest hook; the grant check waits for preParsing, so the per-caller
   // rate limit (a route-level onRequest hook, keyed by the authenticated identity) runs in between
   // and also bounds a caller that has no grant. The body is not read before the grant check.
-  app.addHook('onRequest', async (request) => {
-    const scope = request.routeOptions.config?.scope;
-    if (!deps.authenticator || scope === undefined || scope === 'open') return;
-    request.caller = await authenticated(request, () => deps.authenticator!.authenticateCaller(request));
-  });
-  app.addHook('preParsing', async (request) => {
-    const scope = request.routeOptions.config?.scope;
-    if (!deps.authenticator || scope === undefined || scope === 'open') return;
+  // Without an authenticator there is nothing to check, and no hook is registered at all (a hook is a
+  // promise and a hop per request).
+  if (deps.authenticator) {
+    const authenticator = deps.authenticator;
+    app.addHook('onRequest', async (request) => {
+      const scope = request.routeOptions.config?.scope;
+      if (scope === undefined || scope === 'open') return;
+      request.caller = await authenticated(request, () => authenticator.authenticateCaller(request));
+    });
+    app.addHook('preParsing', async (request) => {
+      const scope = request.routeOptions.config?.scope;
+      if (scope === undefined || scope === 'open') return;
+      await checkGrant(request, scope);
+    });
+  }
+
+  async function checkGrant(request: FastifyRequest, scope: ApiScope): Promise<void> {
     const caller = request.caller;
     if (!caller) throw new ApiError('unauthenticated', 'the caller is not authenticated'); // fail closed
     const policy = deps.engine.current();
@@ -180,7 +196,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       await recordOrFail([apiDeniedEvent(request, caller, scope, policy)]);
       throw new ApiError('forbidden', `\`${caller.identity}\` has no \`api "${scope}"\` grant for this endpoint`);
     }
-  });
+  }
 
   /** Runs an authentication step; a failure is audited as AUTHN_FAILURE (never with the credential) and rethrown. */
   async function authenticated<T>(request: FastifyRequest, step: () => Promise<T> | T): Promise<T> {
@@ -209,7 +225,6 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   }
 
   async function recordOrFail(events: AuditEvent[]): Promise<void> {
-    const started = process.hrtime.bigint();
     try {
       if (events.length === 1) await deps.recorder.record(events[0]!);
       else await deps.recorder.recordAll(events);
@@ -217,8 +232,6 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       metrics.auditFailures.inc();
       throw new ApiError('audit_unavailable', 'the audit store cannot be written, so no decision is given; retry shortly');
     }
-    metrics.auditRows.inc(events.length);
-    metrics.auditWriteSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
   }
 
   interface Decided {
@@ -267,16 +280,19 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     };
     if (body.credentials) response.identity = cached.identity;
     if (d.considered) response.considered = d.considered;
-    const { source_ip: _ip, event_type: eventType, instance_id: instanceId, ...rest } = context;
-    const details: Record<string, unknown> = { ...rest };
-    if (request.caller) details.caller = request.caller.identity;
-    if (body.credentials) details.authenticated_by = body.credentials.token ? 'token' : 'certificate';
+    // details: the caller's context minus the fields that have columns of their own.
+    let details: Record<string, unknown> | null = null;
+    for (const k in context) {
+      if (k !== 'source_ip' && k !== 'event_type' && k !== 'instance_id') (details ??= {})[k] = context[k];
+    }
+    if (request.caller) (details ??= {}).caller = request.caller.identity;
+    if (body.credentials) (details ??= {}).authenticated_by = body.credentials.token ? 'token' : 'certificate';
     const event: AuditEvent = {
       timestamp: now().toISOString(),
-      event_type: deriveEventType(body.action, eventType),
+      event_type: deriveEventType(body.action, context.event_type),
       service_name: cached.service ?? null,
       namespace: cached.namespace,
-      instance_id: cached.instance ?? instanceId ?? null,
+      instance_id: cached.instance ?? context.instance_id ?? null,
       identity: cached.identity,
       source_ip: sourceIp ?? request.ip,
       action: body.action,
@@ -286,7 +302,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       rule: d.rule ? `${d.rule.file}:${d.rule.line}` : null,
       decision_id: decisionId,
       policy_version: policy.version,
-      details: Object.keys(details).length ? details : null,
+      details,
       registry_node: nodeName,
     };
     return { response, event };
@@ -305,12 +321,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       schema: { body: authorizeRequest, response: { 200: authorizeResponse } },
       config: { scope: 'authorize' },
     }, async (request) => {
-      const started = process.hrtime.bigint();
+      const started = performance.now();
       const policy = activePolicy();
       const { response, event } = await decideOne(request.body, request, policy, '');
       await recordOrFail([event]);
-      metrics.decisions.inc({ result: event.result! });
-      metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      metrics.decisionCounts[event.result as DecisionResult]++;
+      metrics.decisionSeconds.observe((performance.now() - started) / 1000);
       return response;
     });
 
@@ -318,13 +334,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       schema: { body: batchRequest, response: { 200: batchResponse } },
       config: { scope: 'authorize' },
     }, async (request) => {
-      const started = process.hrtime.bigint();
+      const started = performance.now();
       const policy = activePolicy();
       const decided: Decided[] = [];
       for (let i = 0; i < request.body.checks.length; i++) decided.push(await decideOne(request.body.checks[i]!, request, policy, `checks[${i}].`));
       await recordOrFail(decided.map((d) => d.event));
-      for (const d of decided) metrics.decisions.inc({ result: d.event.result! });
-      metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      for (const d of decided) metrics.decisionCounts[d.event.result as DecisionResult]++;
+      metrics.decisionSeconds.observe((performance.now() - started) / 1000);
       return { results: decided.map((d) => d.response) };
     });
 
