@@ -7,6 +7,7 @@ import {
   parseCidrText, parseIdentityPattern,
   type Action, type Block, type DecisionResult, type IdentityPattern, type Level, type ParsedCidr, type PolicyFile,
 } from '../syntax';
+import { buildDecisionTable } from '../eval/table';
 import { compileMatcher } from './identity';
 import type { CompiledPolicy, DecisionIndex, IdentityIndex, IdentityMatcher, NameMatch, NamespaceBucket, PolicyTest, PrefixMap, Rule, Settings } from './model';
 
@@ -50,9 +51,11 @@ export function compilePolicySet(files: readonly PolicyFile[]): CompiledPolicy {
   });
   sorted.forEach((rule, position) => { rule.order = position; });
 
+  const index = buildIndex(rules, roles);
   return {
     rules,
-    index: buildIndex(rules, roles),
+    index,
+    table: buildDecisionTable(index, settings),
     settings,
     roles,
     api,

@@ -72,6 +72,50 @@ export interface DecisionIndex {
   namespacePrefix: PrefixMap<NamespaceBucket>;
 }
 
+/**
+ * A decision prepared at compile time for one action on one table entry: everything but the two
+ * request texts. The reason is `before + identity + middle + resourceText + after`, byte-identical
+ * to what the general decision procedure writes (it is cut from that procedure's own output).
+ */
+export interface Verdict {
+  result: DecisionResult;
+  allow: boolean;
+  /** The rule the decision cites (shared, frozen), or null for the default policy. */
+  rule: Readonly<{ file: string; line: number }> | null;
+  before: string;
+  middle: string;
+  after: string;
+}
+
+/** The matched-rule set M of one (namespace, service, identity) triple, computed at compile time. */
+export interface TableEntry {
+  /** M, most specific first. */
+  rules: Rule[];
+  /** By action rank - 1 (read, write, admin); undefined when a rule in M has cidrs (the source address decides). */
+  verdicts: Verdict[] | undefined;
+}
+
+/** A resource the policy names exactly, for identities that no exact pattern reaching it names. */
+export interface ResourceEntry {
+  /** M for any such authenticated identity when no glob reaches the resource: the `*` rules (maybe none). */
+  authenticated: TableEntry;
+  /** The `*` rules and globs reaching the resource (exact map empty), when some glob does: M depends on the identity. */
+  globs: IdentityIndex | undefined;
+}
+
+/**
+ * M depends only on (namespace, service, identity). For every resource the policy names exactly
+ * (an exact service in an exact namespace, or an exact namespace itself) and every identity an exact
+ * pattern reaching it names, M and its decisions are computed once, with the general matcher; a
+ * request on such a triple is one Map.get. Keys: see `resourceKey` / `tripleKey` in eval/request.ts.
+ */
+export interface DecisionTable {
+  triples: Map<string, TableEntry>;
+  resources: Map<string, ResourceEntry>;
+  /** M = ∅: the default policy's decisions. */
+  none: TableEntry;
+}
+
 export interface Settings {
   defaultPolicy: 'deny' | 'allow';
   anonymous: boolean;
@@ -93,6 +137,8 @@ export interface PolicyTest {
 export interface CompiledPolicy {
   rules: Rule[];
   index: DecisionIndex;
+  /** The precomputed fast path over `index` (same decisions). */
+  table: DecisionTable;
   settings: Settings;
   /** Role name → member patterns. */
   roles: Map<string, IdentityPattern[]>;

@@ -1,9 +1,10 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
-import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, Rule } from '../compile';
+import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, Rule, Settings } from '../compile/model';
 import type { DecisionResult, Level } from '../syntax';
 // Direct module imports: the hot path should not go through re-export getters.
+import { ANONYMOUS } from '../syntax/identity-pattern';
 import { ACTION_RANK, ipInCidr } from '../syntax/request';
-import type { Request } from './request';
+import { tripleKey, type Request } from './request';
 
 export interface RuleRef {
   file: string;
@@ -44,6 +45,31 @@ export interface EvaluateOptions {
 
 /** `identity` is the effective subject (`anonymous` already substituted by the engine). */
 export function evaluate(policy: CompiledPolicy, request: Request, identity: string, options: EvaluateOptions = {}): Decision {
+  if (options.explain) return evaluateGeneral(policy, request, identity, options);
+  const table = policy.table;
+  // The prebuilt key is the request's own identity; the engine may have substituted `anonymous`.
+  const key = request.tripleKey !== undefined && identity === request.identity ? request.tripleKey : tripleKey(request.resourceKey, identity);
+  let entry = table.triples.get(key);
+  if (entry === undefined) {
+    const resource = table.resources.get(request.resourceKey);
+    // A resource the policy does not name exactly (a prefix-only match, an unknown service).
+    if (resource === undefined) return decide(policy, request, identity, matchingRules(policy.index, request, identity));
+    // No exact pattern reaching this resource names the identity: only `*` and globs can match it.
+    if (resource.globs !== undefined) {
+      const out: Rule[] = [];
+      collectIdentity(resource.globs, identity, request.service, request.namespace, out);
+      return decide(policy, request, identity, unique(out));
+    }
+    entry = identity === ANONYMOUS ? table.none : resource.authenticated;
+  }
+  const verdicts = entry.verdicts;
+  if (verdicts === undefined) return decide(policy, request, identity, entry.rules);
+  const v = verdicts[request.rank - 1]!;
+  return { result: v.result, allow: v.allow, reason: v.before + identity + v.middle + request.resourceText + v.after, rule: v.rule as RuleRef | null };
+}
+
+/** The general path: the index walk and the decision procedure, without the decision table. */
+export function evaluateGeneral(policy: CompiledPolicy, request: Request, identity: string, options: EvaluateOptions = {}): Decision {
   const matched = matchingRules(policy.index, request, identity);
   if (!options.explain) return decide(policy, request, identity, matched);
   const cited: { rule?: Rule } = {};
@@ -55,7 +81,7 @@ export function evaluate(policy: CompiledPolicy, request: Request, identity: str
 // ---- step 0: the rules whose resource scope and identity both match (M) -------------------
 // The hot path: plain loops, no generators, one output array.
 
-function collectIdentity(ids: IdentityIndex, identity: string, service: string | undefined, namespace: string, out: Rule[]): void {
+export function collectIdentity(ids: IdentityIndex, identity: string, service: string | undefined, namespace: string, out: Rule[]): void {
   const exact = ids.exact.get(identity);
   if (exact !== undefined) for (let i = 0; i < exact.length; i++) out.push(exact[i]!);
   if (ids.anyAuthenticated.length !== 0 && identity !== 'anonymous') for (const r of ids.anyAuthenticated) out.push(r);
@@ -90,7 +116,7 @@ function forEachBucket(index: DecisionIndex, namespace: string, visit: (bucket: 
   }
 }
 
-function matchingRules(index: DecisionIndex, request: Request, identity: string): Rule[] {
+export function matchingRules(index: DecisionIndex, request: Pick<Request, 'service' | 'namespace'>, identity: string): Rule[] {
   const out: Rule[] = [];
   const { service, namespace } = request;
   const exact = index.namespaceExact.get(namespace);
@@ -102,8 +128,31 @@ function matchingRules(index: DecisionIndex, request: Request, identity: string)
     const hit = prefixes.byPrefix.get(length === namespace.length ? namespace : namespace.slice(0, length));
     if (hit !== undefined) collectBucket(hit, identity, service, namespace, out);
   }
-  // A rule reached through several of its identities counts once.
-  return out.length > 1 ? [...new Set(out)] : out;
+  return unique(out);
+}
+
+/** A rule reached through several of its identities counts once (M is tiny: a quadratic scan beats a Set). */
+function unique(rules: Rule[]): Rule[] {
+  if (rules.length < 2) return rules;
+  const out: Rule[] = [rules[0]!];
+  for (let i = 1; i < rules.length; i++) if (!out.includes(rules[i]!)) out.push(rules[i]!);
+  return out;
+}
+
+/** Every identity index whose resource scope reaches (namespace, service); service undefined: the namespace itself. */
+export function identityIndexesFor(index: DecisionIndex, namespace: string, service: string | undefined): IdentityIndex[] {
+  const out: IdentityIndex[] = [];
+  forEachBucket(index, namespace, (bucket) => {
+    out.push(bucket.namespaceRules);
+    if (service === undefined) return;
+    const exact = bucket.serviceExact.get(service);
+    if (exact) out.push(exact);
+    for (const length of bucket.servicePrefix.lengths) {
+      const hit = length <= service.length ? bucket.servicePrefix.byPrefix.get(service.slice(0, length)) : undefined;
+      if (hit) out.push(hit);
+    }
+  });
+  return out;
 }
 
 // ---- steps 1-4 ---------------------------------------------------------------------------------
@@ -132,9 +181,9 @@ function cite(rule: Rule, decision: Decision, cited: { rule?: Rule } | undefined
 }
 
 /** `cited`, when given, receives the rule the decision cites (explanations need it; the hot path does not). */
-function decide(policy: CompiledPolicy, request: Request, identity: string, matched: Rule[], cited?: { rule?: Rule }): Decision {
+export function decide(policy: { settings: Settings }, request: Request, identity: string, matched: Rule[], cited?: { rule?: Rule }): Decision {
   const resource = request.resourceText;
-  const rank = ACTION_RANK[request.action];
+  const rank = request.rank;
   // One pass: the most specific applying deny, the most specific sufficient applying grant, and
   // what step 3 needs.
   let deny: Rule | undefined;
@@ -185,22 +234,11 @@ function decide(policy: CompiledPolicy, request: Request, identity: string, matc
 
 function explain(index: DecisionIndex, request: Request, identity: string, matched: Rule[], cited: Rule | undefined): ConsideredRule[] {
   const inScope = new Set<Rule>();
-  const addAll = (ids: IdentityIndex) => {
+  for (const ids of identityIndexesFor(index, request.namespace, request.service)) {
     for (const rules of ids.exact.values()) for (const r of rules) inScope.add(r);
     for (const r of ids.anyAuthenticated) inScope.add(r);
     for (const { rules } of ids.globs.values()) for (const r of rules) inScope.add(r);
-  };
-  const service = request.service;
-  forEachBucket(index, request.namespace, (bucket) => {
-    addAll(bucket.namespaceRules);
-    if (service === undefined) return;
-    const exact = bucket.serviceExact.get(service);
-    if (exact) addAll(exact);
-    for (const length of bucket.servicePrefix.lengths) {
-      const hit = length <= service.length ? bucket.servicePrefix.byPrefix.get(service.slice(0, length)) : undefined;
-      if (hit) addAll(hit);
-    }
-  });
+  }
   const matchedSet = new Set(matched);
   const anyDenyApplied = matched.some((r) => r.level === 'deny' && cidrsHold(r, request));
   const rank = ACTION_RANK[request.action];

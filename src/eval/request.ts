@@ -1,6 +1,7 @@
 // Raw request fields → a validated request. Pure; every refusal names its field and what was expected.
 import type ipaddr from 'ipaddr.js';
 import { isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from '../syntax';
+import { ACTION_RANK } from '../syntax/request';
 
 export interface RawRequest {
   identity?: string | undefined;
@@ -22,7 +23,19 @@ export interface Request {
   namespace: string;
   sourceIp: string | undefined;
   sourceAddress: ipaddr.IPv4 | ipaddr.IPv6 | undefined;
+  /** ACTION_RANK[action]. */
+  rank: number;
+  /** The decision table's key for this resource (see resourceKey). */
+  resourceKey: string;
+  /** The decision table's key for (resource, identity); undefined without an identity. */
+  tripleKey: string | undefined;
 }
+
+// Decision table keys, built once per request while parsing it (like any prebuilt Map key).
+// Unambiguous: namespace and service names never contain NUL (names are A-Z a-z 0-9 . _ -), and a
+// service name is never empty, so `ns\0\0` (the namespace resource) differs from every `ns\0svc\0`.
+export const resourceKey = (namespace: string, service: string | undefined): string => `${namespace}\0${service ?? ''}\0`;
+export const tripleKey = (resource: string, identity: string): string => resource + identity;
 
 export interface RequestError {
   field: string;
@@ -57,6 +70,8 @@ export function prepareRequest(raw: RawRequest): PrepareResult {
     sourceAddress = parseIp(sourceIp);
   }
   if (raw.identity !== undefined && raw.identity.length === 0) return fail('identity', 'identity is empty; omit it for an anonymous request');
+  const service = resource.kind === 'service' ? resource.service : undefined;
+  const rKey = resourceKey(namespace, service);
   return {
     ok: true,
     request: {
@@ -64,10 +79,13 @@ export function prepareRequest(raw: RawRequest): PrepareResult {
       action: raw.action,
       resourceText: raw.resource,
       resource,
-      service: resource.kind === 'service' ? resource.service : undefined,
+      service,
       namespace,
       sourceIp,
       sourceAddress,
+      rank: ACTION_RANK[raw.action],
+      resourceKey: rKey,
+      tripleKey: raw.identity === undefined ? undefined : tripleKey(rKey, raw.identity),
     },
   };
 }
