@@ -12,22 +12,24 @@ export function compileMatcher(pattern: IdentityPattern): IdentityMatcher {
   const source = pattern.source;
   switch (pattern.kind) {
     case 'exact':
-      return { source, test: (identity) => identity === pattern.value };
+      return { source, usesService: false, test: (identity) => identity === pattern.value };
     case 'anyAuthenticated':
-      return { source, test: (identity) => identity !== ANONYMOUS };
+      return { source, usesService: false, test: (identity) => identity !== ANONYMOUS };
     case 'role':
       // Roles are expanded before matchers are built; an unexpanded role matches nothing.
-      return { source, test: () => false };
+      return { source, usesService: false, test: () => false };
     case 'glob': {
+      const usesService = pattern.parts.some((p) => p.kind === 'placeholder' && p.name === 'service');
       const wildcards = pattern.parts.filter((p) => p.kind === 'star' || p.kind === 'doubleStar').length;
       if (!pattern.placeholders && wildcards <= 1) {
         const re = new RegExp(`^${pattern.parts.map(partToRegExp).join('')}$`, 's');
-        return { source, test: (identity) => identity !== ANONYMOUS && re.test(identity) };
+        return { source, usesService, test: (identity) => identity !== ANONYMOUS && re.test(identity) };
       }
       const parts = pattern.parts;
       const fixed = pattern.placeholders ? undefined : toTokens(parts, undefined, '');
       return {
         source,
+        usesService,
         test: (identity, service, namespace) => {
           if (identity === ANONYMOUS) return false;
           const tokens = fixed ?? toTokens(parts, service, namespace);

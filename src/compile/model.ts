@@ -43,6 +43,8 @@ export interface Rule {
 /** Matches one identity pattern (roles already expanded) against a request identity. */
 export interface IdentityMatcher {
   source: string;
+  /** Whether the pattern has a `{service}` placeholder (its match then depends on the requested service). */
+  usesService: boolean;
   /** Substitutions for `{service}` / `{namespace}`; `service` is undefined for namespace resources. */
   test(identity: string, service: string | undefined, namespace: string): boolean;
 }
@@ -87,7 +89,7 @@ export interface Verdict {
   after: string;
 }
 
-/** The matched-rule set M of one (namespace, service, identity) triple, computed at compile time. */
+/** The matched-rule set M of one (resource, identity) pair, computed at compile time. */
 export interface TableEntry {
   /** M, most specific first. */
   rules: Rule[];
@@ -95,23 +97,40 @@ export interface TableEntry {
   verdicts: Verdict[] | undefined;
 }
 
-/** A resource the policy names exactly, for identities that no exact pattern reaching it names. */
+/** A resource (or a class of resources) whose scope, the rules reaching it, is fixed. */
 export interface ResourceEntry {
-  /** M for any such authenticated identity when no glob reaches the resource: the `*` rules (maybe none). */
-  authenticated: TableEntry;
-  /** The `*` rules and globs reaching the resource (exact map empty), when some glob does: M depends on the identity. */
+  /** Every identity an exact pattern in scope names → its M. */
+  identities: ReadonlyMap<string, TableEntry>;
+  /** M for every other authenticated identity when no glob is in scope: the `*` rules (maybe none). */
+  others: TableEntry;
+  /** When a glob is in scope: the `*` rules and globs (exact map empty), matched per request. */
   globs: IdentityIndex | undefined;
 }
 
 /**
+ * The services of an exact namespace that the policy does not name exactly: which rules reach one
+ * depends only on the longest `service_prefix` it matches. Only built where that holds with the
+ * identity alone (no `namespace_prefix` block adds service rules, no `{service}` glob is in scope).
+ */
+export interface NamespaceEntry {
+  /** Distinct `service_prefix` lengths in the namespace, longest first. */
+  lengths: number[];
+  byPrefix: Map<string, ResourceEntry>;
+  /** Matching no prefix: the namespace-level rules only. */
+  rest: ResourceEntry;
+}
+
+/**
  * M depends only on (namespace, service, identity). For every resource the policy names exactly
- * (an exact service in an exact namespace, or an exact namespace itself) and every identity an exact
- * pattern reaching it names, M and its decisions are computed once, with the general matcher; a
- * request on such a triple is one Map.get. Keys: see `resourceKey` / `tripleKey` in eval/request.ts.
+ * (an exact service in an exact namespace, or an exact namespace itself), and for every class of
+ * unnamed services in an exact namespace, M is computed once per identity named by an exact pattern
+ * reaching it (with the general matcher), together with its decisions; a request is then two Map.gets
+ * with short keys. Anything else takes the general path over `index`.
  */
 export interface DecisionTable {
-  triples: Map<string, TableEntry>;
+  /** Keyed by `resourceKey` (eval/request.ts). */
   resources: Map<string, ResourceEntry>;
+  namespaces: Map<string, NamespaceEntry>;
   /** M = ∅: the default policy's decisions. */
   none: TableEntry;
 }

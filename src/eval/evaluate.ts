@@ -1,10 +1,10 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
-import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, Rule, Settings } from '../compile/model';
+import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, NamespaceEntry, ResourceEntry, Rule, Settings } from '../compile/model';
 import type { DecisionResult, Level } from '../syntax';
 // Direct module imports: the hot path should not go through re-export getters.
 import { ANONYMOUS } from '../syntax/identity-pattern';
 import { ACTION_RANK, ipInCidr } from '../syntax/request';
-import { tripleKey, type Request } from './request';
+import type { Request } from './request';
 
 export interface RuleRef {
   file: string;
@@ -47,25 +47,38 @@ export interface EvaluateOptions {
 export function evaluate(policy: CompiledPolicy, request: Request, identity: string, options: EvaluateOptions = {}): Decision {
   if (options.explain) return evaluateGeneral(policy, request, identity, options);
   const table = policy.table;
-  // The prebuilt key is the request's own identity; the engine may have substituted `anonymous`.
-  const key = request.tripleKey !== undefined && identity === request.identity ? request.tripleKey : tripleKey(request.resourceKey, identity);
-  let entry = table.triples.get(key);
+  let resource = table.resources.get(request.resourceKey);
+  if (resource === undefined && request.service !== undefined) {
+    // A service the policy does not name: its class is the longest service_prefix it matches.
+    const ns = table.namespaces.get(request.namespace);
+    if (ns !== undefined) resource = serviceClass(ns, request.service);
+  }
+  if (resource === undefined) return decide(policy, request, identity, matchingRules(policy.index, request, identity));
+  let entry = resource.identities.get(identity);
   if (entry === undefined) {
-    const resource = table.resources.get(request.resourceKey);
-    // A resource the policy does not name exactly (a prefix-only match, an unknown service).
-    if (resource === undefined) return decide(policy, request, identity, matchingRules(policy.index, request, identity));
-    // No exact pattern reaching this resource names the identity: only `*` and globs can match it.
+    // No exact pattern in scope names the identity: only `*` and globs can match it.
     if (resource.globs !== undefined) {
       const out: Rule[] = [];
       collectIdentity(resource.globs, identity, request.service, request.namespace, out);
       return decide(policy, request, identity, unique(out));
     }
-    entry = identity === ANONYMOUS ? table.none : resource.authenticated;
+    entry = identity === ANONYMOUS ? table.none : resource.others;
   }
   const verdicts = entry.verdicts;
   if (verdicts === undefined) return decide(policy, request, identity, entry.rules);
   const v = verdicts[request.rank - 1]!;
   return { result: v.result, allow: v.allow, reason: v.before + identity + v.middle + request.resourceText + v.after, rule: v.rule as RuleRef | null };
+}
+
+function serviceClass(ns: NamespaceEntry, service: string): ResourceEntry {
+  const lengths = ns.lengths;
+  for (let i = 0; i < lengths.length; i++) {
+    const length = lengths[i]!;
+    if (length > service.length) continue;
+    const hit = ns.byPrefix.get(length === service.length ? service : service.slice(0, length));
+    if (hit !== undefined) return hit;
+  }
+  return ns.rest;
 }
 
 /** The general path: the index walk and the decision procedure, without the decision table. */
@@ -128,6 +141,13 @@ export function matchingRules(index: DecisionIndex, request: Pick<Request, 'serv
     const hit = prefixes.byPrefix.get(length === namespace.length ? namespace : namespace.slice(0, length));
     if (hit !== undefined) collectBucket(hit, identity, service, namespace, out);
   }
+  return unique(out);
+}
+
+/** M over a fixed scope: the identity indexes reaching one resource (see identityIndexesFor). */
+export function matchScope(scope: IdentityIndex[], identity: string, service: string | undefined, namespace: string): Rule[] {
+  const out: Rule[] = [];
+  for (const ids of scope) collectIdentity(ids, identity, service, namespace, out);
   return unique(out);
 }
 

@@ -25,17 +25,15 @@ export interface Request {
   sourceAddress: ipaddr.IPv4 | ipaddr.IPv6 | undefined;
   /** ACTION_RANK[action]. */
   rank: number;
-  /** The decision table's key for this resource (see resourceKey). */
+  /** The decision table's key for this resource, built once while parsing the request (see resourceKey). */
   resourceKey: string;
-  /** The decision table's key for (resource, identity); undefined without an identity. */
-  tripleKey: string | undefined;
 }
 
-// Decision table keys, built once per request while parsing it (like any prebuilt Map key).
-// Unambiguous: namespace and service names never contain NUL (names are A-Z a-z 0-9 . _ -), and a
-// service name is never empty, so `ns\0\0` (the namespace resource) differs from every `ns\0svc\0`.
-export const resourceKey = (namespace: string, service: string | undefined): string => `${namespace}\0${service ?? ''}\0`;
-export const tripleKey = (resource: string, identity: string): string => resource + identity;
+/**
+ * The decision table's resource key. Unambiguous: names never contain NUL (they are A-Z a-z 0-9 . _ -)
+ * and a service name is never empty, so `ns\0` (the namespace itself) differs from every `ns\0svc`.
+ */
+export const resourceKey = (namespace: string, service: string | undefined): string => `${namespace}\0${service ?? ''}`;
 
 export interface RequestError {
   field: string;
@@ -71,7 +69,6 @@ export function prepareRequest(raw: RawRequest): PrepareResult {
   }
   if (raw.identity !== undefined && raw.identity.length === 0) return fail('identity', 'identity is empty; omit it for an anonymous request');
   const service = resource.kind === 'service' ? resource.service : undefined;
-  const rKey = resourceKey(namespace, service);
   return {
     ok: true,
     request: {
@@ -84,8 +81,7 @@ export function prepareRequest(raw: RawRequest): PrepareResult {
       sourceIp,
       sourceAddress,
       rank: ACTION_RANK[raw.action],
-      resourceKey: rKey,
-      tripleKey: raw.identity === undefined ? undefined : tripleKey(rKey, raw.identity),
+      resourceKey: resourceKey(namespace, service),
     },
   };
 }

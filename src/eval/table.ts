@@ -2,52 +2,62 @@
 // with the general matcher (matchingRules) and every verdict with the general decision procedure
 // (decide), so a table hit decides exactly as the general path does; the table only moves that work
 // from request time to load time. Pure: no I/O, no clock; the result is never mutated afterwards.
-import type { DecisionIndex, DecisionTable, IdentityIndex, IdentityMatcher, ResourceEntry, Rule, Settings, TableEntry, Verdict } from '../compile/model';
+import type { DecisionIndex, DecisionTable, IdentityIndex, IdentityMatcher, NamespaceBucket, NamespaceEntry, PrefixMap, ResourceEntry, Rule, Settings, TableEntry, Verdict } from '../compile/model';
 import { ACTIONS, isValidName } from '../syntax/request';
-import { decide, identityIndexesFor, matchingRules } from './evaluate';
-import { resourceKey, tripleKey, type Request } from './request';
+import { decide, identityIndexesFor, matchScope } from './evaluate';
+import { resourceKey, type Request } from './request';
 
 // Stand-ins for the two request texts a reason contains; NUL never occurs in the static parts
 // (rule files, names, levels), so cutting a reason at them is unambiguous.
 const IDENTITY_MARK = '\0identity\0';
 const RESOURCE_MARK = '\0resource\0';
 
+/** Shared by every resource whose scope names no exact identity; never written after compile. */
+const NO_IDENTITIES: ReadonlyMap<string, TableEntry> = new Map();
+
 export function buildDecisionTable(index: DecisionIndex, settings: Settings): DecisionTable {
   const builder = new TableBuilder(settings);
-  const none = builder.entry([]);
-  const triples = new Map<string, TableEntry>();
   const resources = new Map<string, ResourceEntry>();
-  const noGlobs = new Map<TableEntry, ResourceEntry>(); // resources without globs share their entry
+  const namespaces = new Map<string, NamespaceEntry>();
 
   for (const [namespace, bucket] of index.namespaceExact) {
-    // Requests can only name valid names; an invalid label can never be asked about (and could
-    // make keys ambiguous), so it stays on the general path.
+    // Requests only carry valid names; an invalid label can never be asked about (and could make
+    // keys ambiguous), so it stays out of the table.
     if (!isValidName(namespace)) continue;
-    const services: (string | undefined)[] = [undefined, ...[...bucket.serviceExact.keys()].filter(isValidName)];
-    for (const service of services) {
-      const scope = identityIndexesFor(index, namespace, service);
-      const rKey = resourceKey(namespace, service);
-      const identities = new Set<string>();
-      for (const ids of scope) for (const identity of ids.exact.keys()) identities.add(identity);
-      for (const identity of identities) {
-        triples.set(tripleKey(rKey, identity), builder.entry(matchingRules(index, { namespace, service }, identity)));
-      }
-      // Any other identity: no exact pattern reaching the resource names it, so only `*` and globs can.
-      const others = fallbackIndex(scope);
-      if (others.globs.size !== 0) {
-        resources.set(rKey, { authenticated: none, globs: others });
-      } else {
-        const authenticated = builder.entry(others.anyAuthenticated);
-        let entry = noGlobs.get(authenticated);
-        if (entry === undefined) noGlobs.set(authenticated, entry = { authenticated, globs: undefined });
-        resources.set(rKey, entry);
-      }
+    resources.set(resourceKey(namespace, undefined), builder.resource(identityIndexesFor(index, namespace, undefined), namespace, undefined));
+    for (const service of bucket.serviceExact.keys()) {
+      if (isValidName(service)) resources.set(resourceKey(namespace, service), builder.resource(identityIndexesFor(index, namespace, service), namespace, service));
     }
+
+    // Unnamed services: the namespace-level rules of every bucket reaching the namespace, plus the
+    // service_prefix rules of this one; possible when no namespace_prefix bucket adds service rules.
+    const others: NamespaceBucket[] = [];
+    forEachPrefix(index.namespacePrefix, namespace, (b) => { others.push(b); });
+    if (others.some((b) => b.serviceExact.size !== 0 || b.servicePrefix.byPrefix.size !== 0)) continue;
+    const namespaceLevel = [bucket.namespaceRules, ...others.map((b) => b.namespaceRules)];
+    const prefixes = bucket.servicePrefix;
+    const classScope = (prefix: string) => [
+      ...namespaceLevel,
+      ...[...prefixes.byPrefix].filter(([p]) => prefix.startsWith(p)).map(([, ids]) => ids),
+    ];
+    // A `{service}` glob makes an exact identity's M depend on the service name, not just the class.
+    const scopes = [namespaceLevel, ...[...prefixes.byPrefix.keys()].map(classScope)];
+    if (scopes.some((scope) => scope.some((ids) => [...ids.globs.values()].some((g) => g.matcher.usesService)))) continue;
+    const byPrefix = new Map<string, ResourceEntry>();
+    for (const prefix of prefixes.byPrefix.keys()) byPrefix.set(prefix, builder.resource(classScope(prefix), namespace, undefined));
+    namespaces.set(namespace, { lengths: prefixes.lengths, byPrefix, rest: builder.resource(namespaceLevel, namespace, undefined) });
   }
-  return { triples, resources, none };
+  return { resources, namespaces, none: builder.entry([]) };
 }
 
-/** The `*` rules and globs of every identity index reaching a resource, merged (no exact patterns). */
+function forEachPrefix<T>(prefixes: PrefixMap<T>, name: string, visit: (value: T) => void): void {
+  for (const length of prefixes.lengths) {
+    const hit = length <= name.length ? prefixes.byPrefix.get(name.slice(0, length)) : undefined;
+    if (hit !== undefined) visit(hit);
+  }
+}
+
+/** The `*` rules and globs of every identity index in a scope, merged (no exact patterns). */
 function fallbackIndex(scope: IdentityIndex[]): IdentityIndex {
   const anyAuthenticated = new Set<Rule>();
   const globs = new Map<string, { matcher: IdentityMatcher; rules: Rule[] }>();
@@ -67,8 +77,31 @@ class TableBuilder {
   private readonly entries = new Map<string, TableEntry>();
   private readonly verdicts = new Map<string, Verdict>();
   private readonly texts = new Map<string, string>();
+  private readonly shared = new Map<TableEntry, ResourceEntry>();
 
   constructor(private readonly settings: Settings) {}
+
+  /** The entry of a resource (service undefined: the namespace itself, or a class of services without `{service}` globs). */
+  resource(scope: IdentityIndex[], namespace: string, service: string | undefined): ResourceEntry {
+    const identities = new Set<string>();
+    for (const ids of scope) for (const identity of ids.exact.keys()) identities.add(identity);
+    let byIdentity = NO_IDENTITIES;
+    if (identities.size !== 0) {
+      const map = new Map<string, TableEntry>();
+      // The general matcher, one identity index at a time, as matchingRules does for a request.
+      for (const identity of identities) map.set(identity, this.entry(matchScope(scope, identity, service, namespace)));
+      byIdentity = map;
+    }
+    // Any other identity: no exact pattern in scope names it, so only `*` and globs can match it.
+    const fallback = fallbackIndex(scope);
+    if (fallback.globs.size !== 0) return { identities: byIdentity, others: this.entry([]), globs: fallback };
+    const others = this.entry(fallback.anyAuthenticated);
+    if (byIdentity !== NO_IDENTITIES) return { identities: byIdentity, others, globs: undefined };
+    // Resources named only through globs-free, exact-free scopes share one entry per `*` set.
+    let shared = this.shared.get(others);
+    if (shared === undefined) this.shared.set(others, shared = { identities: NO_IDENTITIES, others, globs: undefined });
+    return shared;
+  }
 
   entry(matched: Rule[]): TableEntry {
     const rules = [...matched].sort((a, b) => a.order - b.order);
