@@ -117,9 +117,9 @@ class TableBuilder {
 
   /** One verdict per action, cut from the general procedure's decision for a stand-in request. */
   private verdictsFor(rules: Rule[]): Verdict[] | undefined {
-    const out: Verdict[] = [];
-    for (const action of ACTIONS) {
-      const probe = { action, rank: out.length + 1, resourceText: RESOURCE_MARK, sourceIp: undefined, sourceAddress: undefined } as Request;
+    const out = new Array<Verdict>(ACTIONS.length); // exact size: one per action (memory)
+    for (const [i, action] of ACTIONS.entries()) {
+      const probe = { action, rank: i + 1, resourceText: RESOURCE_MARK, sourceIp: undefined, sourceAddress: undefined } as Request;
       const cited: { rule?: Rule } = {};
       const decision = decide({ settings: this.settings }, probe, IDENTITY_MARK, rules, cited);
       const [before, rest, ...extra1] = decision.reason.split(IDENTITY_MARK);
@@ -134,7 +134,7 @@ class TableBuilder {
         verdict = { result: decision.result, allow: decision.allow, rule: decision.rule, before: parts[0]!, middle: parts[1]!, after: parts[2]! };
         this.verdicts.set(key, verdict);
       }
-      out.push(verdict);
+      out[i] = verdict;
     }
     return out;
   }
@@ -142,7 +142,9 @@ class TableBuilder {
   private text(t: string): string {
     const known = this.texts.get(t);
     if (known !== undefined) return known;
-    this.texts.set(t, t);
-    return t;
+    // A fresh flat copy: a slice of the probe's reason would keep that whole string alive (memory).
+    const own = JSON.parse(JSON.stringify(t)) as string;
+    this.texts.set(own, own);
+    return own;
   }
 }
