@@ -13,6 +13,7 @@ import { fastParseBody } from '../src/syntax/fast-parse';
 import { lexer, TRIVIA } from '../src/syntax/lexer';
 import { parsePolicyWithNearley } from '../src/syntax/parse';
 import { hclSources, makeFamily } from '../bench/policy-family';
+import { policySource } from './support/policy-arbitrary';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -106,6 +107,10 @@ const mutationArb = fc.record({
 
 test('fast path = nearley on generated valid bodies', () => {
   fc.assert(fc.property(bodyArb, (text) => assertSameAsNearley(text)), { numRuns: 400 });
+});
+
+test('fast path = nearley on generated policy files (every layout, comment kind and CRLF)', () => {
+  fc.assert(fc.property(policySource({ exotic: true }), (text) => assertSameAsNearley(text)), { numRuns: 300 });
 });
 
 test('fast path = nearley on generated bodies with one or two tokens dropped, repeated or inserted', () => {
