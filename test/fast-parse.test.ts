@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
-import { parsePolicy } from '../src/syntax';
+import { parsePolicy, type Comment } from '../src/syntax';
 import type { Token } from '../src/syntax/build';
-import { fastParseBody } from '../src/syntax/fast-parse';
+import { fastParseBody, scanTokens } from '../src/syntax/fast-parse';
 import { lexer, TRIVIA } from '../src/syntax/lexer';
 import { parsePolicyWithNearley } from '../src/syntax/parse';
 import { hclSources, makeFamily } from '../bench/policy-family';
@@ -129,4 +129,41 @@ test('fast path = nearley on generated bodies with one or two tokens dropped, re
 test('fast path = nearley on token soup', () => {
   const token = fc.constantFrom('a', 'service', '"x"', '{', '}', '[', ']', '=', ',', '1', 'true', ';', '"open', '# c');
   fc.assert(fc.property(fc.array(token, { maxLength: 30 }), separatorArb, (tokens, sep) => assertSameAsNearley(tokens.join(sep === '\t' ? '\n' : sep))), { numRuns: 600 });
+});
+
+// ---- the scanner against moo ---------------------------------------------------------------------
+
+/** moo's view of a text: grammar tokens and comments, or null where a diagnostic would be reported. */
+function mooScan(text: string): { tokens: object[]; comments: Comment[] } | null {
+  const { parsePolicyWithNearley } = require('../src/syntax/parse') as typeof import('../src/syntax/parse');
+  const parsed = parsePolicyWithNearley(text, 'x.hcl');
+  const tokens: object[] = [];
+  lexer.reset(text);
+  for (const t of lexer as unknown as Iterable<Token>) {
+    if (['unterminatedComment', 'unterminatedString', 'invalid'].includes(t.type!)) return null;
+    if (!TRIVIA.has(t.type!)) tokens.push(plain(t));
+  }
+  return { tokens, comments: parsed.file.comments };
+}
+
+const plain = (t: Token) => ({ type: t.type, value: t.value, text: t.text, offset: t.offset, lineBreaks: t.lineBreaks, line: t.line, col: t.col });
+
+function assertScansLikeMoo(text: string): void {
+  const comments: Comment[] = [];
+  const fast = scanTokens(text, 'x.hcl', comments);
+  const moo = mooScan(text);
+  if (fast === null) return; // declining is always allowed; moo then does the work
+  assert.ok(moo, `the scanner accepted what moo reports:\n${JSON.stringify(text)}`);
+  assert.deepStrictEqual({ tokens: fast.map(plain), comments }, moo, `differs on:\n${JSON.stringify(text)}`);
+}
+
+test('the scanner makes the tokens, positions and comments moo makes', () => {
+  for (const file of [...hclFiles(path.join(ROOT, 'test')), ...hclFiles(path.join(ROOT, 'policies'))]) assertScansLikeMoo(fs.readFileSync(file, 'utf8'));
+  for (const text of ['', 'a', '-1', '12ab', '1-2', 'a-b-1', '"a\\"', '"a\\\nb"', '/*\n\n*/ x', '/* a */\n  /*\nb */ y = 1', 'x // y\r\n z', '#', '/*/ */', 'true false truex']) assertScansLikeMoo(text);
+  const char = fc.constantFrom(' ', '\n', '\r', '\t', '#', '/', '*', '"', '\\', '-', '0', '7', 'a', 'Z', '_', 'true', 'false', '{', '}', '[', ']', '=', ',', ';', 'é', "'", 'n', 'u');
+  fc.assert(fc.property(fc.array(char, { maxLength: 40 }), (chars) => assertScansLikeMoo(chars.join(''))), { numRuns: 3000 });
+  fc.assert(fc.property(policySource({ exotic: true }), (text) => {
+    assert.ok(scanTokens(text, 'x.hcl', []), 'a generated valid file is scanned');
+    assertScansLikeMoo(text);
+  }), { numRuns: 200 });
 });

@@ -10,7 +10,7 @@ import nearley from 'nearley';
 import { error, type Diagnostic, type Span } from '../diagnostics';
 import type { BodyItem, Comment, PolicyFile } from './ast';
 import { endOf, setCurrentFile, startOf, tokenSpan, type Token } from './build';
-import { fastParseBody } from './fast-parse';
+import { fastParseBody, scanTokens } from './fast-parse';
 import grammar from './grammar.generated';
 import { lexer, TOKEN_WORDS, TRIVIA } from './lexer';
 
@@ -32,16 +32,23 @@ let fastPath = true;
 
 export function parsePolicy(text: string, path: string): ParseResult {
   setCurrentFile(path);
+  if (fastPath) {
+    // A file without a lexical or syntax error: scanned and parsed in one go, no nearley.
+    const comments: Comment[] = [];
+    const tokens = scanTokens(text, path, comments);
+    const body = tokens && fastParseBody(tokens);
+    if (body) return { file: policyFile(text, path, body, comments), diagnostics: [] };
+  }
   const diagnostics: Diagnostic[] = [];
   const comments: Comment[] = [];
   const tokens = lex(text, path, diagnostics, comments);
-  // A valid file is one `body`: parse it in one go; otherwise chunk it so every error is reported.
+  // A file with lexical errors only is still one `body`; otherwise chunk it so every error is reported.
   const body = (fastPath ? fastParseBody(tokens) : null) ?? parseItems(topLevelChunks(tokens), path, diagnostics);
-  const endPos = endPosition(text);
-  return {
-    file: { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPos } },
-    diagnostics,
-  };
+  return { file: policyFile(text, path, body, comments), diagnostics };
+}
+
+function policyFile(text: string, path: string, body: BodyItem[], comments: Comment[]): PolicyFile {
+  return { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPosition(text) } };
 }
 
 /** The same as the old parser: nearley everywhere. For tests that compare the two paths. */
