@@ -1,7 +1,9 @@
 // Audit store benchmark: insert throughput (batched, one row per transaction, group-commit recorder)
 // and the time of the three anomaly analyses over 10^4..10^6 realistic rows spread over 24 hours.
 //
-//   node dist/bench/audit.js [--quick]     (quick: 10^4 and 10^5 rows)
+//   node dist/bench/run.js --only audit [--quick]   the suite: tables + audit-insert-rate.svg, audit-analyses.svg
+//   node dist/bench/audit.js [--quick]              stand-alone: a table and the JSON on stdout
+// (quick: 10^4 and 10^5 rows)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,6 +19,8 @@ import {
   type AuditResult,
   type AuditRow,
 } from '../src/audit';
+import type { SuiteOptions, SuiteResult } from './suite';
+import { formatTick, lineChart, type Series } from './svg';
 
 export interface AuditBenchOptions {
   rows: number[];
@@ -138,29 +142,7 @@ async function benchSize(rows: number, dir: string): Promise<SizeResult> {
   }
   const fillSeconds = Number(fillNs) / 1e9;
   store.close();
-
-  // One row per transaction, on a smaller sample into a scratch database of the same size class.
-  const singleFile = path.join(dir, `single-${rows}.db`);
-  const single = openAuditStore(singleFile);
-  const singleSample = Math.min(5000, rows);
-  const sampleRow = makeRowFactory(singleSample, end);
-  const sampleRows = Array.from({ length: singleSample }, (_, i) => sampleRow(i));
-  const singleMs = timeMs(() => {
-    for (const row of sampleRows) single.insertRows([row]);
-  });
-
-  // The server's path: record() calls, 100 per event-loop turn, group-committed.
-  const recorder = createRecorder(single);
-  const recorderSample = Math.min(20_000, rows);
-  const recorderStarted = process.hrtime.bigint();
-  const pending: Promise<void>[] = [];
-  for (let i = 0; i < recorderSample; i++) {
-    pending.push(recorder.record({ ...sampleEvent(i), timestamp: auditTimestamp() }));
-    if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
-  }
-  await Promise.all(pending);
-  const recorderSeconds = Number(process.hrtime.bigint() - recorderStarted) / 1e9;
-  await recorder.close();
+  const dbBytes = fs.statSync(file).size;
 
   // The analyses, read-only as the CLI runs them, window `since 1h` ending at the data's end.
   const reader = openAuditStoreReadOnly(file);
@@ -181,8 +163,32 @@ async function benchSize(rows: number, dir: string): Promise<SizeResult> {
   }
   reader.close();
 
-  const dbBytes = fs.statSync(file).size;
-  for (const f of [file, singleFile]) for (const suffix of ['', '-wal', '-shm']) fs.rmSync(f + suffix, { force: true });
+  // One row per transaction, into the filled table (so the rate is the rate at this table size), after
+  // the analyses so their window is untouched. The rows are dated in the day after the fill: like the
+  // server's rows, they append to the end of the time indexes.
+  const appendStore = openAuditStore(file);
+  const singleSample = Math.min(5000, rows);
+  const sampleRow = makeRowFactory(singleSample, end + DAY_MS);
+  const sampleRows = Array.from({ length: singleSample }, (_, i) => sampleRow(i));
+  const singleMs = timeMs(() => {
+    for (const row of sampleRows) appendStore.insertRows([row]);
+  });
+
+  // The server's path: record() calls, 100 per event-loop turn, group-committed, into the same table.
+  const recorder = createRecorder(appendStore);
+  const recorderSample = Math.min(20_000, rows);
+  const recorderStarted = process.hrtime.bigint();
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < recorderSample; i++) {
+    pending.push(recorder.record({ ...sampleEvent(i), timestamp: auditTimestamp() }));
+    if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await Promise.all(pending);
+  const recorderSeconds = Number(process.hrtime.bigint() - recorderStarted) / 1e9;
+  await recorder.close();
+  appendStore.close();
+
+  for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
   return {
     rows,
     fill_seconds: round(fillSeconds, 3),
@@ -220,16 +226,131 @@ function sampleEvent(i: number): AuditEvent {
 
 const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits;
 
-export async function runAuditBench(opts: AuditBenchOptions): Promise<object> {
+export interface AuditData {
+  quick?: boolean;
+  machine: { cpus: number; cpu: string; node: string; platform: string };
+  window: string;
+  target_ms_per_analysis_at_1e6: number;
+  results: SizeResult[];
+}
+
+export async function runAuditBench(opts: AuditBenchOptions & { log?: (line: string) => void }): Promise<AuditData> {
   fs.mkdirSync(opts.dir, { recursive: true });
   const results: SizeResult[] = [];
-  for (const rows of opts.rows) results.push(await benchSize(rows, opts.dir));
+  for (const rows of opts.rows) {
+    const r = await benchSize(rows, opts.dir);
+    opts.log?.(`  ${rows.toLocaleString('en-US')} rows: batched ${fmtInt(r.insert_batched_rows_per_s)} rows/s, 1-row txn ${fmtInt(r.insert_single_rows_per_s)}, recorder ${fmtInt(r.recorder_rows_per_s)}; analyses ${ANALYSES.map((a) => `${r.analyses_ms[a.key]} ms`).join(' / ')}`);
+    results.push(r);
+  }
   return {
     machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, platform: `${os.platform()} ${os.arch()}` },
     window: 'since 1h over 24 hours of data',
     target_ms_per_analysis_at_1e6: 100,
     results,
   };
+}
+
+// ---- the suite for bench/run.ts ----------------------------------------------------------------
+
+/** Quick: two sizes, so even a smoke run draws a line. */
+export const SIZES = { quick: [10_000, 100_000], full: [10_000, 100_000, 1_000_000] };
+
+const INSERT_MODES = [
+  { key: 'insert_batched_rows_per_s', label: 'batched, 1,000 rows per transaction', short: 'batched, 1,000 rows/txn', sample: (r: SizeResult) => r.rows, note: 'the fill, 0 → N rows (average)' },
+  { key: 'insert_single_rows_per_s', label: 'one row per transaction', short: 'one row per transaction', sample: (r: SizeResult) => r.single_sample_rows, note: 'appended to the filled table' },
+  { key: 'recorder_rows_per_s', label: 'group-commit recorder (the server\'s path)', short: 'group-commit recorder', sample: (r: SizeResult) => r.recorder_sample_rows, note: '`record()`, 100 per event-loop turn, appended to the filled table' },
+] as const;
+
+const ANALYSES = [
+  { key: 'registration_spikes', label: 'registration spikes' },
+  { key: 'unknown_services', label: 'unknown services' },
+  { key: 'authorization_failures', label: 'authorization failures' },
+] as const;
+
+const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
+const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
+
+export async function run(opts: SuiteOptions): Promise<SuiteResult> {
+  const started = Date.now();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-bench-'));
+  try {
+    const data = await runAuditBench({ rows: opts.quick ? SIZES.quick : SIZES.full, dir, log: opts.log });
+    return { ...render({ ...data, quick: opts.quick }), durationMs: Date.now() - started };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The suite's report from its data: after a run, and from a saved results file (`run.js --render`). */
+export function render(data: AuditData): Omit<SuiteResult, 'durationMs'> {
+  // A quick run gets its own file names, so it never overwrites a full run's plots.
+  const suffix = data.quick ? '-quick' : '';
+  const insertSvg = `audit-insert-rate${suffix}.svg`;
+  const analysesSvg = `audit-analyses${suffix}.svg`;
+  return {
+    name: 'audit',
+    title: 'Audit store: insert rate and anomaly analyses vs rows',
+    markdown: renderMarkdown(data, insertSvg, analysesSvg),
+    data,
+    files: [
+      { name: insertSvg, content: renderInsertSvg(data.results) },
+      { name: analysesSvg, content: renderAnalysesSvg(data.results) },
+    ],
+  };
+}
+
+function renderMarkdown(data: AuditData, insertSvg: string, analysesSvg: string): string {
+  const out: string[] = [];
+  out.push(`Realistic audit rows (${SERVICES} services, ${IDENTITIES} identities; ~60% discoveries, ~22% registrations, ~10% denials, a registration spike and a burst of denials in the last hour) spread evenly over 24 hours, in a fresh store per size (WAL, \`synchronous=NORMAL\`, as \`pdp serve\` opens it). The analyses run read-only on the filled table as \`pdp audit anomalies\` does, window ${data.window}; each time is the median of ${RUNS} runs. The one-row and recorder samples are appended to the filled table afterwards, so each rate is the rate at that table size.`);
+  out.push('');
+  for (const r of data.results) {
+    out.push(`### ${fmtInt(r.rows)} rows`);
+    out.push('');
+    out.push(`Fill: ${r.fill_seconds.toFixed(2)} s; database ${(r.db_bytes / 1e6).toFixed(1)} MB after the fill.`);
+    out.push('');
+    out.push('| insert mode | rows/s | rows timed | how |');
+    out.push('|---|---:|---:|---|');
+    for (const m of INSERT_MODES) out.push(`| ${m.label} | ${fmtInt(r[m.key])} | ${fmtInt(m.sample(r))} | ${m.note} |`);
+    out.push('');
+    out.push(`| analysis (\`since 1h\`) | ms (median of ${RUNS}) | findings |`);
+    out.push('|---|---:|---:|');
+    for (const a of ANALYSES) out.push(`| ${a.label} | ${fmtMs(r.analyses_ms[a.key])} | ${r.findings[a.key]} |`);
+    out.push('');
+  }
+  const largest = data.results[data.results.length - 1];
+  if (largest && largest.rows >= 1_000_000) {
+    const worst = Math.max(...ANALYSES.map((a) => largest.analyses_ms[a.key]));
+    out.push(`Target: at most ${data.target_ms_per_analysis_at_1e6} ms per analysis at 10^6 rows; slowest here ${fmtMs(worst)} ms (${worst <= data.target_ms_per_analysis_at_1e6 ? 'met' : '**not met**'}).`);
+    out.push('');
+  }
+  out.push(`![audit insert rate vs rows](${insertSvg})`);
+  out.push('');
+  out.push(`![anomaly analysis time vs rows](${analysesSvg})`);
+  return out.join('\n');
+}
+
+function renderInsertSvg(results: SizeResult[]): string {
+  const series: Series[] = INSERT_MODES.map((m) => ({ label: m.short, points: results.map((r) => ({ x: r.rows, y: r[m.key] })) }));
+  return lineChart(series, {
+    title: 'Audit insert rate vs rows in the table',
+    xLabel: 'rows in the audit table (log scale)',
+    yLabel: 'rows inserted per second (log scale)',
+    formatY: (v) => `${formatTick(v)}/s`,
+    xUnit: 'rows',
+    tight: true,
+  });
+}
+
+function renderAnalysesSvg(results: SizeResult[]): string {
+  const series: Series[] = ANALYSES.map((a) => ({ label: a.label, points: results.map((r) => ({ x: r.rows, y: r.analyses_ms[a.key] })) }));
+  return lineChart(series, {
+    title: 'Anomaly analysis time (since 1h) vs rows',
+    xLabel: 'rows in the audit table (log scale)',
+    yLabel: 'ms per analysis, median of 5 (log scale)',
+    formatY: (v) => `${+v.toPrecision(3)} ms`,
+    xUnit: 'rows',
+    tight: true,
+  });
 }
 
 function printTable(report: { results: SizeResult[] }): void {
@@ -253,7 +374,7 @@ if (require.main === module) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-bench-'));
   runAuditBench({ rows: quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000], dir })
     .then((report) => {
-      printTable(report as { results: SizeResult[] });
+      printTable(report);
       console.log(JSON.stringify(report, null, 2));
     })
     .finally(() => fs.rmSync(dir, { recursive: true, force: true }))

@@ -1,25 +1,25 @@
-// `npm run bench` → node dist/bench/run.js [--quick] [--only engine,audit] [--skip audit]
+// `npm run bench` → node dist/bench/run.js [--quick] [--only engine,audit,memory] [--skip audit]
 //
 // Runs the benchmark suites one after another and writes, under bench/results/:
 //   results-<date>.json   everything measured, with the machine stamp
 //   latest.md             the Markdown report (tables)
-//   + each suite's files  (the engine suite: engine-latency.svg)
+//   + each suite's files  (engine-latency.svg; audit-insert-rate.svg, audit-analyses.svg; server-rss.svg)
 // A --quick smoke run (~1 minute for the engine suite) writes results-<date>-quick.json,
-// latest-quick.md and engine-latency-quick.svg instead, so it never overwrites a full run.
+// latest-quick.md and the plots as …-quick.svg instead, so it never overwrites a full run.
 //
 // `node dist/bench/run.js --render bench/results/results-<date>.json` rewrites latest.md (and the
 // suites' files) from a saved results file, for suites that export `render(data)`, without re-running.
 //
 // A suite is a module in dist/bench/ exporting `async function run(opts: SuiteOptions): Promise<SuiteResult>`;
-// add it to SUITES. `dist/bench/audit.js` exporting `runAuditBench` is adapted below.
+// add it to SUITES (and `render(data)` to support --render).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { SuiteOptions, SuiteResult, SuiteRunner } from './suite';
+import type { SuiteResult, SuiteRunner } from './suite';
 
 /** Suite modules, run in this order; a missing module is skipped with a note. */
-export const SUITES: readonly string[] = ['engine', 'server', 'audit'];
+export const SUITES: readonly string[] = ['engine', 'server', 'audit', 'memory'];
 
 export interface Machine {
   cpu: string;
@@ -63,53 +63,7 @@ function loadSuite(name: string): { runner?: SuiteRunner; why?: string } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require(file) as Record<string, unknown>;
   if (typeof mod.run === 'function') return { runner: mod.run as SuiteRunner };
-  if (name === 'audit' && typeof mod.runAuditBench === 'function') return { runner: auditAdapter(mod.runAuditBench as AuditBench) };
   return { why: `dist/bench/${name}.js exports no \`run\` function` };
-}
-
-type AuditBench = (opts: { rows: number[]; dir: string }) => Promise<object>;
-
-function auditAdapter(runAuditBench: AuditBench): SuiteRunner {
-  return async (opts: SuiteOptions): Promise<SuiteResult> => {
-    const started = Date.now();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-bench-'));
-    try {
-      const data = await runAuditBench({ rows: opts.quick ? [10_000] : [10_000, 100_000, 1_000_000], dir });
-      return { name: 'audit', title: 'Audit store', durationMs: Date.now() - started, markdown: genericMarkdown(data), data };
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  };
-}
-
-/** A table of `results` (nested objects flattened one level), then any other scalar fields. */
-export function genericMarkdown(data: unknown): string {
-  const out: string[] = [];
-  if (data && typeof data === 'object') {
-    const record = data as Record<string, unknown>;
-    const results = record.results;
-    if (Array.isArray(results) && results.length && typeof results[0] === 'object') {
-      const flat = results.map((row) => {
-        const f: Record<string, unknown> = {};
-        for (const [k, v] of Object.entries(row as Record<string, unknown>)) {
-          if (v && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) f[`${k}.${k2}`] = v2;
-          else f[k] = v;
-        }
-        return f;
-      });
-      const cols = [...new Set(flat.flatMap((f) => Object.keys(f)))];
-      const show = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en-US') : v.toFixed(2)) : String(v ?? '–'));
-      out.push(`| ${cols.join(' | ')} |`, `|${cols.map(() => '---:').join('|')}|`);
-      for (const f of flat) out.push(`| ${cols.map((c) => show(f[c])).join(' | ')} |`);
-      out.push('');
-    }
-    for (const [k, v] of Object.entries(record)) {
-      if (k === 'results' || k === 'machine') continue;
-      if (v === null || typeof v !== 'object') out.push(`- ${k}: ${String(v)}`);
-    }
-  }
-  if (!out.length) out.push('```json', JSON.stringify(data, null, 2), '```');
-  return out.join('\n');
 }
 
 function parseArgs(argv: string[]): { quick: boolean; only: string[] | null; skip: string[]; render: string | null } {

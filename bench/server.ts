@@ -853,6 +853,10 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
       const dir = path.join(profileDir, s.id);
       const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')) : [];
       const result = results.find((r) => r.id === s.id)!;
+      if (files.length && process.env.PDP_BENCH_KEEP_PROFILES) {
+        fs.mkdirSync(process.env.PDP_BENCH_KEEP_PROFILES, { recursive: true });
+        fs.copyFileSync(path.join(dir, files[0]!), path.join(process.env.PDP_BENCH_KEEP_PROFILES, `${s.id}.cpuprofile`));
+      }
       profiles.push(files.length ? `### ${s.label} (\`${s.id}\`)\n\n${summarizeProfile(path.join(dir, files[0]!), result.windows)}\n` : `### ${s.id}\n\nno profile was written\n`);
     }
     stamp.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);

@@ -66,6 +66,7 @@ test('rate limit: a burst over --rate-limit gets 429 rate_limited with Retry-Aft
       assert.equal(r.json.error.code, 'rate_limited');
       assert.ok(retryAfter(r) <= 2);
     }
+    for (const r of ok) assert.equal(r.headers['x-ratelimit-remaining'], undefined, 'answers within the limit carry no x-ratelimit-* headers');
     // Only answered decisions are audited.
     assert.equal(auditRows(auditPath, "event_type = 'REGISTRATION'").length, ok.length);
 

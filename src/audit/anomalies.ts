@@ -8,7 +8,7 @@ export const DEFAULT_DENY_THRESHOLD = 10;
 
 /**
  * 1. Registration spikes: services registered more than `@threshold` times since `@since`.
- * Served by the covering index `audit_log_event_type_timestamp (event_type, timestamp, service_name)`.
+ * Served by the covering time index `audit_log_time (timestamp, event_type, result, service_name, identity)`.
  */
 export const REGISTRATION_SPIKES_SQL = `SELECT service_name, COUNT(*) AS registrations
 FROM audit_log
@@ -21,7 +21,7 @@ ORDER BY registrations DESC, service_name`;
 /**
  * 2. Unknown services: registrations since `@since` of a service name that no loaded policy set
  * declares. The seed's form has no time window; ours has one so the query reads only the window's
- * slice of the (event_type, timestamp, service_name) index instead of every registration ever kept,
+ * slice of the time index instead of every registration ever kept,
  * and so "unknown" means "seen recently" like the other two analyses. The unbounded seed form is
  * `UNKNOWN_SERVICES_SEED_SQL`. Like the seed, a name counts as known in any namespace.
  */
@@ -35,7 +35,7 @@ ORDER BY registrations DESC, service_name`;
 
 /**
  * 3. Authorization failures: identities denied more than `@threshold` times since `@since`.
- * Served by the covering index `audit_log_result_timestamp (result, timestamp, identity)`.
+ * Served by the covering time index `audit_log_time` as well.
  */
 export const AUTHORIZATION_FAILURES_SQL = `SELECT identity, COUNT(*) AS denials
 FROM audit_log

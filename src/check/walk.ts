@@ -16,8 +16,10 @@ export function* blocks(files: readonly PolicyFile[]): Generator<BlockVisit> {
     while (stack.length) {
       const { block, parent } = stack.pop()!;
       yield { block, parent, file };
-      const children = block.body.filter((i): i is Block => i.kind === 'block');
-      for (let i = children.length - 1; i >= 0; i--) stack.push({ block: children[i]!, parent: block });
+      for (let i = block.body.length - 1; i >= 0; i--) {
+        const child = block.body[i]!;
+        if (child.kind === 'block') stack.push({ block: child, parent: block });
+      }
     }
   }
 }

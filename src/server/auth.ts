@@ -203,6 +203,10 @@ export function createSecurity(options: SecurityOptions) {
             max: perSecond,
             timeWindow: 1000,
             keyGenerator: (req) => req.caller?.identity ?? req.ip,
+            // No x-ratelimit-* headers on answers within the limit: a PEP does not read them, and
+            // three headers on every decision are bytes and work on the hot path. A 429 still says
+            // when to retry (Retry-After).
+            addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
             errorResponseBuilder: (_req, ctx) => new ApiError('rate_limited', `rate limit of ${ctx.max} requests per second exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`, {}, { 'retry-after': String(Math.ceil(ctx.ttl / 1000)) }),
           });
         }

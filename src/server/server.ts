@@ -239,16 +239,26 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     event: AuditEvent;
   }
 
-  /** Decides one check (cache first); throws ApiError for a bad field. `prefix` names it in a batch. */
-  async function decideOne(body: AuthorizeBody, request: FastifyRequest, policy: LoadedPolicy, prefix: string): Promise<Decided> {
-    let identity = body.identity;
-    if (body.credentials) {
-      if (!deps.authenticator?.authenticateSubject) {
-        throw new ApiError('invalid_request', `\`${prefix}credentials\` cannot be verified: this server has no trust bundle or token store configured`, { field: `${prefix}credentials` });
-      }
-      const credentials = body.credentials;
-      identity = await authenticated(request, () => deps.authenticator!.authenticateSubject!(credentials, request));
+  /** How a field of check `position` is named in errors: `checks[3].resource` in a batch, `resource` alone. */
+  const fieldPrefix = (position: number) => (position < 0 ? '' : `checks[${position}].`);
+
+  /**
+   * Decides one check (cache first); throws ApiError for a bad field. `position`: its index in a batch, -1 for a single check.
+   * Synchronous unless the check carries credentials to verify: no promise and no microtask hop per
+   * check on the common path (a batch of 100 would otherwise pay 100 of each).
+   */
+  function decideOne(body: AuthorizeBody, request: FastifyRequest, policy: LoadedPolicy, position: number, timestamp: string): Decided | Promise<Decided> {
+    if (!body.credentials) return decideAs(body, body.identity, request, policy, position, timestamp);
+    if (!deps.authenticator?.authenticateSubject) {
+      const prefix = fieldPrefix(position);
+      throw new ApiError('invalid_request', `\`${prefix}credentials\` cannot be verified: this server has no trust bundle or token store configured`, { field: `${prefix}credentials` });
     }
+    const credentials = body.credentials;
+    return authenticated(request, () => deps.authenticator!.authenticateSubject!(credentials, request))
+      .then((identity) => decideAs(body, identity, request, policy, position, timestamp));
+  }
+
+  function decideAs(body: AuthorizeBody, identity: string | undefined, request: FastifyRequest, policy: LoadedPolicy, position: number, timestamp: string): Decided {
     const context = body.context ?? {};
     // Normalised once, before the cache: a hit must refuse a bad address just as a miss does (the key
     // leaves the address out when the policy has no cidrs) and must audit the same text a miss audits.
@@ -260,6 +270,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     if (!cached) {
       const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp: context.source_ip }, { explain });
       if (!outcome.ok) {
+        const prefix = fieldPrefix(position);
         const field = outcome.error.field === 'source_ip' ? `${prefix}context.source_ip` : `${prefix}${outcome.error.field}`;
         throw new ApiError('invalid_request', outcome.error.message, { field });
       }
@@ -288,7 +299,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     if (request.caller) (details ??= {}).caller = request.caller.identity;
     if (body.credentials) (details ??= {}).authenticated_by = body.credentials.token ? 'token' : 'certificate';
     const event: AuditEvent = {
-      timestamp: now().toISOString(),
+      timestamp,
       event_type: deriveEventType(body.action, context.event_type),
       service_name: cached.service ?? null,
       namespace: cached.namespace,
@@ -323,7 +334,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     }, async (request) => {
       const started = performance.now();
       const policy = activePolicy();
-      const { response, event } = await decideOne(request.body, request, policy, '');
+      const decided = decideOne(request.body, request, policy, -1, now().toISOString());
+      const { response, event } = decided instanceof Promise ? await decided : decided;
       await recordOrFail([event]);
       metrics.decisionCounts[event.result as DecisionResult]++;
       metrics.decisionSeconds.observe((performance.now() - started) / 1000);
@@ -337,7 +349,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       const started = performance.now();
       const policy = activePolicy();
       const decided: Decided[] = [];
-      for (let i = 0; i < request.body.checks.length; i++) decided.push(await decideOne(request.body.checks[i]!, request, policy, `checks[${i}].`));
+      // One request, one moment: every check of a batch is stamped with the same time.
+      const timestamp = now().toISOString();
+      for (let i = 0; i < request.body.checks.length; i++) {
+        const one = decideOne(request.body.checks[i]!, request, policy, i, timestamp);
+        decided.push(one instanceof Promise ? await one : one);
+      }
       await recordOrFail(decided.map((d) => d.event));
       for (const d of decided) metrics.decisionCounts[d.event.result as DecisionResult]++;
       metrics.decisionSeconds.observe((performance.now() - started) / 1000);

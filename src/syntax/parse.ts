@@ -3,11 +3,14 @@
 // - one parser run per top-level block, so one syntax error does not hide the next, and the Earley
 //   chart never grows with the size of the file;
 // - expected-token sets turned into words, never a parser state dump;
-// - an ambiguous parse treated as a bug (it throws).
+// - an ambiguous parse treated as a bug (it throws);
+// - a recursive-descent fast path (fast-parse.ts) tried first on every token run: it accepts exactly
+//   the runs in the language and builds the same AST, so nearley only runs where there is an error.
 import nearley from 'nearley';
 import { error, type Diagnostic, type Span } from '../diagnostics';
 import type { BodyItem, Comment, PolicyFile } from './ast';
 import { endOf, setCurrentFile, startOf, tokenSpan, type Token } from './build';
+import { fastParseBody, scanTokens } from './fast-parse';
 import grammar from './grammar.generated';
 import { lexer, TOKEN_WORDS, TRIVIA } from './lexer';
 
@@ -24,22 +27,45 @@ export class AmbiguousParseError extends Error {
   }
 }
 
+/** Off only in tests that check the fast path against nearley (see parsePolicyWithNearley). */
+let fastPath = true;
+
 export function parsePolicy(text: string, path: string): ParseResult {
   setCurrentFile(path);
+  if (fastPath) {
+    // A file without a lexical or syntax error: scanned and parsed in one go, no nearley.
+    const comments: Comment[] = [];
+    const tokens = scanTokens(text, path, comments);
+    const body = tokens && fastParseBody(tokens);
+    if (body) return { file: policyFile(text, path, body, comments), diagnostics: [] };
+  }
   const diagnostics: Diagnostic[] = [];
   const comments: Comment[] = [];
   const tokens = lex(text, path, diagnostics, comments);
-  const body = parseItems(topLevelChunks(tokens), path, diagnostics);
-  const endPos = endPosition(text);
-  return {
-    file: { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPos } },
-    diagnostics,
-  };
+  // A file with lexical errors only is still one `body`; otherwise chunk it so every error is reported.
+  const body = (fastPath ? fastParseBody(tokens) : null) ?? parseItems(topLevelChunks(tokens), path, diagnostics);
+  return { file: policyFile(text, path, body, comments), diagnostics };
+}
+
+function policyFile(text: string, path: string, body: BodyItem[], comments: Comment[]): PolicyFile {
+  return { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPosition(text) } };
+}
+
+/** The same as the old parser: nearley everywhere. For tests that compare the two paths. */
+export function parsePolicyWithNearley(text: string, path: string): ParseResult {
+  fastPath = false;
+  try {
+    return parsePolicy(text, path);
+  } finally {
+    fastPath = true;
+  }
 }
 
 function endPosition(text: string): Span['end'] {
-  const lines = text.split('\n');
-  return { offset: text.length, line: lines.length, column: lines[lines.length - 1]!.length + 1 };
+  // Counted in place: splitting a large file into lines only to count them is a lot of garbage.
+  let lines = 1;
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) lines++;
+  return { offset: text.length, line: lines, column: text.length - text.lastIndexOf('\n') };
 }
 
 function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Comment[]): Token[] {
@@ -205,6 +231,8 @@ function splitBlock(chunk: Token[]): { header: Token[]; close: Token; items: Tok
 }
 
 function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): BodyItem[] | null {
+  const fast = fastPath ? fastParseBody(chunk) : null;
+  if (fast) return fast;
   const parser = new nearley.Parser(compiledGrammar);
   (parser as unknown as { lexer: unknown }).lexer = tokenStream(chunk);
   try {

@@ -216,14 +216,32 @@ function valueKey(v: Value): string {
   }
 }
 
-function blockKey(block: Block): string {
-  const attrs: string[] = [];
-  const children: string[] = [];
-  for (const item of block.body) {
-    if (item.kind === 'attribute') attrs.push(`${item.name.name}=${valueKey(item.value)}`);
-    else children.push(blockKey(item));
+/**
+ * Numbers blocks by contents: two blocks get the same number exactly when they have the same type,
+ * label, attributes (in any order) and, recursively, the same children (in any order).
+ *
+ * Why numbers: a block's key names its children by their numbers, not by their whole keys, so each
+ * block is serialised once, however deep it sits, and a large namespace block's key stays short.
+ */
+class ContentIds {
+  private readonly ids = new Map<string, number>();
+  private readonly memo = new Map<Block, number>();
+
+  of(block: Block): number {
+    let id = this.memo.get(block);
+    if (id !== undefined) return id;
+    const attrs: string[] = [];
+    const children: number[] = [];
+    for (const item of block.body) {
+      if (item.kind === 'attribute') attrs.push(`${item.name.name}=${valueKey(item.value)}`);
+      else children.push(this.of(item));
+    }
+    const key = `${block.type.name} ${block.label ? JSON.stringify(block.label.value) : '-'} {${attrs.sort().join(';')}|${children.sort((a, b) => a - b).join(';')}}`;
+    id = this.ids.get(key);
+    if (id === undefined) this.ids.set(key, (id = this.ids.size));
+    this.memo.set(block, id);
+    return id;
   }
-  return `${block.type.name} ${block.label ? JSON.stringify(block.label.value) : '-'} {${attrs.sort().join(';')}|${children.sort().join(';')}}`;
 }
 
 /** Reports the second and later copies of a block; returns every block so reported (and their children). */
@@ -245,11 +263,12 @@ function checkDuplicates(files: readonly PolicyFile[], out: Diagnostic[]): Set<B
   }
   const reported = new Set<Block>();
   const found: { block: Block; original: Block }[] = [];
+  const contentIds = new ContentIds();
   for (const group of groups.values()) {
     if (group.length < 2) continue;
-    const first = new Map<string, Block>();
+    const first = new Map<number, Block>();
     for (const block of group) {
-      const key = blockKey(block);
+      const key = contentIds.of(block);
       const original = first.get(key);
       if (original) found.push({ block, original });
       else first.set(key, block);
@@ -372,25 +391,45 @@ function neverAnonymous(pattern: IdentityPattern, roles: Map<string, IdentityPat
   }
 }
 
-function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>, duplicates: Set<Block>, out: Diagnostic[]): void {
-  const grants = new Map<string, ScopeIndex>();
-  const denies = new Map<string, ScopeIndex>();
-  const indexFor = (map: Map<string, ScopeIndex>, identity: string) => {
-    let index = map.get(identity);
-    if (!index) map.set(identity, (index = new ScopeIndex()));
-    return index;
-  };
-  for (const rule of rules) {
-    const map = rule.level === 'deny' ? denies : grants;
-    const rank = rule.level === 'deny' ? 0 : GRANT_RANK[rule.level];
-    const seen = new Set<string>();
-    for (const { text } of rule.identities) {
-      if (seen.has(text.value)) continue;
-      seen.add(text.value);
-      indexFor(map, text.value).add(rule, rank);
-    }
+/**
+ * One identity's rules of one kind, with the ScopeIndex over them built on the first query that
+ * needs it. Why lazily: most identities (one per workload) have a single rule, and an index per
+ * identity is several maps; building them all made this pass allocation-bound on large sets.
+ */
+class RulesByIdentity {
+  private readonly rules = new Map<string, LintRule[]>();
+  private readonly indexes = new Map<string, ScopeIndex>();
+
+  /** Rules must come in index order (the index keeps the first rule per slot and level). */
+  add(identity: string, rule: LintRule): void {
+    const list = this.rules.get(identity);
+    if (!list) this.rules.set(identity, [rule]);
+    else if (list[list.length - 1] !== rule) list.push(rule); // an identity listed twice in one rule counts once
   }
-  const anyDeny = denies.get('*');
+
+  /** The index of `identity`'s rules; undefined when there is no rule but `asking`, which never answers for itself. */
+  indexFor(identity: string, asking: LintRule): ScopeIndex | undefined {
+    const list = this.rules.get(identity);
+    if (!list || (list.length === 1 && list[0] === asking)) return undefined;
+    let index = this.indexes.get(identity);
+    if (!index) {
+      index = new ScopeIndex();
+      for (const rule of list) index.add(rule, rankOf(rule.level));
+      this.indexes.set(identity, index);
+    }
+    return index;
+  }
+}
+
+const rankOf = (level: Level): number => (level === 'deny' ? 0 : GRANT_RANK[level]);
+
+function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>, duplicates: Set<Block>, out: Diagnostic[]): void {
+  const grants = new RulesByIdentity();
+  const denies = new RulesByIdentity();
+  for (const rule of rules) {
+    const byIdentity = rule.level === 'deny' ? denies : grants;
+    for (const { text } of rule.identities) byIdentity.add(text.value, rule);
+  }
 
   for (const rule of rules) {
     if (rule.identities.length === 0) continue;
@@ -399,7 +438,7 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
     if (rule.level !== 'deny') {
       const killers = new Set<LintRule>();
       const dead = rule.identities.every(({ text, pattern }) => {
-        const killer = firstDeny(denies.get(text.value), rule) ?? (neverAnonymous(pattern, roles) ? firstDeny(anyDeny, rule) : undefined);
+        const killer = firstDeny(denies.indexFor(text.value, rule), rule) ?? (neverAnonymous(pattern, roles) ? firstDeny(denies.indexFor('*', rule), rule) : undefined);
         if (killer) killers.add(killer);
         return killer !== undefined;
       });
@@ -416,11 +455,11 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
 
     // redundant-rule: every identity already gets at least this much from a broader (or earlier equal) rule.
     if (duplicates.has(rule.block)) continue;
-    const byMap = rule.level === 'deny' ? denies : grants;
-    const rank = rule.level === 'deny' ? 0 : GRANT_RANK[rule.level];
+    const byIdentity = rule.level === 'deny' ? denies : grants;
+    const rank = rankOf(rule.level);
     const covers = new Set<LintRule>();
     const redundant = rule.identities.every(({ text }) => {
-      const cover = firstCover(byMap.get(text.value), rule, rank);
+      const cover = firstCover(byIdentity.indexFor(text.value, rule), rule, rank);
       if (cover) covers.add(cover);
       return cover !== undefined;
     });

@@ -12,6 +12,7 @@ export function checkReferences(files: readonly PolicyFile[]): Diagnostic[] {
   for (const { block } of blocks(files)) {
     if (block.type.name === 'role') continue;
     for (const s of identityStrings(block)) {
+      if (!s.value.startsWith('role:')) continue; // only a `role:` string parses to a role reference
       const parsed = parseIdentityPattern(s.value);
       if (parsed.ok && parsed.pattern.kind === 'role' && !roles.has(parsed.pattern.role)) {
         const suggestion = closest(parsed.pattern.role, roles);

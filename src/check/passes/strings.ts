@@ -19,6 +19,7 @@ export function checkStrings(files: readonly PolicyFile[]): Diagnostic[] {
       out.push(error('interpolation', 'interpolation is not supported', innerSpan(s, interpolation, 2),
         'policy strings are literal; for the requested service or namespace in an identity, use `{service}` or `{namespace}`'));
     }
+    if (!s.raw.includes('\\')) continue; // every escape, valid or not, starts with a backslash
     const escape = /\\(u[0-9A-Fa-f]{4}|["\\nt])|\\(u[^"]{0,4}|.?)/g;
     for (let m = escape.exec(s.raw); m; m = escape.exec(s.raw)) {
       if (m[1] !== undefined) continue;
