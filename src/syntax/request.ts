@@ -87,6 +87,12 @@ export function parseCidrText(text: string): CidrResult {
 }
 
 export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  // The canonical dotted quad (what normalizeIp returns for IPv4) is built directly: ipaddr.process
+  // tries every legacy IPv4 form and IPv6 first, about 1.5 µs per cache miss in the server profile.
+  if (CANONICAL_IPV4.test(text)) {
+    const parts = text.split('.');
+    return new ipaddr.IPv4([+parts[0]!, +parts[1]!, +parts[2]!, +parts[3]!]);
+  }
   return ipaddr.process(text);
 }
 
