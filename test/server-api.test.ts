@@ -308,6 +308,13 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.match(res.text, /^# TYPE pdp_decision_duration_seconds histogram$/m);
     assert.ok(metricValue(res.text, 'pdp_decision_duration_seconds_bucket{le="+Inf"}') >= 1);
     assert.ok(metricValue(res.text, 'pdp_decision_duration_seconds_count') >= 1);
+    // Buckets are cumulative and end at the count; every decision answered is counted by result.
+    const count = metricValue(res.text, 'pdp_decision_duration_seconds_count');
+    assert.equal(metricValue(res.text, 'pdp_decision_duration_seconds_bucket{le="+Inf"}'), count);
+    assert.ok(metricValue(res.text, 'pdp_decision_duration_seconds_bucket{le="0.0001"}') <= metricValue(res.text, 'pdp_decision_duration_seconds_bucket{le="0.25"}'));
+    assert.ok(metricValue(res.text, 'pdp_decision_duration_seconds_bucket{le="0.25"}') <= count);
+    const byResult = ['ALLOW', 'ALLOW_DEFAULT', 'DENY'].reduce((sum, r) => sum + (res.text.includes(`pdp_decisions_total{result="${r}"}`) ? metricValue(res.text, `pdp_decisions_total{result="${r}"}`) : 0), 0);
+    assert.ok(byResult >= count, 'a request observes one duration; a batch counts each of its decisions');
     assert.match(res.text, /^pdp_audit_write_seconds_bucket/m);
     assert.ok(metricValue(res.text, 'pdp_audit_rows_total') >= 1);
   });
