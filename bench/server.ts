@@ -86,7 +86,8 @@ export interface ServerBenchConfig {
 }
 
 export const FULL: ServerBenchConfig = { connections: 32, warmupSeconds: 2, durationSeconds: 10, rounds: 5, transportRounds: 2, generatedServices: 1000, missPool: 50_000, cacheEntries: 10_000, checksPerBatch: 100 };
-export const QUICK: ServerBenchConfig = { ...FULL, durationSeconds: 3, rounds: 3, transportRounds: 1 };
+// A smoke run: every target, shorter (the whole `npm run bench -- --quick` should take about a minute).
+export const QUICK: ServerBenchConfig = { ...FULL, warmupSeconds: 1, durationSeconds: 2, rounds: 2, transportRounds: 1 };
 
 /** The targets the product has to meet (ratios within one run). */
 export const TARGETS = {
