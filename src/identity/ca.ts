@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import { webcrypto, X509Certificate as NodeX509, randomBytes, createPrivateKey, createPublicKey } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { isSpiffeId, spiffeTrustDomain } from '../syntax/identity-pattern';
+import { certificateUris } from './certificates';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -223,17 +224,10 @@ export async function loadCa(caDir: string, now: Date = new Date()): Promise<Loa
   const signingKey = await crypto.subtle.importKey('pkcs8', pkcs8, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
   const publicKey = await crypto.subtle.importKey('spki', pubFromCert, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
 
-  const uris = uriSans(certPem);
+  const uris = certificateUris(certPem);
   const domains = uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
   if (domains.length !== 1) throw new CaError(`the CA certificate \`${certPath}\` does not name one SPIFFE trust domain (a URI SAN \`spiffe://DOMAIN\`)`, 'ca');
   return { certPem, cert, trustDomain: domains[0]!, signingKey, publicKey, warnings };
-}
-
-function uriSans(pem: string): string[] {
-  const cert = new x509.X509Certificate(pem);
-  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
-  if (!san) return [];
-  return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
 }
 
 // ---------------------------------------------------------------------------------------------

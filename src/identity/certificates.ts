@@ -67,17 +67,6 @@ function splitPem(text: string): string[] {
   return blocks;
 }
 
-function uriSans(pem: string | Buffer): string[] {
-  const cert = new x509.X509Certificate(typeof pem === 'string' ? pem : new Uint8Array(pem));
-  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
-  if (!san) return [];
-  return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
-}
-
-function peculiar(pem: string): x509.X509Certificate {
-  return new x509.X509Certificate(pem);
-}
-
 /** What verification reads from a certificate's extensions; fixed for a given certificate. */
 interface ExtensionFacts {
   /** undefined when the certificate has no keyUsage extension. */
@@ -95,7 +84,7 @@ const extensionFacts = new LRUCache<string, ExtensionFacts>({ max: 1024 });
 function factsOf(pem: string): ExtensionFacts {
   let facts = extensionFacts.get(pem);
   if (facts === undefined) {
-    const cert = peculiar(pem);
+    const cert = new x509.X509Certificate(pem);
     const ku = cert.getExtension(x509.KeyUsagesExtension);
     const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
     facts = {
@@ -108,6 +97,11 @@ function factsOf(pem: string): ExtensionFacts {
   return facts;
 }
 
+/** The URI SANs of a PEM certificate (SPIFFE IDs among them). */
+export function certificateUris(pem: string): string[] {
+  return factsOf(pem).uris;
+}
+
 /** Parses one or more PEM CA certificates (a trust bundle: during a CA rotation, old and new roots). */
 export function loadTrustBundle(pemText: string, source = 'trust bundle'): TrustBundle {
   const blocks = splitPem(pemText);
@@ -115,17 +109,16 @@ export function loadTrustBundle(pemText: string, source = 'trust bundle'): Trust
   const cas: TrustedCa[] = [];
   blocks.forEach((pem, i) => {
     let cert: NodeX509;
-    let p: x509.X509Certificate;
+    let facts: ExtensionFacts;
     try {
       cert = new NodeX509(pem);
-      p = peculiar(pem);
+      facts = factsOf(pem);
     } catch {
       throw new TrustBundleError(`certificate ${i + 1} in ${source} cannot be parsed`);
     }
     if (!cert.ca) throw new TrustBundleError(`certificate ${i + 1} in ${source} (\`${oneLine(cert.subject)}\`) is not a CA certificate`);
-    const bc = p.getExtension(x509.BasicConstraintsExtension);
-    const trustDomains = uriSans(pem).map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
-    cas.push({ cert, pem, subject: oneLine(cert.subject), trustDomains, pathLength: bc?.pathLength });
+    const trustDomains = facts.uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
+    cas.push({ cert, pem, subject: oneLine(cert.subject), trustDomains, pathLength: facts.pathLength });
   });
   return { cas, pems: cas.map((c) => c.pem) };
 }
@@ -309,7 +302,7 @@ export function spiffeIdFromPeerCertificate(peer: tls.PeerCertificate | null | u
   let uris: string[] | undefined;
   if (Buffer.isBuffer(peer.raw) && peer.raw.length > 0) {
     try {
-      uris = uriSans(peer.raw);
+      uris = factsOf(derToPem(peer.raw)).uris;
     } catch {
       uris = undefined;
     }
