@@ -3,6 +3,7 @@
 // text only when scraped: prom-client's inc()/observe() hash a label object and allocate per call,
 // which measured about 2 µs per request.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DecisionResult } from '../syntax';
 
 /** A label-less histogram with the exposition of prom-client's, whose observe() is a bucket search and two adds. */
 export class FastHistogram {
@@ -48,8 +49,6 @@ export class FastHistogram {
     this.count = 0;
   }
 }
-
-export type DecisionResult = 'ALLOW' | 'ALLOW_DEFAULT' | 'DENY';
 
 export function createMetrics(sources: { queueDepth(): number; cacheHits(): number; cacheMisses(): number; rules(): number; auditWritable(): boolean }, defaults = true) {
   const registry = new Registry();

@@ -7,11 +7,11 @@ import { deriveEventType, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
-import { normalizeIp } from '../syntax';
+import { normalizeIp, type DecisionResult } from '../syntax';
 import { DecisionCache } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { lazyChildLoggerFactory } from './logging';
-import { createMetrics, type DecisionResult, type Metrics } from './metrics';
+import { createMetrics, type Metrics } from './metrics';
 import type { Reloader } from './reload';
 import { authorizeRequest, authorizeResponse, batchRequest, batchResponse } from './schemas';
 
