@@ -29,7 +29,7 @@ function compare(policy: LoadedPolicy, raw: RawRequest): Path {
   assert.deepEqual(fast, general, `request ${JSON.stringify(raw)}`);
   // Explanations go through the general path; still, they must be what they were.
   assert.deepEqual(evaluate(policy.compiled, request, identity, { explain: true }), evaluateGeneral(policy.compiled, request, identity, { explain: true }));
-  const { table } = policy.compiled;
+  const table = policy.compiled.table!;
   const named = table.resources.get(request.resourceKey);
   if (named) return named.identities.has(identity) ? 'named identity' : 'other identity';
   return request.service !== undefined && table.namespaces.has(request.namespace) ? 'service class' : 'general';
@@ -142,7 +142,7 @@ for (const cidrs of [false, true]) {
 test('the overlapping triple: its matched rules and decisions', () => {
   for (const cidrs of [false, true]) {
     const { compiled } = build([{ path: 'overlap.hcl', text: OVERLAP({ cidrs, defaultPolicy: 'deny', anonymous: true }) }]);
-    const entry = compiled.table.resources.get('prod\0billing-keys')?.identities.get('spiffe://c/ns/prod/sa/billing-keys');
+    const entry = compiled.table!.resources.get('prod\0billing-keys')?.identities.get('spiffe://c/ns/prod/sa/billing-keys');
     assert.ok(entry);
     // Most specific first: the exact write, the deny and `*` (source order), the prefix glob, role:ops on the namespace.
     assert.deepEqual(entry.rules.map((r) => r.line), cidrs ? [12, 16, 26, 21, 8] : [12, 16, 24, 20, 8]);
@@ -180,7 +180,7 @@ test('decision table = general path on random policy sets and requests', () => {
       for (const req of requests) paths[compare(policy, req)]++;
       // Random requests rarely name what the policy names; ask about some of that directly.
       let asked = 0;
-      for (const [key, resource] of policy.compiled.table.resources) {
+      for (const [key, resource] of policy.compiled.table!.resources) {
         if (asked++ === 6) break;
         const [namespace, service] = key.split('\0') as [string, string];
         const target = service === '' ? `namespace:${namespace}/*` : `service:${service}`;
@@ -193,7 +193,7 @@ test('decision table = general path on random policy sets and requests', () => {
         }
       }
       // And about services the policy does not name, in namespaces that have service classes.
-      for (const [namespace, classes] of policy.compiled.table.namespaces) {
+      for (const [namespace, classes] of policy.compiled.table!.namespaces) {
         for (const service of ['pay', 'payment', 'ord', 'other']) {
           const identities = [...[...classes.rest.identities.keys()].slice(0, 2), 'team:pay', `spiffe://c/ns/${namespace}/sa/${service}`, undefined];
           for (const identity of identities) {

@@ -7,7 +7,6 @@ import {
   parseCidrText, parseIdentityPattern,
   type Action, type Block, type DecisionResult, type IdentityPattern, type Level, type ParsedCidr, type PolicyFile,
 } from '../syntax';
-import { buildDecisionTable } from '../eval/table';
 import { compileMatcher } from './identity';
 import type { CompiledPolicy, DecisionIndex, IdentityIndex, IdentityMatcher, NameMatch, NamespaceBucket, PolicyTest, PrefixMap, Rule, Settings } from './model';
 
@@ -55,7 +54,6 @@ export function compilePolicySet(files: readonly PolicyFile[]): CompiledPolicy {
   return {
     rules,
     index,
-    table: buildDecisionTable(index, settings),
     settings,
     roles,
     api,

@@ -156,8 +156,12 @@ export interface PolicyTest {
 export interface CompiledPolicy {
   rules: Rule[];
   index: DecisionIndex;
-  /** The precomputed fast path over `index` (same decisions). */
-  table: DecisionTable;
+  /**
+   * The precomputed fast path over `index` (same decisions). Built from the compiled index by
+   * eval's `buildDecisionTable` (it runs the decision procedure), which the engine adds; without it
+   * `evaluate` walks the index.
+   */
+  table?: DecisionTable;
   settings: Settings;
   /** Role name → member patterns. */
   roles: Map<string, IdentityPattern[]>;

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ERROR_PASSES, PASSES, checkPolicySet } from '../check';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { evaluate, prepareRequest, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
+import { buildDecisionTable, evaluate, prepareRequest, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
 import { ANONYMOUS, parsePolicy, type PolicyFile } from '../syntax';
 
 export interface PolicySource {
@@ -59,6 +59,11 @@ export interface BuildOptions {
   now?: () => number;
 }
 
+/** The compiled policy with eval's decision table over its index (docs/engine.md). */
+function withDecisionTable(compiled: CompiledPolicy): CompiledPolicy {
+  return { ...compiled, table: buildDecisionTable(compiled.index, compiled.settings) };
+}
+
 /** Parse, check and compile. Pure but for the clock readings passed in. */
 export function buildPolicySet(sources: readonly PolicySource[], options: BuildOptions = {}): BuildResult {
   const now = options.now ?? Date.now;
@@ -73,7 +78,7 @@ export function buildPolicySet(sources: readonly PolicySource[], options: BuildO
   diagnostics.push(...checkPolicySet(files, options.lint ? PASSES : ERROR_PASSES));
   const sorted = sortDiagnostics(diagnostics);
   if (hasErrors(sorted)) return { diagnostics: sorted, files };
-  const compiled = compilePolicySet(files);
+  const compiled = withDecisionTable(compilePolicySet(files));
   const perFile = new Map<string, number>();
   for (const rule of compiled.rules) perFile.set(rule.file, (perFile.get(rule.file) ?? 0) + 1);
   const finished = now();

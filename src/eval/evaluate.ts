@@ -47,6 +47,7 @@ export interface EvaluateOptions {
 export function evaluate(policy: CompiledPolicy, request: Request, identity: string, options: EvaluateOptions = {}): Decision {
   if (options.explain) return evaluateGeneral(policy, request, identity, options);
   const table = policy.table;
+  if (table === undefined) return evaluateGeneral(policy, request, identity);
   let resource = table.resources.get(request.resourceKey);
   if (resource === undefined && request.service !== undefined) {
     // A service the policy does not name: its class is the longest service_prefix it matches.

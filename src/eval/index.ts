@@ -1,2 +1,3 @@
 export * from './request';
 export * from './evaluate';
+export { buildDecisionTable } from './table';
