@@ -1,5 +1,5 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
-import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, NamespaceEntry, ResourceEntry, Rule, Settings } from '../compile/model';
+import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, NamespaceEntry, PrefixMap, ResourceEntry, Rule, Settings } from '../compile/model';
 import type { DecisionResult, Level } from '../syntax';
 // Direct module imports: the hot path should not go through re-export getters.
 import { ANONYMOUS } from '../syntax/identity-pattern';
@@ -118,16 +118,20 @@ function collectBucket(bucket: NamespaceBucket, identity: string, service: strin
   }
 }
 
+/** Every entry of a prefix map whose prefix `name` starts with, longest prefix first. */
+export function forEachPrefix<T>(prefixes: PrefixMap<T>, name: string, visit: (value: T) => void): void {
+  for (let i = 0; i < prefixes.lengths.length; i++) {
+    const length = prefixes.lengths[i]!;
+    if (length > name.length) continue;
+    const hit = prefixes.byPrefix.get(length === name.length ? name : name.slice(0, length));
+    if (hit !== undefined) visit(hit);
+  }
+}
+
 function forEachBucket(index: DecisionIndex, namespace: string, visit: (bucket: NamespaceBucket) => void): void {
   const exact = index.namespaceExact.get(namespace);
   if (exact !== undefined) visit(exact);
-  const prefixes = index.namespacePrefix;
-  for (let i = 0; i < prefixes.lengths.length; i++) {
-    const length = prefixes.lengths[i]!;
-    if (length > namespace.length) continue;
-    const hit = prefixes.byPrefix.get(length === namespace.length ? namespace : namespace.slice(0, length));
-    if (hit !== undefined) visit(hit);
-  }
+  forEachPrefix(index.namespacePrefix, namespace, visit);
 }
 
 export function matchingRules(index: DecisionIndex, request: Pick<Request, 'service' | 'namespace'>, identity: string): Rule[] {
@@ -168,10 +172,7 @@ export function identityIndexesFor(index: DecisionIndex, namespace: string, serv
     if (service === undefined) return;
     const exact = bucket.serviceExact.get(service);
     if (exact) out.push(exact);
-    for (const length of bucket.servicePrefix.lengths) {
-      const hit = length <= service.length ? bucket.servicePrefix.byPrefix.get(service.slice(0, length)) : undefined;
-      if (hit) out.push(hit);
-    }
+    forEachPrefix(bucket.servicePrefix, service, (ids) => out.push(ids));
   });
   return out;
 }

@@ -2,9 +2,9 @@
 // with the general matcher (matchingRules) and every verdict with the general decision procedure
 // (decide), so a table hit decides exactly as the general path does; the table only moves that work
 // from request time to load time. Pure: no I/O, no clock; the result is never mutated afterwards.
-import type { DecisionIndex, DecisionTable, IdentityIndex, IdentityMatcher, NamespaceBucket, NamespaceEntry, PrefixMap, ResourceEntry, Rule, Settings, TableEntry, Verdict } from '../compile/model';
+import type { DecisionIndex, DecisionTable, IdentityIndex, IdentityMatcher, NamespaceBucket, NamespaceEntry, ResourceEntry, Rule, Settings, TableEntry, Verdict } from '../compile/model';
 import { ACTIONS, isValidName } from '../syntax/request';
-import { decide, identityIndexesFor, matchScope } from './evaluate';
+import { decide, forEachPrefix, identityIndexesFor, matchScope } from './evaluate';
 import { resourceKey, type Request } from './request';
 
 // Stand-ins for the two request texts a reason contains; NUL never occurs in the static parts
@@ -48,13 +48,6 @@ export function buildDecisionTable(index: DecisionIndex, settings: Settings): De
     namespaces.set(namespace, { lengths: prefixes.lengths, byPrefix, rest: builder.resource(namespaceLevel, namespace, undefined) });
   }
   return { resources, namespaces, none: builder.entry([]) };
-}
-
-function forEachPrefix<T>(prefixes: PrefixMap<T>, name: string, visit: (value: T) => void): void {
-  for (const length of prefixes.lengths) {
-    const hit = length <= name.length ? prefixes.byPrefix.get(name.slice(0, length)) : undefined;
-    if (hit !== undefined) visit(hit);
-  }
 }
 
 /** The `*` rules and globs of every identity index in a scope, merged (no exact patterns). */
