@@ -6,8 +6,13 @@ import path from 'node:path';
 import { ERROR_PASSES, PASSES, checkPolicySet } from '../check';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { buildDecisionTable, evaluate, prepareRequest, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
-import { ANONYMOUS, parsePolicy, type PolicyFile } from '../syntax';
+import { buildDecisionTable, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
+// decideWith runs per decision: its callees come from their defining modules, not the barrels (a
+// re-exported binding is a getter call per use in CommonJS output).
+import { evaluate } from '../eval/evaluate';
+import { prepareRequest } from '../eval/request';
+import { parsePolicy, type PolicyFile } from '../syntax';
+import { ANONYMOUS } from '../syntax/identity-pattern';
 
 export interface PolicySource {
   /** The name rules and diagnostics use: relative to the policy directory, `/`-separated. */

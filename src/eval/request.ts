@@ -1,7 +1,8 @@
 // Raw request fields → a validated request. Pure; every refusal names its field and what was expected.
 import type ipaddr from 'ipaddr.js';
-import { isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from '../syntax';
-import { ACTION_RANK } from '../syntax/request';
+// The defining module, not the '../syntax' barrel: a re-exported binding is a getter call per use in
+// CommonJS output, and this runs on every decision.
+import { ACTION_RANK, isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from '../syntax/request';
 
 export interface RawRequest {
   identity?: string | undefined;

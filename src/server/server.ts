@@ -7,7 +7,8 @@ import { deriveEventType, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
-import { normalizeIp, type DecisionResult } from '../syntax';
+import type { DecisionResult } from '../syntax';
+import { normalizeIp } from '../syntax/request'; // per decision: the defining module, not the barrel's getter
 import { DecisionCache } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { lazyChildLoggerFactory } from './logging';
