@@ -147,7 +147,7 @@ test('the overlapping triple: its matched rules and decisions', () => {
     // Most specific first: the exact write, the deny and `*` (source order), the prefix glob, role:ops on the namespace.
     assert.deepEqual(entry.rules.map((r) => r.line), cidrs ? [12, 16, 26, 21, 8] : [12, 16, 24, 20, 8]);
     // With cidrs, the source address decides: no precomputed verdicts.
-    assert.equal(entry.verdicts === undefined, cidrs);
+    assert.equal(entry.read === undefined && entry.write === undefined && entry.admin === undefined, cidrs);
     const decide = (sourceIp?: string) => {
       const p = prepareRequest({ identity: 'spiffe://c/ns/prod/sa/billing-keys', action: 'write', resource: 'service:billing-keys/i-1', namespace: 'prod', sourceIp });
       assert.ok(p.ok);

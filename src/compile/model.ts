@@ -93,8 +93,14 @@ export interface Verdict {
 export interface TableEntry {
   /** M, most specific first. */
   rules: Rule[];
-  /** By action rank - 1 (read, write, admin); undefined when a rule in M has cidrs (the source address decides). */
-  verdicts: Verdict[] | undefined;
+  /**
+   * The verdict per action; all three undefined when a rule in M has cidrs (the source address
+   * decides). Fields, not an array: one dependent load less per decision, which counts when the
+   * table no longer fits the CPU caches (100,000 rules).
+   */
+  read: Verdict | undefined;
+  write: Verdict | undefined;
+  admin: Verdict | undefined;
 }
 
 /** A resource (or a class of resources) whose scope, the rules reaching it, is fixed. */

@@ -65,9 +65,9 @@ export function evaluate(policy: CompiledPolicy, request: Request, identity: str
     }
     entry = identity === ANONYMOUS ? table.none : resource.others;
   }
-  const verdicts = entry.verdicts;
-  if (verdicts === undefined) return decide(policy, request, identity, entry.rules);
-  const v = verdicts[request.rank - 1]!;
+  const rank = request.rank;
+  const v = rank === 1 ? entry.read : rank === 2 ? entry.write : entry.admin;
+  if (v === undefined) return decide(policy, request, identity, entry.rules);
   return { result: v.result, allow: v.allow, reason: v.before + identity + v.middle + request.resourceText + v.after, rule: v.rule as RuleRef | null };
 }
 

@@ -103,7 +103,7 @@ class TableBuilder {
     if (entry === undefined) {
       // With cidrs the source address can change the decision: decided per request.
       const verdicts = rules.some((r) => r.cidrs !== null) ? undefined : this.verdictsFor(rules);
-      this.entries.set(key, entry = { rules, verdicts });
+      this.entries.set(key, entry = { rules, read: verdicts?.[0], write: verdicts?.[1], admin: verdicts?.[2] });
     }
     return entry;
   }
