@@ -1,7 +1,10 @@
 # Who may call the PDP itself when authentication is on (TLS with client certificates, or tokens).
 api "authorize" {
   description = "the PEPs: service registry and gateway"
-  identities  = ["spiffe://cluster/ns/platform/sa/registry", "spiffe://cluster/ns/platform/sa/gateway"]
+  identities  = [
+    "spiffe://cluster/ns/platform/sa/registry",
+    "spiffe://cluster/ns/platform/sa/gateway",
+  ]
 }
 
 api "admin" {

@@ -1,10 +1,10 @@
 # `pdp test policies/` runs these; the server ignores them.
 test "payment registers itself" {
-  identity = "spiffe://cluster/ns/prod/sa/payment"
-  action   = "write"
-  resource = "service:payment-service/payment-1"
+  identity  = "spiffe://cluster/ns/prod/sa/payment"
+  action    = "write"
+  resource  = "service:payment-service/payment-1"
   namespace = "prod"
-  expect   = "ALLOW"
+  expect    = "ALLOW"
 }
 
 test "order discovers payment" {
@@ -32,10 +32,10 @@ test "unknown workload cannot poison the registry" {
 }
 
 test "ops administers prod" {
-  identity  = "team:ops"
-  action    = "admin"
-  resource  = "namespace:prod/*"
-  expect    = "ALLOW"
+  identity = "team:ops"
+  action   = "admin"
+  resource = "namespace:prod/*"
+  expect   = "ALLOW"
 }
 
 test "ops has nothing of its own in default" {

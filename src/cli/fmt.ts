@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { diagnosticToJson, error, renderDiagnostic, sortDiagnostics, type Diagnostic } from '../diagnostics';
+import { listPolicyFiles, readPolicyFile, type ListedFile, type PolicySource } from '../engine';
 import { formatPolicy } from '../fmt/format';
 import { formatOption, parse } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
@@ -31,6 +32,8 @@ interface PolicyFileRef {
   /** The path as shown to the user (relative to where the command runs, as they named it). */
   display: string;
   absolute: string;
+  /** A path that could not be used (a dangling link, an unlistable directory). */
+  problem?: PolicySource;
 }
 
 export const run: Command = async (args, io) => {
@@ -46,20 +49,22 @@ export const run: Command = async (args, io) => {
   const errors: Diagnostic[] = [];
   const sources = new Map<string, string>();
   for (const file of files) {
-    let text: string;
-    try {
-      text = fs.readFileSync(file.absolute, 'utf8');
-    } catch (e) {
-      errors.push(fileError('read-error', `cannot read \`${file.display}\`: ${errnoText(e)}`, file.display));
+    const source = file.problem ?? readPolicyFile(file.absolute, file.display);
+    if (source.problem) {
+      // Unreadable or not UTF-8: reported, and never rewritten (a rewrite would lose the bytes).
+      sources.set(file.display, source.text);
+      errors.push(source.problem);
       continue;
     }
+    const text = source.text;
     const result = formatPolicy(text, file.display);
     if (!result.ok) {
       sources.set(file.display, text);
       errors.push(...sortDiagnostics(result.diagnostics));
       continue;
     }
-    if (result.output === text) continue;
+    // The canonical form has no byte-order mark: a file that starts with one is rewritten without it.
+    if (result.output === text && !source.bom) continue;
     if (!check) {
       try {
         writeAtomically(file.absolute, result.output);
@@ -69,7 +74,7 @@ export const run: Command = async (args, io) => {
       }
     }
     changed.push(file.display);
-    if (diff && format === 'text') io.stdout.write(unifiedDiff(file.display, text, result.output));
+    if (diff && format === 'text') io.stdout.write(unifiedDiff(file.display, source.bom ? `\uFEFF${text}` : text, result.output));
   }
 
   if (format === 'json') {
@@ -94,17 +99,23 @@ function errnoText(e: unknown): string {
 }
 
 /**
- * The files PATHs name, in order, each once. A directory contributes its `*.hcl` files, recursively,
- * sorted by path; symbolic links inside directories are not followed (as when a policy set is loaded).
+ * The files PATHs name, in order, each once. A directory contributes its `*.hcl` files as a policy
+ * set is loaded (engine/files.ts: recursively, sorted, symbolic links followed, `.` names skipped).
  * A file named explicitly is formatted whatever its name.
  */
 export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
   const out: PolicyFileRef[] = [];
   const seen = new Set<string>();
-  const add = (display: string, absolute: string) => {
-    if (seen.has(absolute)) return;
-    seen.add(absolute);
-    out.push({ display, absolute });
+  const add = (display: string, absolute: string, problem?: PolicySource) => {
+    let real = absolute;
+    try {
+      real = fs.realpathSync(absolute);
+    } catch {
+      // reading it reports why
+    }
+    if (seen.has(real)) return;
+    seen.add(real);
+    out.push(problem ? { display, absolute, problem: { ...problem, problem: problem.problem && { ...problem.problem, span: { ...problem.problem.span, file: display } } } } : { display, absolute });
   };
   for (const p of paths) {
     const absolute = path.resolve(cwd, p);
@@ -118,17 +129,13 @@ export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
       add(p, absolute);
       continue;
     }
-    const found: string[] = [];
-    const walk = (relative: string) => {
-      for (const entry of fs.readdirSync(path.join(absolute, relative), { withFileTypes: true })) {
-        const rel = relative ? `${relative}/${entry.name}` : entry.name;
-        if (entry.isDirectory()) walk(rel);
-        else if (entry.isFile() && entry.name.endsWith('.hcl')) found.push(rel);
-      }
-    };
-    walk('');
-    found.sort();
-    for (const rel of found) add(path.join(p, rel), path.join(absolute, rel));
+    let listed: ListedFile[];
+    try {
+      listed = listPolicyFiles(absolute);
+    } catch (e) {
+      throw new UsageError(`cannot read directory \`${p}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    for (const f of listed) add(path.join(p, f.rel), f.absolute, f.problem);
   }
   return out;
 }

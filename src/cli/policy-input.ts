@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { diagnosticToJson, renderDiagnostic, type Diagnostic } from '../diagnostics';
-import { readPolicyDir, type PolicySource } from '../engine';
+import { readPolicyDir, readPolicyFile, type PolicySource } from '../engine';
 import { UsageError, type CliIo } from './io';
 
 export interface PolicyInput {
@@ -21,6 +21,9 @@ export interface PolicyInput {
 export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
   const inputs: PolicyInput[] = [];
   const loose: PolicySource[] = [];
+  // A path named twice (or two names for one file, as overlapping shell globs give) is read once:
+  // reading a file twice would report its own blocks as duplicates of themselves.
+  const seen = new Set<string>();
   for (const p of paths) {
     const absolute = path.resolve(io.cwd, p);
     let stat: fs.Stats;
@@ -29,12 +32,20 @@ export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
     } catch {
       throw new UsageError(`no such file or directory: \`${p}\``);
     }
+    const real = fs.realpathSync(absolute);
+    if (seen.has(real)) continue;
+    seen.add(real);
     if (stat.isDirectory()) {
-      const sources = readPolicyDir(absolute);
+      let sources: PolicySource[];
+      try {
+        sources = readPolicyDir(absolute);
+      } catch (e) {
+        throw new UsageError(`cannot read directory \`${p}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
       if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${p}\``);
       inputs.push({ label: p, base: p, sources });
     } else {
-      loose.push({ path: p, text: fs.readFileSync(absolute, 'utf8') });
+      loose.push(readPolicyFile(absolute, p));
     }
   }
   if (loose.length) inputs.push({ label: loose.map((s) => s.path).join(' '), base: '', sources: loose });
@@ -52,7 +63,12 @@ export function withDisplayPaths(input: PolicyInput, diagnostics: Diagnostic[]):
 
 export function sourceLookup(inputs: PolicyInput[]): (file: string) => string | undefined {
   const map = new Map<string, string>();
-  for (const input of inputs) for (const s of input.sources) map.set(displayPath(input.base, s.path), s.text);
+  for (const input of inputs) {
+    for (const s of input.sources) {
+      // An unreadable file has no text to show under its diagnostic.
+      if (s.problem?.code !== 'read-error') map.set(displayPath(input.base, s.path), s.text);
+    }
+  }
   return (file) => map.get(file);
 }
 

@@ -13,12 +13,10 @@ import { evaluate } from '../eval/evaluate';
 import { prepareRequest } from '../eval/request';
 import { parsePolicy, type PolicyFile } from '../syntax';
 import { ANONYMOUS } from '../syntax/identity-pattern';
+import { readPolicyDir, type PolicySource } from './files';
 
-export interface PolicySource {
-  /** The name rules and diagnostics use: relative to the policy directory, `/`-separated. */
-  path: string;
-  text: string;
-}
+export { decodePolicyBytes, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
+
 
 export interface LoadedPolicy {
   version: string;
@@ -35,21 +33,6 @@ export interface BuildResult {
   policy?: LoadedPolicy;
   /** Parsed files (also for broken sets), for tools such as lint and fmt. */
   files: PolicyFile[];
-}
-
-/** Every `*.hcl` file under `dir`, recursively, in sorted path order. */
-export function readPolicyDir(dir: string): PolicySource[] {
-  const found: string[] = [];
-  const walk = (relative: string) => {
-    for (const entry of fs.readdirSync(path.join(dir, relative), { withFileTypes: true })) {
-      const rel = relative ? `${relative}/${entry.name}` : entry.name;
-      if (entry.isDirectory()) walk(rel);
-      else if (entry.isFile() && entry.name.endsWith('.hcl')) found.push(rel);
-    }
-  };
-  walk('');
-  found.sort();
-  return found.map((rel) => ({ path: rel, text: fs.readFileSync(path.join(dir, rel), 'utf8') }));
 }
 
 export function policyVersion(sources: readonly PolicySource[]): string {
@@ -76,6 +59,11 @@ export function buildPolicySet(sources: readonly PolicySource[], options: BuildO
   const files: PolicyFile[] = [];
   const diagnostics: Diagnostic[] = [];
   for (const source of sources) {
+    // An unreadable or mis-encoded file refuses the set with its reason; its text is not parsed.
+    if (source.problem) {
+      diagnostics.push(source.problem);
+      continue;
+    }
     const parsed = parsePolicy(source.text, source.path);
     files.push(parsed.file);
     diagnostics.push(...parsed.diagnostics);

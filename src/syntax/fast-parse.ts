@@ -104,8 +104,14 @@ export function scanTokens(text: string, path: string, comments: Comment[]): Tok
   return tokens;
 }
 
-/** Deeper nesting than this goes to nearley (whose chart needs no call stack) instead of recursing. */
-const MAX_DEPTH = 200;
+/**
+ * How deeply blocks and lists may nest (policy-language.md leaves it open; docs/policy-language.md).
+ * Real policies use two or three levels; without a bound, a hostile file of a few thousand `{`
+ * would exhaust the call stack of every recursive stage (parse, check, fmt). Deeper runs go to the
+ * slow path, which reports `nesting-too-deep`.
+ */
+export const MAX_NESTING = 64;
+const MAX_DEPTH = MAX_NESTING;
 
 /**
  * Parses `tokens[from, to)` as the grammar's `body`. Returns the items, or null when the run is not

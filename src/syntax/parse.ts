@@ -10,7 +10,7 @@ import nearley from 'nearley';
 import { error, type Diagnostic, type Span } from '../diagnostics';
 import type { BodyItem, Comment, PolicyFile } from './ast';
 import { endOf, setCurrentFile, startOf, tokenSpan, type Token } from './build';
-import { fastParseBody, scanTokens } from './fast-parse';
+import { fastParseBody, MAX_NESTING, scanTokens } from './fast-parse';
 import grammar from './grammar.generated';
 import { lexer, TOKEN_WORDS, TRIVIA } from './lexer';
 
@@ -42,6 +42,12 @@ export function parsePolicy(text: string, path: string): ParseResult {
   const diagnostics: Diagnostic[] = [];
   const comments: Comment[] = [];
   const tokens = lex(text, path, diagnostics, comments);
+  const tooDeep = firstTooDeep(tokens);
+  if (tooDeep !== undefined) {
+    // Nothing of it is parsed: the stages after the parser all recurse over the tree.
+    diagnostics.push(error('nesting-too-deep', `blocks and lists nest more than ${MAX_NESTING} levels deep here`, tokenSpan(tooDeep, path), 'flatten the policy: namespace and service blocks need a few levels at most'));
+    return { file: policyFile(text, path, [], comments), diagnostics };
+  }
   // A file with lexical errors only is still one `body`; otherwise chunk it so every error is reported.
   const body = (fastPath ? fastParseBody(tokens) : null) ?? parseItems(topLevelChunks(tokens), path, diagnostics);
   return { file: policyFile(text, path, body, comments), diagnostics };
@@ -98,6 +104,19 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
     }
   }
   return tokens;
+}
+
+/** The first `{` or `[` that opens a level beyond MAX_NESTING, if any. */
+function firstTooDeep(tokens: Token[]): Token | undefined {
+  let depth = 0;
+  for (const t of tokens) {
+    if (t.type === 'lbrace' || t.type === 'lbracket') {
+      if (++depth > MAX_NESTING) return t;
+    } else if (t.type === 'rbrace' || t.type === 'rbracket') {
+      depth = Math.max(0, depth - 1);
+    }
+  }
+  return undefined;
 }
 
 function invalidCharacterHint(ch: string): string | undefined {

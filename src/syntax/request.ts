@@ -53,8 +53,25 @@ export function parseResource(text: string): ResourceResult {
 // A canonical dotted quad (no leading zeros) is already normal: the common case, kept off ipaddr.js.
 const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 
+// An IPv6 address ending in a dotted quad (`::ffff:10.0.0.1`, `64:ff9b::10.0.0.1`).
+const EMBEDDED_IPV4 = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/**
+ * Rewrites an IPv6 address's trailing dotted quad as two hex groups. ipaddr.js 2 reads every
+ * `::a.b.c.d` as IPv4-mapped (`::ffff:a.b.c.d`), so `::10.0.0.1` and `::a00:1`, one address, would
+ * get two answers from a `cidrs` rule; with hex groups there is one reading.
+ */
+function hexTail(text: string): string {
+  const m = EMBEDDED_IPV4.exec(text);
+  if (m === null) return text;
+  const octets = [m[2], m[3], m[4], m[5]].map(Number);
+  if (octets.some((o) => o > 255)) return text; // invalid either way; ipaddr.js refuses it
+  return `${m[1]}${((octets[0]! << 8) | octets[1]!).toString(16)}:${((octets[2]! << 8) | octets[3]!).toString(16)}`;
+}
+
 export function normalizeIp(text: string): string | undefined {
   if (CANONICAL_IPV4.test(text)) return text;
+  if (text.includes(':')) text = hexTail(text);
   if (!ipaddr.isValid(text)) return undefined;
   // ipaddr.isValid accepts legacy forms like `10.1` or `0x0a.0.0.1`; we only take the canonical ones.
   if (!ipaddr.IPv4.isValidFourPartDecimal(text) && !ipaddr.IPv6.isValid(text)) return undefined;
@@ -76,7 +93,7 @@ export function parseCidrText(text: string): CidrResult {
     return { ok: false, message: `invalid CIDR \`${text}\``, hint: 'write an IPv4 or IPv6 network like `10.0.0.0/8` or `fd00::/8`' };
   }
   try {
-    const cidr = ipaddr.parseCIDR(text) as ParsedCidr;
+    const cidr = ipaddr.parseCIDR(address.includes(':') ? `${hexTail(address)}/${bits}` : text) as ParsedCidr;
     if (cidr[0].kind() === 'ipv6' && (cidr[0] as ipaddr.IPv6).isIPv4MappedAddress() && cidr[1] >= 96) {
       return { ok: true, cidr: [(cidr[0] as ipaddr.IPv6).toIPv4Address(), cidr[1] - 96] };
     }
@@ -93,7 +110,7 @@ export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 {
     const parts = text.split('.');
     return new ipaddr.IPv4([+parts[0]!, +parts[1]!, +parts[2]!, +parts[3]!]);
   }
-  return ipaddr.process(text);
+  return ipaddr.process(text.includes(':') ? hexTail(text) : text);
 }
 
 export function ipInCidr(ip: ipaddr.IPv4 | ipaddr.IPv6, cidr: ParsedCidr): boolean {

@@ -1,0 +1,177 @@
+// Which files make a policy set, and reading them. The spec says "every `*.hcl` file under one
+// directory (recursively)"; the choices it leaves open are made here, once, for every command and the
+// server (docs/policy-language.md, "Policy files on disk"):
+//
+// - Symbolic links are followed, to files and to directories: Kubernetes mounts a ConfigMap as links
+//   (`a.hcl -> ..data/a.hcl`), and skipping them would drop grants without a word. A directory reached
+//   twice (a link cycle, two links to one place) is walked once, and a file reached by two paths is
+//   read once, under the first path in sorted order.
+// - Names starting with `.` are skipped: editor lock and swap files, and the `..data` directory and its
+//   timestamped siblings in a ConfigMap mount, which the visible links already cover.
+// - A file that cannot be read, a dangling `*.hcl` link, a directory that cannot be listed, or text
+//   that is not UTF-8 becomes a diagnostic on that path, never an exception: the set is refused with
+//   the reason, and no other file's problems are hidden. A leading UTF-8 byte-order mark is dropped.
+import fs from 'node:fs';
+import path from 'node:path';
+import { error, type Diagnostic } from '../diagnostics';
+
+export interface PolicySource {
+  /** The name rules and diagnostics use: relative to the policy directory, `/`-separated. */
+  path: string;
+  text: string;
+  /** Why the file could not be used (unreadable, not UTF-8); the set is refused when present. */
+  problem?: Diagnostic;
+  /** The file started with a UTF-8 byte-order mark, which `text` leaves out (fmt drops it). */
+  bom?: boolean;
+}
+
+const atStart = (file: string) => ({ file, start: { offset: 0, line: 1, column: 1 }, end: { offset: 0, line: 1, column: 1 } });
+
+function errnoText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return err.code ? `${err.code}${err.code === 'EACCES' ? ' (permission denied)' : err.code === 'ENOENT' ? ' (no such file)' : ''}` : err.message;
+}
+
+export function readErrorSource(rel: string, what: string, e: unknown): PolicySource {
+  return { path: rel, text: '', problem: error('read-error', `cannot read ${what} \`${rel}\`: ${errnoText(e)}`, atStart(rel)) };
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+const UTF8_LOSSY = new TextDecoder('utf-8');
+
+/** Bytes → policy text: UTF-8 only, a leading byte-order mark dropped; anything else is a diagnostic at the first bad byte. */
+export function decodePolicyBytes(bytes: Uint8Array, rel: string): PolicySource {
+  const bom = bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
+  const body = bom ? bytes.subarray(3) : bytes;
+  try {
+    return { path: rel, text: UTF8.decode(body), ...(bom ? { bom } : {}) };
+  } catch {
+    const bad = firstInvalidUtf8(body);
+    const lineStart = body.lastIndexOf(0x0a, bad - 1) + 1;
+    let line = 1;
+    for (let i = 0; i < lineStart; i++) if (body[i] === 0x0a) line++;
+    const column = UTF8_LOSSY.decode(body.subarray(lineStart, bad)).length + 1;
+    const text = UTF8_LOSSY.decode(body);
+    const offset = UTF8_LOSSY.decode(body.subarray(0, bad)).length;
+    const at = { offset, line, column };
+    const byte = body[bad]!.toString(16).toUpperCase().padStart(2, '0');
+    return {
+      path: rel,
+      text,
+      problem: error('invalid-encoding', `not valid UTF-8: byte \`0x${byte}\` does not start or continue a character`, { file: rel, start: at, end: { ...at, offset: offset + 1, column: column + 1 } }, 'policy files are UTF-8; re-save the file in that encoding'),
+      ...(bom ? { bom } : {}),
+    };
+  }
+}
+
+/** Index of the first byte that does not belong to a well-formed UTF-8 sequence (bytes.length when none). */
+function firstInvalidUtf8(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    let need: number;
+    let min: number;
+    if (b < 0x80) { i++; continue; }
+    else if (b >= 0xc2 && b <= 0xdf) { need = 1; min = 0x80; }
+    else if (b >= 0xe0 && b <= 0xef) { need = 2; min = 0x800; }
+    else if (b >= 0xf0 && b <= 0xf4) { need = 3; min = 0x10000; }
+    else return i;
+    if (i + need >= bytes.length) return i; // truncated at the end of the file
+    let cp = b & (0x3f >> need);
+    for (let k = 1; k <= need; k++) {
+      const c = bytes[i + k]!;
+      if ((c & 0xc0) !== 0x80) return i;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += need + 1;
+  }
+  return bytes.length;
+}
+
+/** One file, read and decoded; `rel` is how it is named in rules and diagnostics. */
+export function readPolicyFile(absolute: string, rel: string): PolicySource {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(absolute);
+  } catch (e) {
+    return readErrorSource(rel, 'policy file', e);
+  }
+  return decodePolicyBytes(bytes, rel);
+}
+
+export interface ListedFile {
+  /** Relative to the directory, `/`-separated. */
+  rel: string;
+  absolute: string;
+  /** Set when the path could not be used (a dangling link, an unlistable directory). */
+  problem?: PolicySource;
+}
+
+/**
+ * Every `*.hcl` file under `root`, recursively, sorted by path, following symbolic links, skipping
+ * names that start with `.`, each file and directory once. Throws only when `root` itself cannot be
+ * listed (the caller's "cannot read policy directory").
+ */
+export function listPolicyFiles(root: string): ListedFile[] {
+  const found: ListedFile[] = [];
+  const walkedDirs = new Set<string>();
+  const walk = (relative: string, absolute: string, entries: fs.Dirent[]) => {
+    for (const entry of entries) {
+      if (entry.name.startsWith('.')) continue;
+      const rel = relative ? `${relative}/${entry.name}` : entry.name;
+      const abs = path.join(absolute, entry.name);
+      let isDir = entry.isDirectory();
+      let isFile = entry.isFile();
+      if (entry.isSymbolicLink()) {
+        try {
+          const target = fs.statSync(abs);
+          isDir = target.isDirectory();
+          isFile = target.isFile();
+        } catch (e) {
+          // A dangling link named like a policy file was meant to be one: refuse, do not skip.
+          if (entry.name.endsWith('.hcl')) found.push({ rel, absolute: abs, problem: readErrorSource(rel, 'policy file', e) });
+          continue;
+        }
+      }
+      if (isFile && entry.name.endsWith('.hcl')) found.push({ rel, absolute: abs });
+      else if (isDir) enter(rel, abs);
+    }
+  };
+  const enter = (rel: string, abs: string) => {
+    let real: string;
+    let entries: fs.Dirent[];
+    try {
+      real = fs.realpathSync(abs);
+      entries = fs.readdirSync(abs, { withFileTypes: true });
+    } catch (e) {
+      found.push({ rel, absolute: abs, problem: readErrorSource(rel, 'directory', e) });
+      return;
+    }
+    if (walkedDirs.has(real)) return;
+    walkedDirs.add(real);
+    walk(rel, abs, entries);
+  };
+  walkedDirs.add(fs.realpathSync(root));
+  walk('', root, fs.readdirSync(root, { withFileTypes: true }));
+  found.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  // One file reached by two paths (two links, a link and its target) is read once.
+  const seenFiles = new Set<string>();
+  return found.filter((f) => {
+    if (f.problem) return true;
+    let real: string;
+    try {
+      real = fs.realpathSync(f.absolute);
+    } catch {
+      return true; // reading it will report why
+    }
+    if (seenFiles.has(real)) return false;
+    seenFiles.add(real);
+    return true;
+  });
+}
+
+/** Every policy file under `dir`, read (see the top of this file for what that means). */
+export function readPolicyDir(dir: string): PolicySource[] {
+  return listPolicyFiles(dir).map((f) => f.problem ?? readPolicyFile(f.absolute, f.rel));
+}

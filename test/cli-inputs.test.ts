@@ -1,0 +1,193 @@
+// Hostile and unusual inputs through the real CLI (`node bin/pdp.js …` in a subprocess): how files
+// are found and read (symbolic links, hidden names, unreadable files, encodings), nesting bombs, and
+// addresses with more than one spelling. None of them may end in a stack trace or an internal error.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const BIN = path.join(REPO_ROOT, 'bin', 'pdp.js');
+const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-inputs-'));
+after(() => fs.rmSync(WORK, { recursive: true, force: true }));
+
+function write(rel: string, content: string | Buffer): string {
+  const file = path.join(WORK, rel);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, content);
+  return file;
+}
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function pdp(...args: string[]): Run {
+  const env = { ...process.env };
+  delete env.PDP_POLICIES;
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: WORK, encoding: 'utf8', env, timeout: 60_000 });
+  const run = { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  assert.doesNotMatch(run.stderr, /^ {4}at /m, `stderr holds a stack trace:\n${run.stderr.slice(0, 2000)}`);
+  assert.doesNotMatch(run.stderr, /internal error|Maximum call stack/i, run.stderr.slice(0, 2000));
+  return run;
+}
+
+const RULE = (service: string, identity = 'team:x') => `service "${service}" {\n  policy   = "read"\n  identity = "${identity}"\n}\n`;
+
+function evalJson(dir: string, ...args: string[]): { result: string; reason: string } {
+  const r = pdp('eval', '--policies', dir, '--format', 'json', ...args);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as { result: string; reason: string };
+}
+
+// ---- which files make a policy set ----
+
+test('symbolic links to files and directories are followed; each file is read once', () => {
+  write('real/a.hcl', RULE('a'));
+  write('links/b.hcl', RULE('b'));
+  fs.symlinkSync('../real/a.hcl', path.join(WORK, 'links/a.hcl'));
+  fs.symlinkSync('../real', path.join(WORK, 'links/shared')); // a.hcl again, through a directory link
+  fs.symlinkSync('.', path.join(WORK, 'real/loop'), 'dir'); // a cycle: real/loop -> real
+  const r = pdp('check', 'links');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /ok: 2 files, 2 rules: 0 errors, 0 warnings/);
+  assert.equal(evalJson('links', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a').result, 'ALLOW');
+});
+
+test('a Kubernetes ConfigMap mount (visible links into a hidden ..data directory) loads each file once', () => {
+  write('cm/..2026_11_23_00_00_00.1/a.hcl', RULE('a'));
+  write('cm/..2026_11_23_00_00_00.1/b.hcl', RULE('b'));
+  fs.symlinkSync('..2026_11_23_00_00_00.1', path.join(WORK, 'cm/..data'));
+  fs.symlinkSync('..data/a.hcl', path.join(WORK, 'cm/a.hcl'));
+  fs.symlinkSync('..data/b.hcl', path.join(WORK, 'cm/b.hcl'));
+  write('cm/.#a.hcl', 'not a policy: an editor lock file'); // hidden names are skipped
+  const r = pdp('check', 'cm');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /ok: 2 files, 2 rules: 0 errors, 0 warnings/);
+});
+
+test('a dangling *.hcl link refuses the set with a read-error naming it, in check, eval and test', () => {
+  write('dangling/a.hcl', RULE('a'));
+  fs.symlinkSync('missing.hcl', path.join(WORK, 'dangling/b.hcl'));
+  const check = pdp('check', 'dangling');
+  assert.equal(check.status, 1);
+  assert.match(check.stderr, /dangling\/b\.hcl:1:1: error\[read-error\]: cannot read policy file `b\.hcl`: ENOENT/);
+  const json = JSON.parse(pdp('check', 'dangling', '--format', 'json').stdout) as { diagnostics: { code: string; file: string }[] };
+  assert.ok(json.diagnostics.some((d) => d.code === 'read-error' && d.file === 'dangling/b.hcl'), JSON.stringify(json));
+  const ev = pdp('eval', '--policies', 'dangling', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a');
+  assert.equal(ev.status, 1);
+  assert.match(ev.stderr, /read-error/);
+  assert.equal(pdp('test', 'dangling').status, 1);
+});
+
+test('an unreadable file is a read-error naming it, not a crash', (t) => {
+  write('locked/a.hcl', RULE('a'));
+  const file = write('locked/b.hcl', RULE('b'));
+  fs.chmodSync(file, 0o000);
+  // root reads anything: run the CLI as `nobody` then, where this machine lets that user run it.
+  const asRoot = process.getuid?.() === 0;
+  const options = asRoot ? { uid: 65534, gid: 65534 } : {};
+  if (asRoot) {
+    fs.chmodSync(WORK, 0o755);
+    const probe = spawnSync(process.execPath, [BIN, '--help'], { ...options, cwd: WORK, encoding: 'utf8' });
+    if (probe.status !== 0) return t.skip('the repository is not readable by `nobody` here');
+  }
+  const r = spawnSync(process.execPath, [BIN, 'check', 'locked'], { ...options, cwd: WORK, encoding: 'utf8' });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /locked\/b\.hcl:1:1: error\[read-error\]: cannot read policy file `b\.hcl`: EACCES \(permission denied\)/);
+  assert.doesNotMatch(r.stderr, /internal error/);
+});
+
+test('a file named twice (overlapping globs) is read once: no duplicates of itself', () => {
+  const file = write('twice/a.hcl', `settings { default_policy = "deny" }\nrole "ops" { identities = ["team:ops"] }\n${RULE('a')}`);
+  const r = pdp('check', file, file, 'twice/a.hcl');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /ok: 1 file, 1 rule: 0 errors, 0 warnings/);
+});
+
+// ---- encodings ----
+
+test('text that is not UTF-8 is an invalid-encoding error at the first bad byte; fmt leaves the bytes alone', () => {
+  const bytes = Buffer.concat([Buffer.from('service "cafe" {\n  policy   = "read"\n  identity = "t'), Buffer.from([0xff, 0xfe]), Buffer.from('"\n}\n')]);
+  const file = write('latin/a.hcl', bytes);
+  const r = pdp('check', 'latin');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /latin\/a\.hcl:3:16: error\[invalid-encoding\]: not valid UTF-8: byte `0xFF`/);
+  const fmt = pdp('fmt', 'latin');
+  assert.equal(fmt.status, 1);
+  assert.deepEqual(fs.readFileSync(file), bytes, 'fmt must not rewrite a file it cannot decode');
+  // A truncated multi-byte sequence at the very end is caught too.
+  write('latin2/a.hcl', Buffer.concat([Buffer.from(RULE('a')), Buffer.from('# caf'), Buffer.from([0xc3])]));
+  assert.match(pdp('check', 'latin2').stderr, /latin2\/a\.hcl:5:6: error\[invalid-encoding\]: not valid UTF-8: byte `0xC3`/);
+});
+
+test('a leading UTF-8 byte-order mark is accepted; fmt drops it', () => {
+  const file = write('bom/a.hcl', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(RULE('a'))]));
+  const check = pdp('check', 'bom');
+  assert.equal(check.status, 0, check.stderr);
+  assert.equal(evalJson('bom', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a').result, 'ALLOW');
+  const listed = pdp('fmt', '--check', 'bom');
+  assert.equal(listed.status, 1);
+  assert.match(listed.stdout, /bom\/a\.hcl/);
+  assert.equal(pdp('fmt', 'bom').status, 0);
+  assert.equal(fs.readFileSync(file, 'utf8'), RULE('a'));
+  assert.equal(pdp('fmt', '--check', 'bom').status, 0);
+});
+
+// ---- nesting bombs ----
+
+test('nesting beyond 64 levels is a nesting-too-deep error with its position, in every command', () => {
+  write('deep/blocks.hcl', `namespace "a" { ${'service "b" { '.repeat(5000)}${'}'.repeat(5001)}\n`);
+  write('deep/lists.hcl', `service "a" {\n  policy = "read"\n  identity = ${'['.repeat(3000)}${']'.repeat(3000)}\n}\n`);
+  const check = pdp('check', 'deep');
+  assert.equal(check.status, 1);
+  // (short messages: the input lines are long)
+  assert.match(check.stderr, /deep\/blocks\.hcl:1:911: error\[nesting-too-deep\]: blocks and lists nest more than 64 levels deep here/, 'blocks.hcl');
+  assert.match(check.stderr, /deep\/lists\.hcl:3:77: error\[nesting-too-deep\]/, 'lists.hcl: the block and 64 lists open before column 77');
+  assert.equal(pdp('fmt', '--check', 'deep').status, 1);
+  assert.equal(pdp('test', 'deep').status, 1);
+  assert.equal(pdp('eval', '--policies', 'deep', '--identity', 'x', '--action', 'read', '--resource', 'service:a').status, 1);
+});
+
+test('64 levels still parse (the bound is on depth, not on the fast or slow parser)', () => {
+  // A list nested 64 deep: not a valid identity list, but a parse, so the error is the type, not the depth.
+  write('deep64/a.hcl', `service "a" {\n  policy = "read"\n  identity = ${'['.repeat(63)}"x"${']'.repeat(63)}\n}\n`);
+  const r = pdp('check', 'deep64', '--format', 'json');
+  const codes = (JSON.parse(r.stdout) as { diagnostics: { code: string }[] }).diagnostics.map((d) => d.code);
+  assert.ok(!codes.includes('nesting-too-deep'), codes.join(','));
+  assert.ok(codes.length > 0, 'a nested list is still not a valid identity');
+});
+
+// ---- addresses ----
+
+test('one IPv6 address, however it is spelled, gets one decision from a cidrs rule', () => {
+  write('cidr/a.hcl', `service "v4" {\n  policy   = "read"\n  identity = "x"\n  cidrs    = ["10.0.0.0/8"]\n}\nservice "v6" {\n  policy   = "read"\n  identity = "x"\n  cidrs    = ["::a00:0/104"]\n}\n`);
+  const decide = (service: string, ip: string) => evalJson('cidr', '--identity', 'x', '--action', 'read', '--resource', `service:${service}`, '--source-ip', ip).result;
+  // `::10.0.0.1` is the IPv4-compatible form of ::a00:1, not the IPv4-mapped ::ffff:10.0.0.1.
+  for (const spelling of ['::10.0.0.1', '::a00:1', '0:0:0:0:0:0:10.0.0.1', '0:0:0:0:0:0:a00:1']) {
+    assert.equal(decide('v4', spelling), 'DENY', spelling);
+    assert.equal(decide('v6', spelling), 'ALLOW', spelling);
+  }
+  // IPv4-mapped IPv6 is the IPv4 address, in every spelling.
+  for (const spelling of ['::ffff:10.0.0.1', '::ffff:a00:1', '0:0:0:0:0:ffff:10.0.0.1']) assert.equal(decide('v4', spelling), 'ALLOW', spelling);
+});
+
+test('a deny whose cidrs do not hold still keeps the default policy out, and the reason says so', () => {
+  write('denycidr/a.hcl', `settings { default_policy = "allow" }\nservice "d1" {\n  policy   = "deny"\n  identity = "team:d"\n  cidrs    = ["10.0.0.0/8"]\n}\n`);
+  const out = evalJson('denycidr', '--identity', 'team:d', '--action', 'read', '--resource', 'service:d1', '--source-ip', '11.1.1.1');
+  assert.equal(out.result, 'DENY');
+  assert.match(out.reason, /the deny at a\.hcl:2 applies only from 10\.0\.0\.0\/8 and source_ip 11\.1\.1\.1 is outside them, but a rule naming team:d on service:d1 keeps the default policy from applying/);
+  assert.equal(evalJson('denycidr', '--identity', 'team:d', '--action', 'read', '--resource', 'service:d1', '--source-ip', '10.1.1.1').result, 'DENY');
+  assert.equal(evalJson('denycidr', '--identity', 'team:other', '--action', 'read', '--resource', 'service:d1', '--source-ip', '11.1.1.1').result, 'ALLOW_DEFAULT');
+});
+
+// ---- the shipped examples ----
+
+test('the example policies/ are in canonical format (the README tells users to run fmt --check in CI)', () => {
+  const r = spawnSync(process.execPath, [BIN, 'fmt', '--check', 'policies'], { cwd: REPO_ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+});
