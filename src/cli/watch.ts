@@ -9,9 +9,20 @@ import path from 'node:path';
  * updates) stops being watched after the first replacement and later edits are silently missed.
  */
 export function watchDirectories(root: string, onChange: () => void): { close(): void } {
+  // Keyed by real path: directories reached through symbolic links (followed, as the loader does)
+  // are watched once, and a link cycle ends.
   const watchers = new Map<string, fs.FSWatcher>();
-  const add = (dir: string) => {
-    if (!watchers.has(dir)) {
+  const add = (dir: string, visited = new Set<string>()) => {
+    let real: string;
+    try {
+      real = fs.realpathSync(dir);
+    } catch {
+      if (dir === root) throw new Error(`cannot watch \`${root}\``);
+      return;
+    }
+    if (visited.has(real)) return; // walked in this pass already (a cycle, or two links to one place)
+    visited.add(real);
+    if (!watchers.has(real)) {
       let watcher: fs.FSWatcher;
       try {
         watcher = fs.watch(dir, () => {
@@ -24,9 +35,9 @@ export function watchDirectories(root: string, onChange: () => void): { close():
       }
       watcher.on('error', () => {
         watcher.close();
-        watchers.delete(dir);
+        watchers.delete(real);
       });
-      watchers.set(dir, watcher);
+      watchers.set(real, watcher);
     }
     let entries: fs.Dirent[] = [];
     try {
@@ -34,7 +45,17 @@ export function watchDirectories(root: string, onChange: () => void): { close():
     } catch {
       return;
     }
-    for (const entry of entries) if (entry.isDirectory()) add(path.join(dir, entry.name));
+    for (const entry of entries) {
+      const child = path.join(dir, entry.name);
+      if (entry.isDirectory()) add(child, visited);
+      else if (entry.isSymbolicLink()) {
+        try {
+          if (fs.statSync(child).isDirectory()) add(child, visited);
+        } catch {
+          // a dangling link: the loader reports it if it is named like a policy file
+        }
+      }
+    }
   };
   add(root);
   return {
