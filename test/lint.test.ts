@@ -112,6 +112,11 @@ const CASES: Case[] = [
   { name: 'one of two identities covered', policy: `service_prefix "" ${r('read', 'team:x')}\nservice "a" { policy = "read" identities = ["team:x", "team:y"] }`, expect: [] },
   { name: 'a deny is not covered by a grant', policy: `service_prefix "" ${r('read', 'team:x')}\nservice "a" ${r('deny', 'team:x')}`, expect: [] },
 
+  // ---- deny-cidrs-blocks-default
+  { name: 'a deny with cidrs under a default allow', policy: `settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`, expect: [{ code: 'default-allow', line: 1, column: 29 }, { code: 'deny-cidrs-blocks-default', line: 2, column: 51 }] },
+  { name: 'a deny with cidrs under the default deny', policy: `service "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`, expect: [] },
+  { name: 'a deny without cidrs under a default allow', policy: `settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x')}`, expect: [{ code: 'default-allow', line: 1, column: 29 }] },
+
   // ---- foreign-trust-domain
   {
     name: 'SPIFFE IDs of another trust domain in a rule, a role and an api block',

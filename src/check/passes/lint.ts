@@ -24,6 +24,7 @@ export const LINT_CODES = {
   'redundant-rule': 'a rule already implied by a broader rule for the same identity',
   'foreign-trust-domain': 'a SPIFFE ID outside the trust domain named in settings',
   'duplicate-block': 'the same block written twice',
+  'deny-cidrs-blocks-default': 'under a default allow, a deny with cidrs also denies its identities from every other address',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -64,6 +65,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   for (const { block, parent } of blocks(files)) checkPrefix(block, parent, out);
   for (const rule of rules) checkBroadGrant(rule, roles, out);
   checkSettingsAndTrustDomain(files, out);
+  checkDenyCidrs(files, rules, out);
   checkCoverage(rules, roles, duplicates, out);
   return out;
 }
@@ -174,13 +176,36 @@ function checkBroadGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, 
       : 'name the namespaces (an exact `namespace` block or a prefix), or use `{namespace}` in the identity so each workload is confined to its own namespace'));
 }
 
-// ---- default-allow, foreign-trust-domain ------------------------------------------------------
+// ---- default-allow, foreign-trust-domain, deny-cidrs-blocks-default ---------------------------
+
+/** The first `settings` block (a second one is an error reported elsewhere). */
+function settingsBlock(files: readonly PolicyFile[]): Block | undefined {
+  for (const file of files) {
+    for (const item of file.body) if (item.kind === 'block' && item.type.name === 'settings') return item;
+  }
+  return undefined;
+}
+
+/**
+ * Step 3 of the decision: a rule naming the identity and resource keeps the default policy out even
+ * when its condition fails. Under a default allow, "deny from 10.0.0.0/8" therefore denies from
+ * every address, which is rarely what the author meant.
+ */
+function checkDenyCidrs(files: readonly PolicyFile[], rules: readonly LintRule[], out: Diagnostic[]): void {
+  const settings = settingsBlock(files);
+  if (!settings || stringValue(settings, 'default_policy')?.value !== 'allow') return;
+  for (const rule of rules) {
+    if (rule.level !== 'deny' || rule.cidrKey === null) continue;
+    const cidrs = attribute(rule.block, 'cidrs');
+    out.push(warning('deny-cidrs-blocks-default',
+      `this deny applies only from ${rule.cidrKey}, but as it names its identities on ${q(rule.label.value)} it also keeps \`default_policy = "allow"\` out everywhere else: from any other address they get DENY`,
+      cidrs?.span ?? rule.label.span,
+      'to let other addresses keep access, grant it in a rule of its own (the deny still wins where it applies); to deny from everywhere, drop `cidrs`'));
+  }
+}
 
 function checkSettingsAndTrustDomain(files: readonly PolicyFile[], out: Diagnostic[]): void {
-  let settings: Block | undefined;
-  for (const file of files) {
-    for (const item of file.body) if (item.kind === 'block' && item.type.name === 'settings' && !settings) settings = item;
-  }
+  const settings = settingsBlock(files);
   if (!settings) return;
   const defaultPolicy = stringValue(settings, 'default_policy');
   if (defaultPolicy?.value === 'allow') {
