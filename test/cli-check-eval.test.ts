@@ -158,12 +158,12 @@ test('pdp check: several files named together, errors in each, one run', () => {
   assert.equal(r.status, 1);
   const out = JSON.parse(r.stdout) as { diagnostics: { file: string; line: number; column: number; code: string; severity: string }[] };
   const errors = out.diagnostics.filter((d) => d.severity === 'error').map((d) => `${path.basename(d.file)}:${d.line}:${d.column} ${d.code}`);
-  assert.deepEqual(errors, ['one.hcl:1:24 invalid-level', 'two.hcl:4:1 syntax-error']);
+  assert.deepEqual(errors, ['one.hcl:1:24 invalid-level', 'two.hcl:3:12 syntax-error']);
   const text = pdp('check', LOOSE_1, LOOSE_2);
   assert.equal(text.status, 1);
   assert.ok(text.stderr.includes(`${LOOSE_1}:1:24: error[invalid-level]`), text.stderr);
-  assert.ok(text.stderr.includes(`${LOOSE_2}:4:1: error[syntax-error]`), text.stderr);
-  assert.match(text.stderr, /if `identity` is an attribute, write `identity = "team:b"`/);
+  assert.ok(text.stderr.includes(`${LOOSE_2}:3:12: error[syntax-error]: expected \`=\` after attribute name \`identity\``), text.stderr);
+  assert.match(text.stderr, /= hint: write `identity = "team:b"`/);
   noStackTrace(text);
 });
 

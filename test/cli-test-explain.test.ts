@@ -83,7 +83,70 @@ test('pdp test: a policy set with errors runs no tests and exits 1', async (t) =
   assert.equal(r.code, 1);
   assert.match(r.stderr, /tests\.hcl:4:12: error\[invalid-test\]/);
   assert.match(r.stderr, /did you mean `ALLOW`\?/);
-  assert.match(r.stdout, /^0 passed, 0 failed$/m);
+  // No count that could be read as a result: the tests were not run.
+  assert.doesNotMatch(r.stdout, /passed|failed/);
+  assert.match(r.stdout, /^tests not run: `.*p` has errors$/m);
+  assert.match(r.stderr, /its tests were not run/);
+
+  const json = await runPdp(['test', dir, '--format', 'json']);
+  assert.equal(json.code, 1);
+  const body = JSON.parse(json.stdout) as { passed: number; failed: number; not_run: string[]; tests: unknown[] };
+  assert.deepEqual([body.passed, body.failed, body.tests.length], [0, 0, 0]);
+  assert.equal(body.not_run.length, 1);
+  assert.ok(body.not_run[0]!.endsWith('p'));
+});
+
+test('pdp test: with one set broken and one fine, the count covers only the set that ran', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const good = path.join(root, 'good');
+  const bad = path.join(root, 'bad');
+  suite(good, 'test "payment registers" {\n  identity = "spiffe://c/ns/prod/sa/payment"\n  action = "write"\n  resource = "service:payment"\n  expect = "ALLOW"\n}\n');
+  suite(bad, 'test "broken" {\n  action = "read"\n  resource = "service:payment"\n  expect = "ALOW"\n}\n');
+  const r = await runPdp(['test', good, bad]);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /^PASS {2}payment registers/m);
+  assert.doesNotMatch(r.stdout, /^\d+ passed, \d+ failed$/m);
+  assert.match(r.stdout, /^tests not run: `.*bad` has errors \(of the others: 1 passed, 0 failed\)$/m);
+});
+
+test('pdp check and pdp test: a test block that could never pass is an error, not a run-time ERROR', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const dir = path.join(root, 'p');
+  suite(dir, `test "anonymous, but the set does not allow it" {
+  action   = "read"
+  resource = "service:payment"
+  expect   = "DENY"
+}
+
+test "namespace contradicts the resource" {
+  identity  = "team:audit"
+  action    = "read"
+  resource  = "namespace:a/*"
+  namespace = "b"
+  expect    = "DENY"
+}
+`);
+  const check = await runPdp(['check', dir]);
+  assert.equal(check.code, 1);
+  assert.match(check.stderr, /tests\.hcl:1:6: error\[invalid-test\]: this test has no `identity`, and the policy set does not allow anonymous requests\n/);
+  assert.match(check.stderr, /= hint: add `identity = "\.\.\."`, or allow anonymous requests with `settings \{ anonymous = true \}`/);
+  assert.match(check.stderr, /tests\.hcl:11:15: error\[invalid-test\]: this test's request would be refused: `b` contradicts the resource `namespace:a\/\*`\n/);
+  assert.match(check.stderr, /\n11 \|   namespace = "b"\n {3}\| {15}\^{3}\n {3}= hint: omit `namespace` or make them equal/);
+
+  const run = await runPdp(['test', dir]);
+  assert.equal(run.code, 1);
+  assert.doesNotMatch(run.stdout, /decided by|got ERROR|passed/);
+  assert.match(run.stderr, /this test has no `identity`/);
+
+  // With `anonymous = true` the first test is a real test again: it runs, and nothing errors.
+  fs.writeFileSync(path.join(dir, 'settings.hcl'), 'settings { anonymous = true }\n');
+  fs.writeFileSync(path.join(dir, 'tests.hcl'), 'test "anonymous" {\n  action = "read"\n  resource = "service:payment"\n  expect = "DENY"\n}\n');
+  const ok = await runPdp(['test', dir]);
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(ok.stdout, /^PASS {2}anonymous/m);
+  assert.match(ok.stdout, /^1 passed, 0 failed$/m);
 });
 
 test('POST /v1/authorize with explain lists every rule in scope and why', async (t) => {

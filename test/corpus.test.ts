@@ -155,7 +155,8 @@ for (const name of diagnosticCases) {
       assert.equal(lines[0], `${d.span.file}:${d.span.start.line}:${d.span.start.column}: ${d.severity}[${d.code}]: ${d.message}`);
       const gutter = String(d.span.start.line);
       const sourceLine = texts.get(d.span.file)!.split(/\r?\n/)[d.span.start.line - 1]!;
-      assert.equal(lines[2], `${gutter} | ${sourceLine.replace(/\t/g, ' ')}`);
+      // Tabs shown as spaces, invisible characters (zero-width, BOM) as U+FFFD, one column each.
+      assert.equal(lines[2], `${gutter} | ${sourceLine.replace(/\t/g, ' ').replace(/[\u200b\ufeff]/g, '\ufffd')}`);
       assert.match(lines[3]!, new RegExp(`^${' '.repeat(gutter.length)} \\| ${' '.repeat(d.span.start.column - 1)}\\^+$`));
       if (d.hint) assert.equal(lines[4], `${' '.repeat(gutter.length)} = hint: ${d.hint}`);
     }

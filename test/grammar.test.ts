@@ -177,3 +177,10 @@ test('a 10,000-rule block (one namespace holding every rule) parses without diag
   assert.equal((big.body[9_999] as Block).label?.value, 's-9999');
   assert.equal(big.span.end.line, 10_002);
 });
+
+test('the block types syntax errors know are the schema\'s (no drift)', async () => {
+  const { BLOCK_TYPES, CONTAINER_BLOCK_TYPES } = await import('../src/syntax/parse');
+  const { BLOCKS } = await import('../src/check/schema');
+  assert.deepEqual([...BLOCK_TYPES].sort(), Object.keys(BLOCKS).sort());
+  assert.deepEqual([...CONTAINER_BLOCK_TYPES].sort(), Object.keys(BLOCKS).filter((b) => BLOCKS[b]!.children.length > 0).sort());
+});

@@ -1,6 +1,7 @@
 // `pdp eval`: one decision from the command line, with the deciding rule and, with --explain,
 // every rule considered.
 import path from 'node:path';
+import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, readPolicyDir } from '../engine';
 import { parse, formatOption } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
@@ -62,8 +63,13 @@ export const run: Command = async (args, io) => {
   const lines = [d.result, `  reason: ${d.reason}`, `  rule:   ${d.rule ? `${d.rule.file}:${d.rule.line}` : '(default policy)'}`, `  policy: ${outcome.version}`];
   if (d.considered) {
     lines.push('', d.considered.length ? 'rules considered:' : 'no rule reaches this resource');
-    for (const c of d.considered) lines.push(`  ${`${c.rule.file}:${c.rule.line}:${c.rule.column}`.padEnd(24)} ${c.block.padEnd(28)} ${c.policy.padEnd(5)} ${c.outcome}: ${c.why}`);
+    for (const c of d.considered) {
+      lines.push(`  ${`${c.rule.file}:${c.rule.line}:${c.rule.column}`.padEnd(24)} ${c.block.padEnd(28)} ${c.policy.padEnd(5)} ${c.outcome}: ${c.why}`);
+      // The rule's own words (policy-language.md: `description` is shown in explanations).
+      if (c.description !== undefined) lines.push(`  ${' '.repeat(24)} description: ${c.description}`);
+    }
   }
-  io.stdout.write(`${lines.join('\n')}\n`);
+  // Descriptions and identity patterns are free text from the policy files: escaped for the terminal.
+  io.stdout.write(`${lines.map(escapeForTerminal).join('\n')}\n`);
   return EXIT_OK;
 };

@@ -1,4 +1,5 @@
 // `pdp test [PATH…]`: runs the `test` blocks of each policy set against that set.
+import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith } from '../engine';
 import { parse, formatOption } from './args';
 import { EXIT_FINDING, EXIT_OK, type Command } from './io';
@@ -8,6 +9,8 @@ export const HELP = `usage: pdp test [PATH…] [--format text|json]
 
 Runs every \`test\` block in each policy set (default: $PDP_POLICIES or ./policies) and prints
 pass/fail per test, the deciding rule of each failure, and a closing \`N passed, N failed\` line.
+A policy set with errors is not tested: its errors go to stderr and, instead of the count, stdout
+says \`tests not run: …\` (json: the set is listed in \`not_run\`).
 
 Exit codes: 0 all passed, 1 any failure (or a policy set with errors), 2 bad usage.
 `;
@@ -27,11 +30,11 @@ export const run: Command = async (args, io) => {
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES ?? 'policies'], io);
   const outcomes: TestOutcome[] = [];
-  let broken = false;
+  const notRun: string[] = [];
   for (const input of inputs) {
     const built = buildPolicySet(input.sources);
     if (!built.policy) {
-      broken = true;
+      notRun.push(input.label);
       printDiagnostics(withDisplayPaths(input, built.diagnostics).filter((d) => d.severity === 'error'), [input], io);
       io.stderr.write(`pdp test: \`${input.label}\` has errors; its tests were not run\n`);
       continue;
@@ -53,15 +56,24 @@ export const run: Command = async (args, io) => {
   const passed = outcomes.filter((o) => o.passed).length;
   const failed = outcomes.length - passed;
   if (format === 'json') {
-    io.stdout.write(`${JSON.stringify({ passed, failed, tests: outcomes }, null, 2)}\n`);
+    // `not_run`: the policy sets whose tests were not run because the set has errors.
+    io.stdout.write(`${JSON.stringify({ passed, failed, not_run: notRun, tests: outcomes }, null, 2)}\n`);
   } else {
-    for (const o of outcomes) {
-      if (o.passed) io.stdout.write(`PASS  ${o.name}  (${o.at})\n`);
-      else {
-        io.stdout.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ${o.actual}: ${o.reason}\n      decided by ${o.rule ?? 'the default policy'}\n`);
+    const out = io.stdout;
+    for (const outcome of outcomes) {
+      // Test names and reasons are policy text: escaped for the terminal like diagnostics.
+      const o = { ...outcome, name: escapeForTerminal(outcome.name), at: escapeForTerminal(outcome.at), reason: escapeForTerminal(outcome.reason) };
+      if (o.passed) out.write(`PASS  ${o.name}  (${o.at})\n`);
+      else if (o.actual === 'ERROR') {
+        // Refused before any rule was looked at: nothing decided it.
+        out.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ERROR: the request was refused: ${o.reason}\n`);
+      } else {
+        out.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ${o.actual}: ${o.reason}\n      decided by ${o.rule ?? 'the default policy'}\n`);
       }
     }
-    io.stdout.write(`${passed} passed, ${failed} failed\n`);
+    // No count when some set was not run: `0 passed, 0 failed` would read as a result.
+    if (notRun.length === 0) out.write(`${passed} passed, ${failed} failed\n`);
+    else out.write(`tests not run: ${notRun.map((l) => `\`${l}\``).join(', ')} ${notRun.length === 1 ? 'has' : 'have'} errors${outcomes.length ? ` (of the others: ${passed} passed, ${failed} failed)` : ''}\n`);
   }
-  return failed > 0 || broken ? EXIT_FINDING : EXIT_OK;
+  return failed > 0 || notRun.length > 0 ? EXIT_FINDING : EXIT_OK;
 };

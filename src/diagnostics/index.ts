@@ -64,6 +64,67 @@ export function spanLabel(span: Span): string {
 export type SourceLookup = (file: string) => string | undefined;
 
 /**
+ * Characters a terminal may act on or that hide what the text says: C0 controls but tab, DEL, C1
+ * controls, the bidirectional controls of "trojan source" (U+061C, U+200E, U+200F, U+202A–U+202E,
+ * U+2066–U+2069), zero-width characters (U+200B–U+200D, U+2060, U+FEFF) and the line and paragraph
+ * separators. Every one of them is a single UTF-16 unit.
+ */
+const UNSAFE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060\u2066-\u2069\ufeff]/g;
+
+/** The one-column stand-in for an unsafe character in a source line (keeps the caret aligned). */
+export const PLACEHOLDER = '\ufffd';
+
+/** Text for a terminal: every unsafe character written as a `\u{1b}`-style escape. */
+export function escapeForTerminal(text: string): string {
+  return text.replace(UNSAFE, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+}
+
+const ELLIPSIS = '\u2026';
+const isLowSurrogate = (c: number) => c >= 0xdc00 && c <= 0xdfff;
+
+/** A quoted value (`…`) in a rendered message longer than this is shown by its two ends. */
+export const MAX_QUOTED_WIDTH = 120;
+
+/** Shortens each long backticked value of a message to its start and end around a `…`. */
+function shortenQuoted(text: string): string {
+  return text.replace(/`([^`]+)`/g, (whole, inner: string) => {
+    if (inner.length <= MAX_QUOTED_WIDTH) return whole;
+    const half = MAX_QUOTED_WIDTH / 2;
+    let head = half;
+    let tail = inner.length - half + 1;
+    if (isLowSurrogate(inner.charCodeAt(head))) head--;
+    if (isLowSurrogate(inner.charCodeAt(tail))) tail++;
+    return `\`${inner.slice(0, head)}${ELLIPSIS}${inner.slice(tail)}\``;
+  });
+}
+
+/** The widest source line shown under a diagnostic, in columns; longer lines are cut around the caret. */
+export const MAX_SNIPPET_WIDTH = 160;
+
+/**
+ * The part of a source line to show and where the caret goes in it. `start` and `end` are 0-based
+ * UTF-16 indexes into `line` (end may be one past the line, for a caret after the last character).
+ * Tabs become spaces and unsafe characters the placeholder, one for one, so indexes stay columns.
+ */
+export function snippet(line: string, start: number, end: number, width = MAX_SNIPPET_WIDTH): { text: string; caretAt: number; caretWidth: number } {
+  const visible = line.replace(/\t/g, ' ').replace(UNSAFE, PLACEHOLDER);
+  if (visible.length <= width) return { text: visible, caretAt: start, caretWidth: end - start };
+  // Room for the text between the two `…` marks; the caret gets as much of it as it needs, and the
+  // rest is shared out on both sides.
+  const room = width - 2;
+  let from = Math.max(0, start - Math.max(0, Math.floor((room - (end - start)) / 2)));
+  let to = Math.min(visible.length, from + room);
+  from = Math.max(0, Math.min(from, to - room));
+  // Never cut a surrogate pair in half.
+  if (from > 0 && isLowSurrogate(visible.charCodeAt(from))) from++;
+  if (to < visible.length && isLowSurrogate(visible.charCodeAt(to))) to--;
+  const head = from > 0 ? ELLIPSIS : '';
+  const tail = to < visible.length ? ELLIPSIS : '';
+  const caretEnd = Math.min(end, to === visible.length ? to + 1 : to);
+  return { text: `${head}${visible.slice(from, to)}${tail}`, caretAt: head.length + start - from, caretWidth: Math.max(1, caretEnd - start) };
+}
+
+/**
  * Renders one diagnostic the way rustc and Cedar do:
  *
  *     policies/a.hcl:3:5: error[unknown-attribute]: unknown attribute `polcy` in a `service` block
@@ -71,29 +132,45 @@ export type SourceLookup = (file: string) => string | undefined;
  *     3 |     polcy = "read"
  *       |     ^^^^^
  *       = hint: did you mean `policy`?
+ *
+ * The text is safe to print on a terminal whoever wrote the policy: control, bidirectional and
+ * zero-width characters are escaped in the message and hint (`\u{1b}`) and shown as U+FFFD (`\ufffd`) in the
+ * source line, and a line longer than MAX_SNIPPET_WIDTH columns is cut around the caret, with `…`
+ * where it was cut. (`diagnosticToJson` keeps the raw text: JSON escapes it.)
  */
 export function renderDiagnostic(d: Diagnostic, sources: SourceLookup): string {
-  const head = `${spanLabel(d.span)}: ${d.severity}[${d.code}]: ${d.message}`;
+  const head = escapeForTerminal(`${spanLabel(d.span)}: ${d.severity}[${d.code}]: ${shortenQuoted(d.message)}`);
   const lines = [head];
+  const hint = d.hint === undefined ? undefined : escapeForTerminal(shortenQuoted(d.hint));
   const text = sources(d.span.file);
-  if (text !== undefined) {
-    const sourceLines = text.split(/\r?\n/);
-    const lineText = sourceLines[d.span.start.line - 1];
-    if (lineText !== undefined) {
-      const gutter = String(d.span.start.line);
-      const pad = ' '.repeat(gutter.length);
-      const startCol = d.span.start.column;
-      const endCol =
-        d.span.end.line === d.span.start.line ? Math.max(d.span.end.column, startCol + 1) : lineText.length + 1;
-      const caretWidth = Math.max(1, Math.min(endCol, lineText.length + 2) - startCol);
-      const visible = lineText.replace(/\t/g, ' ');
-      lines.push(`${pad} |`, `${gutter} | ${visible}`, `${pad} | ${' '.repeat(startCol - 1)}${'^'.repeat(caretWidth)}`);
-      if (d.hint) lines.push(`${pad} = hint: ${d.hint}`);
-      return lines.join('\n');
-    }
+  const lineText = text === undefined ? undefined : sourceLine(text, d.span.start.line);
+  if (lineText !== undefined) {
+    const gutter = String(d.span.start.line);
+    const pad = ' '.repeat(gutter.length);
+    const startCol = d.span.start.column;
+    const endCol =
+      d.span.end.line === d.span.start.line ? Math.max(d.span.end.column, startCol + 1) : lineText.length + 1;
+    const caretEnd = Math.max(startCol + 1, Math.min(endCol, lineText.length + 2));
+    const shown = snippet(lineText, startCol - 1, caretEnd - 1);
+    lines.push(`${pad} |`, `${gutter} | ${shown.text}`, `${pad} | ${' '.repeat(shown.caretAt)}${'^'.repeat(shown.caretWidth)}`);
+    if (hint) lines.push(`${pad} = hint: ${hint}`);
+    return lines.join('\n');
   }
-  if (d.hint) lines.push(`  = hint: ${d.hint}`);
+  if (hint) lines.push(`  = hint: ${hint}`);
   return lines.join('\n');
+}
+
+/** Line `n` (1-based) of `text`, without its line break; found in place (a file can be large). */
+function sourceLine(text: string, n: number): string | undefined {
+  let start = 0;
+  for (let line = 1; line < n; line++) {
+    const next = text.indexOf('\n', start);
+    if (next < 0) return undefined;
+    start = next + 1;
+  }
+  const end = text.indexOf('\n', start);
+  const line = end < 0 ? text.slice(start) : text.slice(start, end);
+  return line.endsWith('\r') ? line.slice(0, -1) : line;
 }
 
 export interface DiagnosticJson {

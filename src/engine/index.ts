@@ -10,9 +10,8 @@ import { buildDecisionTable, type Decision, type RawRequest, type Request, type 
 // decideWith runs per decision: its callees come from their defining modules, not the barrels (a
 // re-exported binding is a getter call per use in CommonJS output).
 import { evaluate } from '../eval/evaluate';
-import { prepareRequest } from '../eval/request';
+import { ANONYMOUS_REFUSED, prepareRequest, subjectIdentity } from '../eval/request';
 import { parsePolicy, type PolicyFile } from '../syntax';
-import { ANONYMOUS } from '../syntax/identity-pattern';
 import { readPolicyDir, type PolicySource } from './files';
 
 export { decodePolicyBytes, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
@@ -98,13 +97,8 @@ export function decideWith(policy: LoadedPolicy, raw: RawRequest, options: { exp
   const prepared = prepareRequest(raw);
   if (!prepared.ok) return prepared;
   const request = prepared.request;
-  let identity = request.identity;
-  if (identity === undefined) {
-    if (!policy.compiled.settings.anonymous) {
-      return { ok: false, error: { field: 'identity', message: 'identity is required: this policy set does not allow anonymous requests (`settings { anonymous = true }`)' } };
-    }
-    identity = ANONYMOUS;
-  }
+  const identity = subjectIdentity(request.identity, policy.compiled.settings.anonymous);
+  if (identity === undefined) return { ok: false, error: ANONYMOUS_REFUSED };
   return { ok: true, decision: evaluate(policy.compiled, request, identity, options), identity, request, version: policy.version };
 }
 

@@ -2,6 +2,7 @@
 import type ipaddr from 'ipaddr.js';
 // The defining module, not the '../syntax' barrel: a re-exported binding is a getter call per use in
 // CommonJS output, and this runs on every decision.
+import { ANONYMOUS } from '../syntax/identity-pattern';
 import { ACTION_RANK, isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from '../syntax/request';
 
 export interface RawRequest {
@@ -85,4 +86,20 @@ export function prepareRequest(raw: RawRequest): PrepareResult {
       resourceKey: resourceKey(namespace, service),
     },
   };
+}
+
+/** Why a request without an identity is refused by a policy set without `settings { anonymous = true }`. */
+export const ANONYMOUS_REFUSED: RequestError = {
+  field: 'identity',
+  message: 'identity is required: this policy set does not allow anonymous requests (`settings { anonymous = true }`)',
+};
+
+/**
+ * The identity a request is decided for: its own, or `anonymous` when it has none and the policy set
+ * allows anonymous requests; undefined when it is refused (ANONYMOUS_REFUSED). The engine and the
+ * check of `test` blocks both ask this, so a test `pdp check` accepts is one the engine can decide.
+ */
+export function subjectIdentity(identity: string | undefined, anonymousAllowed: boolean): string | undefined {
+  if (identity !== undefined) return identity;
+  return anonymousAllowed ? ANONYMOUS : undefined;
 }

@@ -2,6 +2,8 @@
 // exact strings, `*` (no `/`), `**` (anything), `*` alone (any authenticated identity),
 // `role:NAME`, and the `{service}` / `{namespace}` placeholders.
 
+import { closest } from '../diagnostics';
+
 export type PatternPart =
   | { kind: 'literal'; text: string }
   | { kind: 'star' }
@@ -44,6 +46,11 @@ function parsePatternUncached(source: string): PatternResult {
     return { ok: true, pattern: { kind: 'role', source, role } };
   }
   if (/\*{3,}/.test(source)) return { ok: false, message: `\`***\` in identity pattern \`${source}\` has no meaning`, hint: 'use `*` (one segment) or `**` (any run, `/` included)' };
+  // Placeholders first, so a misspelt one reads the same inside a `spiffe://` pattern as elsewhere.
+  if (source.includes('{') || source.includes('}')) {
+    const placeholder = placeholderError(source);
+    if (placeholder) return { ok: false, ...placeholder };
+  }
   if (source.startsWith('spiffe://') || /^spiffe:/i.test(source)) {
     const spiffeError = checkSpiffePattern(source);
     if (spiffeError) return { ok: false, ...spiffeError };
@@ -60,11 +67,9 @@ function parsePatternUncached(source: string): PatternResult {
       continue;
     }
     if (ch === '{') {
+      // placeholderError has vouched for every `{…}`: each is `{service}` or `{namespace}`.
       const close = source.indexOf('}', i);
-      const name = close < 0 ? '' : source.slice(i + 1, close);
-      if (name !== 'service' && name !== 'namespace') {
-        return { ok: false, message: close < 0 ? `unclosed \`{\` in identity pattern \`${source}\`` : `unknown placeholder \`{${name}}\` in identity pattern \`${source}\``, hint: 'the placeholders are `{service}` and `{namespace}`' };
-      }
+      const name = source.slice(i + 1, close) as 'service' | 'namespace';
       if (literal) parts.push({ kind: 'literal', text: literal });
       literal = '';
       parts.push({ kind: 'placeholder', name });
@@ -72,13 +77,32 @@ function parsePatternUncached(source: string): PatternResult {
       i = close + 1;
       continue;
     }
-    if (ch === '}') return { ok: false, message: `unmatched \`}\` in identity pattern \`${source}\`` };
     literal += ch;
     i++;
   }
   if (literal) parts.push({ kind: 'literal', text: literal });
   if (parts.length === 1 && parts[0]!.kind === 'literal') return { ok: true, pattern: { kind: 'exact', source, value: source } };
   return { ok: true, pattern: { kind: 'glob', source, parts, placeholders } };
+}
+
+const PLACEHOLDERS = ['service', 'namespace'];
+
+/** The first unclosed `{`, unmatched `}` or unknown `{name}` of a pattern, if any. */
+function placeholderError(source: string): { message: string; hint?: string } | undefined {
+  for (let i = 0; i < source.length; i++) {
+    if (source[i] === '}') return { message: `unmatched \`}\` in identity pattern \`${source}\`` };
+    if (source[i] !== '{') continue;
+    const close = source.indexOf('}', i);
+    if (close < 0) return { message: `unclosed \`{\` in identity pattern \`${source}\``, hint: 'the placeholders are `{service}` and `{namespace}`' };
+    const name = source.slice(i + 1, close);
+    if (!PLACEHOLDERS.includes(name)) {
+      const suggestion = closest(name, PLACEHOLDERS);
+      return { message: `unknown placeholder \`{${name}}\` in identity pattern \`${source}\``,
+        hint: suggestion ? `did you mean \`{${suggestion}}\`?` : 'the placeholders are `{service}` and `{namespace}`' };
+    }
+    i = close;
+  }
+  return undefined;
 }
 
 /** A SPIFFE ID (or a pattern of one) must keep the SPIFFE ID grammar: `spiffe://trust-domain/path`. */

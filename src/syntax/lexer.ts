@@ -20,7 +20,8 @@ export const lexer = moo.compile({
   rbracket: ']',
   equals: '=',
   comma: ',',
-  invalid: { match: /[^]/, lineBreaks: true },
+  // A character outside BMP is one invalid token (both halves of its surrogate pair), not two.
+  invalid: { match: /[\uD800-\uDBFF][\uDC00-\uDFFF]|[^]/, lineBreaks: true },
 });
 
 /** Tokens the grammar never sees. */

@@ -95,8 +95,7 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
         continue;
       }
       case 'invalid': {
-        const what = t.text === '\n' ? 'newline' : `\`${t.text}\``;
-        diagnostics.push(error('invalid-character', `unexpected character ${what}`, tokenSpan(t, path), invalidCharacterHint(t.text)));
+        diagnostics.push(error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, tokenSpan(t, path), invalidCharacterHint(t.text, t.offset)));
         continue;
       }
       default:
@@ -119,7 +118,44 @@ function firstTooDeep(tokens: Token[]): Token | undefined {
   return undefined;
 }
 
-function invalidCharacterHint(ch: string): string | undefined {
+/** Names of the invisible and look-alike characters an author cannot see in an editor. */
+const CHARACTER_NAMES: Record<number, string> = {
+  0x00: 'null', 0x09: 'tab', 0x0b: 'vertical tab', 0x0c: 'form feed', 0x0d: 'carriage return', 0x1b: 'escape', 0x7f: 'delete',
+  0xa0: 'no-break space', 0xad: 'soft hyphen', 0x061c: 'arabic letter mark', 0x180e: 'mongolian vowel separator',
+  0x200b: 'zero-width space', 0x200c: 'zero-width non-joiner', 0x200d: 'zero-width joiner',
+  0x200e: 'left-to-right mark', 0x200f: 'right-to-left mark', 0x2028: 'line separator', 0x2029: 'paragraph separator',
+  0x202a: 'left-to-right embedding', 0x202b: 'right-to-left embedding', 0x202c: 'pop directional formatting',
+  0x202d: 'left-to-right override', 0x202e: 'right-to-left override', 0x202f: 'narrow no-break space',
+  0x2060: 'word joiner', 0x2066: 'left-to-right isolate', 0x2067: 'right-to-left isolate',
+  0x2068: 'first strong isolate', 0x2069: 'pop directional isolate', 0x3000: 'ideographic space', 0xfeff: 'byte-order mark',
+};
+
+/**
+ * How an unexpected character is named in a message: itself in backticks when it is visible,
+ * otherwise its code point and name (`U+FEFF (byte-order mark)`), never an invisible character.
+ */
+export function describeCharacter(ch: string): string {
+  if (ch === '\n') return 'newline';
+  const cp = ch.codePointAt(0)!;
+  const name = CHARACTER_NAMES[cp] ?? (/^[\p{Cc}\p{Cf}\p{Zs}\p{Zl}\p{Zp}\p{Co}\p{Cn}\p{Cs}\p{M}]$/u.test(ch) ? genericName(ch) : undefined);
+  if (name === undefined) return `\`${ch}\``;
+  return `U+${cp.toString(16).toUpperCase().padStart(4, '0')} (${name})`;
+}
+
+function genericName(ch: string): string {
+  if (/\p{Cc}/u.test(ch)) return 'control character';
+  if (/\p{Cf}/u.test(ch)) return 'format character';
+  if (/[\p{Zs}\p{Zl}\p{Zp}]/u.test(ch)) return 'space character';
+  if (/\p{M}/u.test(ch)) return 'combining mark';
+  if (/\p{Cs}/u.test(ch)) return 'lone surrogate';
+  return /\p{Co}/u.test(ch) ? 'private-use character' : 'unassigned character';
+}
+
+function invalidCharacterHint(ch: string, offset: number): string | undefined {
+  const cp = ch.codePointAt(0)!;
+  if (cp === 0xfeff && offset === 0) return 'save the file as UTF-8 without a byte-order mark';
+  if (cp === 0xa0 || cp === 0x202f || cp === 0x3000 || (cp >= 0x2000 && cp <= 0x200a)) return 'replace it with an ordinary space';
+  if (describeCharacter(ch).startsWith('U+')) return 'remove it (it may be invisible in your editor)';
   if (ch === ';') return 'attributes need no separator; remove the `;`';
   if (ch === ':') return 'attributes are written `name = value`';
   if (ch === "'") return 'strings use double quotes';
@@ -260,7 +296,7 @@ function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): B
     const offending = (e as { token?: Token }).token;
     if (!offending) throw e;
     const index = chunk.indexOf(offending);
-    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path));
+    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path, enclosingBlockType(chunk, index - 2)));
     return null;
   }
   const results = parser.results as BodyItem[][];
@@ -300,7 +336,39 @@ function listWords(types: string[]): string {
   return `${words.slice(0, -1).join(', ')} or ${words[words.length - 1]}`;
 }
 
-function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string): Diagnostic {
+/**
+ * The block types of the language (check/schema.ts BLOCKS, which owns them; a test keeps the two
+ * equal) and those that may hold other blocks. Syntax errors use them to tell a block header with
+ * something missing from an attribute with something missing.
+ */
+export const BLOCK_TYPES: ReadonlySet<string> = new Set(['service', 'service_prefix', 'namespace', 'namespace_prefix', 'role', 'settings', 'api', 'test']);
+export const CONTAINER_BLOCK_TYPES: ReadonlySet<string> = new Set(['namespace', 'namespace_prefix']);
+
+/** The type of the innermost block still open before `chunk[before]`; null at the top level. */
+function enclosingBlockType(chunk: Token[], before: number): string | null {
+  let depth = 0;
+  for (let k = before - 1; k >= 0; k--) {
+    const type = chunk[k]!.type;
+    if (type === 'rbrace') depth++;
+    else if (type === 'lbrace' && depth-- === 0) {
+      const head = chunk[k - 1]?.type === 'string' ? chunk[k - 2] : chunk[k - 1];
+      return head?.type === 'identifier' ? head.text : '';
+    }
+  }
+  return null;
+}
+
+/**
+ * `NAME "text"` followed by something other than `{`: a block header whose `{` is missing, or an
+ * attribute whose `=` is. It is a block header when NAME is a block type where blocks may stand (the
+ * top level, or inside a `namespace`/`namespace_prefix`); otherwise an attribute.
+ */
+function looksLikeAttribute(name: string, enclosing: string | null): boolean {
+  if (!BLOCK_TYPES.has(name)) return true;
+  return enclosing !== null && !CONTAINER_BLOCK_TYPES.has(enclosing);
+}
+
+function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string, enclosing: string | null): Diagnostic {
   const span = tokenSpan(token, path);
   const got = describeToken(token);
   const exp = new Set(expected);
@@ -313,6 +381,16 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
       token.type === 'identifier' ? `strings are quoted: \`"${token.text}"\`` : 'a value is a string, a number, `true`, `false` or a list `[...]`');
   }
   if (previous?.type === 'string' && exp.has('lbrace') && exp.size === 1) {
+    if (token.type === 'string') {
+      // `service "two" "labels" {`: a second label.
+      return error('syntax-error', `expected \`{\` after the block label, found a second label ${got.replace(/^string /, '')}`, span,
+        beforePrevious?.type === 'identifier' ? `a block takes one label: \`${beforePrevious.text} ${previous.text} { ... }\`` : 'a block takes one label');
+    }
+    if (beforePrevious?.type === 'identifier' && looksLikeAttribute(beforePrevious.text, enclosing)) {
+      // `policy "read" identity = …`: the author most likely left out the `=`.
+      return error('syntax-error', `expected \`=\` after attribute name \`${beforePrevious.text}\`, found ${describeToken(previous)}`, tokenSpan(previous, path),
+        `write \`${beforePrevious.text} = ${previous.text}\``);
+    }
     return error('syntax-error', `expected \`{\` after the block label, found ${got}`, span,
       beforePrevious?.type === 'identifier' ? `if \`${beforePrevious.text}\` is an attribute, write \`${beforePrevious.text} = ${previous.text}\`` : undefined);
   }

@@ -83,14 +83,22 @@ export type ParsedCidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 export type CidrResult = { ok: true; cidr: ParsedCidr } | { ok: false; message: string; hint?: string };
 
+const CIDR_EXAMPLE = 'write an IPv4 or IPv6 network like `10.0.0.0/8` or `fd00::/8`';
+
 export function parseCidrText(text: string): CidrResult {
   if (!text.includes('/')) {
     const ip = normalizeIp(text);
-    return { ok: false, message: `invalid CIDR \`${text}\`: a prefix length is required`, hint: ip ? `for one address write \`${ip}/${ip.includes(':') ? 128 : 32}\`` : undefined };
+    // A bare address lacks only its prefix length; anything else is not a network at all.
+    if (ip === undefined) return { ok: false, message: `invalid CIDR \`${text}\`: not an IPv4 or IPv6 CIDR`, hint: CIDR_EXAMPLE };
+    return { ok: false, message: `invalid CIDR \`${text}\`: a prefix length is required`, hint: `for one address write \`${ip}/${ip.includes(':') ? 128 : 32}\`` };
   }
   const [address, bits] = text.split('/', 2) as [string, string];
-  if (!/^\d{1,3}$/.test(bits) || normalizeIp(address) === undefined) {
-    return { ok: false, message: `invalid CIDR \`${text}\``, hint: 'write an IPv4 or IPv6 network like `10.0.0.0/8` or `fd00::/8`' };
+  if (normalizeIp(address) === undefined) {
+    return { ok: false, message: `invalid CIDR \`${text}\`: \`${address}\` is not an IPv4 or IPv6 address`, hint: CIDR_EXAMPLE };
+  }
+  if (!/^\d+$/.test(bits)) {
+    const what = bits === '' ? 'the prefix length after `/` is missing' : `the prefix length \`${bits}\` is not a number`;
+    return { ok: false, message: `invalid CIDR \`${text}\`: ${what}`, hint: 'IPv4 prefixes are 0-32, IPv6 prefixes 0-128' };
   }
   try {
     const cidr = ipaddr.parseCIDR(address.includes(':') ? `${hexTail(address)}/${bits}` : text) as ParsedCidr;

@@ -1,5 +1,6 @@
 // Strings: no `${` interpolation (it is an error, not a literal) and only the escapes the
-// language defines.
+// language defines; a `\uXXXX` escape names a Unicode scalar value (a surrogate only as one half
+// of a pair).
 import { error, type Diagnostic, type Span } from '../../diagnostics';
 import type { PolicyFile, StringLiteral } from '../../syntax';
 import { allStrings } from '../walk';
@@ -22,7 +23,22 @@ export function checkStrings(files: readonly PolicyFile[]): Diagnostic[] {
     if (!s.raw.includes('\\')) continue; // every escape, valid or not, starts with a backslash
     const escape = /\\(u[0-9A-Fa-f]{4}|["\\nt])|\\(u[^"]{0,4}|.?)/g;
     for (let m = escape.exec(s.raw); m; m = escape.exec(s.raw)) {
-      if (m[1] !== undefined) continue;
+      if (m[1] !== undefined) {
+        if (m[1][0] !== 'u') continue;
+        const unit = parseInt(m[1].slice(1), 16);
+        if (unit < 0xd800 || unit > 0xdfff) continue;
+        // A surrogate is only half a character: a high one must be followed at once by a low one
+        // (`\ud83d\ude00`, as in JSON); either one alone is not a Unicode scalar value.
+        const next = /^\\u(d[c-f][0-9a-f]{2})/i.exec(s.raw.slice(escape.lastIndex));
+        if (unit <= 0xdbff && next) {
+          escape.lastIndex += next[0].length;
+          continue;
+        }
+        out.push(error('invalid-escape', `invalid escape \`${m[0]}\`: U+${m[1].slice(1).toUpperCase()} is a surrogate, not a Unicode scalar value`, innerSpan(s, m.index, m[0].length),
+          unit <= 0xdbff ? 'a high surrogate must be followed by a low one (`\\uDC00`-`\\uDFFF`), or write the character itself'
+            : 'a low surrogate must follow a high one (`\\uD800`-`\\uDBFF`), or write the character itself'));
+        continue;
+      }
       out.push(error('invalid-escape', `invalid escape \`${m[0]}\``, innerSpan(s, m.index, m[0].length),
         'the escapes are `\\"`, `\\\\`, `\\n`, `\\t` and `\\uXXXX`'));
     }

@@ -59,7 +59,14 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
         continue;
       }
       seen.set(name, attr);
-      if (!matchesType(attr.value, expected)) {
+      if (expected === 'list of strings' && attr.value.kind === 'list') {
+        // The list itself is right: name each element that is not a string, where it is.
+        attr.value.items.forEach((item, i) => {
+          if (item.kind === 'string') return;
+          out.push(error('invalid-type', `element ${i + 1} of \`${name}\` must be a string, found ${valueType(item)}`, item.span,
+            item.kind === 'list' ? 'lists do not nest; write the strings in one list' : item.kind === 'number' ? `strings are quoted: \`"${item.raw}"\`` : undefined));
+        });
+      } else if (!matchesType(attr.value, expected)) {
         out.push(error('invalid-type', `\`${name}\` must be ${expected === 'list of strings' ? 'a list of strings' : `a ${expected}`}, found ${valueType(attr.value)}`, attr.value.span,
           expected === 'list of strings' && attr.value.kind === 'string' ? `write \`${name} = ["${attr.value.raw}"]\`` : expected === 'string' && attr.value.kind === 'list' && name === 'identity' ? 'use `identities = [...]` for several identities' : undefined));
       }

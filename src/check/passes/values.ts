@@ -5,6 +5,7 @@ import {
   LEVELS, RESULTS, isAction, isValidName, normalizeIp, parseCidrText, parseIdentityPattern, parseResource,
   type Block, type PolicyFile, type StringLiteral,
 } from '../../syntax';
+import { prepareRequest, subjectIdentity } from '../../eval/request';
 import { API_SCOPES, DEFAULT_POLICIES, isRuleBlock } from '../schema';
 import { attribute, blocks, identityStrings, stringValue } from '../walk';
 
@@ -16,6 +17,7 @@ function oneOf(code: string, what: string, value: StringLiteral, allowed: readon
 
 export function checkValues(files: readonly PolicyFile[]): Diagnostic[] {
   const out: Diagnostic[] = [];
+  const anonymous = anonymousAllowed(files);
   for (const { block, parent } of blocks(files)) {
     const type = block.type.name;
     if (isRuleBlock(type)) checkRule(block, out);
@@ -24,7 +26,7 @@ export function checkValues(files: readonly PolicyFile[]): Diagnostic[] {
     else if (type === 'api' && !parent) {
       if (block.label && !(API_SCOPES as readonly string[]).includes(block.label.value)) out.push(oneOf('unknown-api', '`api` scope', block.label, API_SCOPES));
       checkIdentities(block, out);
-    } else if (type === 'test' && !parent) checkTest(block, out);
+    } else if (type === 'test' && !parent) checkTest(block, out, anonymous);
   }
   return out;
 }
@@ -92,7 +94,20 @@ function checkSettings(block: Block, out: Diagnostic[]): void {
   }
 }
 
-function checkTest(block: Block, out: Diagnostic[]): void {
+/** `settings { anonymous = … }` of the policy set (the first `settings` block; a second is an error). */
+function anonymousAllowed(files: readonly PolicyFile[]): boolean {
+  for (const file of files) {
+    for (const item of file.body) {
+      if (item.kind !== 'block' || item.type.name !== 'settings') continue;
+      const value = attribute(item, 'anonymous')?.value;
+      return value?.kind === 'boolean' && value.value;
+    }
+  }
+  return false;
+}
+
+function checkTest(block: Block, out: Diagnostic[], anonymous: boolean): void {
+  const before = out.length;
   const identity = stringValue(block, 'identity');
   if (identity && identity.value === '') out.push(error('invalid-test', '`identity` is empty', identity.span, 'omit `identity` to test an anonymous request'));
   const action = stringValue(block, 'action');
@@ -108,4 +123,22 @@ function checkTest(block: Block, out: Diagnostic[]): void {
   if (sourceIp && normalizeIp(sourceIp.value) === undefined) out.push(error('invalid-test', `invalid \`source_ip\` \`${sourceIp.value}\`; expected an IPv4 or IPv6 address`, sourceIp.span));
   const expect = stringValue(block, 'expect');
   if (expect && !(RESULTS as readonly string[]).includes(expect.value)) out.push(oneOf('invalid-test', 'expected result', expect, RESULTS));
+  if (out.length > before || !action || !resource) return; // each field has its own error (or is missing: structure)
+
+  // Each field is fine on its own; now the request as a whole, validated exactly as `pdp test` (the
+  // engine) will: a test that passes the check must be one the engine can decide.
+  const prepared = prepareRequest({
+    identity: identity?.value, action: action.value, resource: resource.value, namespace: namespace?.value, sourceIp: sourceIp?.value,
+  });
+  if (!prepared.ok) {
+    const fields: Record<string, StringLiteral | undefined> = { identity, action, resource, namespace, source_ip: sourceIp };
+    const field = fields[prepared.error.field];
+    const [message, ...hint] = prepared.error.message.split('; ');
+    out.push(error('invalid-test', `this test's request would be refused: ${message}`, field?.span ?? block.type.span, hint.length ? hint.join('; ') : undefined));
+    return;
+  }
+  if (subjectIdentity(prepared.request.identity, anonymous) === undefined) {
+    out.push(error('invalid-test', 'this test has no `identity`, and the policy set does not allow anonymous requests', block.label?.span ?? block.type.span,
+      'add `identity = "..."`, or allow anonymous requests with `settings { anonymous = true }`'));
+  }
 }

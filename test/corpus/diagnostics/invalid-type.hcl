@@ -4,3 +4,4 @@ service "pay" {
 }
 settings { anonymous = "true" }
 service "ord" { policy = "read" identity = ["team:a", "team:b"] cidrs = [10] }
+role "r" { identities = ["team:a", true, ["team:b"]] }

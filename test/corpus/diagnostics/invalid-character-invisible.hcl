@@ -1,0 +1,4 @@
+service "a" {
+  policy = "read"
+  identity = "team:ops"​
+}﻿

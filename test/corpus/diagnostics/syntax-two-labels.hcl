@@ -1,0 +1,4 @@
+service "two" "labels" {
+  policy = "read"
+  identity = "team:ops"
+}
