@@ -3,6 +3,7 @@
 // that is answered is looked up in `audit_log` through a second connection.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import Database from 'better-sqlite3';
 import { policyVersion, readPolicyDir } from '../src/engine';
 import {
@@ -319,15 +320,84 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.ok(metricValue(res.text, 'pdp_audit_rows_total') >= 1);
   });
 
-  test('unknown route → 404 JSON; wrong method → JSON error', async () => {
+  test('unknown route → 404 JSON; a known path with the wrong method → 405 with Allow; HEAD on a GET route still answers', async () => {
     const res = await request(`${server.url}/v1/nope?x=1`);
     assert.equal(res.status, 404);
     assert.equal(res.json.error.code, 'not_found');
     assert.match(res.json.error.message, /\/v1\/nope/);
     const wrongMethod = await request(`${server.url}/v1/authorize`);
-    assert.ok(wrongMethod.status === 404 || wrongMethod.status === 405, wrongMethod.text);
-    assert.ok(wrongMethod.json?.error?.code, 'a JSON error');
+    assert.equal(wrongMethod.status, 405, wrongMethod.text);
+    assert.equal(wrongMethod.headers.get('allow'), 'POST');
+    assert.equal(wrongMethod.json.error.code, 'method_not_allowed');
+    assert.match(wrongMethod.json.error.message, /`\/v1\/authorize` does not answer `GET`/);
     assertNoLeak(wrongMethod.text, [server.root]);
+    for (const [method, url, allow] of [['DELETE', '/v1/health', 'GET, HEAD'], ['POST', '/metrics?x=1', 'GET, HEAD'], ['PUT', '/v1/policies/reload', 'POST'], ['GET', '/v1/authorize/batch', 'POST']] as const) {
+      const r = await request(`${server.url}${url}`, { method });
+      assert.equal(r.status, 405, `${method} ${url}: ${r.text}`);
+      assert.equal(r.headers.get('allow'), allow, `${method} ${url}`);
+      assert.equal(r.json.error.code, 'method_not_allowed');
+    }
+    const head = await request(`${server.url}/v1/health`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal((await request(`${server.url}/v1/nope`, { method: 'DELETE' })).status, 404, 'an unknown path stays 404 whatever the method');
+  });
+
+  test('`__proto__` and `constructor.prototype` keys: 400 invalid_request naming the key (valid JSON, not "invalid JSON"); nothing audited', async () => {
+    const before = allRows(server.auditPath).length;
+    const cases: { path: string; raw: string; field: string }[] = [
+      { path: '/v1/authorize', raw: '{"__proto__":{"allow":true},"action":"read","resource":"service:web"}', field: '__proto__' },
+      { path: '/v1/authorize', raw: '{"action":"read","resource":"service:web","context":{"__proto__":{"x":1}}}', field: 'context.__proto__' },
+      { path: '/v1/authorize', raw: '{"constructor":{"prototype":{"allow":true}},"action":"read","resource":"service:web"}', field: 'constructor' },
+      { path: '/v1/authorize/batch', raw: '{"checks":[{"action":"read","resource":"service:web"},{"__proto__":{},"action":"read","resource":"service:web"}]}', field: 'checks[1].__proto__' },
+      { path: '/v1/authorize/batch', raw: '{"checks":[{"action":"read","resource":"service:web"},{"action":"read","resource":"service:web"},{"constructor":{"prototype":1},"action":"read","resource":"service:web"}]}', field: 'checks[2].constructor' },
+    ];
+    for (const c of cases) {
+      const res = await request(`${server.url}${c.path}`, { raw: c.raw });
+      assert.equal(res.status, 400, `${c.raw}: ${res.text}`);
+      assert.equal(res.json.error.code, 'invalid_request', res.text);
+      assert.equal(res.json.error.field, c.field, res.text);
+      assert.match(res.json.error.message, /is not accepted/);
+      assert.ok(res.json.error.message.includes(`\`${c.field}\``), res.text);
+    }
+    // A `constructor` that is a plain value is just an unknown field; broken JSON is still invalid_json.
+    const plain = await request(`${server.url}/v1/authorize`, { raw: '{"constructor":"x","action":"read","resource":"service:web"}' });
+    assert.equal(plain.status, 400);
+    assert.equal(plain.json.error.field, 'constructor');
+    assert.match(plain.json.error.message, /unknown field/);
+    const broken = await request(`${server.url}/v1/authorize`, { raw: '{"__proto__":' });
+    assert.equal(broken.json.error.code, 'invalid_json');
+    assert.equal(allRows(server.auditPath).length, before);
+    assert.equal(({} as Record<string, unknown>).allow, undefined, 'no prototype was touched');
+  });
+
+  test('headers over the limit: 431 in the API error shape (not fastify\'s), connection closed', async () => {
+    const { port } = new URL(server.url);
+    const text = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => {
+        socket.write(`GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${'a'.repeat(20_000)}\r\n\r\n`);
+      });
+      let data = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => { data += chunk; });
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    const [head, body] = text.split('\r\n\r\n');
+    assert.match(head!, /^HTTP\/1\.1 431 /);
+    assert.match(head!, /\r\nconnection: close/i);
+    const json = JSON.parse(body!) as { error: { code: string; message: string } };
+    assert.equal(json.error.code, 'headers_too_large');
+    assert.match(json.error.message, /headers are larger than the limit/);
+    assert.ok(!text.includes('aaaa'), 'the header is not echoed');
+    // Malformed HTTP gets the same shape.
+    const bad = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => socket.write('NONSENSE\r\n\r\n'));
+      let data = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => { data += chunk; });
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    assert.match(bad, /^HTTP\/1\.1 400 /);
+    assert.equal((JSON.parse(bad.split('\r\n\r\n')[1]!) as { error: { code: string } }).error.code, 'invalid_request');
   });
 
   test('cache: the same request twice is a hit, both audited with distinct ids and identical rows', async () => {

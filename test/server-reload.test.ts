@@ -124,6 +124,60 @@ describe('POST /v1/policies/reload', () => {
     assert.equal(still.json.result, 'ALLOW');
   });
 
+  test('the body is validated by a schema: none or `{}` reloads; anything else is 400 naming the field', async (t) => {
+    const server = await startServer({ files: { 'svc.hcl': WEB_READ } });
+    t.after(() => server.close());
+    const url = `${server.url}/v1/policies/reload`;
+    const none = await request(url, { method: 'POST' });
+    assert.equal(none.status, 200, none.text);
+    const empty = await request(url, { body: {} });
+    assert.equal(empty.status, 200, empty.text);
+    for (const [body, field, message] of [[{ x: 1 }, 'x', /unknown field `x`/], [[], 'body', /must be an object/], ['now', 'body', /must be an object/]] as const) {
+      const res = await request(url, { body });
+      assert.equal(res.status, 400, res.text);
+      assert.equal(res.json.error.code, 'invalid_request');
+      assert.equal(res.json.error.field, field);
+      assert.match(res.json.error.message, message);
+    }
+  });
+
+  test('a reload refused by the audit store is retried with backoff until it lands; a newer reload supersedes the retry', async (t) => {
+    const server = await startServer({ files: { 'svc.hcl': WEB_READ }, busyTimeoutMs: 50, probeIntervalMs: 50 });
+    const holder = new Database(server.auditPath);
+    t.after(async () => {
+      if (holder.inTransaction) holder.exec('ROLLBACK');
+      holder.close();
+      await server.close();
+    });
+    const seen: { ok: boolean; retry: number; retryInMs?: number }[] = [];
+    server.reloader.onOutcome((outcome, _trigger, { retry }) => seen.push({ ok: outcome.ok, retry, ...(!outcome.ok && outcome.retryInMs !== undefined ? { retryInMs: outcome.retryInMs } : {}) }));
+    const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    writePolicyFile(server.policyDir, 'svc.hcl', WEB_WRITE_AND_API);
+    holder.exec('BEGIN IMMEDIATE');
+    const refused = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(refused.status, 503, refused.text);
+    assert.match(refused.json.error.message, /retrying in 1 s/);
+    // Still locked: the first retry (after 1 s) is refused too and the next waits 2 s.
+    assert.ok(await waitFor(() => seen.some((s) => s.retry === 1), 5000), JSON.stringify(seen));
+    assert.deepEqual(seen.slice(0, 2).map((s) => s.retryInMs), [1000, 2000]);
+    holder.exec('ROLLBACK');
+    assert.ok(await waitFor(() => server.engine.current()?.version === v2, 8000), JSON.stringify(seen));
+    assert.deepEqual(seen.at(-1), { ok: true, retry: 2 });
+    assert.equal(aclChanges(server.auditPath).length, 1);
+
+    // Superseded: a refused reload schedules a retry, then a newer reload (which lands) cancels it.
+    writePolicyFile(server.policyDir, 'svc.hcl', WEB_READ);
+    holder.exec('BEGIN IMMEDIATE');
+    assert.equal((await request(`${server.url}/v1/policies/reload`, { method: 'POST' })).status, 503);
+    holder.exec('ROLLBACK');
+    assert.ok(await waitFor(async () => (await request(`${server.url}/v1/ready`)).status === 200, 5000));
+    const count = seen.length;
+    assert.equal((await request(`${server.url}/v1/policies/reload`, { method: 'POST' })).status, 200);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(seen.length, count + 1, `no retry ran after the newer reload: ${JSON.stringify(seen.slice(count))}`);
+    assert.equal(aclChanges(server.auditPath).length, 2);
+  });
+
   test('a reload that cannot be audited is refused as audit_unavailable and the old version keeps serving', async (t) => {
     const server = await startServer({ files: { 'svc.hcl': WEB_READ }, busyTimeoutMs: 50, probeIntervalMs: 50 });
     const holder = new Database(server.auditPath);

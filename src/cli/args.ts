@@ -19,10 +19,20 @@ export function formatOption(value: string | undefined, allowed: readonly string
   return format;
 }
 
-/** Parses durations like `90s`, `30m`, `1h`, `7d` into milliseconds. */
-export function parseDuration(text: string, flag: string): number {
+/** The longest duration any flag accepts unless it names its own bound: 100 years. */
+const MAX_ANY_DURATION_MS = 100 * 365 * 86_400_000;
+
+/**
+ * Parses durations like `90s`, `30m`, `1h`, `7d` into milliseconds. `max` (ms, with the text shown
+ * for it) bounds the value; without it anything over 100 years is refused too, so no flag ever
+ * turns into an overflowing timer or a `Retry-After` of 19 digits.
+ */
+export function parseDuration(text: string, flag: string, max?: { ms: number; text: string }): number {
   const m = /^(\d+)(ms|s|m|h|d)$/.exec(text);
   if (!m) throw new UsageError(`${flag} expects a duration like \`30s\`, \`15m\`, \`1h\` or \`7d\`; got \`${text}\``);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Number(m[1]) * unit;
+  const ms = Number(m[1]) * unit;
+  const limit = max ?? { ms: MAX_ANY_DURATION_MS, text: '100 years' };
+  if (!Number.isSafeInteger(ms) || ms > limit.ms) throw new UsageError(`${flag} must be at most ${limit.text}; got \`${text}\``);
+  return ms;
 }

@@ -1,8 +1,11 @@
 // `pdp serve`: wires the engine, the audit store and the HTTP server together and listens.
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { createRecorder, openAuditStore } from '../audit';
 import { Engine } from '../engine';
+import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader } from '../server';
 import { parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
@@ -31,7 +34,7 @@ it is answered.
   --rate-limit N        requests per second per authenticated caller (default 1000; 0 disables)
   --max-failures N      failed authentications from one address before it is locked out (default 5)
   --lockout DUR         how long a locked-out address is refused, and the window in which its
-                        failures count (default 15m; e.g. 30s, 15m, 1h)
+                        failures count (default 15m; e.g. 30s, 15m, 1h; at most 30d)
   --log-level LEVEL     fatal, error, warn (default), info, debug
   --workers N           N worker processes sharing the port (node:cluster); default 1
 
@@ -83,6 +86,9 @@ export const run: Command = async (args, io) => {
     throw new UsageError(`refusing to serve on \`${host}\` without caller authentication: add --client-ca (mutual TLS) and/or --tokens; only loopback may run without it`);
   }
   const limits = securityLimits(values);
+  // Operator files are checked before anything is opened: a wrong path or a key that does not match
+  // its certificate is a usage error naming the flag, not an `internal error: ENOENT`.
+  checkSecurityFiles(values, io.cwd);
   const nodeName = (values['node-name'] ?? os.hostname()) + (isClusterWorker(io.env) ? `/w${io.env.PDP_WORKER_ID ?? '?'}` : '');
   if (workers > 1 && !isClusterWorker(io.env)) {
     // Validate the policy set once before forking, so a broken set fails fast with its diagnostics.
@@ -116,7 +122,7 @@ export const run: Command = async (args, io) => {
   }
   const auditStore = store;
   const recorder = createRecorder(auditStore);
-    const refreshAllowed = (services: { name: string; namespace: string }[]) => {
+  const refreshAllowed = (services: { name: string; namespace: string }[]) => {
     try {
       auditStore.refreshAllowedServices(services);
     } catch (e) {
@@ -127,26 +133,52 @@ export const run: Command = async (args, io) => {
   const reloader = createReloader({ engine, recorder, nodeName, onActivated: (p) => refreshAllowed(p.compiled.declaredServices) });
   refreshAllowed(first.policy.compiled.declaredServices);
 
+  // Everything opened from here on is closed by `closeAll`, on every path out (a failed start included),
+  // so a start that fails exits instead of being held open by a watcher or a timer.
   let security: Awaited<ReturnType<typeof loadSecurity>> | undefined;
-  if (tls || values.tokens !== undefined) security = await loadSecurity(values, limits, io);
-  const app = buildServer({
+  let watcher: { close(): void } | undefined;
+  let onHup: (() => void) | undefined;
+  let app: ReturnType<typeof buildServer> | undefined;
+  const closeAll = async () => {
+    watcher?.close();
+    watcher = undefined;
+    if (onHup) process.off('SIGHUP', onHup);
+    reloader.close();
+    // The token store stays open until the last in-flight request has been answered.
+    await app?.close().catch(() => undefined);
+    security?.close();
+    await recorder.close();
+    auditStore.close();
+  };
+
+  if (tls || values.tokens !== undefined) {
+    try {
+      security = await loadSecurity(values, limits, io);
+    } catch (e) {
+      io.stderr.write(`pdp serve: ${(e as Error).message}\n`);
+      await closeAll();
+      return EXIT_FINDING;
+    }
+  }
+  app = buildServer({
     engine, recorder, reloader, cacheEntries, nodeName,
     logger: { level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'] },
     ...(security?.serverOptions ?? {}),
   });
-  if (!tls) app.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
+  const server = app;
+  if (!tls) server.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
 
-  reloader.onOutcome((outcome, trigger) => {
-    if (outcome.ok && outcome.changed) io.stderr.write(`pdp serve: reloaded (${trigger}): ${outcome.version}, ${outcome.added.length} rule(s) added, ${outcome.removed.length} removed\n`);
-    else if (!outcome.ok) io.stderr.write(`pdp serve: reload refused (${trigger}): ${outcome.message}\n${outcome.diagnostics.map((d) => `  ${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}`).join('\n')}\n`);
+  reloader.onOutcome((outcome, trigger, { retry }) => {
+    const label = retry > 0 ? `${trigger}, retry ${retry}` : trigger;
+    if (outcome.ok && outcome.changed) io.stderr.write(`pdp serve: reloaded (${label}): ${outcome.version}, ${outcome.added.length} rule(s) added, ${outcome.removed.length} removed\n`);
+    else if (!outcome.ok) io.stderr.write(`pdp serve: reload refused (${label}): ${outcome.message}\n${outcome.diagnostics.map((d) => `  ${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}\n`).join('')}`);
   });
 
-  const onHup = () => {
+  onHup = () => {
     void reloader.reload('signal:SIGHUP');
     security?.reload();
   };
   process.on('SIGHUP', onHup);
-  let watcher: { close(): void } | undefined;
   if (!values['no-watch']) {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -156,19 +188,18 @@ export const run: Command = async (args, io) => {
       });
       watcher = { close: () => { clearTimeout(timer); watching.close(); } };
     } catch {
-      app.log.warn('cannot watch the policy directory; reload with SIGHUP or the API');
+      server.log.warn('cannot watch the policy directory; reload with SIGHUP or the API');
     }
   }
 
   try {
-    await app.listen({ host, port });
+    await server.listen({ host, port });
   } catch (e) {
     io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
-    await recorder.close();
-    auditStore.close();
+    await closeAll();
     return EXIT_FINDING;
   }
-  const address = app.server.address();
+  const address = server.server.address();
   const shownPort = typeof address === 'object' && address ? address.port : port;
   io.stderr.write(`pdp serve: ${first.policy.ruleCount} rules (${first.policy.version}) from ${policyDir}\n`);
   io.stderr.write(`pdp serve: audit store ${auditPath}\n`);
@@ -180,18 +211,13 @@ export const run: Command = async (args, io) => {
       if (stopping) return;
       stopping = true;
       io.stderr.write(`pdp serve: ${signal}: draining\n`);
-      watcher?.close();
-      security?.close();
-      process.off('SIGHUP', onHup);
-      // close() waits for keep-alive connections; the ones that go idle while in-flight requests
-      // finish are closed as they do, and after 10 s whatever is left is cut.
-      const idleSweep = setInterval(() => app.server.closeIdleConnections(), 50);
-      const deadline = setTimeout(() => app.server.closeAllConnections(), 10_000);
-      await app.close();
-      clearInterval(idleSweep);
+      // app.close() (see buildServer's preClose hook): the listener stops accepting, idle keep-alive
+      // connections are closed, requests already read finish (and are audited) with `Connection:
+      // close`, and a request that still arrives is answered 503 `shutting_down` with `Connection:
+      // close`. After 10 s whatever is left is cut.
+      const deadline = setTimeout(() => server.server.closeAllConnections(), 10_000);
+      await closeAll();
       clearTimeout(deadline);
-      await recorder.close();
-      auditStore.close();
       io.stderr.write('pdp serve: stopped\n');
       // A cluster worker's IPC channel would keep it alive after draining.
       if (isClusterWorker(io.env)) process.disconnect?.();
@@ -203,6 +229,70 @@ export const run: Command = async (args, io) => {
     process.once('SIGINT', () => void stop('SIGINT'));
   });
 };
+
+/** --lockout (and the failure window that follows it) at most 30 days. */
+const MAX_LOCKOUT_MS = 30 * 86_400_000;
+
+/**
+ * The files named by --tls-cert, --tls-key, --client-ca and --tokens, checked before anything is
+ * opened: each must be readable (a new token store needs an existing directory), the key must match
+ * the certificate, and the CA bundle must hold CA certificates. Throws a UsageError naming the flag.
+ */
+export function checkSecurityFiles(values: Record<string, string | boolean | undefined>, cwd: string): void {
+  const read = (flag: string): Buffer | undefined => {
+    const given = values[flag] as string | undefined;
+    if (given === undefined) return undefined;
+    const file = path.resolve(cwd, given);
+    try {
+      if (fs.statSync(file).isDirectory()) throw new UsageError(`--${flag} \`${given}\` is a directory; expected a PEM file`);
+      return fs.readFileSync(file);
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new UsageError(`--${flag} \`${given}\` ${code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read (permission denied)' : `cannot be read (${code ?? (e as Error).message})`}`);
+    }
+  };
+  const cert = read('tls-cert');
+  const key = read('tls-key');
+  const ca = read('client-ca');
+  if (cert && key) {
+    try {
+      tls.createSecureContext({ cert, key });
+    } catch (e) {
+      const reason = (e as Error).message;
+      if (/key values mismatch/i.test(reason)) throw new UsageError(`--tls-key \`${String(values['tls-key'])}\` does not match the certificate in --tls-cert \`${String(values['tls-cert'])}\``);
+      throw new UsageError(`--tls-cert \`${String(values['tls-cert'])}\` and --tls-key \`${String(values['tls-key'])}\` are not a usable PEM certificate and private key (${reason.replace(/^error:[0-9A-F]+:/i, '')})`);
+    }
+  }
+  if (ca) {
+    try {
+      loadTrustBundle(ca.toString('utf8'), `\`${String(values['client-ca'])}\``);
+    } catch (e) {
+      throw new UsageError(`--client-ca: ${(e as Error).message}`);
+    }
+  }
+  const tokens = values.tokens as string | undefined;
+  if (tokens !== undefined) {
+    const file = path.resolve(cwd, tokens);
+    let stat: fs.Stats | undefined;
+    try {
+      stat = fs.statSync(file);
+    } catch {
+      stat = undefined;
+    }
+    if (stat?.isDirectory()) throw new UsageError(`--tokens \`${tokens}\` is a directory; expected a token store file (from \`pdp token create\`)`);
+    if (!stat) {
+      const dir = path.dirname(file);
+      let dirOk = false;
+      try {
+        dirOk = fs.statSync(dir).isDirectory();
+      } catch {
+        dirOk = false;
+      }
+      if (!dirOk) throw new UsageError(`--tokens \`${tokens}\`: the directory \`${path.dirname(tokens)}\` does not exist; create the store with \`pdp token create --tokens ${tokens}\` (which creates it) or fix the path`);
+    }
+  }
+}
 
 interface SecurityLimits {
   rateLimitPerSecond?: number;
@@ -225,7 +315,7 @@ function securityLimits(values: Record<string, string | boolean | undefined>): S
   }
   const lockout = values.lockout as string | undefined;
   if (lockout !== undefined) {
-    const ms = parseDuration(lockout, '--lockout');
+    const ms = parseDuration(lockout, '--lockout', { ms: MAX_LOCKOUT_MS, text: '30d' });
     if (ms < 1000) throw new UsageError(`--lockout must be at least 1s; got \`${lockout}\``);
     limits.lockoutMs = ms;
   }

@@ -7,14 +7,17 @@ export const ERRORS = {
   unauthenticated: { status: 401, summary: 'the caller or subject could not be authenticated' },
   forbidden: { status: 403, summary: 'the caller has no `api` grant for this endpoint' },
   not_found: { status: 404, summary: 'no such endpoint' },
-  method_not_allowed: { status: 405, summary: 'method not allowed' },
+  method_not_allowed: { status: 405, summary: 'the endpoint exists but not with this method (see `Allow`)' },
+  request_timeout: { status: 408, summary: 'the request was not received in time' },
   body_too_large: { status: 413, summary: 'the body is larger than the limit' },
   policy_invalid: { status: 422, summary: 'the new policy set has errors; the last good one keeps serving' },
   rate_limited: { status: 429, summary: 'too many requests' },
+  headers_too_large: { status: 431, summary: 'the request headers are larger than the limit' },
   locked_out: { status: 429, summary: 'too many authentication failures from this source' },
   internal: { status: 500, summary: 'internal error' },
   policy_unavailable: { status: 503, summary: 'no valid policy set is loaded' },
   audit_unavailable: { status: 503, summary: 'the audit store cannot be written; failing closed' },
+  shutting_down: { status: 503, summary: 'the server is shutting down; retry on another instance (sent with `Connection: close`)' },
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -43,6 +43,13 @@ export const batchRequest = {
   properties: { checks: { type: 'array', minItems: 1, maxItems: 1000, items: authorizeRequest } },
 } as const;
 
+/** `POST /v1/policies/reload` takes no parameters: no body, or an empty object. */
+export const reloadRequest = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {},
+} as const;
+
 const ruleRef = { type: ['object', 'null'], properties: { file: { type: 'string' }, line: { type: 'integer' } } } as const;
 
 const considered = {

@@ -1,6 +1,8 @@
 // buildServer(deps): the /v1 HTTP API on fastify. No listen() here: `pdp serve` listens, tests
 // use an ephemeral port or inject(). The audit recorder and everything with I/O are handed in.
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { deriveEventType, type AuditEvent } from '../audit/event';
@@ -14,7 +16,7 @@ import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './error
 import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type Metrics } from './metrics';
 import type { Reloader } from './reload';
-import { authorizeRequest, authorizeResponse, batchRequest, batchResponse } from './schemas';
+import { authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
 
 export interface AuthorizeBody {
   identity?: string;
@@ -115,6 +117,38 @@ function describeValidation(issue: ValidationIssue): { field: string; message: s
   }
 }
 
+/**
+ * Where a parsed JSON body holds a key that could pollute a prototype: an own `__proto__`, or a
+ * `constructor` object with its own `prototype` (what secure-json-parse refuses). Returns the field
+ * as people write it (`checks[2].__proto__`), or undefined.
+ */
+export function forbiddenKey(value: unknown, at = ''): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = forbiddenKey(value[i], `${at}[${i}]`);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+  const join = (k: string) => (at ? `${at}.${k}` : k);
+  if (own(value, '__proto__')) return join('__proto__');
+  const ctor = (value as Record<string, unknown>).constructor;
+  if (own(value, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return join('constructor');
+  for (const k of Object.keys(value)) {
+    const found = forbiddenKey((value as Record<string, unknown>)[k], join(k));
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/** A whole HTTP/1.1 error response for a raw socket or a raw response: the API's error shape, then close. */
+function rawErrorResponse(code: ErrorCode, message: string): { status: number; headers: Record<string, string>; body: string } {
+  const body = JSON.stringify(errorBody(code, message));
+  return { status: ERRORS[code].status, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }, body };
+}
+
 export function buildServer(deps: ServerDeps): FastifyInstance {
   const now = deps.now ?? (() => new Date());
   const nodeName = deps.nodeName ?? 'pdp';
@@ -125,7 +159,22 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     ...(deps.https ? { https: deps.https } : {}),
     // Strict validation: no silent type coercion, no silently dropped unknown fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
-    return503OnClosing: true,
+    // Draining is ours (see the preClose hook): fastify's own 503 has another body shape.
+    return503OnClosing: false,
+    // Errors before any route (header too large, malformed HTTP, timeouts) in the API's error shape.
+    clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex) {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [code, message]: [ErrorCode, string] = err.code === 'HPE_HEADER_OVERFLOW'
+        ? ['headers_too_large', 'the request headers are larger than the limit (16 KiB in all)']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? ['request_timeout', 'the request was not received in time']
+          : ['invalid_request', 'the request is not valid HTTP/1.1'];
+      if (socket.writable) {
+        const r = rawErrorResponse(code, message);
+        socket.write(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status]}\r\n${Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${r.body}`);
+      }
+      socket.destroy(err);
+    },
     ...(deps.logger ? { childLoggerFactory: lazyChildLoggerFactory } : {}),
   } as FastifyServerOptions) as unknown as FastifyInstance;
 
@@ -165,7 +214,73 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // JSON in and out: without this, fastify's built-in text/plain parser hands the schema a string and
   // a JSON object sent as text/plain is refused as "`body` must be an object" instead of 415.
   app.removeContentTypeParser('text/plain');
-  app.setNotFoundHandler((request, reply) => fail(reply, 'not_found', `no endpoint \`${request.method} ${request.url.split('?')[0]}\``));
+  // fastify's JSON parser (secure-json-parse) refuses `__proto__` and `constructor.prototype` keys,
+  // but reports them as "not valid JSON". Its refusals are looked at again (only on that error path):
+  // JSON that parses is valid, so the answer is 400 invalid_request naming the key.
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    defaultJson(request, body as string, (err: Error | null, value: unknown) => {
+      if (err && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+        let parsed: unknown;
+        let valid = true;
+        try {
+          parsed = JSON.parse(body as string); // own properties only: no prototype is touched
+        } catch {
+          valid = false;
+        }
+        const field = valid ? forbiddenKey(parsed) : undefined;
+        if (field) {
+          const key = field.endsWith('__proto__') ? '`__proto__`' : '`constructor` holding `prototype`';
+          done(new ApiError('invalid_request', `\`${field}\`: a key named ${key} is not accepted`, { field }), undefined);
+          return;
+        }
+      }
+      done(err, value);
+    });
+  });
+
+  // Which methods each known path answers: a known path with another method is 405 with `Allow`,
+  // an unknown path 404. (HEAD comes with every GET route, as fastify exposes it.)
+  const methodsByPath = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    const set = methodsByPath.get(route.url) ?? new Set<string>();
+    for (const m of Array.isArray(route.method) ? route.method : [route.method]) set.add(m.toUpperCase());
+    methodsByPath.set(route.url, set);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const url = request.url.split('?')[0]!;
+    const methods = methodsByPath.get(url);
+    if (methods) {
+      const allow = [...methods].sort().join(', ');
+      reply.header('allow', allow);
+      return fail(reply, 'method_not_allowed', `\`${url}\` does not answer \`${request.method}\`; it answers ${[...methods].sort().map((m) => `\`${m}\``).join(', ')}`);
+    }
+    return fail(reply, 'not_found', `no endpoint \`${request.method} ${url}\``);
+  });
+
+  // Graceful drain (app.close(), i.e. SIGTERM/SIGINT in `pdp serve`). The listener stops accepting and
+  // Node closes the idle keep-alive connections; every response sent from now on carries
+  // `Connection: close`, so a client never reuses a connection that is about to go away; a request
+  // that still arrives on an open connection is answered 503 `shutting_down`, also with
+  // `Connection: close`. Requests already handed to a route finish normally, audit included.
+  let draining = false;
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (draining) reply.header('connection', 'close');
+    done(null, payload);
+  });
+  app.addHook('preClose', (done) => {
+    draining = true;
+    const server = app.server;
+    // Swapped in at the Node level, so that no per-request hook is paid while serving.
+    server.removeAllListeners('request');
+    server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+      const r = rawErrorResponse('shutting_down', 'the server is shutting down; retry on another instance');
+      res.writeHead(r.status, r.headers);
+      res.end(r.body);
+    });
+    done();
+  });
 
   // Caller authentication and per-endpoint grants (`api` blocks). Without an authenticator the
   // server runs in the loopback development mode: callers are local and may use every endpoint.
@@ -389,7 +504,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       };
     });
 
-    api.post('/v1/policies/reload', { config: { scope: 'admin' } }, async (request) => {
+    api.post('/v1/policies/reload', {
+      schema: { body: reloadRequest },
+      config: { scope: 'admin' },
+      // No body at all is as good as `{}`; anything else is validated by the schema.
+      preValidation: (request, _reply, done) => {
+        if (request.body === undefined) request.body = {};
+        done();
+      },
+    }, async (request) => {
       const outcome = await deps.reloader.reload(`api:${request.caller?.identity ?? 'loopback'}`);
       if (!outcome.ok) {
         // The new set may be fine: it is the audit store that refused the ACL_CHANGE row (503, retry).

@@ -122,6 +122,7 @@ export async function startServer(options: InProcessOptions = {}): Promise<InPro
         if (closed) return;
         closed = true;
         try {
+          reloader.close();
           await started.app.close();
           await started.recorder.close();
         } finally {

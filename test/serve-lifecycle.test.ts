@@ -1,0 +1,224 @@
+// `pdp serve` lifecycle through the real binary: a policy change refused during an audit outage is
+// retried until it lands, a failed bind exits instead of hanging, SIGTERM drains keep-alive clients
+// without resetting them, and operator mistakes in flags are usage errors naming the flag.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import {
+  allRows, authorize, makePolicyDir, makeTempDir, missingDecisions, removeTempDir, runPdp, startServe, waitFor,
+} from './support/server';
+import { makePki } from './support/zero-trust';
+
+const WEB_READ = 'service "web" {\n  policy   = "read"\n  identity = "team:web"\n}\n';
+const OPS_WRITE = 'service "web" {\n  policy   = "write"\n  identity = "team:ops"\n}\n';
+
+function tempSet(t: { after(fn: () => void | Promise<void>): void }, files?: Record<string, string>) {
+  const root = makeTempDir('pdp-serve-life-');
+  t.after(() => removeTempDir(root));
+  const policyDir = makePolicyDir(root, files);
+  return { root, policyDir, auditPath: path.join(root, 'audit.db') };
+}
+
+test('a file change refused while the audit store is locked is retried and lands once it is released (no SIGHUP)', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ, 'ops.hcl': OPS_WRITE });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
+  t.after(() => serve.stop());
+  const opsWrite = { identity: 'team:ops', action: 'write', resource: 'service:web' };
+  assert.equal((await authorize(serve.url, opsWrite)).json.result, 'ALLOW');
+
+  // A second connection holds the write lock: the ACL_CHANGE row of the reload cannot be committed.
+  const holder = new Database(auditPath);
+  t.after(() => {
+    if (holder.open && holder.inTransaction) holder.exec('ROLLBACK');
+    if (holder.open) holder.close();
+  });
+  holder.exec('BEGIN IMMEDIATE');
+  fs.unlinkSync(path.join(policyDir, 'ops.hcl'));
+  assert.ok(await waitFor(() => /reload refused \(file-change\): the policy change could not be written to the audit store.*retrying in/.test(serve.stderr()), 15_000), serve.stderr());
+  // The refused change is not in force, and it is retried while the lock is held (still refused).
+  assert.ok(await waitFor(() => /reload refused \(file-change, retry 1\)/.test(serve.stderr()), 10_000), serve.stderr());
+  holder.exec('ROLLBACK');
+  holder.close();
+
+  // Nothing else happens (no SIGHUP, no file change, no API call): the retry lands the change.
+  assert.ok(await waitFor(async () => {
+    const res = await authorize(serve.url, opsWrite);
+    return res.status === 200 && res.json.result === 'DENY';
+  }, 20_000, 200), `the removed grant is gone; stderr: ${serve.stderr()}`);
+  assert.match(serve.stderr(), /reloaded \(file-change, retry \d+\)/);
+  const changes = allRows(auditPath).filter((r) => r.event_type === 'ACL_CHANGE');
+  assert.equal(changes.length, 1, 'one ACL_CHANGE row, written by the retry that succeeded');
+  assert.equal(changes[0]!.identity, 'file-change');
+  const details = JSON.parse(changes[0]!.details!) as { retry?: number; removed: unknown[] };
+  assert.ok((details.retry ?? 0) >= 1, changes[0]!.details!);
+  assert.equal(details.removed.length, 1);
+  assert.equal(serve.child.exitCode, null);
+});
+
+test('a port in use with the watcher and the token store on: exits 1 promptly, having closed what it opened', async (t) => {
+  const { root, policyDir, auditPath } = tempSet(t);
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+  const port = (blocker.address() as net.AddressInfo).port;
+  const started = Date.now();
+  // Watching (the default) and --tokens: before the fix the process stayed up after the bind failed.
+  const r = await runPdp(['serve', '--policies', policyDir, '--audit', auditPath, '--tokens', path.join(root, 'tokens.db'), '--listen', `127.0.0.1:${port}`], { timeoutMs: 10_000 });
+  assert.equal(r.signal, null, `exited by itself, not killed after 10 s; stderr: ${r.stderr}`);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+  assert.ok(Date.now() - started < 8000, `exited promptly (${Date.now() - started} ms)`);
+  // The audit store was closed cleanly: it opens and has no leftover WAL content to recover.
+  const db = new Database(auditPath, { readonly: true, fileMustExist: true });
+  db.close();
+});
+
+/** A raw HTTP/1.1 connection, so that exactly what goes over the wire (and when) is under control. */
+class RawConnection {
+  readonly socket: net.Socket;
+  data = '';
+  ended = false;
+  error: (Error & { code?: string }) | undefined;
+  readonly closed: Promise<void>;
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (chunk: string) => { this.data += chunk; });
+    this.socket.on('end', () => { this.ended = true; });
+    this.socket.on('error', (e) => { this.error = e; });
+    this.closed = new Promise((resolve) => this.socket.on('close', () => resolve()));
+  }
+  connected(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.socket.once('connect', resolve);
+      this.socket.once('error', reject);
+    });
+  }
+  write(text: string): void {
+    this.socket.write(text);
+  }
+  /** The responses received so far, parsed (status, lower-case headers, body). */
+  responses(): { status: number; headers: Record<string, string>; body: string }[] {
+    const out = [];
+    let rest = this.data;
+    for (;;) {
+      const end = rest.indexOf('\r\n\r\n');
+      if (end < 0) break;
+      const [statusLine, ...lines] = rest.slice(0, end).split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of lines) {
+        const i = line.indexOf(':');
+        headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      const length = Number(headers['content-length'] ?? 0);
+      if (rest.length < end + 4 + length) break;
+      out.push({ status: Number(statusLine!.split(' ')[1]), headers, body: rest.slice(end + 4, end + 4 + length) });
+      rest = rest.slice(end + 4 + length);
+    }
+    return out;
+  }
+}
+
+const AUTHORIZE_BODY = JSON.stringify({ identity: 'team:web', action: 'read', resource: 'service:web' });
+const authorizeHead = (bodyLength = Buffer.byteLength(AUTHORIZE_BODY)) =>
+  `POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: ${bodyLength}\r\n\r\n`;
+
+test('SIGTERM drains keep-alive clients gracefully: idle connections closed cleanly, in-flight requests answered with Connection: close and audited, late requests 503 shutting_down', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch']);
+  t.after(() => serve.stop());
+  const port = Number(new URL(serve.url).port);
+
+  // 40 PEP connections, each with one answered request and now idle in keep-alive.
+  const idle = Array.from({ length: 40 }, () => new RawConnection(port));
+  await Promise.all(idle.map((c) => c.connected()));
+  for (const c of idle) c.write(authorizeHead() + AUTHORIZE_BODY);
+  assert.ok(await waitFor(() => idle.every((c) => c.responses().length === 1), 10_000), 'every idle connection got its first answer');
+  for (const c of idle) assert.equal(c.responses()[0]!.headers.connection, 'keep-alive');
+
+  // 5 requests in flight: headers and half of the body sent before SIGTERM, the rest after.
+  const half = Math.floor(AUTHORIZE_BODY.length / 2);
+  const inFlight = Array.from({ length: 5 }, () => new RawConnection(port));
+  await Promise.all(inFlight.map((c) => c.connected()));
+  for (const c of inFlight) c.write(authorizeHead() + AUTHORIZE_BODY.slice(0, half));
+  // 3 requests that have only begun (part of the request line and headers) at SIGTERM.
+  const late = Array.from({ length: 3 }, () => new RawConnection(port));
+  await Promise.all(late.map((c) => c.connected()));
+  for (const c of late) c.write('POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  await new Promise((r) => setTimeout(r, 200));
+
+  serve.child.kill('SIGTERM');
+  assert.ok(await waitFor(() => /SIGTERM: draining/.test(serve.stderr()), 5000), serve.stderr());
+
+  // Idle keep-alive connections are closed cleanly (FIN), never reset.
+  await Promise.all(idle.map((c) => c.closed));
+  for (const c of idle) {
+    assert.equal(c.error, undefined, `an idle connection was reset: ${c.error?.code}`);
+    assert.ok(c.ended, 'an idle connection ended with a FIN');
+  }
+
+  // The in-flight requests complete: 200, audited, with Connection: close, then the connection ends.
+  for (const c of inFlight) c.write(AUTHORIZE_BODY.slice(half));
+  for (const c of late) c.write(`Connection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(AUTHORIZE_BODY)}\r\n\r\n${AUTHORIZE_BODY}`);
+  await Promise.all([...inFlight, ...late].map((c) => c.closed));
+  const decisionIds: string[] = [];
+  for (const c of inFlight) {
+    assert.equal(c.error, undefined, `an in-flight connection was reset: ${c.error?.code}`);
+    const responses = c.responses();
+    assert.equal(responses.length, 1, c.data);
+    assert.equal(responses[0]!.status, 200, responses[0]!.body);
+    assert.equal(responses[0]!.headers.connection, 'close');
+    const body = JSON.parse(responses[0]!.body) as { decision_id: string; result: string };
+    assert.equal(body.result, 'ALLOW');
+    decisionIds.push(body.decision_id);
+  }
+  // Requests that arrive during the drain: a proper 503 in the API's error shape, then the connection closes.
+  for (const c of late) {
+    assert.equal(c.error, undefined, `a late connection was reset: ${c.error?.code}`);
+    const responses = c.responses();
+    assert.equal(responses.length, 1, c.data);
+    assert.equal(responses[0]!.status, 503, responses[0]!.body);
+    assert.equal(responses[0]!.headers.connection, 'close');
+    assert.equal((JSON.parse(responses[0]!.body) as { error: { code: string } }).error.code, 'shutting_down');
+  }
+
+  const exit = await serve.exited;
+  assert.equal(exit.code, 0, serve.stderr());
+  assert.deepEqual(missingDecisions(auditPath, decisionIds), [], 'every answered in-flight decision is audited');
+});
+
+test('operator input: --tokens in a missing directory, an absurd --lockout, missing TLS files and a key that does not match are usage errors (exit 2) naming the flag', async (t) => {
+  const { root, policyDir, auditPath } = tempSet(t);
+  const base = ['serve', '--policies', policyDir, '--audit', auditPath, '--listen', '127.0.0.1:0', '--no-watch'];
+  const pki = await makePki(root, ['spiffe://cluster/ns/prod/sa/a']);
+  const a = pki.files.a!;
+  const missingDir = path.join(root, 'nonexistdir');
+  const cases: { args: string[]; expect: RegExp }[] = [
+    { args: ['--tokens', path.join(missingDir, 't.db')], expect: /--tokens .*nonexistdir.*does not exist/ },
+    { args: ['--lockout', '99999999999999d'], expect: /--lockout must be at most 30d/ },
+    { args: ['--lockout', '31d'], expect: /--lockout must be at most 30d/ },
+    { args: ['--tls-cert', path.join(root, 'nope.crt'), '--tls-key', pki.files.pdp!.key], expect: /--tls-cert `[^`]*nope\.crt` does not exist/ },
+    { args: ['--tls-cert', pki.files.pdp!.cert, '--tls-key', path.join(root, 'nope.key')], expect: /--tls-key `[^`]*nope\.key` does not exist/ },
+    { args: ['--tls-cert', pki.files.pdp!.cert, '--tls-key', pki.files.pdp!.key, '--client-ca', path.join(root, 'nope-ca.crt')], expect: /--client-ca `[^`]*nope-ca\.crt` does not exist/ },
+    { args: ['--tls-cert', pki.files.pdp!.cert, '--tls-key', a.key], expect: /--tls-key `[^`]*a\.key` does not match the certificate in --tls-cert/ },
+    { args: ['--tls-cert', pki.files.pdp!.cert, '--tls-key', pki.files.pdp!.key, '--client-ca', a.cert], expect: /--client-ca: .*not a CA certificate/ },
+  ];
+  const runs = await Promise.all(cases.map((c) => runPdp([...base, ...c.args])));
+  for (const [i, r] of runs.entries()) {
+    const label = cases[i]!.args.join(' ');
+    assert.equal(r.code, 2, `${label}: ${r.stderr}`);
+    assert.match(r.stderr, cases[i]!.expect, label);
+    assert.doesNotMatch(r.stderr, /internal error|ENOENT/, label);
+    assert.equal(r.stdout.includes('listening'), false, label);
+  }
+  assert.equal(fs.existsSync(missingDir), false, 'no directory is created for the token store');
+  assert.equal(fs.existsSync(auditPath), false, 'a refused start opens no audit store');
+
+  // A new store in an existing directory, and 30d, are fine.
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--tokens', path.join(root, 'new-tokens.db'), '--lockout', '30d']);
+  t.after(() => serve.stop());
+  assert.ok(fs.existsSync(path.join(root, 'new-tokens.db')));
+});
