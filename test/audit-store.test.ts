@@ -96,8 +96,8 @@ test('a version-1 database is upgraded in place: rows kept, one time-first index
 
   const store = openAuditStore(file);
   assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
-  const indexes = store.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'audit_log' AND sql IS NOT NULL").pluck().all();
-  assert.deepEqual(indexes, ['audit_log_time']);
+  const indexes = store.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'audit_log' AND sql IS NOT NULL ORDER BY name").pluck().all();
+  assert.deepEqual(indexes, ['audit_log_acl_change', 'audit_log_time']);
   store.insertBatch([event()]);
   const rows = store.db.prepare('SELECT id, event_type FROM audit_log ORDER BY id').all();
   assert.deepEqual(rows, [{ id: 1, event_type: 'DISCOVERY' }, { id: 2, event_type: 'REGISTRATION' }]);

@@ -18,6 +18,13 @@ export const KNOWN_EVENT_TYPES = [
   'API_DENIED',
 ] as const;
 
+/**
+ * Event types only the server writes: policy changes, failed authentications, refused API calls.
+ * A request's `context.event_type` may not name them, or any caller could forge policy-change rows
+ * (kept a year) or authentication failures.
+ */
+export const SERVER_EVENT_TYPES = ['ACL_CHANGE', 'AUTHN_FAILURE', 'API_DENIED'] as const;
+
 export interface AuditEvent {
   /** ISO-8601 UTC with milliseconds and `Z`, e.g. `2025-01-20T10:30:00.000Z` (sorts as text). */
   timestamp: string;
@@ -116,6 +123,10 @@ function nullableText(event: AuditEvent, field: keyof AuditEvent): string | null
   // `undefined` is accepted as null so a caller building events from optional fields need not spell every one.
   if (value === undefined || value === null) return null;
   if (typeof value !== 'string') throw new InvalidAuditEventError(`audit event field \`${field}\` must be a string or null; got ${typeof value}`);
+  // A lone surrogate would be stored as invalid UTF-8 (ED A0 80 …), which other SQLite clients
+  // cannot decode. The server refuses such input with 400 first; this is the last line of defence.
+  // (O(1) for one-byte strings, which most values are.)
+  if (!value.isWellFormed()) throw new InvalidAuditEventError(`audit event field \`${field}\` is not well-formed Unicode (it holds a lone surrogate)`);
   return value;
 }
 
@@ -131,11 +142,11 @@ export function toAuditRow(event: AuditEvent): AuditRow {
       `audit event timestamp must be ISO-8601 UTC with milliseconds, like \`2025-01-20T10:30:00.000Z\`; got \`${String(event.timestamp)}\``,
     );
   }
-  if (typeof event.event_type !== 'string' || event.event_type === '') {
-    throw new InvalidAuditEventError('audit event needs a non-empty `event_type`');
+  if (typeof event.event_type !== 'string' || event.event_type === '' || !event.event_type.isWellFormed()) {
+    throw new InvalidAuditEventError('audit event needs a non-empty, well-formed `event_type`');
   }
-  if (typeof event.registry_node !== 'string' || event.registry_node === '') {
-    throw new InvalidAuditEventError('audit event needs a non-empty `registry_node`');
+  if (typeof event.registry_node !== 'string' || event.registry_node === '' || !event.registry_node.isWellFormed()) {
+    throw new InvalidAuditEventError('audit event needs a non-empty, well-formed `registry_node`');
   }
   const result = event.result ?? null;
   if (result !== null && !AUDIT_RESULTS.includes(result)) {

@@ -30,6 +30,7 @@ export const APPEND_ONLY_MESSAGE = 'audit_log is append-only';
  *   even inside it only rows older than their class's retention can go. `INSERT OR REPLACE` over an
  *   existing id would delete silently (REPLACE fires no DELETE trigger unless recursive_triggers is
  *   on), so an insert that names an existing id is refused as well.
+ *   (Migration 3 replaced the DELETE trigger: `audit_control` turned out to be writable by anyone.)
  */
 const MIGRATION_1 = `
 CREATE TABLE audit_log (
@@ -124,9 +125,48 @@ DROP INDEX audit_log_result_timestamp;
 CREATE INDEX audit_log_time ON audit_log (timestamp, event_type, result, service_name, identity);
 `;
 
+/**
+ * The SQL function the DELETE trigger of migration 3 asks whether a row may go. Only pdp's own
+ * connections register it (`openAuditStore`), and it answers 1 only while `pdp audit prune` runs in
+ * that connection, for a row past its class's retention. In any other client (the `sqlite3` shell,
+ * Python, another program) the function does not exist, so a DELETE on `audit_log` fails to prepare
+ * with `no such function: pdp_audit_prune_may_delete`. Named so that error says who may delete.
+ */
+export const PRUNE_GUARD_FUNCTION = 'pdp_audit_prune_may_delete';
+
+/**
+ * Migration 3: the DELETE trigger stops trusting `audit_control`.
+ *
+ * Migration 1's trigger allowed a DELETE when the row was older than the cutoffs written in the
+ * one-row `audit_control` table, and nothing protects that table: any client could set the cutoffs
+ * to `9999-12-31…` and then delete every row with plain SQL. The new trigger asks
+ * `pdp_audit_prune_may_delete(timestamp, event_type, result)` instead, a function registered only by
+ * pdp's own connection, whose cutoffs live in JavaScript for the duration of one prune transaction.
+ * `IS NOT 1` (not `NOT …`) so that any other answer, NULL included, refuses. `audit_control` stays
+ * (dropping a table is a schema change consumers may notice) but nothing reads it any more; its
+ * cutoffs are reset to NULL so nobody mistakes them for meaningful.
+ *
+ * It also adds a partial index holding only the `ACL_CHANGE` rows, so `pdp serve` finds the newest
+ * one at start-up (the version it is replacing) in a few page reads however many decisions were
+ * logged since. An insert of any other event type only evaluates the index's WHERE: no index page
+ * is written, so the insert cost migration 2 bought stays.
+ */
+const MIGRATION_3 = `
+DROP TRIGGER audit_log_append_only_delete;
+CREATE TRIGGER audit_log_append_only_delete
+BEFORE DELETE ON audit_log
+WHEN ${PRUNE_GUARD_FUNCTION}(OLD.timestamp, OLD.event_type, OLD.result) IS NOT 1
+BEGIN
+  SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}; expired rows are removed only by \`pdp audit prune\`');
+END;
+UPDATE audit_control SET prune_discovery_before = NULL, prune_standard_before = NULL, prune_acl_change_before = NULL;
+CREATE INDEX audit_log_acl_change ON audit_log (id) WHERE event_type = 'ACL_CHANGE';
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'audit_log, allowed_services, append-only triggers', sql: MIGRATION_1 },
   { version: 2, description: 'one time-first covering index for inserts in time order and windowed analyses', sql: MIGRATION_2 },
+  { version: 3, description: 'the DELETE trigger asks a function only pdp registers, not the unprotected audit_control table; a partial index of ACL_CHANGE rows', sql: MIGRATION_3 },
 ];
 
 /** The schema version this build writes. */

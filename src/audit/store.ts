@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { AUDIT_ROW_COLUMNS, toAuditRow, type AuditEvent, type AuditRow } from './event';
-import { applyMigrations, schemaVersion } from './migrations';
+import { applyMigrations, PRUNE_GUARD_FUNCTION, schemaVersion } from './migrations';
 
 export interface AuditStoreOptions {
   /**
@@ -63,6 +63,23 @@ export interface PruneOptions {
   chunkSize?: number;
 }
 
+/** One file of a policy set as every `ACL_CHANGE` row's `details.files` lists it. */
+export interface PolicySetFile {
+  path: string;
+  sha256: string;
+  rules: number;
+}
+
+/** What the newest `ACL_CHANGE` row says about the policy set it activated. */
+export interface RecordedPolicySet {
+  id: number;
+  timestamp: string;
+  /** The version that row activated (`policy_version`, else `details.new_version`). */
+  version: string | null;
+  /** `details.files`; null when the row has none (written by a pdp before file lists, or unreadable). */
+  files: PolicySetFile[] | null;
+}
+
 export interface AuditStore {
   readonly path: string;
   /** The open connection, for the analyses and for tests. The server never touches it. */
@@ -73,6 +90,8 @@ export interface AuditStore {
   insertRows(rows: readonly AuditRow[]): void;
   /** Replaces the contents of `allowed_services` in one transaction. */
   refreshAllowedServices(entries: readonly AllowedService[]): void;
+  /** The newest `ACL_CHANGE` row (highest id), or undefined when the log has none. */
+  lastPolicyChange(): RecordedPolicySet | undefined;
   /** Removes rows past their retention (or counts them, on a dry run). */
   prune(options: PruneOptions): PruneResult;
   /** A trivial committed write (no audit row), to learn whether writing works again after a failure. */
@@ -117,7 +136,10 @@ export function retentionCutoffs(now: Date): PruneCutoffs {
   };
 }
 
-/** The retention rule in TypeScript; the DELETE trigger in migration 1 enforces the same rule in SQL. */
+/**
+ * The retention rule. The prune code selects rows with it, and the DELETE trigger (migration 3) asks
+ * it again through `pdp_audit_prune_may_delete` for every row the prune deletes.
+ */
 export function isExpired(row: { timestamp: string; event_type: string; result: string | null }, cutoffs: PruneCutoffs): boolean {
   if (row.event_type === 'ACL_CHANGE') return row.timestamp < cutoffs.aclChangeBefore;
   if (row.event_type === 'DISCOVERY' && row.result !== 'DENY') return row.timestamp < cutoffs.discoveryBefore;
@@ -131,6 +153,23 @@ const EXPIRED_CONDITION = `timestamp < CASE
     ELSE @standardBefore
   END`;
 
+/** Reads version and file list out of an ACL_CHANGE row, tolerating rows that predate (or mangle) them. */
+function recordedPolicySet(policyVersion: string | null, details: string | null): { version: string | null; files: PolicySetFile[] | null } {
+  let parsed: unknown;
+  try {
+    parsed = details === null ? null : JSON.parse(details);
+  } catch {
+    parsed = null;
+  }
+  const d = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+  const version = policyVersion ?? (typeof d.new_version === 'string' ? d.new_version : null);
+  const raw = d.files;
+  const files = Array.isArray(raw) && raw.every((f) => f !== null && typeof f === 'object' && typeof f.path === 'string' && typeof f.sha256 === 'string')
+    ? raw.map((f: { path: string; sha256: string; rules?: unknown }) => ({ path: f.path, sha256: f.sha256, rules: typeof f.rules === 'number' ? f.rules : 0 }))
+    : null;
+  return { version, files };
+}
+
 /**
  * Opens (creating if needed) the audit database for writing: WAL, the chosen synchronous level,
  * a busy timeout, migrations applied, statements prepared.
@@ -143,7 +182,17 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
   } catch (e) {
     throw describeOpenError(path, e);
   }
+  // The cutoffs the DELETE trigger trusts, held here (never in the database) and set only for the
+  // duration of one prune transaction in this connection.
+  let pruneGuard: PruneCutoffs | undefined;
   try {
+    // Registered before the migrations run, so no statement of this connection ever meets the
+    // trigger without it. Not `directOnly`: the trigger must be able to call it.
+    db.function(PRUNE_GUARD_FUNCTION, { deterministic: false, varargs: false }, (timestamp: unknown, eventType: unknown, result: unknown) => {
+      if (pruneGuard === undefined || typeof timestamp !== 'string' || typeof eventType !== 'string') return 0;
+      if (result !== null && typeof result !== 'string') return 0;
+      return isExpired({ timestamp, event_type: eventType, result }, pruneGuard) ? 1 : 0;
+    });
     const mode = db.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new AuditStoreError(`cannot put audit database \`${path}\` in WAL mode (got \`${String(mode)}\`)`);
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
@@ -181,6 +230,13 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
 
   const probeStatement = db.prepare('UPDATE audit_probe SET probed_at = ? WHERE id = 1');
 
+  // The newest ACL_CHANGE row: the last entry of the partial index `audit_log_acl_change`
+  // (migration 3), a few page reads however many other rows came after it.
+  const lastPolicyChangeStatement = db.prepare(
+    `SELECT id, timestamp, policy_version, details FROM audit_log INDEXED BY audit_log_acl_change
+     WHERE event_type = 'ACL_CHANGE' ORDER BY id DESC LIMIT 1`,
+  );
+
   const countExpired = db.prepare(`SELECT COUNT(*) FROM audit_log WHERE timestamp < @discoveryBefore AND ${EXPIRED_CONDITION}`).pluck();
   // Keyset pagination in (timestamp, id) order over the timestamp index: each chunk starts where the
   // last one stopped, so rows kept by a longer retention are read once, not once per chunk.
@@ -189,24 +245,21 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
      WHERE timestamp < @discoveryBefore AND timestamp >= @afterTimestamp AND (timestamp > @afterTimestamp OR id > @afterId)
      ORDER BY timestamp, id LIMIT @limit`,
   );
-  const setPruneGuard = db.prepare(
-    `UPDATE audit_control SET prune_discovery_before = @discoveryBefore, prune_standard_before = @standardBefore,
-       prune_acl_change_before = @aclChangeBefore WHERE id = 1`,
-  );
-  const clearPruneGuard = db.prepare(
-    'UPDATE audit_control SET prune_discovery_before = NULL, prune_standard_before = NULL, prune_acl_change_before = NULL WHERE id = 1',
-  );
   const deleteById = db.prepare('DELETE FROM audit_log WHERE id = ?');
   type Candidate = { id: number; timestamp: string; event_type: string; result: string | null };
-  // The guard is set and cleared inside the same transaction: other connections never observe it set,
-  // and a crash mid-chunk rolls it back with the deletes.
+  // The guard lives in this closure, is set only while this chunk's deletes run inside its transaction
+  // and is cleared in `finally`, whatever happens; the trigger still refuses any row whose retention
+  // covers it, so a bug here cannot delete a live row. Nothing is written to `audit_control`.
   const pruneChunk = db.transaction((cutoffs: PruneCutoffs, after: { timestamp: string; id: number }, limit: number) => {
     const candidates = selectCandidates.all({ ...cutoffs, afterTimestamp: after.timestamp, afterId: after.id, limit }) as Candidate[];
     const expired = candidates.filter((row) => isExpired(row, cutoffs));
     if (expired.length > 0) {
-      setPruneGuard.run(cutoffs);
-      for (const row of expired) deleteById.run(row.id);
-      clearPruneGuard.run();
+      pruneGuard = cutoffs;
+      try {
+        for (const row of expired) deleteById.run(row.id);
+      } finally {
+        pruneGuard = undefined;
+      }
     }
     return { last: candidates[candidates.length - 1] as Candidate | undefined, deleted: expired.length, seen: candidates.length };
   });
@@ -225,6 +278,11 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     },
     refreshAllowedServices(entries) {
       refreshAllowedTransaction.immediate(entries);
+    },
+    lastPolicyChange() {
+      const row = lastPolicyChangeStatement.get() as { id: number; timestamp: string; policy_version: string | null; details: string | null } | undefined;
+      if (row === undefined) return undefined;
+      return { id: row.id, timestamp: row.timestamp, ...recordedPolicySet(row.policy_version, row.details) };
     },
     prune({ now, dryRun = false, chunkSize = DEFAULT_PRUNE_CHUNK }) {
       const cutoffs = retentionCutoffs(now);

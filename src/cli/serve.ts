@@ -18,7 +18,8 @@ export const HELP = `usage: pdp serve [--policies DIR] [--audit FILE] [--listen 
 
 Runs the PDP: POST /v1/authorize, /v1/authorize/batch, /v1/health, /v1/ready, /metrics,
 /v1/policies and /v1/policies/reload. Every decision is committed to the audit store before
-it is answered.
+it is answered, and so is every policy version before it serves (an ACL_CHANGE row at start-up
+and on each reload; if the start-up row cannot be written, it exits 1 without listening).
 
   --policies DIR        policy directory (default $PDP_POLICIES or ./policies)
   --audit FILE          SQLite audit store (default $PDP_AUDIT or ./audit.db)
@@ -102,7 +103,8 @@ export const run: Command = async (args, io) => {
   }
 
   const engine = new Engine(policyDir);
-  const first = engine.reload();
+  // Built to the side: the set is activated only once its ACL_CHANGE row is committed (below).
+  const first = engine.build();
   if (!first.ok) {
     if (first.error) io.stderr.write(`pdp serve: ${first.error}\n`);
     else {
@@ -131,7 +133,19 @@ export const run: Command = async (args, io) => {
     }
   };
   const reloader = createReloader({ engine, recorder, nodeName, onActivated: (p) => refreshAllowed(p.compiled.declaredServices) });
-  refreshAllowed(first.policy.compiled.declaredServices);
+  // The first activation is audited like a reload: an ACL_CHANGE row (trigger `startup`) from the
+  // newest version the log records to this one. If it cannot be committed, nothing is served.
+  let started;
+  try {
+    started = await reloader.start(first.policy, auditStore.lastPolicyChange());
+  } catch (e) {
+    started = { ok: false as const, message: `cannot read the last recorded policy version: ${(e as Error).message}; not serving unaudited` };
+  }
+  if (!started.ok) {
+    io.stderr.write(`pdp serve: audit store \`${auditPath}\`: ${started.message}\n`);
+    await recorder.close();
+    return EXIT_FINDING;
+  }
 
   // Everything opened from here on is closed by `closeAll`, on every path out (a failed start included),
   // so a start that fails exits instead of being held open by a watcher or a timer.

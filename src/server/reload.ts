@@ -1,6 +1,6 @@
-// Policy reloads for the server (HTTP, SIGHUP, file changes all come here): build to the side,
-// audit the change, then swap. A set with errors, or a change that cannot be audited, never
-// replaces the one serving.
+// Policy activations for the server: the first one at start-up, and every reload (HTTP, SIGHUP, file
+// changes). Build to the side, audit the change, then swap. A set with errors, or a change that
+// cannot be audited, never replaces the one serving (and at start-up, nothing is served).
 import type { AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import { diagnosticToJson, type DiagnosticJson } from '../diagnostics';
@@ -21,8 +21,37 @@ export interface ReloadAttempt {
   retry: number;
 }
 
+/** One file of a policy set, as every ACL_CHANGE row's `details.files` lists it. */
+export interface PolicyFileEntry {
+  path: string;
+  sha256: string;
+  rules: number;
+}
+
+/**
+ * The policy set the audit log last recorded as activated (its newest ACL_CHANGE row), handed in by
+ * `pdp serve`: the server never reads SQLite. `files` is null when that row carries no file list.
+ */
+export interface RecordedPolicy {
+  version: string | null;
+  files: PolicyFileEntry[] | null;
+}
+
+/** Files added, removed and changed (same path, other sha256) between two file lists, by path. */
+export interface FileChanges {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
 export interface Reloader {
   reload(trigger: string): Promise<ReloadOutcome>;
+  /**
+   * The first activation (`pdp serve` start-up): writes an ACL_CHANGE row (trigger `startup`) from
+   * `lastRecorded` (undefined on a fresh log) to `policy`, then activates it. `ok: false` with
+   * `auditUnavailable` when the row could not be committed; then nothing was activated.
+   */
+  start(policy: LoadedPolicy, lastRecorded: RecordedPolicy | undefined): Promise<ReloadOutcome>;
   onOutcome(listener: (outcome: ReloadOutcome, trigger: string, attempt: ReloadAttempt) => void): void;
   /** Cancels a pending retry; later reloads still run but are no longer retried. */
   close(): void;
@@ -45,12 +74,28 @@ export interface ReloaderDeps {
   retry?: RetryOptions | false;
 }
 
+/** What `details.rule_changes` says on a start-up row: the old rules are not kept across a restart. */
+export const RULE_CHANGES_UNKNOWN = 'unknown across a restart: the previous set\'s rules are not kept, only its files\' sha256; compare those';
+
+export function diffFiles(before: readonly PolicyFileEntry[], after: readonly PolicyFileEntry[]): FileChanges {
+  const old = new Map(before.map((f) => [f.path, f.sha256]));
+  const neu = new Map(after.map((f) => [f.path, f.sha256]));
+  return {
+    added: after.filter((f) => !old.has(f.path)).map((f) => f.path),
+    removed: before.filter((f) => !neu.has(f.path)).map((f) => f.path),
+    changed: after.filter((f) => old.has(f.path) && old.get(f.path) !== f.sha256).map((f) => f.path),
+  };
+}
+
+const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+const describeFiles = (c: FileChanges) => `${count(c.added.length, 'file')} added, ${c.removed.length} removed, ${c.changed.length} changed`;
+
 export function createReloader(deps: ReloaderDeps): Reloader {
   const listeners: ((outcome: ReloadOutcome, trigger: string, attempt: ReloadAttempt) => void)[] = [];
   const now = deps.now ?? (() => new Date());
   const initialRetryMs = deps.retry === false ? 0 : deps.retry?.initialMs ?? 1000;
   const maxRetryMs = deps.retry === false ? 0 : deps.retry?.maxMs ?? 30_000;
-  // Reloads run one at a time, in order.
+  // Activations run one at a time, in order.
   let queue: Promise<unknown> = Promise.resolve();
   // Every reload() call starts a new generation: a retry belongs to the generation that scheduled it
   // and is dropped once a newer reload was asked for (that one reads the directory afresh).
@@ -58,10 +103,36 @@ export function createReloader(deps: ReloaderDeps): Reloader {
   let retryTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
+  /** The one ACL_CHANGE row shape, for reloads and start-up alike. */
+  function aclChangeEvent(trigger: string, action: 'reload' | 'startup', policy: LoadedPolicy, oldVersion: string | null, reason: string, details: Record<string, unknown>): AuditEvent {
+    return {
+      timestamp: now().toISOString(), event_type: 'ACL_CHANGE', service_name: null, namespace: null, instance_id: null,
+      identity: trigger, source_ip: null, action, resource: `policies:${deps.engine.directory}`, result: null,
+      reason, rule: null, decision_id: null, policy_version: policy.version,
+      details: {
+        old_version: oldVersion, new_version: policy.version, trigger, rules: policy.ruleCount,
+        // One entry per file (bounded by the set's size, not by its rules): what the next start-up diffs against.
+        files: policy.files.map((f) => ({ path: f.path, sha256: f.sha256, rules: f.rules })),
+        ...details,
+      },
+      registry_node: deps.nodeName ?? 'pdp',
+    };
+  }
+
+  /** Commits the row, then activates; an unwritable store leaves the engine as it was. */
+  async function auditThenActivate(event: AuditEvent, policy: LoadedPolicy): Promise<{ ok: true } | { ok: false; cause: string }> {
+    try {
+      await deps.recorder.record(event);
+    } catch (e) {
+      return { ok: false, cause: (e as Error).message };
+    }
+    deps.engine.activate(policy);
+    deps.onActivated?.(policy);
+    return { ok: true };
+  }
+
   function run(trigger: string, retry: number, gen: number): Promise<ReloadOutcome> {
-    const attempt = queue.then(() => reloadNow(trigger, retry));
-    queue = attempt.catch(() => undefined);
-    return attempt.then((outcome) => {
+    return enqueue(() => reloadNow(trigger, retry)).then((outcome) => {
       if (!outcome.ok && outcome.auditUnavailable && !closed && initialRetryMs > 0 && gen === generation) {
         // A change the audit store refused is not dropped: once the store recovers it is committed
         // and activated, so a grant removed during an outage does not stay in force until a SIGHUP.
@@ -97,25 +168,54 @@ export function createReloader(deps: ReloaderDeps): Reloader {
       return { ok: true, changed: false, previous: previous.version, version: policy.version, added: [], removed: [] };
     }
     const diff = diffPolicies(previous?.compiled, policy.compiled);
-    const event: AuditEvent = {
-      timestamp: now().toISOString(), event_type: 'ACL_CHANGE', service_name: null, namespace: null, instance_id: null,
-      identity: trigger, source_ip: null, action: 'reload', resource: `policies:${deps.engine.directory}`, result: null,
-      reason: `${diff.added.length} rule(s) added, ${diff.removed.length} removed`, rule: null, decision_id: null,
-      policy_version: policy.version,
-      details: {
-        old_version: previous?.version ?? null, new_version: policy.version, trigger, rules: policy.ruleCount, added: diff.added, removed: diff.removed,
-        ...(retry > 0 ? { retry } : {}),
-      },
-      registry_node: deps.nodeName ?? 'pdp',
-    };
-    try {
-      await deps.recorder.record(event);
-    } catch {
+    const files = diffFiles(previous?.files ?? [], policy.files);
+    const event = aclChangeEvent(trigger, 'reload', policy, previous?.version ?? null,
+      `${diff.added.length} rule(s) added, ${diff.removed.length} removed`,
+      { files_added: files.added, files_removed: files.removed, files_changed: files.changed, added: diff.added, removed: diff.removed, ...(retry > 0 ? { retry } : {}) });
+    const done = await auditThenActivate(event, policy);
+    if (!done.ok) {
       return { ok: false, message: 'the policy change could not be written to the audit store; still serving the previous version', diagnostics: [], serving: previous?.version, auditUnavailable: true };
     }
-    deps.engine.activate(policy);
-    deps.onActivated?.(policy);
     return { ok: true, changed: true, previous: previous?.version, version: policy.version, added: diff.added, removed: diff.removed };
+  }
+
+  async function startNow(policy: LoadedPolicy, lastRecorded: RecordedPolicy | undefined): Promise<ReloadOutcome> {
+    const current = deps.engine.current();
+    if (current !== undefined) {
+      return { ok: false, message: `a policy set (${current.version}) is already active; start-up activates only the first`, diagnostics: [], serving: current.version };
+    }
+    const oldVersion = lastRecorded?.version ?? null;
+    let reason: string;
+    let details: Record<string, unknown>;
+    if (lastRecorded === undefined) {
+      reason = `startup: first policy set recorded in this audit log (${count(policy.files.length, 'file')}, ${count(policy.ruleCount, 'rule')})`;
+      const files = diffFiles([], policy.files);
+      details = { files_added: files.added, files_removed: [], files_changed: [], rule_changes: 'not listed: no earlier policy set is recorded' };
+    } else if (oldVersion === policy.version) {
+      reason = `startup: unchanged since the last recorded version ${policy.version}`;
+      details = { files_added: [], files_removed: [], files_changed: [], rule_changes: 'none: same version' };
+    } else if (lastRecorded.files === null) {
+      // A row written before ACL_CHANGE rows listed their files.
+      reason = `startup: changed since the last recorded version ${oldVersion ?? '(unknown)'}; which files and rules changed is unknown (that row lists no files)`;
+      details = { files_added: null, files_removed: null, files_changed: null, file_changes: 'unknown: the previous ACL_CHANGE row lists no files', rule_changes: RULE_CHANGES_UNKNOWN };
+    } else {
+      // Rule-level changes need the previous set's rules, which a restart loses; its files' hashes are in the log.
+      const files = diffFiles(lastRecorded.files, policy.files);
+      reason = `startup: changed since the last recorded version ${oldVersion ?? '(unknown)'}: ${describeFiles(files)}; rule-level changes unknown across a restart`;
+      details = { files_added: files.added, files_removed: files.removed, files_changed: files.changed, rule_changes: RULE_CHANGES_UNKNOWN };
+    }
+    const event = aclChangeEvent('startup', 'startup', policy, oldVersion, reason, details);
+    const done = await auditThenActivate(event, policy);
+    if (!done.ok) {
+      return { ok: false, message: `the start-up policy version could not be written to the audit store (${done.cause}); not serving unaudited`, diagnostics: [], serving: undefined, auditUnavailable: true };
+    }
+    return { ok: true, changed: oldVersion !== policy.version, previous: oldVersion ?? undefined, version: policy.version, added: [], removed: [] };
+  }
+
+  function enqueue<T>(work: () => Promise<T>): Promise<T> {
+    const run = queue.then(work);
+    queue = run.catch(() => undefined);
+    return run;
   }
 
   return {
@@ -124,6 +224,9 @@ export function createReloader(deps: ReloaderDeps): Reloader {
       clearTimeout(retryTimer);
       retryTimer = undefined;
       return run(trigger, 0, generation);
+    },
+    start(policy, lastRecorded) {
+      return enqueue(() => startNow(policy, lastRecorded));
     },
     onOutcome(listener) {
       listeners.push(listener);

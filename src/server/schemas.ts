@@ -1,5 +1,7 @@
 // JSON schemas for every route: ajv validates requests before any policy code runs, and the
 // response schemas let fastify serialize without JSON.stringify's reflection.
+import { SERVER_EVENT_TYPES } from '../audit/event';
+
 const NAME_PATTERN = '^[A-Za-z0-9._-]{1,253}$';
 
 const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 } as const;
@@ -18,7 +20,8 @@ export const authorizeRequest = {
       maxProperties: 32,
       properties: {
         source_ip: { type: 'string', minLength: 1, maxLength: 64 },
-        event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$' },
+        // Upper-case letters and `_`; never one of the types only the server writes (SERVER_EVENT_TYPES).
+        event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$', not: { enum: SERVER_EVENT_TYPES } },
         instance_id: { type: 'string', pattern: NAME_PATTERN },
       },
       additionalProperties: scalar,

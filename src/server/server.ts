@@ -5,7 +5,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
-import { deriveEventType, type AuditEvent } from '../audit/event';
+import { deriveEventType, SERVER_EVENT_TYPES, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
@@ -113,6 +113,11 @@ function describeValidation(issue: ValidationIssue): { field: string; message: s
     case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items` };
     case 'maxProperties': return { field, message: `\`${field}\` may have at most ${String(params.limit)} fields` };
     case 'minProperties': return { field, message: `\`${field}\` must not be empty` };
+    case 'not':
+      if (field.endsWith('event_type')) {
+        return { field, message: `\`${field}\` may not be ${SERVER_EVENT_TYPES.map((t) => `\`${t}\``).join(', ')}: only the server writes those; use \`REGISTRATION\`, \`DEREGISTRATION\`, \`DISCOVERY\`, \`ADMIN\` or another upper-case name` };
+      }
+      return { field, message: `\`${field}\` is not allowed` };
     default: return { field, message: `\`${field}\` ${issue.message ?? 'is invalid'}` };
   }
 }
@@ -139,6 +144,27 @@ export function forbiddenKey(value: unknown, at = ''): string | undefined {
   for (const k of Object.keys(value)) {
     const found = forbiddenKey((value as Record<string, unknown>)[k], join(k));
     if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * The first field of a check holding a string that is not well-formed Unicode (a lone UTF-16
+ * surrogate, which JSON's `\ud800` escape can carry), or undefined. Such text would reach SQLite as
+ * invalid UTF-8 and break other readers of the audit log. Every string that becomes an audit column
+ * or part of `details` is checked; `isWellFormed` returns at once for one-byte strings.
+ */
+function notWellFormed(body: AuthorizeBody): string | undefined {
+  if (body.identity !== undefined && !body.identity.isWellFormed()) return 'identity';
+  if (!body.resource.isWellFormed()) return 'resource';
+  if (body.namespace !== undefined && !body.namespace.isWellFormed()) return 'namespace';
+  const context = body.context;
+  if (context !== undefined) {
+    for (const key in context) {
+      if (!key.isWellFormed()) return 'context';
+      const value = context[key];
+      if (typeof value === 'string' && !value.isWellFormed()) return `context.${key}`;
+    }
   }
   return undefined;
 }
@@ -364,6 +390,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
    * check on the common path (a batch of 100 would otherwise pay 100 of each).
    */
   function decideOne(body: AuthorizeBody, request: FastifyRequest, policy: LoadedPolicy, position: number, timestamp: string): Decided | Promise<Decided> {
+    const malformed = notWellFormed(body);
+    if (malformed !== undefined) {
+      const field = `${fieldPrefix(position)}${malformed}`;
+      throw new ApiError('invalid_request', `\`${field}\` is not well-formed Unicode: it holds a lone surrogate (such as \`\\ud800\` without its pair); send UTF-8 text or complete surrogate pairs`, { field });
+    }
     if (!body.credentials) return decideAs(body, body.identity, request, policy, position, timestamp);
     if (!deps.authenticator?.authenticateSubject) {
       const prefix = fieldPrefix(position);

@@ -102,13 +102,15 @@ export async function startServer(options: InProcessOptions = {}): Promise<InPro
     const auditPath = path.join(root, 'audit.db');
     const nodeName = options.nodeName ?? 'test-node';
     const engine = new Engine(policyDir);
-    const first = engine.reload();
+    const first = engine.build();
     if (!first.ok) throw new Error(`test policy set does not load: ${first.error ?? first.diagnostics.map((d) => `${d.span.file}:${d.span.start.line}: ${d.message}`).join('; ')}`);
     const auditStore = openAuditStore(auditPath, options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs });
     store = auditStore;
     recorder = createRecorder(auditStore, options.probeIntervalMs === undefined ? {} : { probeIntervalMs: options.probeIntervalMs });
-    auditStore.refreshAllowedServices(first.policy.compiled.declaredServices);
     const reloader = createReloader({ engine, recorder, nodeName, onActivated: (p) => auditStore.refreshAllowedServices(p.compiled.declaredServices) });
+    // As `pdp serve`: the first set is activated only after its start-up ACL_CHANGE row is committed.
+    const activated = await reloader.start(first.policy, auditStore.lastPolicyChange());
+    if (!activated.ok) throw new Error(`test server could not start: ${activated.message}`);
     app = buildServer({ engine, recorder, reloader, cacheEntries: options.cacheEntries ?? 10_000, nodeName });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const address = app.server.address();
