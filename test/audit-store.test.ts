@@ -196,6 +196,34 @@ test('details never carry credential-looking keys', () => {
   assert.deepEqual(JSON.parse(row.details!), { host: 'h', token: '[redacted]', nested: { Authorization: '[redacted]', port: 1 }, api_key: '[redacted]' });
 });
 
+test('details: session, jwt, bearer and similar keys are redacted by name; a token_id that is a token id is kept', () => {
+  const row = toAuditRow(event({ details: { session: 's', sessionId: 's2', jwt: 'j', bearer: 'b', passphrase: 'p', access_key: 'a', oauth_code: 'o', token_id: 'AbCdEf123456', x: { token_id: 'not an id, maybe a secret' } } }));
+  assert.deepEqual(JSON.parse(row.details!), {
+    session: '[redacted]', sessionId: '[redacted]', jwt: '[redacted]', bearer: '[redacted]', passphrase: '[redacted]', access_key: '[redacted]', oauth_code: '[redacted]',
+    token_id: 'AbCdEf123456', x: { token_id: '[redacted]' },
+  });
+});
+
+test('a pdp token anywhere in an event keeps its id and loses its secret: every text column, details keys and values at any depth', () => {
+  const secret = 'S'.repeat(20) + '_-' + 'x'.repeat(21);
+  const token = `pdp_AbCdEf123456_${secret}`;
+  const masked = 'pdp_AbCdEf123456_[redacted]';
+  const row = toAuditRow(event({
+    identity: token, instance_id: token, source_ip: token, reason: `no rule grants ${token} read`, resource: `service:${token}`, service_name: token,
+    details: { note: `see ${token}.`, [token]: 1, deep: [{ v: token }], glued: `${token}EXTRA`, truncated: token.slice(0, 30) },
+  }));
+  assert.ok(!JSON.stringify(row).includes(secret.slice(0, 10)), JSON.stringify(row));
+  assert.equal(row.identity, masked);
+  assert.equal(row.instance_id, masked);
+  assert.equal(row.source_ip, masked);
+  assert.equal(row.service_name, masked);
+  assert.equal(row.resource, `service:${masked}`);
+  assert.equal(row.reason, `no rule grants ${masked} read`);
+  assert.deepEqual(JSON.parse(row.details!), { note: `see ${masked}.`, [masked]: 1, deep: [{ v: masked }], glued: masked, truncated: masked });
+  // Text that merely mentions the prefix is left alone.
+  assert.equal(toAuditRow(event({ reason: 'pdp_ is the token prefix' })).reason, 'pdp_ is the token prefix');
+});
+
 test('deriveEventType maps actions and prefers an explicit event type', () => {
   assert.equal(deriveEventType('read'), 'DISCOVERY');
   assert.equal(deriveEventType('write'), 'REGISTRATION');

@@ -98,4 +98,13 @@ test('starts on 127.0.0.1:0, reports its URL on stdout and answers', async (t) =
   assert.equal(health.status, 200);
   assert.match(serve.stderr(), /rules \(sha256:[0-9a-f]{64}\)/);
   assert.ok(fs.existsSync(auditPath));
+  // The loopback development mode: the operations endpoints are open, the audit analyses and the
+  // readiness detail included.
+  const ready = await request(`${serve.url}/v1/ready`);
+  assert.match(ready.json.policy_version, /^sha256:/);
+  const anomalies = await request(`${serve.url}/v1/audit/anomalies?since=30m`);
+  assert.equal(anomalies.status, 200, anomalies.text);
+  assert.equal(anomalies.json.db, path.basename(auditPath));
+  assert.equal(anomalies.json.findings, 0);
+  assert.equal(Date.parse(anomalies.json.now) - Date.parse(anomalies.json.since), 30 * 60_000);
 });

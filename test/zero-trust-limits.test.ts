@@ -1,14 +1,16 @@
 // Zero trust end to end, denial of service and brute force: per-caller rate limits (429 +
 // Retry-After), lockout after repeated authentication failures (429 locked_out + Retry-After, then
 // served again), the body limit, and a client certificate that expires while its keep-alive
-// connection is still open. The real `pdp serve` with short limits (--rate-limit 5, --lockout 2s).
+// connection is still open; a flood from a locked-out address costs summary rows, not a row per
+// request; refused TLS handshakes count towards the lockout. The real `pdp serve` with short limits
+// (--rate-limit 5, --lockout 2s).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import { issueCertificate } from '../src/identity/ca';
 import {
-  ID, auditRows, call, details, makePki, pdpOk, sleep, startServe, tempDir, writePolicies,
+  ID, auditRows, call, details, makePki, metricValue, pdpOk, refused, sleep, startServe, tempDir, waitFor, writePolicies,
   type ClientIdentity, type Pki, type Reply, type Serve,
 } from './support/zero-trust';
 
@@ -24,7 +26,10 @@ const as = (name: string): ClientIdentity => ({ ca: pki.caCert, cert: pki.files[
 const register = { identity: ID.payment, action: 'write', resource: 'service:payment', namespace: 'prod' };
 
 before(async () => {
-  pki = await makePki(root, [ID.registry, ID.nogrant]);
+  pki = await makePki(root, [ID.registry, ID.nogrant, ID.ops]);
+  // Another CA of the same trust domain, and a workload claiming the registry's SPIFFE ID under it.
+  const other = await makePki(root, [ID.registry], 'other-ca');
+  pki.files.forged = other.files.registry!;
   writePolicies(root);
   await pdpOk(['token', 'create', '--identity', 'team:unused', '--tokens', tokensPath], root);
   server = await startServe([
@@ -118,20 +123,106 @@ test('lockout: 5 bad tokens from one address lock it out (429 locked_out + Retry
   assert.deepEqual(statuses, [401, 401, 401, 401, 429], 'the fifth failure engages the lock and says so');
   assert.equal(fifth!.json.error.code, 'locked_out');
   retryAfter(fifth!);
+  const rowsAtLock = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'");
+  assert.deepEqual(rowsAtLock.slice(-5).map((row) => details(row).kind), ['token-unknown', 'token-unknown', 'token-unknown', 'token-unknown', 'token-unknown']);
+  assert.equal(details(rowsAtLock[rowsAtLock.length - 1]).lockout_started, true, 'the row of the failure that starts the lock says so');
 
   const locked = await call(`${url}/v1/authorize`, { ...as('registry'), body: register });
   assert.equal(locked.status, 429, `a valid certificate from the locked address: ${locked.text}`);
   assert.equal(locked.json.error.code, 'locked_out');
   const wait = retryAfter(locked);
   assert.ok(wait <= 2, `Retry-After within the --lockout of 2s: ${wait}`);
-  const rows = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'");
-  assert.deepEqual(rows.slice(-6).map((row) => details(row).kind), ['token-unknown', 'token-unknown', 'token-unknown', 'token-unknown', 'token-unknown', 'locked-out']);
   // Health stays open while locked (probes do not authenticate).
   assert.equal((await call(`${url}/v1/health`, { ca: pki.caCert })).status, 200);
 
   await sleep(wait * 1000 + 200);
   const again = await call(`${url}/v1/authorize`, { ...as('registry'), body: register });
   assert.equal(again.status, 200, `served again after the lockout: ${again.text}`);
+  // The refusal while locked is not a row of its own: it is counted in a summary row (next test).
+  assert.ok(await waitFor(() => auditRows(auditPath, "json_extract(details, '$.kind') = 'locked-out-summary'").length > 0, 5_000), 'a summary row');
+  const [summary] = auditRows(auditPath, "json_extract(details, '$.kind') = 'locked-out-summary'");
+  assert.equal(details(summary).count, 1);
+  assert.deepEqual(details(summary).kinds, { 'locked-out': 1 });
+  assert.equal(summary!.source_ip, '127.0.0.1');
+});
+
+test('a flood from a locked-out address writes a bounded number of rows, and the summary rows count every refusal', async () => {
+  const metricsText = async () => {
+    const r = await call(`${url}/metrics`, as('ops'));
+    assert.equal(r.status, 200, r.text);
+    return r.text;
+  };
+  const before = await metricsText(); // also a success: the failure count starts over
+  const firstNew = (auditRows(auditPath, '1 = 1').pop()?.id ?? 0) + 1;
+  const flood = 600;
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 6 });
+  const answers: Reply[] = [];
+  try {
+    for (let sent = 0; sent < flood;) {
+      const n = Math.min(60, flood - sent);
+      answers.push(...await Promise.all(Array.from({ length: n }, (_, i) => call(`${url}/v1/authorize`, { ca: pki.caCert, token: `pdp_BBBBBBBBB${String(sent + i).padStart(3, '0')}_${'C'.repeat(43)}`, body: register, agent }))));
+      sent += n;
+    }
+  } finally {
+    agent.destroy();
+  }
+  const codes = new Set(answers.map((r) => r.json?.error?.code));
+  assert.deepEqual([...codes].sort(), ['locked_out', 'unauthenticated'], 'every request refused, as unauthenticated or locked out');
+  assert.ok(answers.filter((r) => r.status === 429).length >= flood - 20, 'nearly all of them while locked');
+
+  // Wait for the last summary (one per source per interval; the interval is the 2 s lockout here).
+  await sleep(2_500);
+  const rows = auditRows(auditPath, "event_type = 'AUTHN_FAILURE' AND id >= ?", firstNew);
+  const summaries = rows.filter((row) => details(row).kind === 'locked-out-summary');
+  const individual = rows.filter((row) => details(row).kind !== 'locked-out-summary');
+  assert.ok(rows.length <= 20, `${flood} refusals, ${rows.length} rows`);
+  assert.ok(summaries.length >= 1);
+  const summarised = summaries.reduce((n, row) => n + (details(row).count as number), 0);
+  assert.equal(individual.length + summarised, flood, 'each refusal is a row of its own or counted in exactly one summary');
+  for (const row of summaries) {
+    const d = details(row);
+    assert.equal(row.source_ip, '127.0.0.1');
+    assert.equal(row.result, 'DENY');
+    assert.ok(typeof d.first_at === 'string' && typeof d.last_at === 'string' && d.first_at <= d.last_at);
+    assert.equal(Object.values(d.kinds as Record<string, number>).reduce((a, b) => a + b, 0), d.count);
+    assert.match(row.reason!, /refused while this source was locked out/);
+  }
+  // Summary rows at most once per interval per source.
+  const times = summaries.map((row) => Date.parse(row.timestamp));
+  for (let i = 1; i < times.length; i++) assert.ok(times[i]! - times[i - 1]! >= 1_500, `summaries ${times[i]! - times[i - 1]!} ms apart`);
+
+  // The metric counts every refusal, summarised or not (the lock has ended: it lasts 2 s).
+  const after = await metricsText();
+  const kinds = ['token-unknown', 'locked-out'];
+  const delta = kinds.reduce((n, kind) => n + metricValue(after, 'pdp_authn_failures_total', `kind="${kind}"`) - metricValue(before, 'pdp_authn_failures_total', `kind="${kind}"`), 0);
+  assert.equal(delta, flood);
+});
+
+test('client certificates refused at the TLS handshake count towards the lockout: the fifth locks the address out', async () => {
+  await sleep(1_100);
+  assert.equal((await call(`${url}/v1/authorize`, { ...as('registry'), body: register })).status, 200, 'not locked to begin with');
+  const firstNew = (auditRows(auditPath, '1 = 1').pop()?.id ?? 0) + 1;
+  for (let i = 0; i < 5; i++) await refused(`${url}/v1/authorize`, { ...as('forged'), body: register });
+  assert.ok(await waitFor(() => auditRows(auditPath, "event_type = 'AUTHN_FAILURE' AND id >= ?", firstNew).length === 5, 5_000));
+  const rows = auditRows(auditPath, "event_type = 'AUTHN_FAILURE' AND id >= ?", firstNew);
+  assert.deepEqual(rows.map((row) => details(row).kind), Array(5).fill('certificate-untrusted'));
+  assert.deepEqual(rows.map((row) => row.identity), Array(5).fill(ID.registry), 'the SPIFFE ID the forged certificate claims');
+  assert.equal(details(rows[4]).lockout_started, true);
+
+  const locked = await call(`${url}/v1/authorize`, { ...as('registry'), body: register });
+  assert.equal(locked.status, 429, locked.text);
+  assert.equal(locked.json.error.code, 'locked_out');
+  // More forged connections while locked: refused, and counted into a summary, not a row each.
+  for (let i = 0; i < 3; i++) await refused(`${url}/v1/authorize`, { ...as('forged'), body: register });
+  await sleep(retryAfter(locked) * 1000 + 600);
+  assert.ok(await waitFor(async () => (await call(`${url}/v1/authorize`, { ...as('registry'), body: register })).status === 200, 5_000), 'served again');
+  const later = () => auditRows(auditPath, "event_type = 'AUTHN_FAILURE' AND id >= ?", firstNew).slice(5);
+  const counted = () => later().reduce((n, row) => n + (details(row).count as number), 0);
+  assert.ok(await waitFor(() => counted() >= 4, 5_000), `summarised: ${counted()}`);
+  assert.ok(later().every((row) => details(row).kind === 'locked-out-summary'), JSON.stringify(later().map((row) => details(row).kind)));
+  assert.equal(counted(), 4, 'the 429 and three refused handshakes');
+  const kinds = later().reduce((all, row) => ({ ...all, ...(details(row).kinds as Record<string, number>) }), {} as Record<string, number>);
+  assert.ok(kinds['locked-out']! >= 1, JSON.stringify(kinds));
 });
 
 test('a client certificate that expires while its keep-alive connection is open is refused on the next request (401)', async () => {

@@ -41,6 +41,9 @@ before(async () => {
   server = await startServe([
     '--policies', 'policies', '--audit', auditPath, '--no-watch',
     '--tls-cert', 'tls/server.crt', '--tls-key', 'tls/server.key', '--client-ca', 'tls/bundle.crt',
+    // The rotation tests poll with certificates the server does not trust yet (or any more); each
+    // refusal counts towards the lockout, which is not what these tests are about.
+    '--max-failures', '1000',
   ], root);
   url = server.url;
 });
@@ -61,14 +64,22 @@ function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: s
   });
 }
 
-test('mutual TLS without tokens: no client certificate fails at the TLS layer (node and curl); curl --cert gets a 200 JSON decision', async () => {
+test('mutual TLS without tokens: no client certificate ends the connection at the TLS layer (node and curl), audited as AUTHN_FAILURE; curl --cert gets a 200 JSON decision', async () => {
   const rowsBefore = auditRows(auditPath).length;
   const err = await refused(`${url}/v1/authorize`, { ca: pki.caCert, body: register });
   assert.match(`${err.code} ${err.message}`, /certificate required|ECONNRESET|socket hang up|EPIPE/i);
   const none = await curl(['-d', JSON.stringify(register), `${url}/v1/authorize`]);
   assert.notEqual(none.code, 0, `curl without --cert must fail: ${none.stdout}`);
   assert.equal(none.stdout, '', 'no HTTP answer at all');
-  assert.equal(auditRows(auditPath).length, rowsBefore);
+  // Each refused connection is evidence: one AUTHN_FAILURE row, no request read, no decision.
+  assert.ok(await waitFor(() => auditRows(auditPath).length === rowsBefore + 2, 5_000, 20), `two rows: ${auditRows(auditPath).length - rowsBefore}`);
+  for (const row of auditRows(auditPath).slice(rowsBefore)) {
+    assert.equal(row.event_type, 'AUTHN_FAILURE');
+    assert.equal(row.identity, null, 'no certificate, no claimed identity');
+    assert.equal(row.source_ip, '127.0.0.1');
+    assert.deepEqual(JSON.parse(row.details!), { kind: 'certificate-missing', transport: 'tls-handshake' });
+    assert.match(row.reason!, /client certificate is required/);
+  }
 
   const ok = await curl(['--cert', pki.files.registry!.cert, '--key', pki.files.registry!.key, '-d', JSON.stringify(register), `${url}/v1/authorize`]);
   assert.equal(ok.code, 0, ok.stderr);
@@ -137,7 +148,15 @@ test('CA rotation: a new root added to the --client-ca bundle is trusted without
   await pdpOk(['ca', 'init', '--trust-domain', 'cluster', '--dir', 'ca-2'], root);
   await pdpOk(['ca', 'issue', 'workload', '--dir', 'ca-2', '--spiffe-id', ID.registry, '--name', 'registry-2'], root);
   const next: ClientIdentity = { ca: pki.caCert, cert: path.join(root, 'ca-2', 'registry-2.crt'), key: path.join(root, 'ca-2', 'registry-2.key') };
+  const rowsBefore = auditRows(auditPath).length;
   await refused(`${url}/v1/authorize`, { ...next, body: register });
+  // mTLS without tokens too: the refused certificate is evidence, under the SPIFFE ID it claims.
+  assert.ok(await waitFor(() => auditRows(auditPath).length > rowsBefore, 5_000, 20), 'the refusal is audited');
+  const refusal = auditRows(auditPath)[rowsBefore]!;
+  assert.equal(refusal.event_type, 'AUTHN_FAILURE');
+  assert.equal(refusal.identity, ID.registry);
+  assert.equal(JSON.parse(refusal.details!).kind, 'certificate-untrusted');
+  assert.equal(JSON.parse(refusal.details!).identity_verified, false);
 
   // Both roots while the workloads are reissued ...
   const both = path.join(root, 'both.crt');

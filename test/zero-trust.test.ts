@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { issueCertificate } from '../src/identity/ca';
 import {
-  ID, auditRows, call, details, fileBytes, makePki, pdp, pdpOk, refused, startServe, tempDir, waitFor, writePolicies,
+  ID, auditRows, call, details, fileBytes, makePki, metricValue, pdp, pdpOk, refused, startServe, tempDir, waitFor, writePolicies,
   type ClientIdentity, type Pki, type Serve,
 } from './support/zero-trust';
 
@@ -80,7 +80,13 @@ function lastAuthnFailure(): { reason: string | null; details: Record<string, un
   return { reason: row.reason, details: details(row), identity: row.identity, source_ip: row.source_ip };
 }
 
-test('transport: TLS 1.3 only; a certificate from another CA, an expired one or a server-purpose one gets no HTTP answer; none at all is 401', async () => {
+test('transport: TLS 1.3 only; a certificate from another CA, an expired one or a server-purpose one gets no HTTP answer but an AUTHN_FAILURE row with the SPIFFE ID it claims; none at all is 401', async () => {
+  const metrics = async () => {
+    const r = await call(`${url}/metrics`, as('ops'));
+    assert.equal(r.status, 200, r.text);
+    return r.text;
+  };
+  const metricsBefore = await metrics();
   // No client certificate: with tokens enabled the certificate is optional, so the request arrives
   // and is refused as unauthenticated, and audited.
   const before = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'").length;
@@ -93,21 +99,47 @@ test('transport: TLS 1.3 only; a certificate from another CA, an expired one or 
   assert.equal(row.details.path, '/v1/authorize');
   assert.equal(row.source_ip, '127.0.0.1');
 
-  // A certificate that is presented must verify; otherwise the connection ends before any request.
-  const requests = auditRows(auditPath).length;
-  for (const name of ['forged', 'expired', 'server-purpose']) {
+  // A certificate that is presented must verify; otherwise the connection ends before any request
+  // is read, and the refusal is evidence: an AUTHN_FAILURE row naming the SPIFFE ID the certificate
+  // claims (marked unverified), the reason, the kind and the address. Service impersonation is seen.
+  const expected: Record<string, string> = { forged: 'certificate-untrusted', expired: 'certificate-expired', 'server-purpose': 'certificate-not-client' };
+  for (const [name, kind] of Object.entries(expected)) {
+    const rowsBefore = auditRows(auditPath).length;
     const err = await refused(`${url}/v1/authorize`, { ...as(name), body: register(ID.payment) });
     assert.ok(err.code || err.message, `${name}: ${String(err)}`);
+    assert.ok(await waitFor(() => auditRows(auditPath).length > rowsBefore, 5_000, 20), `${name}: the refusal is audited`);
+    const rows = auditRows(auditPath);
+    assert.equal(rows.length, rowsBefore + 1, `${name}: exactly one row, and no decision`);
+    const refusal = rows[rows.length - 1]!;
+    assert.equal(refusal.event_type, 'AUTHN_FAILURE', name);
+    assert.equal(refusal.identity, ID.registry, `${name}: identity is the SPIFFE ID the certificate claims`);
+    assert.equal(refusal.source_ip, '127.0.0.1');
+    assert.equal(refusal.result, 'DENY');
+    assert.match(refusal.reason!, /client certificate rejected at the TLS handshake/);
+    const d = details(refusal);
+    assert.equal(d.kind, kind, name);
+    assert.equal(d.transport, 'tls-handshake');
+    assert.equal(d.identity_verified, false, 'the claimed identity is marked unverified');
+    assert.equal(d.claimed_identity, ID.registry);
+    assert.equal(typeof (d.presented as Record<string, unknown>).fingerprint256, 'string', 'the presented certificate is identified by its fingerprint');
+    assert.equal(d.method, undefined, 'no request was read');
   }
   // Sanity: the forged certificate really names the registry, and its CA is a different one.
   const forged = fs.readFileSync(pki.files.forged!.cert, 'utf8');
   assert.notEqual(forged, fs.readFileSync(pki.files.registry!.cert, 'utf8'));
 
-  // TLS 1.2 (with a perfectly good certificate) fails the handshake itself.
+  // TLS 1.2 (with a perfectly good certificate) fails the handshake itself: not an authentication.
+  const requests = auditRows(auditPath).length;
   const old = await refused(`${url}/v1/health`, { ...as('registry'), maxVersion: 'TLSv1.2' });
   assert.match(`${old.code} ${old.message}`, /PROTOCOL_VERSION|protocol version|unsupported protocol/i);
+  assert.equal(auditRows(auditPath).length, requests, 'a failed protocol negotiation writes no row');
 
-  assert.equal(auditRows(auditPath).length, requests, 'a refused connection reaches no route, so writes no row');
+  // Counted in pdp_authn_failures_total by kind (lockout counting: zero-trust-limits.test.ts).
+  const metricsAfter = await metrics();
+  for (const kind of Object.values(expected)) {
+    const delta = metricValue(metricsAfter, 'pdp_authn_failures_total', `kind="${kind}"`) - metricValue(metricsBefore, 'pdp_authn_failures_total', `kind="${kind}"`);
+    assert.equal(delta, 1, `pdp_authn_failures_total{kind="${kind}"}`);
+  }
   const ok = await call(`${url}/v1/health`, as('registry'));
   assert.equal(ok.status, 200, 'the server kept running');
 });
@@ -168,7 +200,7 @@ test('api grants: no grant is 403 forbidden with an API_DENIED row; admin endpoi
   const opsToken = await createToken('team:ops');
   const viaToken = await call(`${url}/v1/policies`, { ...anonymous(), token: opsToken.token });
   assert.equal(viaToken.status, 200, viaToken.text);
-  // Health and readiness stay open for probes.
+  // Health and readiness stay open for probes (what they say: the health and readiness test).
   assert.equal((await call(`${url}/v1/ready`, anonymous())).status, 200);
 });
 
@@ -190,6 +222,10 @@ test('tokens: a bearer token works until it expires, then 401; revoke is immedia
   const failure = lastAuthnFailure();
   assert.equal(failure.details.kind, 'token-expired');
   assert.ok(failure.reason!.includes(short.id), 'the row names the token by its id');
+  assert.equal(failure.identity, ID.registry, 'identity: the identity the token was issued to (the attempted one)');
+  assert.equal(failure.details.token_id, short.id);
+  assert.equal(failure.details.identity_verified, false);
+  assert.ok(!expired!.text.includes(ID.registry), 'the answer does not say whose token it was');
 
   const long = await createToken(ID.registry);
   assert.equal((await call(`${url}/v1/authorize`, { ...anonymous(), token: long.token, body: register(ID.payment) })).status, 200);
@@ -199,12 +235,19 @@ test('tokens: a bearer token works until it expires, then 401; revoke is immedia
   assert.equal(after.status, 401, 'the very next request after revoke');
   assert.match(after.json.error.message, /revoked/);
   assert.equal(lastAuthnFailure().details.kind, 'token-revoked');
+  assert.equal(lastAuthnFailure().identity, ID.registry);
 
   // A wrong secret for a real id, and a token in the wrong header shape.
   const wrong = `pdp_${long.id}_${'A'.repeat(43)}`;
   const bad = await call(`${url}/v1/authorize`, { ...anonymous(), token: wrong, body: register(ID.payment) });
   assert.equal(bad.status, 401);
   assert.ok(!bad.text.includes('A'.repeat(43)), 'the error does not echo what was sent');
+  assert.equal(lastAuthnFailure().details.kind, 'token-mismatch');
+  assert.equal(lastAuthnFailure().identity, ID.registry, 'a wrong secret for a real token id: the attempted identity');
+  // An unknown token id names nobody.
+  const unknown = await call(`${url}/v1/authorize`, { ...anonymous(), token: `pdp_ZZZZZZZZZZZZ_${'A'.repeat(43)}`, body: register(ID.payment) });
+  assert.equal(unknown.status, 401);
+  assert.equal(lastAuthnFailure().identity, null);
 
   // A success in between keeps the source below the lockout threshold for the next tests.
   assert.equal((await call(`${url}/v1/health`, as('registry'))).status, 200);
@@ -219,7 +262,7 @@ test('tokens: a bearer token works until it expires, then 401; revoke is immedia
   assert.ok((server.stdout() + server.stderr()).includes('"url":"/v1/authorize"'), 'requests are logged (info level), just not their credentials');
 });
 
-test('subject credentials: the verified identity decides, not the body\'s; a bad one is 401 AUTHN_FAILURE and does not lock the PEP out', async () => {
+test('subject credentials: the verified identity decides, not the body\'s; a bad one is 422 invalid_subject_credentials with an AUTHN_FAILURE row naming the attempted identity, the request and the caller, and does not lock the PEP out', async () => {
   const order = fs.readFileSync(pki.files.order!.cert, 'utf8');
   // The body claims payment (which may register payment), the certificate says order (read only).
   const claimed = await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.payment) });
@@ -253,15 +296,45 @@ test('subject credentials: the verified identity decides, not the body\'s; a bad
     { token: 'not-a-token' },
     { certificate: 'not a certificate' },
   ];
+  const attempted = [ID.registry, ID.registry, ID.registry, ID.payment, null, null];
   const kinds: unknown[] = [];
-  for (const credentials of bad) {
-    const r = await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.payment, { credentials }) });
-    assert.equal(r.status, 401, `${JSON.stringify(credentials).slice(0, 60)}: ${r.text}`);
-    assert.equal(r.json.error.code, 'unauthenticated');
-    kinds.push(lastAuthnFailure().details.kind);
+  for (const [i, credentials] of bad.entries()) {
+    const r = await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.order, { credentials }) });
+    assert.equal(r.status, 422, `${JSON.stringify(credentials).slice(0, 60)}: ${r.text}`);
+    assert.equal(r.json.error.code, 'invalid_subject_credentials', 'not 401: the caller itself is authenticated');
+    assert.equal(r.json.error.field, 'credentials');
+    const rows = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'");
+    const row = rows[rows.length - 1]!;
+    const d = details(row);
+    kinds.push(d.kind);
+    assert.equal(row.identity, attempted[i], `identity: the identity the credential claims (${String(d.kind)})`);
+    assert.equal(row.action, 'write');
+    assert.equal(row.resource, 'service:payment');
+    assert.equal(row.namespace, 'prod');
+    assert.equal(d.caller, ID.registry, 'details.caller: the PEP that forwarded it');
+    assert.equal(d.subject, true);
+    assert.equal(d.asserted_identity, ID.order, 'what the body claimed, for comparison');
+    if (attempted[i] !== null) assert.equal(d.identity_verified, false);
+    assert.ok(!r.text.includes('B'.repeat(43)));
   }
   assert.deepEqual(kinds, ['subject-certificate-untrusted', 'subject-certificate-expired', 'subject-certificate-not-client', 'subject-token-mismatch', 'subject-token-malformed', 'subject-certificate-malformed']);
-  // Six failures in a row (the lockout threshold is 5): the PEP itself is still served.
+
+  // In a batch, one bad subject credential fails the batch (all or nothing, like any invalid check),
+  // and the error names the check.
+  const decisionsBefore = auditRows(auditPath, "event_type = 'REGISTRATION'").length;
+  const batch = await call(`${url}/v1/authorize/batch`, {
+    ...as('registry'),
+    body: { checks: [register(ID.payment), register(ID.payment, { credentials: { token: `pdp_${pay.id}_${'B'.repeat(43)}` } }), register(ID.payment)] },
+  });
+  assert.equal(batch.status, 422, batch.text);
+  assert.equal(batch.json.error.code, 'invalid_subject_credentials');
+  assert.equal(batch.json.error.field, 'checks[1].credentials');
+  assert.match(batch.json.error.message, /checks\[1\]\.credentials/);
+  const batchRow = lastAuthnFailure();
+  assert.equal(batchRow.details.field, 'checks[1].credentials');
+  assert.equal(batchRow.identity, ID.payment);
+  assert.equal(auditRows(auditPath, "event_type = 'REGISTRATION'").length, decisionsBefore, 'no check of a refused batch is decided');
+  // Seven failures in a row (the lockout threshold is 5): the PEP itself is still served.
   const still = await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.payment) });
   assert.equal(still.status, 200, `the PEP is not locked out by its subjects' bad credentials: ${still.text}`);
 });
@@ -287,4 +360,133 @@ test('curl as a real client: --cert gets a 200 JSON decision; without --cert a 4
   // TLS 1.2 only: curl fails the handshake.
   const old = await curl(['--tlsv1.2', '--tls-max', '1.2', '--cert', pki.files.registry!.cert, '--key', pki.files.registry!.key, `${url}/v1/health`]);
   assert.notEqual(old.code, 0, 'a TLS 1.2 client cannot connect');
+});
+
+test('a pdp token outside a credential-looking key is neither stored nor echoed (identity, context values and keys, instance_id, source_ip, an unknown field, a path); session, jwt and bearer keys are redacted by name', async () => {
+  const live = await createToken('team:leaky');
+  const secret = live.token.slice(`pdp_${live.id}_`.length);
+  const masked = `pdp_${live.id}_[redacted]`;
+  const decide = (body: unknown) => call(`${url}/v1/authorize`, { ...as('registry'), body });
+  const row = (decisionId: string) => {
+    const [found] = auditRows(auditPath, 'decision_id = ?', decisionId);
+    assert.ok(found, 'the decision is audited');
+    return found;
+  };
+
+  // In a free-text context value.
+  const note = await decide(register(ID.payment, { context: { instance_id: 'payment-1', note: `copied ${live.token} by mistake` } }));
+  assert.equal(note.status, 200, note.text);
+  assert.equal(details(row(note.json.decision_id)).note, `copied ${masked} by mistake`, 'the token id stays, the secret goes');
+
+  // As a context key; and keys named like session credentials.
+  const keyed = await decide(register(ID.payment, { context: { [live.token]: 'x', session: 's-1', jwt: 'eyJhbGciOi', bearer: 'b', auth_session_id: 'x', host: 'h1' } }));
+  assert.equal(keyed.status, 200, keyed.text);
+  const keyedDetails = details(row(keyed.json.decision_id));
+  assert.equal(keyedDetails[masked], 'x');
+  for (const key of ['session', 'jwt', 'bearer', 'auth_session_id']) assert.equal(keyedDetails[key], '[redacted]', key);
+  assert.equal(keyedDetails.host, 'h1', 'ordinary metadata is kept');
+
+  // As the subject's identity: decided (and denied), the reason and the row carry only the id.
+  const asIdentity = await decide({ identity: live.token, action: 'read', resource: 'service:payment', namespace: 'prod' });
+  assert.equal(asIdentity.status, 200, asIdentity.text);
+  assert.equal(asIdentity.json.allow, false);
+  assert.ok(!asIdentity.text.includes(secret), `the reason does not echo the secret: ${asIdentity.text}`);
+  assert.ok(asIdentity.json.reason.includes(masked), asIdentity.json.reason);
+  assert.equal(row(asIdentity.json.decision_id).identity, masked);
+
+  // As context.instance_id (a valid instance name by its characters).
+  const instance = await decide(register(ID.payment, { context: { instance_id: live.token } }));
+  assert.equal(instance.status, 200, instance.text);
+  assert.equal(row(instance.json.decision_id).instance_id, masked);
+
+  // As context.source_ip, and as an unknown field's name: 400s that do not echo it.
+  const ip = await decide(register(ID.payment, { context: { source_ip: live.token } }));
+  assert.equal(ip.status, 400, ip.text);
+  assert.equal(ip.json.error.field, 'context.source_ip');
+  assert.ok(!ip.text.includes(secret), ip.text);
+  const unknownField = await decide({ ...register(ID.payment), [live.token]: 1 });
+  assert.equal(unknownField.status, 400, unknownField.text);
+  assert.ok(!unknownField.text.includes(secret), unknownField.text);
+  assert.equal(unknownField.json.error.field, masked);
+  // In a path: the 404 names the path without the secret (and the request log line too).
+  const notFound = await call(`${url}/v1/${live.token}`, as('registry'));
+  assert.equal(notFound.status, 404);
+  assert.ok(!notFound.text.includes(secret), notFound.text);
+  assert.ok(notFound.text.includes(masked));
+
+  assert.equal(fileBytes(auditPath).includes(secret), false, 'no byte of the audit store holds the secret');
+  assert.ok(await waitFor(() => (server.stdout() + server.stderr()).includes(masked), 2_000), 'the request log names the path with the secret redacted');
+  assert.equal((server.stdout() + server.stderr()).includes(secret), false, 'nor does the log');
+});
+
+test('health and readiness: open for probes; ready tells a caller without api "admin" only whether it is ready', async () => {
+  const health = await call(`${url}/v1/health`, anonymous());
+  assert.equal(health.status, 200);
+  assert.deepEqual(health.json, { status: 'ok' });
+
+  const rowsBefore = auditRows(auditPath).length;
+  const probe = await call(`${url}/v1/ready`, anonymous());
+  assert.equal(probe.status, 200, probe.text);
+  assert.deepEqual(probe.json, { ready: true }, 'no policy version, nothing else');
+  const pep = await call(`${url}/v1/ready`, as('registry'));
+  assert.deepEqual(pep.json, { ready: true }, 'an authorize-only caller learns no more');
+  assert.equal(auditRows(auditPath).length, rowsBefore, 'a probe writes no row');
+
+  for (const admin of [as('ops'), { ...anonymous(), token: (await createToken('team:ops')).token }]) {
+    const full = await call(`${url}/v1/ready`, admin);
+    assert.equal(full.status, 200, full.text);
+    assert.equal(full.json.ready, true);
+    assert.equal(full.json.policy_loaded, true);
+    assert.match(full.json.policy_version, /^sha256:/);
+    assert.equal(full.json.audit_writable, true);
+  }
+
+  // Credentials that are sent are checked as on any endpoint.
+  const bad = await call(`${url}/v1/ready`, { ...anonymous(), token: `pdp_ZZZZZZZZZZZZ_${'D'.repeat(43)}` });
+  assert.equal(bad.status, 401, bad.text);
+  assert.equal(lastAuthnFailure().details.path, '/v1/ready');
+  assert.equal((await call(`${url}/v1/policies`, as('ops'))).status, 200); // a success: the failure count starts over
+});
+
+test('GET /v1/audit/anomalies: an api "audit" caller gets what pdp audit anomalies --format json prints; others get 403 and an API_DENIED row; the query is validated', async () => {
+  const auditor = await createToken('team:auditor');
+  const query = 'since=1h&spike_threshold=0&deny_threshold=0';
+  const r = await call(`${url}/v1/audit/anomalies?${query}`, { ...anonymous(), token: auditor.token });
+  assert.equal(r.status, 200, r.text);
+  const cli = await pdp(['audit', 'anomalies', '--db', auditPath, '--since', '1h', '--spike-threshold', '0', '--deny-threshold', '0', '--format', 'json'], root);
+  assert.equal(cli.code, 1, `findings: ${cli.stderr}`);
+  const expected = JSON.parse(cli.stdout) as Record<string, unknown>;
+  const strip = (report: Record<string, unknown>) => {
+    const { db: _db, now: _now, since: _since, ...rest } = report;
+    return rest;
+  };
+  assert.deepEqual(strip(r.json), strip(expected), 'the same analyses, thresholds and findings');
+  assert.equal(r.json.db, 'audit.db', 'the database by its file name only, never a server path');
+  assert.ok(r.json.findings > 0);
+  assert.ok((r.json.authorization_failures as Array<{ identity: string | null }>).some((f) => f.identity === ID.order), 'the denials of earlier tests');
+  assert.ok(Date.parse(r.json.now) - Date.parse(r.json.since) === 3_600_000);
+
+  // Defaults: one hour, the CLI's thresholds.
+  const defaults = await call(`${url}/v1/audit/anomalies`, { ...anonymous(), token: auditor.token });
+  assert.equal(defaults.status, 200, defaults.text);
+  assert.deepEqual(defaults.json.thresholds, { spike: 100, deny: 10 });
+
+  // Without the grant (an authorize-only PEP, an admin): 403 and an API_DENIED row.
+  for (const [who, id] of [[as('registry'), ID.registry], [as('ops'), ID.ops]] as const) {
+    const denied = await call(`${url}/v1/audit/anomalies`, who);
+    assert.equal(denied.status, 403, denied.text);
+    assert.equal(denied.json.error.code, 'forbidden');
+    assert.match(denied.json.error.message, /api "audit"/);
+    const rows = auditRows(auditPath, "event_type = 'API_DENIED' AND identity = ? AND resource = 'api:audit'", id);
+    assert.equal(rows.length, 1, `${id}: one API_DENIED row`);
+    assert.equal(details(rows[0]).path, '/v1/audit/anomalies');
+  }
+
+  // The query: a schema, each error naming its parameter.
+  for (const [q, field] of [['since=yesterday', 'since'], ['deny_threshold=-1', 'deny_threshold'], ['spike_threshold=1e3', 'spike_threshold'], ['limit=5', 'limit'], ['since=0s', 'since']] as const) {
+    const bad = await call(`${url}/v1/audit/anomalies?${q}`, { ...anonymous(), token: auditor.token });
+    assert.equal(bad.status, 400, `${q}: ${bad.text}`);
+    assert.equal(bad.json.error.code, 'invalid_request');
+    assert.equal(bad.json.error.field, field, q);
+  }
 });

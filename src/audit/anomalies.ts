@@ -102,6 +102,34 @@ export interface AnomalyReport {
   findings: number;
 }
 
+/** The report as `pdp audit anomalies --format json` prints it and `GET /v1/audit/anomalies` answers it. */
+export interface AnomalyReportJson {
+  /** The database: its path for the CLI; only its file name over HTTP (answers never name server paths). */
+  db: string;
+  now: string;
+  since: string;
+  thresholds: { spike: number; deny: number };
+  allowed_services: number;
+  registration_spikes: RegistrationSpike[];
+  unknown_services: UnknownService[];
+  authorization_failures: AuthorizationFailure[];
+  findings: number;
+}
+
+export function anomalyReportJson(report: AnomalyReport, db: string): AnomalyReportJson {
+  return {
+    db,
+    now: report.now,
+    since: report.since,
+    thresholds: report.thresholds,
+    allowed_services: report.allowedServices,
+    registration_spikes: report.registrationSpikes,
+    unknown_services: report.unknownServices,
+    authorization_failures: report.authorizationFailures,
+    findings: report.findings,
+  };
+}
+
 /** The window start for `since` before `now`, in the stored timestamp format (so it compares as text). */
 export function windowStart(now: Date, sinceMs: number): string {
   return new Date(now.getTime() - sinceMs).toISOString();

@@ -1,5 +1,6 @@
 // The audit event: one row of `audit_log` before SQLite gives it an id. The shape is versioned;
 // a change to it ships together with a numbered migration (see migrations.ts).
+import { redactTokens } from '../identity/token-format';
 
 /** Version of the `AuditEvent` shape. Bumped together with a migration that changes the columns. */
 export const AUDIT_EVENT_VERSION = 1;
@@ -101,8 +102,13 @@ const TIMESTAMP_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 // Keys whose values are credentials or close to it. `details` is meant to carry host, port and
 // metadata; this is a last line of defence against a caller copying a whole context object in.
-const CREDENTIAL_KEY = /token|secret|password|passwd|credential|authorization|cookie|certificate|private[_-]?key|api[_-]?key/i;
+const CREDENTIAL_KEY = /token|secret|password|passwd|passphrase|credential|authorization|bearer|cookie|session|jwt|certificate|private[_-]?key|api[_-]?key|access[_-]?key|signature|oauth|saml/i;
 export const REDACTED = '[redacted]';
+
+/** `token_id` holding a pdp token id (12 letters and digits) names a token without being one: kept. */
+function isTokenId(key: string, value: unknown): boolean {
+  return key === 'token_id' && typeof value === 'string' && /^[A-Za-z0-9]{12}$/.test(value);
+}
 
 /** A copy of `details` with credential-looking keys (at any depth) replaced by `[redacted]`. */
 export function redactDetails(details: Record<string, unknown>): Record<string, unknown> {
@@ -111,7 +117,7 @@ export function redactDetails(details: Record<string, unknown>): Record<string, 
     if (Array.isArray(value)) return value.map((item) => redactValue(item, depth + 1));
     const copy: Record<string, unknown> = {};
     for (const [key, inner] of Object.entries(value as Record<string, unknown>)) {
-      copy[key] = CREDENTIAL_KEY.test(key) ? REDACTED : redactValue(inner, depth + 1);
+      copy[key] = CREDENTIAL_KEY.test(key) && !isTokenId(key, inner) ? REDACTED : redactValue(inner, depth + 1);
     }
     return copy;
   };
@@ -127,7 +133,9 @@ function nullableText(event: AuditEvent, field: keyof AuditEvent): string | null
   // cannot decode. The server refuses such input with 400 first; this is the last line of defence.
   // (O(1) for one-byte strings, which most values are.)
   if (!value.isWellFormed()) throw new InvalidAuditEventError(`audit event field \`${field}\` is not well-formed Unicode (it holds a lone surrogate)`);
-  return value;
+  // A pdp token can arrive in any field a caller fills (identity, context.instance_id, a resource);
+  // its secret is never stored, wherever it is. The token id stays: it says which token leaked.
+  return redactTokens(value);
 }
 
 /**
@@ -158,7 +166,9 @@ export function toAuditRow(event: AuditEvent): AuditRow {
       throw new InvalidAuditEventError('audit event `details` must be an object or null');
     }
     try {
-      details = JSON.stringify(redactDetails(event.details));
+      // Keys by name, then any pdp token in any key or value (the JSON text is searched as a whole: a
+      // token's characters need no escaping, so the replacement keeps it valid JSON).
+      details = redactTokens(JSON.stringify(redactDetails(event.details)));
     } catch (e) {
       throw new InvalidAuditEventError(`audit event \`details\` cannot be stored as JSON: ${(e as Error).message}`);
     }

@@ -6,6 +6,7 @@ import {
   AuditStoreError,
   DEFAULT_DENY_THRESHOLD,
   DEFAULT_SPIKE_THRESHOLD,
+  anomalyReportJson,
   findAnomalies,
   openAuditStore,
   openAuditStoreReadOnly,
@@ -88,21 +89,7 @@ function formatAnomalyTable(report: AnomalyReport, dbPath: string): string {
 }
 
 function anomalyJson(report: AnomalyReport, dbPath: string): string {
-  return `${JSON.stringify(
-    {
-      db: dbPath,
-      now: report.now,
-      since: report.since,
-      thresholds: report.thresholds,
-      allowed_services: report.allowedServices,
-      registration_spikes: report.registrationSpikes,
-      unknown_services: report.unknownServices,
-      authorization_failures: report.authorizationFailures,
-      findings: report.findings,
-    },
-    null,
-    2,
-  )}\n`;
+  return `${JSON.stringify(anomalyReportJson(report, dbPath), null, 2)}\n`;
 }
 
 async function runAnomalies(args: string[], io: CliIo): Promise<number> {

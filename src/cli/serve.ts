@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { createRecorder, openAuditStore } from '../audit';
+import { anomalyReportJson, createRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly } from '../audit';
+import { redactTokens } from '../identity/token-format';
 import { Engine } from '../engine';
 import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader } from '../server';
@@ -17,9 +18,9 @@ export { watchDirectories };
 export const HELP = `usage: pdp serve [--policies DIR] [--audit FILE] [--listen HOST:PORT] [options]
 
 Runs the PDP: POST /v1/authorize, /v1/authorize/batch, /v1/health, /v1/ready, /metrics,
-/v1/policies and /v1/policies/reload. Every decision is committed to the audit store before
-it is answered, and so is every policy version before it serves (an ACL_CHANGE row at start-up
-and on each reload; if the start-up row cannot be written, it exits 1 without listening).
+/v1/policies, /v1/policies/reload and /v1/audit/anomalies. Every decision is committed to the
+audit store before it is answered, and so is every policy version before it serves (an ACL_CHANGE
+row at start-up and on each reload; if the start-up row cannot be written, it exits 1 without listening).
 
   --policies DIR        policy directory (default $PDP_POLICIES or ./policies)
   --audit FILE          SQLite audit store (default $PDP_AUDIT or ./audit.db)
@@ -174,9 +175,27 @@ export const run: Command = async (args, io) => {
       return EXIT_FINDING;
     }
   }
+  // GET /v1/audit/anomalies: the server never opens SQLite itself; it is handed the analyses, which
+  // run on a read-only connection of their own (WAL: they never block the writer, nor see half a commit).
+  const auditAnomalies = (options: { now: Date; sinceMs: number; spikeThreshold?: number; denyThreshold?: number }) => {
+    const reader = openAuditStoreReadOnly(auditPath);
+    try {
+      return anomalyReportJson(findAnomalies(reader.db, options), path.basename(auditPath));
+    } finally {
+      reader.close();
+    }
+  };
   app = buildServer({
-    engine, recorder, reloader, cacheEntries, nodeName,
-    logger: { level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'] },
+    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies,
+    logger: {
+      level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'],
+      // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
+      serializers: {
+        req: (req: { method: string; url: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
+          method: req.method, url: redactTokens(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort,
+        }),
+      },
+    },
     ...(security?.serverOptions ?? {}),
   });
   const server = app;

@@ -348,3 +348,51 @@ export function derToPem(der: Buffer): string {
   const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Evidence about a refused certificate: what it claims, for the audit row. None of this is verified.
+
+/** What a presented certificate says about itself (for an audit row; unverified). Never throws. */
+export interface CertificateClaims {
+  /** The SPIFFE ID of its single URI SAN, when it carries one. */
+  spiffeId?: string;
+  subject?: string;
+  issuer?: string;
+  serial_number?: string;
+  fingerprint256?: string;
+  valid_from?: string;
+  valid_to?: string;
+}
+
+function claimsOf(pem: string): CertificateClaims {
+  const claims: CertificateClaims = {};
+  try {
+    const cert = new NodeX509(pem);
+    claims.subject = oneLine(cert.subject).slice(0, 512);
+    claims.issuer = oneLine(cert.issuer).slice(0, 512);
+    claims.serial_number = cert.serialNumber;
+    claims.fingerprint256 = cert.fingerprint256;
+    const from = Date.parse(cert.validFrom);
+    const to = Date.parse(cert.validTo);
+    if (Number.isFinite(from)) claims.valid_from = new Date(from).toISOString();
+    if (Number.isFinite(to)) claims.valid_to = new Date(to).toISOString();
+    const id = spiffeIdFromUris(factsOf(pem).uris);
+    if (id.ok) claims.spiffeId = id.spiffeId;
+  } catch {
+    // Unparseable: it claims nothing we can read.
+  }
+  return claims;
+}
+
+/** The claims of the first (leaf) certificate of a PEM chain, e.g. a refused `credentials.certificate`. */
+export function certificateClaims(pemChain: string): CertificateClaims {
+  if (typeof pemChain !== 'string' || pemChain.length > MAX_PEM_CHARS) return {};
+  const leaf = splitPem(pemChain)[0];
+  return leaf === undefined ? {} : claimsOf(leaf);
+}
+
+/** The claims of a TLS peer's certificate (`socket.getPeerCertificate()`), e.g. one refused at the handshake. */
+export function peerCertificateClaims(peer: tls.PeerCertificate | null | undefined): CertificateClaims {
+  if (!peer || typeof peer !== 'object' || !Buffer.isBuffer(peer.raw) || peer.raw.length === 0) return {};
+  return claimsOf(derToPem(peer.raw));
+}

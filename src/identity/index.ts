@@ -4,3 +4,4 @@ export * from './ca';
 export * from './certificates';
 export * from './tokens';
 export * from './lockout';
+export * from './token-format';

@@ -9,16 +9,15 @@ import * as path from 'node:path';
 import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { isSpiffeId } from '../syntax/identity-pattern';
+import { TOKEN_PREFIX, TOKEN_RE } from './token-format';
 
 export const DEFAULT_TOKENS_FILE = 'tokens.db';
 export const DEFAULT_TOKEN_TTL_MS = 60 * 60 * 1000;
 export const MAX_TOKEN_TTL_MS = 60 * 60 * 1000;
-export const TOKEN_PREFIX = 'pdp_';
 const ID_LENGTH = 12;
 const SECRET_BYTES = 32;
 const SECRET_LENGTH = 43; // base64url of 32 bytes, unpadded
 const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-const TOKEN_RE = /^pdp_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$/;
 const ID_RE = /^[A-Za-z0-9]{12}$/;
 const MAX_IDENTITY_LENGTH = 1024;
 const MAX_DESCRIPTION_LENGTH = 1024;
@@ -55,7 +54,11 @@ export type TokenFailureCode = 'malformed' | 'unknown' | 'mismatch' | 'expired' 
 
 export type TokenValidation =
   | { ok: true; identity: string; id: string; expiresAt: Date }
-  | { ok: false; code: TokenFailureCode; reason: string };
+  /**
+   * `id` and `identity` are set when the token names a real token (wrong secret, revoked, expired):
+   * the identity that was attempted, for the audit row. Neither ever goes into an answer.
+   */
+  | { ok: false; code: TokenFailureCode; reason: string; id?: string; identity?: string };
 
 export interface TokenStore {
   readonly path: string;
@@ -208,9 +211,10 @@ export function openTokenStore(file: string = DEFAULT_TOKENS_FILE, options: Open
       }
       const stored = Buffer.from(row.secret_sha256);
       const match = stored.length === given.length && timingSafeEqual(stored, given);
-      if (!match) return { ok: false, code: 'mismatch', reason: `token \`${id}\` has a wrong secret` };
-      if (row.revoked_at !== null) return { ok: false, code: 'revoked', reason: `token \`${id}\` was revoked at ${new Date(row.revoked_at).toISOString()}` };
-      if (now.getTime() >= row.expires_at) return { ok: false, code: 'expired', reason: `token \`${id}\` expired at ${new Date(row.expires_at).toISOString()}` };
+      const attempted = { id, identity: row.identity };
+      if (!match) return { ok: false, code: 'mismatch', reason: `token \`${id}\` has a wrong secret`, ...attempted };
+      if (row.revoked_at !== null) return { ok: false, code: 'revoked', reason: `token \`${id}\` was revoked at ${new Date(row.revoked_at).toISOString()}`, ...attempted };
+      if (now.getTime() >= row.expires_at) return { ok: false, code: 'expired', reason: `token \`${id}\` expired at ${new Date(row.expires_at).toISOString()}`, ...attempted };
       return { ok: true, identity: row.identity, id, expiresAt: new Date(row.expires_at) };
     },
 

@@ -4,13 +4,14 @@
 import fs from 'node:fs';
 import type { ServerOptions } from 'node:https';
 import path from 'node:path';
-import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import {
-  FailureTracker, loadTrustBundle, openTokenStore, verifyClientCertificate, verifyPeerCertificate, type TokenStore, type TrustBundle,
+  FailureTracker, certificateClaims, loadTrustBundle, openTokenStore, peerCertificateClaims, verifyClientCertificate, verifyPeerCertificate,
+  type CertificateClaims, type TokenStore, type TrustBundle,
 } from '../identity';
-import { ApiError, AuthnError } from './errors';
+import { ApiError, AuthnError, type AuthnAudit } from './errors';
 import type { Authenticator, Caller, ServerDeps } from './server';
 
 
@@ -40,6 +41,22 @@ function chainNotAfter(peer: DetailedPeerCertificate): number {
   return earliest;
 }
 
+/** A refused certificate's claims as audit `details`: marked unverified, never the certificate itself. */
+function claimedDetails(claims: CertificateClaims): Record<string, unknown> {
+  const { spiffeId, ...rest } = claims;
+  return {
+    identity_verified: false,
+    ...(spiffeId !== undefined ? { claimed_identity: spiffeId } : {}),
+    ...(Object.keys(rest).length > 0 ? { presented: rest } : {}),
+  };
+}
+
+function hasPeerCertificate(socket: TLSSocket): boolean {
+  if (typeof socket.getPeerCertificate !== 'function') return false;
+  const peer = socket.getPeerCertificate();
+  return peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
+}
+
 export function createSecurity(options: SecurityOptions) {
   const now = options.now ?? (() => new Date());
   const resolve = (p: string) => path.resolve(options.cwd, p);
@@ -52,38 +69,57 @@ export function createSecurity(options: SecurityOptions) {
   const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
 
   // With a trust bundle the server asks every client for a certificate. Without tokens a client
-  // must present one (the handshake fails otherwise). With tokens too, a client may connect without
-  // one and send `Authorization: Bearer`; a certificate it does present must still verify, else the
-  // connection is dropped right after the handshake (see `secureConnection` below).
+  // must present one; with tokens too, a client may connect without one and send
+  // `Authorization: Bearer`. Either way a certificate that is presented must verify. OpenSSL is not
+  // left to refuse a bad certificate inside the handshake (`rejectUnauthorized: false`): a refusal
+  // there is invisible to the server (no identity, no address in any record), so service
+  // impersonation would leave no evidence. Instead the handshake completes and `watchConnections`
+  // (below, the first `secureConnection` listener, before the HTTP parser is attached) destroys every
+  // connection OpenSSL did not authorize, or that has no certificate when one is required, and
+  // reports it: an AUTHN_FAILURE row with the SPIFFE ID the certificate claims (marked unverified),
+  // the metric, and a count towards the source's lockout. No request on such a connection is ever
+  // parsed; `authenticateCaller` refuses an unauthorized peer again should one ever get that far.
   const certificateOptional = tokens !== undefined;
   const tlsMaterial = (trust: TrustBundle | undefined = bundle): ServerOptions => ({
     key: fs.readFileSync(keyPath!),
     cert: fs.readFileSync(certPath!),
-    ...(trust ? { ca: trust.pems, requestCert: true, rejectUnauthorized: !certificateOptional } : {}),
+    ...(trust ? { ca: trust.pems, requestCert: true, rejectUnauthorized: false } : {}),
   });
   const https: ServerOptions | undefined = certPath ? { ...tlsMaterial(), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } : undefined;
 
-  function failed(source: string, message: string, attempted: string | null, kind: string): never {
+  /** A caller's failed authentication: counts towards the source's lockout; the one that starts the lock says so. */
+  function failure(source: string, message: string, attempted: string | null, kind: string, details: Record<string, unknown> = {}): AuthnError {
     const lock = failures.recordFailure(source, now());
     if (lock.locked) {
       const retry = Math.max(1, Math.ceil(((lock.until ?? now().getTime()) - now().getTime()) / 1000));
-      throw new AuthnError(`${message}; too many failures from this source, locked for ${retry} s`, attempted, kind, 'locked_out', { 'retry-after': String(retry) });
+      return new AuthnError(`${message}; too many failures from this source, locked for ${retry} s`, attempted, kind, 'locked_out', { 'retry-after': String(retry) }, { details: { ...details, lockout_started: true } });
     }
-    throw new AuthnError(message, attempted, kind);
+    return new AuthnError(message, attempted, kind, 'unauthenticated', {}, { details });
+  }
+
+  function failed(source: string, message: string, attempted: string | null, kind: string, details?: Record<string, unknown>): never {
+    throw failure(source, message, attempted, kind, details);
+  }
+
+  /** A locked-out source's refusal: not counted again, and not audited one row each (see refusals.ts). */
+  function lockedOut(source: string): AuthnError | undefined {
+    const lock = failures.isLocked(source, now());
+    if (!lock.locked) return undefined;
+    return new AuthnError(`too many authentication failures from this source; retry in ${lock.retryAfterSeconds} s`, null, 'locked-out', 'locked_out', { 'retry-after': String(lock.retryAfterSeconds) }, { suppressed: true });
   }
 
   function checkLock(source: string): void {
-    const lock = failures.isLocked(source, now());
-    if (lock.locked) {
-      throw new AuthnError(`too many authentication failures from this source; retry in ${lock.retryAfterSeconds} s`, null, 'locked-out', 'locked_out', { 'retry-after': String(lock.retryAfterSeconds) });
-    }
+    const locked = lockedOut(source);
+    if (locked) throw locked;
   }
 
   /** Caller credentials: a failure counts towards the source's lockout. */
   function validateToken(token: string, source: string): string {
     if (!tokens) failed(source, 'bearer tokens are not enabled on this server', null, 'token');
     const result = tokens.validate(token, now());
-    if (!result.ok) failed(source, `invalid token: ${result.reason}`, null, `token-${result.code}`);
+    // A token that names a real token (wrong secret, revoked, expired): the row's identity is the one
+    // it was issued to, the identity that was attempted. The answer says only the token id.
+    if (!result.ok) failed(source, `invalid token: ${result.reason}`, result.identity ?? null, `token-${result.code}`, result.id ? { token_id: result.id, identity_verified: false } : {});
     return result.identity;
   }
 
@@ -93,8 +129,8 @@ export function createSecurity(options: SecurityOptions) {
    * count towards the caller's lockout: one end user with a bad token must not lock the PEP that
    * forwards it, and every other workload behind that PEP, out of the PDP.
    */
-  function refuseSubject(message: string, kind: string): never {
-    throw new AuthnError(message, null, kind);
+  function refuseSubject(message: string, kind: string, attempted: string | null = null, details: AuthnAudit['details'] = {}): never {
+    throw new AuthnError(message, attempted, kind, 'invalid_subject_credentials', {}, { details });
   }
 
   // The seed's AuthenticateRequest order: token, then certificate, then (never, for callers) anonymous.
@@ -119,12 +155,18 @@ export function createSecurity(options: SecurityOptions) {
         const peer = socket.getPeerCertificate(true);
         const presented = peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
         // Normally dropped at `secureConnection`; refused here too, should one ever get this far.
-        if (presented && !socket.authorized) failed(source, `client certificate rejected: ${String(socket.authorizationError ?? 'it does not verify')}`, null, 'certificate-untrusted');
+        if (presented && !socket.authorized) {
+          const claims = peerCertificateClaims(peer);
+          failed(source, `client certificate rejected: ${String(socket.authorizationError ?? 'it does not verify')}`, claims.spiffeId ?? null, 'certificate-untrusted', claimedDetails(claims));
+        }
         if (presented) {
           // The handshake checked the chain once; a keep-alive connection can outlive the
           // certificate, so validity, purpose and SPIFFE ID are checked on every request.
           const result = verifyPeerCertificate(peer, bundle, now());
-          if (!result.ok) failed(source, `client certificate rejected: ${result.reason}`, null, `certificate-${result.code}`);
+          if (!result.ok) {
+            const claims = peerCertificateClaims(peer);
+            failed(source, `client certificate rejected: ${result.reason}`, claims.spiffeId ?? null, `certificate-${result.code}`, claimedDetails(claims));
+          }
           failures.recordSuccess(source);
           verifiedConnections.set(socket, { bundle, spiffeId: result.spiffeId, notAfter: Math.min(result.notAfter.getTime(), chainNotAfter(peer)) });
           return { identity: result.spiffeId, via: 'mtls' };
@@ -136,16 +178,46 @@ export function createSecurity(options: SecurityOptions) {
       if (credentials.token !== undefined) {
         if (!tokens) refuseSubject('`credentials.token` cannot be verified: bearer tokens are not enabled on this server', 'subject-token');
         const result = tokens.validate(credentials.token, now());
-        if (!result.ok) refuseSubject(`invalid subject token: ${result.reason}`, `subject-token-${result.code}`);
+        if (!result.ok) refuseSubject(`invalid subject token: ${result.reason}`, `subject-token-${result.code}`, result.identity ?? null, result.id ? { token_id: result.id, identity_verified: false } : {});
         return result.identity;
       }
       if (credentials.certificate !== undefined) {
         if (!bundle) refuseSubject('`credentials.certificate` cannot be verified: no --client-ca trust bundle is configured', 'subject-certificate');
         const result = verifyClientCertificate(credentials.certificate, bundle, now());
-        if (!result.ok) refuseSubject(`invalid subject certificate: ${result.reason}`, `subject-certificate-${result.code}`);
+        if (!result.ok) {
+          const claims = certificateClaims(credentials.certificate);
+          refuseSubject(`invalid subject certificate: ${result.reason}`, `subject-certificate-${result.code}`, claims.spiffeId ?? null, claimedDetails(claims));
+        }
         return result.spiffeId;
       }
       refuseSubject('`credentials` must hold `token` or `certificate`', 'subject-missing');
+    },
+    hasCredentials(request: FastifyRequest): boolean {
+      if (request.headers.authorization !== undefined) return true;
+      return bundle !== undefined && hasPeerCertificate(request.raw.socket as TLSSocket);
+    },
+    watchConnections(server: TlsServer, refused: (source: string, error: AuthnError) => void): void {
+      if (!bundle || !https) return;
+      // Prepended: it must run before the HTTP server's own listener attaches its parser, or a
+      // request sent along with the handshake (TLS 1.3) would still be parsed and routed.
+      server.prependListener('secureConnection', (socket: TLSSocket) => {
+        if (socket.authorized) return; // chain verified by OpenSSL; purpose, validity and SPIFFE ID per request
+        const presented = hasPeerCertificate(socket);
+        if (!presented && certificateOptional) return; // a bearer token may follow
+        const source = socket.remoteAddress ?? 'unknown';
+        const peer = presented ? socket.getPeerCertificate(true) : undefined;
+        const authorizationError = String(socket.authorizationError ?? 'it does not verify');
+        socket.destroy();
+        const locked = lockedOut(source);
+        if (locked) return refused(source, locked);
+        if (!peer) return refused(source, failure(source, 'a client certificate is required (refused at the TLS handshake)', null, 'certificate-missing', { transport: 'tls-handshake' }));
+        // OpenSSL's verdict stands; our own verification only names the reason in pdp's words.
+        const result = verifyPeerCertificate(peer, bundle!, now());
+        const claims = peerCertificateClaims(peer);
+        const reason = result.ok ? authorizationError : result.reason;
+        const kind = result.ok ? 'certificate-untrusted' : `certificate-${result.code}`;
+        refused(source, failure(source, `client certificate rejected at the TLS handshake: ${reason}`, claims.spiffeId ?? null, kind, { transport: 'tls-handshake', tls_error: authorizationError, ...claimedDetails(claims) }));
+      });
     },
   } : undefined;
 
@@ -178,26 +250,16 @@ export function createSecurity(options: SecurityOptions) {
   };
   for (const file of watched) fs.watchFile(file, { interval: 500, persistent: false }, onChange);
 
-  let guarded = false;
   const perSecond = options.rateLimitPerSecond ?? (authenticator ? 1000 : 0);
   const serverOptions: Partial<ServerDeps> = {
     ...(https ? { https } : {}),
     ...(authenticator ? { authenticator } : {}),
+    // A locked-out source's refusals become one summary row per interval: at most a minute, and no
+    // longer than the lockout itself, so a short lock is summarised before it ends.
+    refusalSummaryMs: Math.min(60_000, failures.lockoutMs),
     plugins: [
       async (instance) => {
         app = instance; // every encapsulated instance shares the one TLS server
-        if (bundle && certificateOptional && !guarded) {
-          guarded = true;
-          // A client certificate is optional (tokens are on) but one that is presented must verify:
-          // an untrusted, expired or wrong-purpose certificate ends the connection before any request.
-          // Prepended: it must run before the HTTP server's own listener attaches its parser, or a
-          // request sent along with the handshake (TLS 1.3) would still be parsed and routed.
-          instance.server.prependListener('secureConnection', (socket: TLSSocket) => {
-            if (socket.authorized) return;
-            const peer = socket.getPeerCertificate();
-            if (peer && Object.keys(peer).length > 0) socket.destroy();
-          });
-        }
         if (perSecond > 0) {
           await instance.register(rateLimit, {
             max: perSecond,

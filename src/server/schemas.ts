@@ -89,3 +89,14 @@ export const batchResponse = {
   type: 'object',
   properties: { results: { type: 'array', items: authorizeResponse } },
 } as const;
+
+/** `GET /v1/audit/anomalies`: query values are text (no coercion); the shapes `pdp audit anomalies` accepts. */
+export const anomaliesQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    since: { type: 'string', pattern: '^\\d{1,9}(ms|s|m|h|d)$' },
+    spike_threshold: { type: 'string', pattern: '^\\d{1,9}$' },
+    deny_threshold: { type: 'string', pattern: '^\\d{1,9}$' },
+  },
+} as const;

@@ -5,18 +5,21 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import type { AnomalyReportJson } from '../audit/anomalies';
 import { deriveEventType, SERVER_EVENT_TYPES, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
+import { redactTokens } from '../identity/token-format';
 import type { DecisionResult } from '../syntax';
 import { normalizeIp } from '../syntax/request'; // per decision: the defining module, not the barrel's getter
 import { DecisionCache } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type Metrics } from './metrics';
+import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
+import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
 
 export interface AuthorizeBody {
   identity?: string;
@@ -38,10 +41,19 @@ export interface Caller {
 export interface Authenticator {
   /** Establishes the caller; throws ApiError(401/429) when it cannot. */
   authenticateCaller(request: FastifyRequest): Promise<Caller> | Caller;
-  /** Turns `credentials` into a verified subject identity; throws ApiError(401) when they do not verify. */
+  /** Turns `credentials` into a verified subject identity; throws AuthnError (`invalid_subject_credentials`) when they do not verify. */
   authenticateSubject?(credentials: NonNullable<AuthorizeBody['credentials']>, request: FastifyRequest): Promise<string> | string;
-  /** Records an API-level denial (no grant) for the audit log. */
+  /** Whether the request carries caller credentials at all (a bearer token, a client certificate). */
+  hasCredentials?(request: FastifyRequest): boolean;
+  /**
+   * Watches the TLS server's connections and reports the ones refused before any request (a client
+   * certificate refused at the handshake): the server audits, counts or summarises each report.
+   */
+  watchConnections?(server: import('node:tls').Server, refused: (source: string, error: AuthnError) => void): void;
 }
+
+/** The anomaly analyses of the audit store (`pdp audit anomalies`), handed in by `pdp serve`: the server never opens SQLite. */
+export type AuditAnomalies = (options: { now: Date; sinceMs: number; spikeThreshold?: number; denyThreshold?: number }) => AnomalyReportJson;
 
 export interface ServerDeps {
   engine: Engine;
@@ -57,6 +69,10 @@ export interface ServerDeps {
   https?: import('node:https').ServerOptions;
   /** Extra fastify plugins to register first (e.g. rate limiting), given the instance. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
+  /** At most one summary row per locked-out source per this many ms (default 60 s); see refusals.ts. */
+  refusalSummaryMs?: number;
+  /** `GET /v1/audit/anomalies`; absent: that endpoint answers 404. */
+  auditAnomalies?: AuditAnomalies;
   now?: () => Date;
   defaultMetrics?: boolean;
 }
@@ -70,8 +86,14 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Every error answer goes through here. A message or field name may quote what the caller sent (an
+ * unknown field's name, a bad address, a path): a pdp token in it keeps its id and loses its secret.
+ */
 function fail(reply: FastifyReply, code: ErrorCode, message: string, extra: Record<string, unknown> = {}) {
-  return reply.code(ERRORS[code].status).send(errorBody(code, message, extra));
+  const field = extra.field;
+  const safeExtra = typeof field === 'string' && field.includes('pdp_') ? { ...extra, field: redactTokens(field) } : extra;
+  return reply.code(ERRORS[code].status).send(errorBody(code, redactTokens(message), safeExtra));
 }
 
 /** ajv's instancePath (`/checks/3/resource`) → the field people write (`checks[3].resource`). */
@@ -106,7 +128,10 @@ function describeValidation(issue: ValidationIssue): { field: string; message: s
     }
     case 'enum': return { field, message: `\`${field}\` must be one of ${(params.allowedValues as unknown[]).map((v) => `\`${String(v)}\``).join(', ')}` };
     case 'pattern':
-      return { field, message: field.endsWith('event_type') ? `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` : `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
+      if (field.endsWith('event_type')) return { field, message: `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` };
+      if (field === 'since') return { field, message: '`since` must be a duration like `30m`, `1h` or `7d`' };
+      if (field.endsWith('_threshold')) return { field, message: `\`${field}\` must be a whole number` };
+      return { field, message: `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
     case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters` };
     case 'minLength': return { field, message: `\`${field}\` must not be empty` };
     case 'minItems': return { field, message: `\`${field}\` must hold at least ${String(params.limit)} item(s)` };
@@ -340,19 +365,76 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     }
   }
 
+  /** The row of one authentication failure: `identity` is the attempted identity (unverified), never a credential. */
+  function authnFailureEvent(e: AuthnError, source: string, extra: { action?: string | null; resource?: string | null; namespace?: string | null; details?: Record<string, unknown> } = {}): AuditEvent {
+    return {
+      timestamp: now().toISOString(), event_type: 'AUTHN_FAILURE', service_name: null, namespace: extra.namespace ?? null, instance_id: null,
+      identity: e.attempted, source_ip: source, action: extra.action ?? null, resource: extra.resource ?? null, result: 'DENY', reason: e.message, rule: null,
+      decision_id: randomUUID(), policy_version: deps.engine.current()?.version ?? null,
+      details: { kind: e.kind, ...extra.details, ...e.audit.details }, registry_node: nodeName,
+    };
+  }
+
+  // A locked-out source's refusals are counted, and written as one summary row per source per
+  // interval (refusals.ts); pending counts are written at shutdown too.
+  const refusals = new RefusalCounter();
+  const summaryMs = Math.max(100, deps.refusalSummaryMs ?? 60_000);
+  function summaryEvents(): AuditEvent[] {
+    const policyVersion = deps.engine.current()?.version ?? null;
+    return refusals.take().map((s) => ({
+      timestamp: now().toISOString(), event_type: 'AUTHN_FAILURE', service_name: null, namespace: null, instance_id: null,
+      identity: null, source_ip: s.source, action: null, resource: null, result: 'DENY',
+      reason: `${s.count} authentication attempt${s.count === 1 ? '' : 's'} refused while ${s.source === null ? 'their sources were' : 'this source was'} locked out (counted, not audited one by one)`,
+      rule: null, decision_id: randomUUID(), policy_version: policyVersion,
+      details: { kind: 'locked-out-summary', count: s.count, first_at: s.first.toISOString(), last_at: s.last.toISOString(), kinds: s.kinds, interval_ms: summaryMs },
+      registry_node: nodeName,
+    }));
+  }
+  async function writeSummaries(): Promise<void> {
+    const events = summaryEvents();
+    if (events.length === 0) return;
+    try {
+      await deps.recorder.recordAll(events);
+    } catch {
+      // The store is failing (fail closed elsewhere); the counts are lost with the row, the metric keeps them.
+      metrics.auditFailures.inc();
+    }
+  }
+  const summaryTimer = setInterval(() => void writeSummaries(), summaryMs);
+  summaryTimer.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(summaryTimer);
+    await writeSummaries();
+  });
+
+  /**
+   * Accounts for one authentication failure: the metric always; then either an AUTHN_FAILURE row
+   * (committed before the refusal is answered; 503 when it cannot be) or, for a locked-out source,
+   * a count towards its next summary row.
+   */
+  async function auditAuthnFailure(e: AuthnError, source: string, extra?: Parameters<typeof authnFailureEvent>[2]): Promise<void> {
+    metrics.authnFailures.inc({ kind: e.kind });
+    if (e.audit.suppressed) {
+      refusals.add(source, e.kind, now());
+      return;
+    }
+    await recordOrFail([authnFailureEvent(e, source, extra)]);
+  }
+
+  // Connections refused before any request (a client certificate refused at the TLS handshake).
+  deps.authenticator?.watchConnections?.(app.server as unknown as import('node:tls').Server, (source, e) => {
+    auditAuthnFailure(e, source, { details: { transport: 'tls-handshake' } }).catch(() => {
+      // recordOrFail counted it; there is no answer to fail.
+    });
+  });
+
   /** Runs an authentication step; a failure is audited as AUTHN_FAILURE (never with the credential) and rethrown. */
-  async function authenticated<T>(request: FastifyRequest, step: () => Promise<T> | T): Promise<T> {
+  async function authenticated<T>(request: FastifyRequest, step: () => Promise<T> | T, extra?: Parameters<typeof authnFailureEvent>[2]): Promise<T> {
     try {
       return await step();
     } catch (e) {
       if (!(e instanceof AuthnError)) throw e;
-      metrics.authnFailures.inc({ kind: e.kind });
-      await recordOrFail([{
-        timestamp: now().toISOString(), event_type: 'AUTHN_FAILURE', service_name: null, namespace: null, instance_id: null,
-        identity: e.attempted, source_ip: request.ip, action: null, resource: null, result: 'DENY', reason: e.message, rule: null,
-        decision_id: randomUUID(), policy_version: deps.engine.current()?.version ?? null,
-        details: { kind: e.kind, method: request.method, path: request.url.split('?')[0] }, registry_node: nodeName,
-      }]);
+      await auditAuthnFailure(e, request.ip, { ...extra, details: { method: request.method, path: request.url.split('?')[0], ...extra?.details } });
       throw e;
     }
   }
@@ -401,8 +483,24 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       throw new ApiError('invalid_request', `\`${prefix}credentials\` cannot be verified: this server has no trust bundle or token store configured`, { field: `${prefix}credentials` });
     }
     const credentials = body.credentials;
-    return authenticated(request, () => deps.authenticator!.authenticateSubject!(credentials, request))
-      .then((identity) => decideAs(body, identity, request, policy, position, timestamp));
+    const field = `${fieldPrefix(position)}credentials`;
+    // A bad subject credential is the subject's failure, not the caller's: 422
+    // invalid_subject_credentials naming the field (a 401 would read as the PEP's own login failing).
+    // Its AUTHN_FAILURE row says what was asked, by which caller, for which check.
+    return authenticated(request, () => deps.authenticator!.authenticateSubject!(credentials, request), {
+      action: body.action, resource: body.resource, namespace: body.namespace ?? null,
+      details: {
+        subject: true, field,
+        ...(request.caller ? { caller: request.caller.identity } : {}),
+        ...(body.identity !== undefined ? { asserted_identity: body.identity } : {}),
+      },
+    }).then(
+      (identity) => decideAs(body, identity, request, policy, position, timestamp),
+      (e: unknown) => {
+        if (e instanceof AuthnError && e.code === 'invalid_subject_credentials') throw new ApiError('invalid_subject_credentials', `\`${field}\`: ${e.message}`, { field });
+        throw e;
+      },
+    );
   }
 
   function decideAs(body: AuthorizeBody, identity: string | undefined, request: FastifyRequest, policy: LoadedPolicy, position: number, timestamp: string): Decided {
@@ -433,11 +531,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     }
     const d = cached.decision;
     const decisionId = randomUUID();
+    // The reason quotes the identity and resource as sent: a pdp token there is not echoed (one indexOf).
+    const reason = d.reason.indexOf('pdp_') < 0 ? d.reason : redactTokens(d.reason);
     const response: Record<string, unknown> = {
-      decision_id: decisionId, allow: d.allow, result: d.result, reason: d.reason, rule: d.rule, policy_version: policy.version,
+      decision_id: decisionId, allow: d.allow, result: d.result, reason, rule: d.rule, policy_version: policy.version,
     };
     if (body.credentials) response.identity = cached.identity;
-    if (d.considered) response.considered = d.considered;
+    if (d.considered) response.considered = JSON.stringify(d.considered).includes('pdp_') ? JSON.parse(redactTokens(JSON.stringify(d.considered))) : d.considered;
     // details: the caller's context minus the fields that have columns of their own.
     let details: Record<string, unknown> | null = null;
     for (const k in context) {
@@ -456,7 +556,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       action: body.action,
       resource: body.resource,
       result: d.result,
-      reason: d.reason,
+      reason,
       rule: d.rule ? `${d.rule.file}:${d.rule.line}` : null,
       decision_id: decisionId,
       policy_version: policy.version,
@@ -508,13 +608,50 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       return { results: decided.map((d) => d.response) };
     });
 
+    // Liveness: open to every caller (probes do not authenticate), and it says nothing but `ok`.
     api.get('/v1/health', { config: { scope: 'open' } }, async () => ({ status: 'ok' }));
 
-    api.get('/v1/ready', { config: { scope: 'open' } }, async (_request, reply) => {
+    // Readiness: open for probes, but with authentication on only a caller with `api "admin"` gets
+    // the detail (policy version, audit store state); everyone else gets `{"ready": bool}` and the
+    // same status code. A caller that sends credentials is authenticated as on any endpoint (a bad
+    // one is 401 and an AUTHN_FAILURE row); one that sends none is not refused, and leaves no row.
+    api.get('/v1/ready', { config: { scope: 'open' } }, async (request, reply) => {
       const policy = deps.engine.current();
       const auditWritable = deps.recorder.writable();
       const ready = policy !== undefined && auditWritable;
-      return reply.code(ready ? 200 : 503).send({ ready, policy_loaded: policy !== undefined, policy_version: policy?.version ?? null, audit_writable: auditWritable });
+      reply.code(ready ? 200 : 503);
+      const authenticator = deps.authenticator;
+      if (authenticator) {
+        let detail = false;
+        if (authenticator.hasCredentials?.(request)) {
+          const caller = await authenticated(request, () => authenticator.authenticateCaller(request));
+          detail = (policy?.compiled.api.admin ?? []).some((m) => m.test(caller.identity, undefined, ''));
+        }
+        if (!detail) return reply.send({ ready });
+      }
+      return reply.send({ ready, policy_loaded: policy !== undefined, policy_version: policy?.version ?? null, audit_writable: auditWritable });
+    });
+
+    // The three anomaly analyses of `pdp audit anomalies`, as its `--format json` prints them.
+    api.get<{ Querystring: { since?: string; spike_threshold?: string; deny_threshold?: string } }>('/v1/audit/anomalies', {
+      schema: { querystring: anomaliesQuery },
+      config: { scope: 'audit' },
+    }, async (request) => {
+      const analyse = deps.auditAnomalies;
+      if (!analyse) throw new ApiError('not_found', 'audit analyses are not available on this server');
+      const q = request.query;
+      const sinceMs = parseWindow(q.since ?? '1h');
+      if (sinceMs <= 0) throw new ApiError('invalid_request', '`since` must be longer than zero', { field: 'since' });
+      try {
+        return analyse({
+          now: now(), sinceMs,
+          ...(q.spike_threshold !== undefined ? { spikeThreshold: Number(q.spike_threshold) } : {}),
+          ...(q.deny_threshold !== undefined ? { denyThreshold: Number(q.deny_threshold) } : {}),
+        });
+      } catch (e) {
+        request.log.error({ err: e }, 'audit analyses failed');
+        throw new ApiError('audit_unavailable', 'the audit store cannot be read for the analyses; retry shortly');
+      }
     });
 
     api.get('/metrics', { config: { scope: 'admin' } }, async (_request, reply) => {
@@ -557,6 +694,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/** `30m`, `1h`, `7d` (the schema has already checked the shape) in milliseconds. */
+function parseWindow(text: string): number {
+  const m = /^(\d{1,9})(ms|s|m|h|d)$/.exec(text)!;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
 }
 
 export type { Metrics };

@@ -234,7 +234,11 @@ export function peerCertificate(port: number, id: ClientIdentity): Promise<{ ser
 
 export interface AuditRow {
   id: number;
+  timestamp: string;
   event_type: string;
+  service_name: string | null;
+  namespace: string | null;
+  instance_id: string | null;
   identity: string | null;
   source_ip: string | null;
   action: string | null;
@@ -263,6 +267,15 @@ export function fileBytes(file: string): Buffer {
   return Buffer.concat(['', '-wal', '-shm', '-journal'].map((s) => `${file}${s}`).filter((f) => fs.existsSync(f)).map((f) => fs.readFileSync(f)));
 }
 
+/** The value of one Prometheus sample (`name{labels}`), 0 when it is absent. */
+export function metricValue(text: string, name: string, labels = ''): number {
+  const sample = labels === '' ? name : `${name}{${labels}}`;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
+  }
+  return 0;
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs: number, intervalMs = 100): Promise<boolean> {
@@ -282,6 +295,10 @@ api "authorize" {
 
 api "admin" {
   identities = ["spiffe://cluster/ns/platform/sa/ops", "team:ops"]
+}
+
+api "audit" {
+  identities = ["team:auditor"]
 }
 
 # Every workload registers only itself (registry poisoning defence).

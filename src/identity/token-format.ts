@@ -1,0 +1,34 @@
+// The text form of pdp's bearer tokens, and how to keep it out of everything pdp writes or answers.
+// Dependency-free on purpose: the audit event module and the HTTP server use it, and neither may
+// pull in the token store (SQLite).
+//
+// Token text: `pdp_<id>_<secret>`: id is 12 characters of [A-Za-z0-9] (not secret: it names the
+// token in `pdp token list`, `revoke` and in audit rows), secret is 43 characters of base64url.
+
+export const TOKEN_PREFIX = 'pdp_';
+export const TOKEN_RE = /^pdp_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$/;
+/**
+ * A token anywhere in a text: the id, then everything that can belong to a secret. The secret part
+ * is matched greedily (not just 43 characters) so that a token with extra characters glued on, or a
+ * truncated one, leaves nothing of its secret behind.
+ */
+const TOKEN_ANYWHERE = /pdp_([A-Za-z0-9]{12})_[A-Za-z0-9_-]+/g;
+export const REDACTED_SECRET = '[redacted]';
+
+/**
+ * `text` with the secret of every pdp token in it replaced by `[redacted]`; the token id is kept
+ * (it is not secret, and it says which token leaked). Cheap when there is none: one indexOf.
+ */
+export function redactTokens(text: string): string {
+  if (text.indexOf(TOKEN_PREFIX) < 0) return text;
+  return text.replace(TOKEN_ANYWHERE, `${TOKEN_PREFIX}$1_${REDACTED_SECRET}`);
+}
+
+/** True when `text` holds something shaped like a pdp token (id and secret). */
+export function containsToken(text: string): boolean {
+  if (text.indexOf(TOKEN_PREFIX) < 0) return false;
+  TOKEN_ANYWHERE.lastIndex = 0;
+  const found = TOKEN_ANYWHERE.test(text);
+  TOKEN_ANYWHERE.lastIndex = 0;
+  return found;
+}
