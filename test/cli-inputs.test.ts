@@ -191,3 +191,62 @@ test('the example policies/ are in canonical format (the README tells users to r
   const r = spawnSync(process.execPath, [BIN, 'fmt', '--check', 'policies'], { cwd: REPO_ROOT, encoding: 'utf8' });
   assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
 });
+
+// ---- second review round ----
+
+test('an api block reaching {service}/{namespace} through a role is an error (it would match with "" substituted)', () => {
+  write('apirole/p.hcl', `role "owners" { identities = ["team:{namespace}-owners"] }\napi "admin" { identity = "role:owners" }\n`);
+  const r = pdp('check', 'apirole');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /apirole\/p\.hcl:2:26: error\[invalid-identity\]: role `owners` has members with `\{service\}` or `\{namespace\}`, which have no meaning in an `api` block/);
+});
+
+test('test blocks are ignored when deciding (as by the server): a broken test fails check and test, not eval', () => {
+  write('badtest/p.hcl', `${RULE('a')}test "typo" {\n  identity = "team:x"\n  action   = "read"\n  resource = "service:a"\n  expect   = "allow"\n}\n`);
+  assert.equal(pdp('check', 'badtest').status, 1);
+  assert.equal(pdp('test', 'badtest').status, 1);
+  assert.equal(evalJson('badtest', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a').result, 'ALLOW');
+});
+
+test('instance IDs may be host:port and bracketed IPv6, never spaces or a second /', () => {
+  write('inst/p.hcl', RULE('cart'));
+  for (const instance of ['10.0.0.1:8080', '[fd00::7]:443', 'pod-abc_1.x']) {
+    assert.equal(evalJson('inst', '--identity', 'team:x', '--action', 'read', '--resource', `service:cart/${instance}`).result, 'ALLOW', instance);
+  }
+  for (const instance of ['a b', 'a/b']) {
+    const r = pdp('eval', '--policies', 'inst', '--identity', 'team:x', '--action', 'read', '--resource', `service:cart/${instance}`);
+    assert.equal(r.status, 2, instance);
+    assert.match(r.stderr, /invalid instance/);
+  }
+});
+
+test('cidrs: a zone or a prefix length with a leading zero is an error; a source_ip with a zone is refused', () => {
+  write('zone/p.hcl', `service "a" {\n  policy   = "read"\n  identity = "x"\n  cidrs    = ["fe80::1%eth0/64", "10.0.0.0/08"]\n}\n`);
+  const r = pdp('check', 'zone');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /zone\/p\.hcl:4:15: error\[invalid-cidr\]: invalid CIDR `fe80::1%eth0\/64`: a zone \(`%…`\) is not part of a network/);
+  assert.match(r.stderr, /zone\/p\.hcl:4:34: error\[invalid-cidr\]: invalid CIDR `10\.0\.0\.0\/08`: the prefix length `08` has a leading zero/);
+  write('zone2/p.hcl', RULE('a', 'x'));
+  const ev = pdp('eval', '--policies', 'zone2', '--identity', 'x', '--action', 'read', '--resource', 'service:a', '--source-ip', 'fe80::2%eth1');
+  assert.equal(ev.status, 2);
+  assert.match(ev.stderr, /--source-ip/);
+});
+
+test('an identity pattern with whitespace or control characters is an error (it could never match)', () => {
+  write('ws/p.hcl', `service "a" {\n  policy   = "read"\n  identity = "team:a\\n"\n}\nservice "b" {\n  policy   = "read"\n  identity = "team: ops"\n}\n`);
+  const r = pdp('check', 'ws', '--format', 'json');
+  const found = (JSON.parse(r.stdout) as { diagnostics: { code: string; line: number; message: string }[] }).diagnostics;
+  assert.deepEqual(found.map((d) => `${d.line} ${d.code}`), ['3 invalid-identity', '7 invalid-identity']);
+  assert.match(found[0]!.message, /whitespace or control characters/);
+});
+
+test('an empty PDP_POLICIES is treated as unset; check --help lists every lint rule', () => {
+  const env = { ...process.env, PDP_POLICIES: '' };
+  const r = spawnSync(process.execPath, [BIN, 'check'], { cwd: WORK, encoding: 'utf8', env });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /`policies`/);
+  const help = pdp('check', '--help').stdout.replace(/\s+/g, ' ');
+  for (const code of ['prefix-not-at-delimiter', 'broad-prefix-grant', 'default-allow', 'dead-grant', 'redundant-rule', 'foreign-trust-domain', 'duplicate-block', 'deny-cidrs-blocks-default']) {
+    assert.ok(help.includes(code), code);
+  }
+});

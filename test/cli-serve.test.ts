@@ -47,17 +47,20 @@ test('a broken policy directory refuses to start: exit 1 with file:line:col on s
   assert.equal(fs.existsSync(auditPath), false);
 });
 
-test('a policy directory without *.hcl files, or missing, refuses to start with exit 1', async (t) => {
+test('a policy directory without *.hcl files, or missing, is bad usage (exit 2, as for check and eval), worded alike', async (t) => {
   const { root, auditPath } = tempSet(t, {});
   const empty = path.join(root, 'policies');
   const [r, missing] = await Promise.all([
     runPdp(['serve', '--policies', empty, '--audit', auditPath, '--listen', '127.0.0.1:0']),
     runPdp(['serve', '--policies', path.join(root, 'nope'), '--audit', auditPath, '--listen', '127.0.0.1:0']),
   ]);
-  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /\*\.hcl/);
-  assert.equal(missing.code, 1, missing.stderr);
-  assert.match(missing.stderr, /nope/);
+  assert.equal(missing.code, 2, missing.stderr);
+  assert.match(missing.stderr, /cannot read policy directory `[^`]*nope`: ENOENT \(no such file or directory\)/);
+  const evalMissing = await runPdp(['eval', '--policies', path.join(root, 'nope'), '--identity', 'x', '--action', 'read', '--resource', 'service:a']);
+  assert.equal(evalMissing.code, 2, evalMissing.stderr);
+  assert.match(evalMissing.stderr, /cannot read policy directory `[^`]*nope`: ENOENT \(no such file or directory\)/);
 });
 
 test('bad usage exits 2: a malformed --listen, a bad --cache-entries, an unknown flag', async (t) => {

@@ -26,7 +26,7 @@ role "readers" {
 
 service "escapes" {
   policy      = "read"
-  identity    = "team:\"q\" \\ \n \t \u00e9"
+  identity    = "team:\"q\"\\\u00e9"
   description = "tab\there, newline\nhere, quote \" and backslash \\ and \u00E9\u0041"
 }
 
@@ -105,8 +105,8 @@ test('every construct: decoded values', () => {
   const { file } = parsePolicy(EVERYTHING, 'everything.hcl');
   const escapes = block(file.body, 'service', 'escapes');
   const identity = attr(escapes, 'identity').value as StringLiteral;
-  assert.equal(identity.value, 'team:"q" \\ \n \t é');
-  assert.equal(identity.raw, String.raw`team:\"q\" \\ \n \t \u00e9`);
+  assert.equal(identity.value, 'team:"q"\\é');
+  assert.equal(identity.raw, String.raw`team:\"q\"\\\u00e9`);
   assert.equal((attr(escapes, 'description').value as StringLiteral).value, 'tab\there, newline\nhere, quote " and backslash \\ and éA');
 
   const settings = block(file.body, 'settings');

@@ -44,7 +44,7 @@ Exit codes: 0 ok / nothing found, 1 finding or failure, 2 bad usage or unreadabl
 const FORMATS = ['table', 'text', 'json'] as const;
 
 function databasePath(flag: string | undefined, io: CliIo): string {
-  const given = flag ?? io.env.PDP_AUDIT ?? 'audit.db';
+  const given = (flag ?? io.env.PDP_AUDIT) || 'audit.db';
   if (given === '') throw new UsageError('--db expects a file name');
   return path.resolve(io.cwd, given);
 }

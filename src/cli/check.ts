@@ -2,11 +2,15 @@
 // SARIF). `pdp check --replay AUDIT_DB --policies DIR`: re-decides recorded decisions under a new
 // policy set and reports the ones that would flip.
 import path from 'node:path';
+import { LINT_CODES } from '../check';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { buildPolicySet, readPolicyDir, type LoadedPolicy } from '../engine';
+import { buildPolicySet, errnoText, readPolicyDir, type LoadedPolicy } from '../engine';
 import { formatOption, parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths, type PolicyInput } from './policy-input';
+
+/** The lint codes, listed from the rules themselves so the help never misses one. */
+const wrap = (text: string, width = 96): string => text.replace(new RegExp(`(.{1,${width}})(?: |$)`, 'g'), '$1\n').trimEnd();
 
 export const HELP = `usage: pdp check [PATH…] [--strict] [--format text|json|sarif]
        pdp check --replay AUDIT_DB [--policies DIR] [--since DURATION] [--fail-on-change] [--format text|json]
@@ -14,8 +18,7 @@ export const HELP = `usage: pdp check [PATH…] [--strict] [--format text|json|s
 Parses and checks policy files or directories (default: $PDP_POLICIES or ./policies) and prints
 every error and warning, sorted by location. Each directory is checked as one policy set; files
 named together are checked together as one set. Warnings come from the lint rules (docs/lint.md):
-prefix-not-at-delimiter, broad-prefix-grant, default-allow, dead-grant, redundant-rule,
-foreign-trust-domain, duplicate-block.
+${wrap(Object.keys(LINT_CODES).join(', ') + '.')}
 
   --strict          warnings fail the check too
   --format FORMAT   text (default), json, or sarif (SARIF 2.1.0, for code-scanning tools)
@@ -49,7 +52,7 @@ export const run: Command = async (args, io) => {
     if (values.strict) throw new UsageError('--strict does not apply to --replay');
     return runReplay({
       db: values.replay,
-      policies: values.policies ?? io.env.PDP_POLICIES ?? 'policies',
+      policies: (values.policies ?? io.env.PDP_POLICIES) || 'policies',
       since: values.since,
       failOnChange: values['fail-on-change'] === true,
       format: formatOption(values.format, ['text', 'json'], 'text'),
@@ -59,7 +62,7 @@ export const run: Command = async (args, io) => {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --replay AUDIT_DB`);
   }
   const format = formatOption(values.format, ['text', 'json', 'sarif'], 'text');
-  const paths = positionals.length ? positionals : [io.env.PDP_POLICIES ?? 'policies'];
+  const paths = positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'];
   const inputs = readPolicyInputs(paths, io);
   const diagnostics: Diagnostic[] = [];
   let files = 0;
@@ -132,7 +135,7 @@ async function runReplay(options: ReplayArgs, io: CliIo): Promise<number> {
   try {
     sources = readPolicyDir(policyDir);
   } catch (e) {
-    throw new UsageError(`cannot read policy directory \`${options.policies}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new UsageError(`cannot read policy directory \`${options.policies}\`: ${errnoText(e)}`);
   }
   if (sources.length === 0) {
     io.stderr.write(`pdp check: no \`*.hcl\` files in \`${options.policies}\`\n`);

@@ -2,7 +2,7 @@
 // every rule considered.
 import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
-import { buildPolicySet, decideWith, readPolicyDir } from '../engine';
+import { buildPolicySet, decideWith, errnoText, readPolicyDir } from '../engine';
 import { parse, formatOption } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
 import { printDiagnostics } from './policy-input';
@@ -30,15 +30,15 @@ export const run: Command = async (args, io) => {
   const format = formatOption(values.format, ['text', 'json'], 'text');
   if (values.action === undefined) throw new UsageError('--action is required (read, write or admin)');
   if (values.resource === undefined) throw new UsageError('--resource is required (service:NAME or namespace:NS/*)');
-  const dir = values.policies ?? io.env.PDP_POLICIES ?? 'policies';
+  const dir = (values.policies ?? io.env.PDP_POLICIES) || 'policies';
   let sources;
   try {
     sources = readPolicyDir(path.resolve(io.cwd, dir));
-  } catch {
-    throw new UsageError(`cannot read policy directory \`${dir}\``);
+  } catch (e) {
+    throw new UsageError(`cannot read policy directory \`${dir}\`: ${errnoText(e)}`);
   }
   if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${dir}\``);
-  const built = buildPolicySet(sources);
+  const built = buildPolicySet(sources, { tests: false }); // decided as the server would: test blocks aside
   if (!built.policy) {
     const input = { label: dir, base: dir, sources };
     printDiagnostics(built.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(dir, d.span.file) } })), [input], io);

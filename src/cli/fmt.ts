@@ -42,7 +42,7 @@ export const run: Command = async (args, io) => {
   const check = values.check === true;
   const diff = values.diff === true;
   if (diff && format === 'json') throw new UsageError('`--diff` cannot be combined with `--format json`');
-  const paths = positionals.length ? positionals : [io.env.PDP_POLICIES ?? 'policies'];
+  const paths = positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'];
   const files = policyFiles(paths, io.cwd);
 
   const changed: string[] = [];

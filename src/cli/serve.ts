@@ -68,9 +68,9 @@ export const run: Command = async (args, io) => {
   }, false);
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
-  const policyDir = path.resolve(io.cwd, values.policies ?? io.env.PDP_POLICIES ?? 'policies');
-  const auditPath = path.resolve(io.cwd, values.audit ?? io.env.PDP_AUDIT ?? 'audit.db');
-  const { host, port } = parseListen(values.listen ?? io.env.PDP_LISTEN ?? '127.0.0.1:8181');
+  const policyDir = path.resolve(io.cwd, (values.policies ?? io.env.PDP_POLICIES) || 'policies');
+  const auditPath = path.resolve(io.cwd, (values.audit ?? io.env.PDP_AUDIT) || 'audit.db');
+  const { host, port } = parseListen((values.listen ?? io.env.PDP_LISTEN) || '127.0.0.1:8181');
   const cacheEntries = values['cache-entries'] === undefined ? 10_000 : Number(values['cache-entries']);
   if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new UsageError(`--cache-entries expects a whole number ≥ 0; got \`${values['cache-entries']}\``);
   const sync = values['audit-sync'] ?? 'normal';
@@ -107,8 +107,9 @@ export const run: Command = async (args, io) => {
   // Built to the side: the set is activated only once its ACL_CHANGE row is committed (below).
   const first = engine.build();
   if (!first.ok) {
-    if (first.error) io.stderr.write(`pdp serve: ${first.error}\n`);
-    else {
+    // No directory, or nothing in it: bad usage (exit 2), worded as every other command words it.
+    if (first.error) throw new UsageError(first.error);
+    {
       const sources = first.diagnostics.length ? (await import('../engine')).readPolicyDir(policyDir) : [];
       printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(path.relative(io.cwd, policyDir) || '.', d.span.file) } })), [{ label: policyDir, base: path.relative(io.cwd, policyDir) || '.', sources }], io);
       io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; not starting\n`);

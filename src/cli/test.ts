@@ -28,7 +28,7 @@ interface TestOutcome {
 export const run: Command = async (args, io) => {
   const { values, positionals } = parse(args, { format: { type: 'string' } });
   const format = formatOption(values.format, ['text', 'json'], 'text');
-  const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES ?? 'policies'], io);
+  const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'], io);
   const outcomes: TestOutcome[] = [];
   const notRun: string[] = [];
   for (const input of inputs) {

@@ -27,9 +27,9 @@ export interface PolicySource {
 
 const atStart = (file: string) => ({ file, start: { offset: 0, line: 1, column: 1 }, end: { offset: 0, line: 1, column: 1 } });
 
-function errnoText(e: unknown): string {
+export function errnoText(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
-  return err.code ? `${err.code}${err.code === 'EACCES' ? ' (permission denied)' : err.code === 'ENOENT' ? ' (no such file)' : ''}` : err.message;
+  return err.code ? `${err.code}${err.code === 'EACCES' ? ' (permission denied)' : err.code === 'ENOENT' ? ' (no such file or directory)' : err.code === 'ENOTDIR' ? ' (not a directory)' : ''}` : err.message;
 }
 
 export function readErrorSource(rel: string, what: string, e: unknown): PolicySource {

@@ -12,9 +12,9 @@ import { buildDecisionTable, type Decision, type RawRequest, type Request, type 
 import { evaluate } from '../eval/evaluate';
 import { ANONYMOUS_REFUSED, prepareRequest, subjectIdentity } from '../eval/request';
 import { parsePolicy, type PolicyFile } from '../syntax';
-import { readPolicyDir, type PolicySource } from './files';
+import { errnoText, readPolicyDir, type PolicySource } from './files';
 
-export { decodePolicyBytes, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
+export { decodePolicyBytes, errnoText, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
 
 
 export interface LoadedPolicy {
@@ -43,8 +43,19 @@ export function policyVersion(sources: readonly PolicySource[]): string {
 export interface BuildOptions {
   /** Run the lint pass too (warnings); `pdp check` does, serving does not need to. */
   lint?: boolean;
+  /**
+   * Keep the `test` blocks (default). The server and `pdp eval` pass false: the spec says test blocks
+   * are "ignored by the server", so a mistake in a unit test (checked by `pdp check` and `pdp test`)
+   * never keeps a policy set from serving. A syntax error anywhere still does: the file cannot be read.
+   */
+  tests?: boolean;
   now?: () => number;
 }
+
+const withoutTests = (file: PolicyFile): PolicyFile =>
+  file.body.some((item) => item.kind === 'block' && item.type.name === 'test')
+    ? { ...file, body: file.body.filter((item) => !(item.kind === 'block' && item.type.name === 'test')) }
+    : file;
 
 /** The compiled policy with eval's decision table over its index (docs/engine.md). */
 function withDecisionTable(compiled: CompiledPolicy): CompiledPolicy {
@@ -64,7 +75,7 @@ export function buildPolicySet(sources: readonly PolicySource[], options: BuildO
       continue;
     }
     const parsed = parsePolicy(source.text, source.path);
-    files.push(parsed.file);
+    files.push(options.tests === false ? withoutTests(parsed.file) : parsed.file);
     diagnostics.push(...parsed.diagnostics);
   }
   diagnostics.push(...checkPolicySet(files, options.lint ? PASSES : ERROR_PASSES));
@@ -172,10 +183,10 @@ export class Engine {
     try {
       sources = readPolicyDir(this.policyDir);
     } catch (e) {
-      return { ok: false, diagnostics: [], error: `cannot read policy directory \`${this.policyDir}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+      return { ok: false, diagnostics: [], error: `cannot read policy directory \`${this.policyDir}\`: ${errnoText(e)}` };
     }
     if (sources.length === 0) return { ok: false, diagnostics: [], error: `no \`*.hcl\` files in \`${this.policyDir}\`` };
-    const built = buildPolicySet(sources, { now: this.now });
+    const built = buildPolicySet(sources, { now: this.now, tests: false });
     return built.policy ? { ok: true, policy: built.policy, diagnostics: built.diagnostics } : { ok: false, diagnostics: built.diagnostics };
   }
 

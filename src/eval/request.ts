@@ -103,3 +103,4 @@ export function subjectIdentity(identity: string | undefined, anonymousAllowed: 
   if (identity !== undefined) return identity;
   return anonymousAllowed ? ANONYMOUS : undefined;
 }
+

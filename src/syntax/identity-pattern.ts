@@ -45,6 +45,11 @@ function parsePatternUncached(source: string): PatternResult {
     if (!ROLE_NAME_RE.test(role)) return { ok: false, message: `invalid role reference \`${source}\``, hint: 'role names use letters, digits, `.`, `_` and `-`' };
     return { ok: true, pattern: { kind: 'role', source, role } };
   }
+  // No identity a caller can present holds whitespace or control characters (SPIFFE IDs cannot, token
+  // identities may not: docs/identity.md), so such a pattern could never match; it is a typo.
+  if (/[\s\x00-\x1f\x7f-\x9f]/.test(source)) {
+    return { ok: false, message: 'an identity pattern cannot contain whitespace or control characters', hint: 'remove them; identities are written without spaces' };
+  }
   if (/\*{3,}/.test(source)) return { ok: false, message: `\`***\` in identity pattern \`${source}\` has no meaning`, hint: 'use `*` (one segment) or `**` (any run, `/` included)' };
   // Placeholders first, so a misspelt one reads the same inside a `spiffe://` pattern as elsewhere.
   if (source.includes('{') || source.includes('}')) {

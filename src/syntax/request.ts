@@ -29,6 +29,13 @@ export type ResourceResult = { ok: true; resource: Resource } | { ok: false; mes
 
 const RESOURCE_FORMS = 'expected `service:NAME`, `service:NAME/INSTANCE` or `namespace:NS/*`';
 
+/**
+ * Instance IDs are whatever the registry uses (`payment-1`, `10.0.0.7:8080`, `[fd00::7]:443`,
+ * `pod.abc`): any visible ASCII but `/`, so they never hold spaces or control characters. They are only
+ * quoted and audited, never matched (a request is decided as `service:NAME`).
+ */
+const INSTANCE_RE = /^[\x21-\x2e\x30-\x7e]{1,253}$/; // visible ASCII but `/`
+
 export function parseResource(text: string): ResourceResult {
   if (text.startsWith('service:')) {
     const rest = text.slice('service:'.length);
@@ -36,7 +43,7 @@ export function parseResource(text: string): ResourceResult {
     const service = slash < 0 ? rest : rest.slice(0, slash);
     const instance = slash < 0 ? undefined : rest.slice(slash + 1);
     if (!isValidName(service)) return { ok: false, message: `invalid service name \`${service}\` in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
-    if (instance !== undefined && !isValidName(instance)) return { ok: false, message: `invalid instance \`${instance}\` in resource; ${RESOURCE_FORMS}` };
+    if (instance !== undefined && !INSTANCE_RE.test(instance)) return { ok: false, message: `invalid instance \`${instance}\` in resource: instance IDs are 1-253 visible ASCII characters other than \`/\` (no spaces)` };
     return { ok: true, resource: instance === undefined ? { kind: 'service', service } : { kind: 'service', service, instance } };
   }
   if (text.startsWith('namespace:')) {
@@ -71,6 +78,9 @@ function hexTail(text: string): string {
 
 export function normalizeIp(text: string): string | undefined {
   if (CANONICAL_IPV4.test(text)) return text;
+  // A zone (`fe80::1%eth0`) names an interface of the machine that wrote it; it is not part of an
+  // address a policy can reason about, and ipaddr.js would otherwise drop it silently.
+  if (text.includes('%')) return undefined;
   if (text.includes(':')) text = hexTail(text);
   if (!ipaddr.isValid(text)) return undefined;
   // ipaddr.isValid accepts legacy forms like `10.1` or `0x0a.0.0.1`; we only take the canonical ones.
@@ -93,8 +103,14 @@ export function parseCidrText(text: string): CidrResult {
     return { ok: false, message: `invalid CIDR \`${text}\`: a prefix length is required`, hint: `for one address write \`${ip}/${ip.includes(':') ? 128 : 32}\`` };
   }
   const [address, bits] = text.split('/', 2) as [string, string];
+  if (address.includes('%')) {
+    return { ok: false, message: `invalid CIDR \`${text}\`: a zone (\`%…\`) is not part of a network`, hint: CIDR_EXAMPLE };
+  }
   if (normalizeIp(address) === undefined) {
     return { ok: false, message: `invalid CIDR \`${text}\`: \`${address}\` is not an IPv4 or IPv6 address`, hint: CIDR_EXAMPLE };
+  }
+  if (/^0\d/.test(bits)) {
+    return { ok: false, message: `invalid CIDR \`${text}\`: the prefix length \`${bits}\` has a leading zero`, hint: `write \`${address}/${Number(bits)}\`` };
   }
   if (!/^\d+$/.test(bits)) {
     const what = bits === '' ? 'the prefix length after `/` is missing' : `the prefix length \`${bits}\` is not a number`;

@@ -9,7 +9,7 @@
 // milliseconds rather than comparing every pair.
 import { warning, type Diagnostic } from '../../diagnostics';
 import {
-  LEVELS, parseIdentityPattern, spiffeTrustDomain,
+  isValidName, LEVELS, parseIdentityPattern, spiffeTrustDomain,
   type Block, type IdentityPattern, type Level, type PolicyFile, type StringLiteral, type Value,
 } from '../../syntax';
 import { isRuleBlock, type RuleBlockType } from '../schema';
@@ -134,6 +134,7 @@ function checkPrefix(block: Block, parent: Block | null, out: Diagnostic[]): voi
   if (!placed || !label) return;
   const prefix = label.value;
   if (prefix === '' || DELIMITERS.has(prefix[prefix.length - 1]!) || label.raw.includes('${')) return;
+  if (!isValidName(prefix)) return; // already an `invalid-name` error; a hint built on it would not be valid either
   const exact = type === 'service_prefix' ? 'service' : 'namespace';
   out.push(warning('prefix-not-at-delimiter',
     `prefix ${q(prefix)} does not end at a delimiter, so it also matches ${exact}s such as ${q(`${prefix}bar`)}`,
