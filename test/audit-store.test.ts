@@ -204,6 +204,11 @@ test('details: session, jwt, bearer and similar keys are redacted by name; a tok
   });
 });
 
+test('details: `auth` as a word of its own is a credential key (x-auth, auth_header), not inside author', () => {
+  const row = toAuditRow(event({ details: { 'x-auth': 'sekrit456', auth_header: 'h', auth: 'a', author: 'jane', authority: 'ca' } }));
+  assert.deepEqual(JSON.parse(row.details!), { 'x-auth': '[redacted]', auth_header: '[redacted]', auth: '[redacted]', author: 'jane', authority: 'ca' });
+});
+
 test('a pdp token anywhere in an event keeps its id and loses its secret: every text column, details keys and values at any depth', () => {
   const secret = 'S'.repeat(20) + '_-' + 'x'.repeat(21);
   const token = `pdp_AbCdEf123456_${secret}`;

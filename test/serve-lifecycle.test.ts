@@ -222,3 +222,43 @@ test('operator input: --tokens in a missing directory, an absurd --lockout, miss
   t.after(() => serve.stop());
   assert.ok(fs.existsSync(path.join(root, 'new-tokens.db')));
 });
+
+test('an audit database deleted while serving is noticed at the next write: 503 and not ready, never rows nobody can read', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
+  t.after(() => serve.stop());
+  const webRead = { identity: 'team:web', action: 'read', resource: 'service:web' };
+  assert.equal((await authorize(serve.url, webRead)).status, 200);
+  for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${auditPath}${suffix}`, { force: true });
+  const after = await authorize(serve.url, webRead);
+  assert.equal(after.status, 503, JSON.stringify(after.json));
+  assert.equal((after.json as { error: { code: string } }).error.code, 'audit_unavailable');
+  const ready = await fetch(`${serve.url}/v1/ready`);
+  assert.equal(ready.status, 503);
+  assert.match(serve.stderr(), /deleted or replaced while open/);
+});
+
+test('`pdp audit prune` while serving leaves the write lock free between chunks: no decision is refused', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
+  t.after(() => serve.stop());
+  // 20,000 expired DISCOVERY rows (older than 30 days), written through a second connection.
+  {
+    const db = new Database(auditPath);
+    const insert = db.prepare("INSERT INTO audit_log (timestamp, event_type, service_name, namespace, identity, action, resource, result, registry_node) VALUES (?, 'DISCOVERY', 'web', 'default', 'team:old', 'read', 'service:web', 'ALLOW', 'old')");
+    db.transaction(() => { for (let i = 0; i < 20_000; i++) insert.run(new Date(Date.UTC(2020, 0, 1, 0, 0, 0, i)).toISOString()); })();
+    db.close();
+  }
+  let stop = false;
+  const statuses: number[] = [];
+  const client = (async () => {
+    while (!stop) statuses.push((await authorize(serve.url, { identity: 'team:web', action: 'read', resource: 'service:web' })).status);
+  })();
+  const pruned = await runPdp(['audit', 'prune', '--db', auditPath, '--format', 'json'], { timeoutMs: 60_000 });
+  stop = true;
+  await client;
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.equal((JSON.parse(pruned.stdout) as { deleted: number }).deleted, 20_000);
+  assert.ok(statuses.length > 10, `only ${statuses.length} decisions while pruning`);
+  assert.deepEqual([...new Set(statuses)], [200], `statuses while pruning: ${JSON.stringify(statuses.filter((s) => s !== 200).slice(0, 5))}`);
+});

@@ -102,7 +102,8 @@ const TIMESTAMP_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 // Keys whose values are credentials or close to it. `details` is meant to carry host, port and
 // metadata; this is a last line of defence against a caller copying a whole context object in.
-const CREDENTIAL_KEY = /token|secret|password|passwd|passphrase|credential|authorization|bearer|cookie|session|jwt|certificate|private[_-]?key|api[_-]?key|access[_-]?key|signature|oauth|saml/i;
+// `auth` as a word of its own (`x-auth`, `auth_header`), not inside `author`.
+const CREDENTIAL_KEY = /token|secret|password|passwd|passphrase|credential|authorization|(?:^|[^a-z])auth(?:$|[^a-z])|bearer|cookie|session|jwt|certificate|private[_-]?key|api[_-]?key|access[_-]?key|signature|oauth|saml/i;
 export const REDACTED = '[redacted]';
 
 /** `token_id` holding a pdp token id (12 letters and digits) names a token without being one: kept. */

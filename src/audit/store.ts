@@ -61,6 +61,8 @@ export interface PruneOptions {
   dryRun?: boolean;
   /** Rows per prune transaction; each chunk holds the write lock only briefly so a running server keeps writing. */
   chunkSize?: number;
+  /** Milliseconds the write lock is left free between chunks (default 110). */
+  pauseMs?: number;
 }
 
 /** One file of a policy set as every `ACL_CHANGE` row's `details.files` lists it. */
@@ -114,7 +116,18 @@ export class AuditStoreError extends Error {
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 1000;
-const DEFAULT_PRUNE_CHUNK = 10_000;
+const DEFAULT_PRUNE_CHUNK = 2_000;
+/**
+ * Between two prune chunks the write lock is left free this long. SQLite's busy handler polls a
+ * waiting writer at growing intervals (at most every 100 ms); a chunk that followed the previous one
+ * at once would win the lock again and again, and a serving pdp would time out and answer 503.
+ */
+const DEFAULT_PRUNE_PAUSE_MS = 110;
+
+/** Sleeps the thread without a busy loop (prune is synchronous and runs in the CLI). */
+function pauseThread(ms: number): void {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 const DAY_MS = 86_400_000;
 
 function describeOpenError(path: string, error: unknown): AuditStoreError {
@@ -168,6 +181,17 @@ function recordedPolicySet(policyVersion: string | null, details: string | null)
     ? raw.map((f: { path: string; sha256: string; rules?: unknown }) => ({ path: f.path, sha256: f.sha256, rules: typeof f.rules === 'number' ? f.rules : 0 }))
     : null;
   return { version, files };
+}
+
+/** Device and inode of a file on disk (undefined for `:memory:` or a path that is gone). */
+function identityOf(path: string): { dev: number; ino: number } | undefined {
+  if (path === ':memory:' || path === '') return undefined;
+  try {
+    const st = fs.statSync(path);
+    return { dev: st.dev, ino: st.ino };
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -264,6 +288,18 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     return { last: candidates[candidates.length - 1] as Candidate | undefined, deleted: expired.length, seen: candidates.length };
   });
 
+  // The file this connection writes to, as opened. Deleting or replacing it while serving would leave
+  // the process writing rows into an unlinked inode that nobody can ever read: every write checks
+  // first, and fails (the server then answers 503 and is not ready) instead of losing rows silently.
+  const opened = identityOf(path);
+  const checkFile = () => {
+    if (opened === undefined) return;
+    const now = identityOf(path);
+    if (now === undefined || now.dev !== opened.dev || now.ino !== opened.ino) {
+      throw new AuditStoreError(`the audit database \`${path}\` was deleted or replaced while open; refusing to write rows nobody could read (restart pdp to open the new file)`);
+    }
+  };
+
   return {
     path,
     db,
@@ -271,9 +307,11 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
       return busyTimeoutMs;
     },
     insertBatch(events) {
+      checkFile();
       insertRowsTransaction.immediate(events.map(toAuditRow));
     },
     insertRows(rows) {
+      checkFile();
       insertRowsTransaction.immediate(rows);
     },
     refreshAllowedServices(entries) {
@@ -284,7 +322,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
       if (row === undefined) return undefined;
       return { id: row.id, timestamp: row.timestamp, ...recordedPolicySet(row.policy_version, row.details) };
     },
-    prune({ now, dryRun = false, chunkSize = DEFAULT_PRUNE_CHUNK }) {
+    prune({ now, dryRun = false, chunkSize = DEFAULT_PRUNE_CHUNK, pauseMs = DEFAULT_PRUNE_PAUSE_MS }) {
       const cutoffs = retentionCutoffs(now);
       const expired = countExpired.get(cutoffs) as number;
       let deleted = 0;
@@ -295,11 +333,13 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
           deleted += chunk.deleted;
           if (chunk.last === undefined || chunk.seen < chunkSize) break;
           after = { timestamp: chunk.last.timestamp, id: chunk.last.id };
+          pauseThread(pauseMs);
         }
       }
       return { now: now.toISOString(), dryRun, cutoffs, expired, deleted };
     },
     probeWrite() {
+      checkFile();
       probeStatement.run(new Date().toISOString());
     },
     setBusyTimeout(ms) {

@@ -125,7 +125,19 @@ export const run: Command = async (args, io) => {
     return EXIT_FINDING;
   }
   const auditStore = store;
-  const recorder = createRecorder(auditStore);
+  // Why the audit store refuses writes (locked, disk full, file deleted) is what an operator needs
+  // when the PDP answers 503; said once per distinct reason every 10 s, not once per request.
+  let lastAuditError = '';
+  let lastAuditErrorAt = 0;
+  const recorder = createRecorder(auditStore, {
+    onError: (err) => {
+      const at = Date.now();
+      if (err.message === lastAuditError && at - lastAuditErrorAt < 10_000) return;
+      lastAuditError = err.message;
+      lastAuditErrorAt = at;
+      io.stderr.write(`pdp serve: the audit store cannot be written (decisions are refused with 503 until it can): ${err.message}\n`);
+    },
+  });
   const refreshAllowed = (services: { name: string; namespace: string }[]) => {
     try {
       auditStore.refreshAllowedServices(services);

@@ -138,6 +138,12 @@ export function createSecurity(options: SecurityOptions) {
     authenticateCaller(request: FastifyRequest): Caller {
       const source = request.ip;
       checkLock(source);
+      // Node keeps the first of several Authorization headers; a proxy that appends its own would make
+      // which credential counts depend on header order, so more than one is refused outright.
+      let authorizationHeaders = 0;
+      const raw = request.raw.rawHeaders;
+      for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === 'authorization') authorizationHeaders++;
+      if (authorizationHeaders > 1) failed(source, 'more than one `Authorization` header; send exactly one', null, 'token-malformed');
       const header = request.headers.authorization;
       if (header !== undefined) {
         const m = /^Bearer\s+(\S+)$/i.exec(header);

@@ -642,6 +642,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       const q = request.query;
       const sinceMs = parseWindow(q.since ?? '1h');
       if (sinceMs <= 0) throw new ApiError('invalid_request', '`since` must be longer than zero', { field: 'since' });
+      // The CLI's bound (every duration is at most 100 years): beyond it the window has no date.
+      if (!Number.isSafeInteger(sinceMs) || sinceMs > 100 * 365.25 * 86_400_000 || !Number.isFinite(now().getTime() - sinceMs)) {
+        throw new ApiError('invalid_request', `\`since\` must be at most 100 years; got \`${q.since}\``, { field: 'since' });
+      }
       try {
         return analyse({
           now: now(), sinceMs,

@@ -1,0 +1,54 @@
+// Edges a second review round found, through the real `pdp serve`: more than one Authorization
+// header, and an anomaly window beyond what a date can hold.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { makePolicyDir, makeTempDir, removeTempDir, runPdp, startServe } from './support/server';
+
+const API = 'api "authorize" {\n  identity = "team:pep"\n}\n';
+const WEB = 'service "web" {\n  policy   = "read"\n  identity = "team:web"\n}\n';
+
+test('two Authorization headers are refused (401), whichever comes first; one good header is served', async (t) => {
+  const root = makeTempDir('pdp-edges-');
+  t.after(() => removeTempDir(root));
+  const policyDir = makePolicyDir(root, { 'api.hcl': API, 'web.hcl': WEB });
+  const tokens = path.join(root, 'tokens.db');
+  const created = await runPdp(['token', 'create', '--identity', 'team:pep', '--tokens', tokens]);
+  assert.equal(created.code, 0, created.stderr);
+  const token = /pdp_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43}/.exec(created.stdout)![0];
+  const serve = await startServe(['--policies', policyDir, '--audit', path.join(root, 'audit.db'), '--tokens', tokens]);
+  t.after(() => serve.stop());
+  const body = JSON.stringify({ identity: 'team:web', action: 'read', resource: 'service:web' });
+  // A raw request: fetch would fold two headers of one name into one, comma-joined.
+  const post = (tokensSent: string[]) => new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const { port } = new URL(serve.url);
+    const socket = net.connect(Number(port), '127.0.0.1', () => {
+      const auth = tokensSent.map((v) => `Authorization: Bearer ${v}\r\n`).join('');
+      socket.write(`POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${auth}Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    let raw = '';
+    socket.setEncoding('utf8').on('data', (c: string) => { raw += c; }).on('end', () => resolve({ status: Number(raw.split(' ')[1]), text: raw })).on('error', reject);
+  });
+  assert.equal((await post([token])).status, 200);
+  for (const order of [[token, 'x'], ['x', token]]) {
+    const r = await post(order);
+    assert.equal(r.status, 401, `order ${order.map((v) => (v === token ? 'good' : 'bad')).join(',')}`);
+    assert.match(r.text, /more than one `Authorization` header/);
+  }
+});
+
+test('GET /v1/audit/anomalies: a since beyond 100 years is a 400 naming `since`, not a 503', async (t) => {
+  const root = makeTempDir('pdp-edges-');
+  t.after(() => removeTempDir(root));
+  const serve = await startServe(['--policies', makePolicyDir(root, { 'web.hcl': WEB }), '--audit', path.join(root, 'audit.db')]);
+  t.after(() => serve.stop());
+  for (const since of ['999999999d', '36600d']) {
+    const r = await fetch(`${serve.url}/v1/audit/anomalies?since=${since}`);
+    assert.equal(r.status, 400, since);
+    const json = (await r.json()) as { error: { code: string; field: string } };
+    assert.equal(json.error.code, 'invalid_request');
+    assert.equal(json.error.field, 'since');
+  }
+  assert.equal((await fetch(`${serve.url}/v1/audit/anomalies?since=1h`)).status, 200);
+});
