@@ -11,7 +11,7 @@ import { buildServer, createReloader } from '../server';
 import { parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
-import { isClusterWorker, runPrimary } from './serve-cluster';
+import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
 import { watchDirectories } from './watch';
 export { watchDirectories };
 
@@ -58,6 +58,18 @@ export function isLoopback(host: string): boolean {
 }
 
 export const run: Command = async (args, io) => {
+  if (!isClusterWorker(io.env) || typeof process.send !== 'function') return serve(args, io, undefined);
+  // A `--workers` worker: its link to the primary is set up before anything else (see WorkerLink),
+  // and released on every way out, so a worker whose start-up fails exits with its code.
+  const link = new WorkerLink();
+  try {
+    return await serve(args, io, link);
+  } finally {
+    link.release();
+  }
+};
+
+async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): Promise<number> {
   const { values } = parse(args, {
     policies: { type: 'string' }, audit: { type: 'string' }, listen: { type: 'string' },
     'cache-entries': { type: 'string' }, 'audit-sync': { type: 'string' }, 'node-name': { type: 'string' },
@@ -170,7 +182,7 @@ export const run: Command = async (args, io) => {
   const closeAll = async () => {
     watcher?.close();
     watcher = undefined;
-    if (onHup) process.off('SIGHUP', onHup);
+    if (onHup && !link) process.off('SIGHUP', onHup);
     reloader.close();
     // The token store stays open until the last in-flight request has been answered.
     await app?.close().catch(() => undefined);
@@ -200,6 +212,8 @@ export const run: Command = async (args, io) => {
   };
   app = buildServer({
     engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies,
+    // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
+    ...(link ? { cluster: { reloadOthers: (trigger: string) => link.reloadOthers(trigger), metrics: () => link.clusterMetrics() } } : {}),
     logger: {
       level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'],
       // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
@@ -224,7 +238,8 @@ export const run: Command = async (args, io) => {
     void reloader.reload('signal:SIGHUP');
     security?.reload();
   };
-  process.on('SIGHUP', onHup);
+  if (link) link.installHup(onHup);
+  else process.on('SIGHUP', onHup);
   if (!values['no-watch']) {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -249,7 +264,14 @@ export const run: Command = async (args, io) => {
   const shownPort = typeof address === 'object' && address ? address.port : port;
   io.stderr.write(`pdp serve: ${first.policy.ruleCount} rules (${first.policy.version}) from ${policyDir}\n`);
   io.stderr.write(`pdp serve: audit store ${auditPath}\n`);
-  if (!isClusterWorker(io.env)) io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
+  if (!link) io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
+  if (link) {
+    // What the primary relays from the other workers: their API reloads, and metrics scrapes.
+    link.serve('reload', (trigger) => reloader.reload(trigger));
+    const registry = (server as unknown as { pdpMetrics: import('../server').Metrics }).pdpMetrics.registry;
+    link.serve('metrics', () => registry.getMetricsAsJSON());
+    link.ready();
+  }
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -265,16 +287,15 @@ export const run: Command = async (args, io) => {
       await closeAll();
       clearTimeout(deadline);
       io.stderr.write('pdp serve: stopped\n');
-      // A cluster worker's IPC channel would keep it alive after draining.
-      if (isClusterWorker(io.env)) process.disconnect?.();
+      // (A cluster worker's IPC channel, which would keep it alive, is released by `run`.)
       resolve(EXIT_OK);
     };
     // A worker whose primary is gone (even SIGKILLed) drains and stops instead of lingering.
-    if (isClusterWorker(io.env)) process.once('disconnect', () => void stop('primary gone'));
+    link?.onPrimaryGone(() => void stop('primary gone'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
     process.once('SIGINT', () => void stop('SIGINT'));
   });
-};
+}
 
 /** --lockout (and the failure window that follows it) at most 30 days. */
 const MAX_LOCKOUT_MS = 30 * 86_400_000;

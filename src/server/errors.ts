@@ -19,6 +19,7 @@ export const ERRORS = {
   internal: { status: 500, summary: 'internal error' },
   policy_unavailable: { status: 503, summary: 'no valid policy set is loaded' },
   audit_unavailable: { status: 503, summary: 'the audit store cannot be written; failing closed' },
+  workers_unavailable: { status: 503, summary: 'with `--workers N`: not every worker confirmed the reload, or answered the metrics scrape; retry' },
   shutting_down: { status: 503, summary: 'the server is shutting down; retry on another instance (sent with `Connection: close`)' },
 } as const;
 

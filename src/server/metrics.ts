@@ -65,9 +65,11 @@ export function createMetrics(sources: { queueDepth(): number; cacheHits(): numb
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], registry);
   new Counter({ name: 'pdp_cache_hits_total', help: 'Decision cache hits.', registers: [registry], collect() { this.reset(); this.inc(sources.cacheHits()); } });
   new Counter({ name: 'pdp_cache_misses_total', help: 'Decision cache misses.', registers: [registry], collect() { this.reset(); this.inc(sources.cacheMisses()); } });
-  new Gauge({ name: 'pdp_audit_queue_depth', help: 'Audit rows waiting for their group commit.', registers: [registry], collect() { this.set(sources.queueDepth()); } });
-  new Gauge({ name: 'pdp_audit_writable', help: '1 when the audit store accepts writes.', registers: [registry], collect() { this.set(sources.auditWritable() ? 1 : 0); } });
-  new Gauge({ name: 'pdp_policy_rules', help: 'Rules in the active policy set.', registers: [registry], collect() { this.set(sources.rules()); } });
+  // `aggregator`: how `pdp serve --workers N` combines the workers' values (AggregatorRegistry);
+  // counters and histograms are summed (prom-client's default).
+  new Gauge({ name: 'pdp_audit_queue_depth', help: 'Audit rows waiting for their group commit.', aggregator: 'sum', registers: [registry], collect() { this.set(sources.queueDepth()); } });
+  new Gauge({ name: 'pdp_audit_writable', help: '1 when the audit store accepts writes.', aggregator: 'min', registers: [registry], collect() { this.set(sources.auditWritable() ? 1 : 0); } });
+  new Gauge({ name: 'pdp_policy_rules', help: 'Rules in the active policy set.', aggregator: 'max', registers: [registry], collect() { this.set(sources.rules()); } });
   const auditWriteSeconds = new Histogram({
     name: 'pdp_audit_write_seconds', help: 'Duration of one group-commit transaction.',
     buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [registry],

@@ -75,6 +75,27 @@ export interface ServerDeps {
   auditAnomalies?: AuditAnomalies;
   now?: () => Date;
   defaultMetrics?: boolean;
+  /** `pdp serve --workers N`: the other workers of the cluster, reached through the primary. */
+  cluster?: WorkerCluster;
+}
+
+/** What one other worker answered to a reload relayed to it, or `error` (e.g. `timeout`). */
+export interface OtherWorkerReload {
+  worker: number;
+  outcome?: { ok: boolean; version?: string; serving?: string; message?: string; auditUnavailable?: true };
+  error?: string;
+}
+
+/**
+ * This worker's view of the others (`pdp serve --workers N`). A reload through the API must reach
+ * every worker (a grant turned into a deny must not keep being allowed by the others), and a
+ * metrics scrape must be the sum over every worker (each has its own counters).
+ */
+export interface WorkerCluster {
+  /** Reloads every other ready worker with `trigger`; resolves once each has answered (or timed out). */
+  reloadOthers(trigger: string): Promise<OtherWorkerReload[]>;
+  /** Prometheus text: every ready worker's metrics (this one's included), aggregated. */
+  metrics(): Promise<string>;
 }
 
 declare module 'fastify' {
@@ -658,9 +679,22 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       }
     });
 
-    api.get('/metrics', { config: { scope: 'admin' } }, async (_request, reply) => {
+    api.get('/metrics', { config: { scope: 'admin' } }, async (request, reply) => {
+      let text: string;
+      if (deps.cluster) {
+        // Every scrape sums every worker's counters: one worker's alone would look to Prometheus
+        // like a counter going up and down as scrapes land on different workers.
+        try {
+          text = await deps.cluster.metrics();
+        } catch (e) {
+          request.log.warn({ err: e }, 'metrics of the other workers unavailable');
+          throw new ApiError('workers_unavailable', `the metrics of every worker could not be gathered (${(e as Error).message}); retry`);
+        }
+      } else {
+        text = await metrics.registry.metrics();
+      }
       reply.header('content-type', metrics.registry.contentType);
-      return metrics.registry.metrics();
+      return text;
     });
 
     api.get('/v1/policies', { config: { scope: 'admin' } }, async () => {
@@ -685,13 +719,36 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         done();
       },
     }, async (request) => {
-      const outcome = await deps.reloader.reload(`api:${request.caller?.identity ?? 'loopback'}`);
+      const trigger = `api:${request.caller?.identity ?? 'loopback'}`;
+      // With --workers every worker reloads (each writes its own ACL_CHANGE row), and the answer
+      // waits for all of them: success means every ready worker now serves the new version.
+      const [outcome, others] = await Promise.all([
+        deps.reloader.reload(trigger),
+        deps.cluster ? deps.cluster.reloadOthers(trigger).catch((e: unknown) => e as Error) : [],
+      ]);
       if (!outcome.ok) {
         // The new set may be fine: it is the audit store that refused the ACL_CHANGE row (503, retry).
         if (outcome.auditUnavailable) throw new ApiError('audit_unavailable', outcome.message, { policy_version: outcome.serving ?? null });
         // The server's own paths stay in its log: the answer names the policy directory by its last segment.
         const message = outcome.message.split(deps.engine.directory).join(path.basename(deps.engine.directory));
         throw new ApiError('policy_invalid', message, { diagnostics: outcome.diagnostics, policy_version: outcome.serving ?? null });
+      }
+      const directoryName = (text: string) => text.split(deps.engine.directory).join(path.basename(deps.engine.directory));
+      if (others instanceof Error) {
+        throw new ApiError('workers_unavailable', `this worker now serves ${outcome.version}, but the other workers could not be reached (${others.message}); they may still serve the previous version: retry the reload`, { policy_version: outcome.version });
+      }
+      const behind = others.filter((o) => !(o.outcome?.ok && o.outcome.version === outcome.version));
+      if (behind.length > 0) {
+        const why = (o: OtherWorkerReload) => {
+          if (!o.outcome) return `worker ${o.worker} did not answer in time`;
+          if (o.outcome.ok) return `worker ${o.worker} loaded ${o.outcome.version} (the files changed during the reload)`;
+          if (o.outcome.auditUnavailable) return `worker ${o.worker} could not write its ACL_CHANGE row and still serves ${o.outcome.serving ?? 'nothing'} (it retries)`;
+          return `worker ${o.worker} refused the set and still serves ${o.outcome.serving ?? 'nothing'}: ${directoryName(o.outcome.message ?? '')}`;
+        };
+        throw new ApiError('workers_unavailable', `this worker now serves ${outcome.version}, but ${behind.map(why).join('; ')}; retry the reload`, {
+          policy_version: outcome.version,
+          workers: behind.map((o) => ({ worker: o.worker, policy_version: o.outcome ? (o.outcome.ok ? o.outcome.version : o.outcome.serving ?? null) : null })),
+        });
       }
       return { ok: true, changed: outcome.changed, previous_version: outcome.previous ?? null, policy_version: outcome.version, added: outcome.added, removed: outcome.removed };
     });

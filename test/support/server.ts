@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { createRecorder, openAuditStore, type AuditRecorder, type AuditStore } from '../../src/audit';
 import { Engine } from '../../src/engine';
-import { buildServer, createReloader, type Reloader } from '../../src/server';
+import { buildServer, createReloader, type Reloader, type WorkerCluster } from '../../src/server';
 
 /** The repository root (this file runs from dist/test/support/). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -76,6 +76,8 @@ export interface InProcessOptions {
   /** The recorder's probe interval while the store is unwritable (ms). */
   probeIntervalMs?: number;
   nodeName?: string;
+  /** As a `--workers` worker: the other workers (a fake, in-process). */
+  cluster?: WorkerCluster;
 }
 
 export interface InProcessServer {
@@ -111,7 +113,7 @@ export async function startServer(options: InProcessOptions = {}): Promise<InPro
     // As `pdp serve`: the first set is activated only after its start-up ACL_CHANGE row is committed.
     const activated = await reloader.start(first.policy, auditStore.lastPolicyChange());
     if (!activated.ok) throw new Error(`test server could not start: ${activated.message}`);
-    app = buildServer({ engine, recorder, reloader, cacheEntries: options.cacheEntries ?? 10_000, nodeName });
+    app = buildServer({ engine, recorder, reloader, cacheEntries: options.cacheEntries ?? 10_000, nodeName, ...(options.cluster ? { cluster: options.cluster } : {}) });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const address = app.server.address();
     if (!address || typeof address !== 'object') throw new Error('server has no address');
