@@ -1,0 +1,103 @@
+// Input checks beyond the JSON schemas, and how a schema violation is worded: which field, and what
+// was expected. Pure functions over parsed bodies; the routes in server.ts call them.
+import { SERVER_EVENT_TYPES } from '../audit/event';
+import type { AuthorizeBody } from './server';
+
+/** ajv's instancePath (`/checks/3/resource`) → the field people write (`checks[3].resource`). */
+function fieldName(instancePath: string, missing?: string): string {
+  const parts = instancePath.split('/').filter(Boolean);
+  if (missing) parts.push(missing);
+  return parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '') || 'body';
+}
+
+export interface ValidationIssue {
+  instancePath: string;
+  keyword: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+export function describeValidation(issue: ValidationIssue): { field: string; message: string } {
+  const { keyword, params } = issue;
+  if (keyword === 'required') {
+    const field = fieldName(issue.instancePath, String(params.missingProperty));
+    return { field, message: `\`${field}\` is required` };
+  }
+  if (keyword === 'additionalProperties') {
+    const field = fieldName(issue.instancePath, String(params.additionalProperty));
+    return { field, message: `unknown field \`${field}\`` };
+  }
+  const field = fieldName(issue.instancePath);
+  switch (keyword) {
+    case 'type': {
+      const article = (t: string) => (t === 'null' ? 'null' : t === 'array' || t === 'object' || t === 'integer' ? `an ${t}` : `a ${t}`);
+      return { field, message: `\`${field}\` must be ${String(params.type).split(',').map(article).join(' or ')}` };
+    }
+    case 'enum': return { field, message: `\`${field}\` must be one of ${(params.allowedValues as unknown[]).map((v) => `\`${String(v)}\``).join(', ')}` };
+    case 'pattern':
+      if (field.endsWith('event_type')) return { field, message: `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` };
+      if (field === 'since') return { field, message: '`since` must be a duration like `30m`, `1h` or `7d`' };
+      if (field.endsWith('_threshold')) return { field, message: `\`${field}\` must be a whole number` };
+      return { field, message: `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
+    case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters` };
+    case 'minLength': return { field, message: `\`${field}\` must not be empty` };
+    case 'minItems': return { field, message: `\`${field}\` must hold at least ${String(params.limit)} item(s)` };
+    case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items` };
+    case 'maxProperties': return { field, message: `\`${field}\` may have at most ${String(params.limit)} fields` };
+    case 'minProperties': return { field, message: `\`${field}\` must not be empty` };
+    case 'not':
+      if (field.endsWith('event_type')) {
+        return { field, message: `\`${field}\` may not be ${SERVER_EVENT_TYPES.map((t) => `\`${t}\``).join(', ')}: only the server writes those; use \`REGISTRATION\`, \`DEREGISTRATION\`, \`DISCOVERY\`, \`ADMIN\` or another upper-case name` };
+      }
+      return { field, message: `\`${field}\` is not allowed` };
+    default: return { field, message: `\`${field}\` ${issue.message ?? 'is invalid'}` };
+  }
+}
+
+/**
+ * Where a parsed JSON body holds a key that could pollute a prototype: an own `__proto__`, or a
+ * `constructor` object with its own `prototype` (what secure-json-parse refuses). Returns the field
+ * as people write it (`checks[2].__proto__`), or undefined.
+ */
+export function forbiddenKey(value: unknown, at = ''): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = forbiddenKey(value[i], `${at}[${i}]`);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+  const join = (k: string) => (at ? `${at}.${k}` : k);
+  if (own(value, '__proto__')) return join('__proto__');
+  const ctor = (value as Record<string, unknown>).constructor;
+  if (own(value, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return join('constructor');
+  for (const k of Object.keys(value)) {
+    const found = forbiddenKey((value as Record<string, unknown>)[k], join(k));
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * The first field of a check holding a string that is not well-formed Unicode (a lone UTF-16
+ * surrogate, which JSON's `\ud800` escape can carry), or undefined. Such text would reach SQLite as
+ * invalid UTF-8 and break other readers of the audit log. Every string that becomes an audit column
+ * or part of `details` is checked; `isWellFormed` returns at once for one-byte strings.
+ */
+export function notWellFormed(body: AuthorizeBody): string | undefined {
+  if (body.identity !== undefined && !body.identity.isWellFormed()) return 'identity';
+  if (!body.resource.isWellFormed()) return 'resource';
+  if (body.namespace !== undefined && !body.namespace.isWellFormed()) return 'namespace';
+  const context = body.context;
+  if (context !== undefined) {
+    for (const key in context) {
+      if (!key.isWellFormed()) return 'context';
+      const value = context[key];
+      if (typeof value === 'string' && !value.isWellFormed()) return `context.${key}`;
+    }
+  }
+  return undefined;
+}
+
