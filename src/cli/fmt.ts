@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { diagnosticToJson, error, renderDiagnostic, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { listPolicyFiles, readPolicyFile, type ListedFile, type PolicySource } from '../engine';
+import { errnoText, listPolicyFiles, readPolicyFile, type ListedFile, type PolicySource } from '../engine';
 import { formatPolicy } from '../fmt/format';
 import { formatOption, parse } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
@@ -93,11 +93,6 @@ function fileError(code: string, message: string, file: string): Diagnostic {
   return error(code, message, { file, start, end: start });
 }
 
-function errnoText(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  return err.code ?? err.message;
-}
-
 /**
  * The files PATHs name, in order, each once. A directory contributes its `*.hcl` files as a policy
  * set is loaded (engine/files.ts: recursively, sorted, symbolic links followed, `.` names skipped).
@@ -133,7 +128,7 @@ export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
     try {
       listed = listPolicyFiles(absolute);
     } catch (e) {
-      throw new UsageError(`cannot read directory \`${p}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new UsageError(`cannot read directory \`${p}\`: ${errnoText(e)}`);
     }
     for (const f of listed) add(path.join(p, f.rel), f.absolute, f.problem);
   }

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { diagnosticToJson, renderDiagnostic, type Diagnostic } from '../diagnostics';
-import { readPolicyDir, readPolicyFile, type PolicySource } from '../engine';
+import { errnoText, readPolicyDir, readPolicyFile, type PolicySource } from '../engine';
 import { UsageError, type CliIo } from './io';
 
 export interface PolicyInput {
@@ -40,7 +40,7 @@ export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
       try {
         sources = readPolicyDir(absolute);
       } catch (e) {
-        throw new UsageError(`cannot read directory \`${p}\`: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        throw new UsageError(`cannot read directory \`${p}\`: ${errnoText(e)}`);
       }
       if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${p}\``);
       inputs.push({ label: p, base: p, sources });
