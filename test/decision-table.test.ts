@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { buildPolicySet, type LoadedPolicy } from '../src/engine';
-import { evaluate, evaluateGeneral, prepareRequest, type RawRequest } from '../src/eval';
+import { evaluate, evaluateGeneral, namedEntry, prepareRequest, type RawRequest } from '../src/eval';
+import { namedIdentities } from '../src/eval/table';
 import { ANONYMOUS } from '../src/syntax';
 import { SOURCE_IPS as GEN_SOURCE_IPS, renderPolicySet, scenarioArb, type PolicySource } from './support/policy-gen';
 
@@ -31,7 +32,7 @@ function compare(policy: LoadedPolicy, raw: RawRequest): Path {
   assert.deepEqual(evaluate(policy.compiled, request, identity, { explain: true }), evaluateGeneral(policy.compiled, request, identity, { explain: true }));
   const table = policy.compiled.table!;
   const named = table.resources.get(request.resourceKey);
-  if (named) return named.identities.has(identity) ? 'named identity' : 'other identity';
+  if (named) return namedIdentities(named).includes(identity) ? 'named identity' : 'other identity';
   return request.service !== undefined && table.namespaces.has(request.namespace) ? 'service class' : 'general';
 }
 
@@ -142,7 +143,7 @@ for (const cidrs of [false, true]) {
 test('the overlapping triple: its matched rules and decisions', () => {
   for (const cidrs of [false, true]) {
     const { compiled } = build([{ path: 'overlap.hcl', text: OVERLAP({ cidrs, defaultPolicy: 'deny', anonymous: true }) }]);
-    const entry = compiled.table!.resources.get('prod\0billing-keys')?.identities.get('spiffe://c/ns/prod/sa/billing-keys');
+    const entry = namedEntry(compiled.table!.resources.get('prod\0billing-keys')!, 'spiffe://c/ns/prod/sa/billing-keys');
     assert.ok(entry);
     // Most specific first: the exact write, the deny and `*` (source order), the prefix glob, role:ops on the namespace.
     assert.deepEqual(entry.rules.map((r) => r.line), cidrs ? [12, 16, 26, 21, 8] : [12, 16, 24, 20, 8]);
@@ -160,6 +161,28 @@ test('the overlapping triple: its matched rules and decisions', () => {
       assert.deepEqual(decide(), { result: 'DENY', allow: false, reason: 'spiffe://c/ns/prod/sa/billing-keys is explicitly denied on service:billing-keys/i-1 by the rule at overlap.hcl:16', rule: { file: 'overlap.hcl', line: 16 } });
     }
   }
+});
+
+test('a resource naming more identities than its entry holds inline: every one keeps its own decision', () => {
+  // Six identities on one service: three are fields of the resource entry, three are in its Map.
+  const writers = ['a', 'b', 'c', 'd', 'e', 'f'].map((x) => `spiffe://c/ns/prod/sa/${x}`);
+  const text = writers.map((id, i) => `service "pay" {\n  policy   = "${i % 2 === 0 ? 'write' : 'read'}"\n  identity = "${id}"\n}\n`).join('');
+  const policy = build([{ path: 'six.hcl', text }]);
+  const resource = policy.compiled.table!.resources.get('default\0pay');
+  assert.ok(resource);
+  assert.deepEqual(namedIdentities(resource).sort(), [...writers].sort());
+  assert.ok(resource.more !== undefined && resource.more.size === 3);
+  writers.forEach((identity, i) => {
+    const entry = namedEntry(resource, identity);
+    assert.ok(entry, identity);
+    assert.deepEqual(entry.rules.map((r) => r.line), [1 + 4 * i]);
+    const p = prepareRequest({ identity, action: 'write', resource: 'service:pay', namespace: 'default' });
+    assert.ok(p.ok);
+    assert.equal(evaluate(policy.compiled, p.request, identity).allow, i % 2 === 0, identity);
+    assert.equal(compare(policy, { identity, action: 'write', resource: 'service:pay' }), 'named identity');
+  });
+  assert.equal(namedEntry(resource, 'spiffe://c/ns/prod/sa/g'), undefined);
+  assert.equal(compare(policy, { identity: 'spiffe://c/ns/prod/sa/g', action: 'read', resource: 'service:pay' }), 'other identity');
 });
 
 test('table decisions are fresh objects (callers may attach explanations)', () => {
@@ -185,7 +208,9 @@ test('decision table = general path on random policy sets and requests', () => {
         const [namespace, service] = key.split('\0') as [string, string];
         const target = service === '' ? `namespace:${namespace}/*` : `service:${service}`;
         // Identities the table names, then ones only `*`, globs or placeholders can match.
-        const identities = [...[...resource.identities.keys()].slice(0, 3), 'team:x/y', `spiffe://c/ns/${namespace}/sa/${service || 'pay'}`, undefined];
+        const named = namedIdentities(resource);
+        // The first three are fields of the entry, the rest in its Map: ask about both kinds.
+        const identities = [...named.slice(0, 3), ...named.slice(3).slice(-1), 'team:x/y', `spiffe://c/ns/${namespace}/sa/${service || 'pay'}`, undefined];
         for (const identity of identities) {
           for (const action of ['read', 'write', 'admin']) {
             for (const sourceIp of [undefined, GEN_SOURCE_IPS[asked % GEN_SOURCE_IPS.length]]) paths[compare(policy, { identity, action, resource: target, namespace, sourceIp })]++;
@@ -195,7 +220,7 @@ test('decision table = general path on random policy sets and requests', () => {
       // And about services the policy does not name, in namespaces that have service classes.
       for (const [namespace, classes] of policy.compiled.table!.namespaces) {
         for (const service of ['pay', 'payment', 'ord', 'other']) {
-          const identities = [...[...classes.rest.identities.keys()].slice(0, 2), 'team:pay', `spiffe://c/ns/${namespace}/sa/${service}`, undefined];
+          const identities = [...namedIdentities(classes.rest).slice(0, 2), 'team:pay', `spiffe://c/ns/${namespace}/sa/${service}`, undefined];
           for (const identity of identities) {
             for (const action of ['read', 'admin']) paths[compare(policy, { identity, action, resource: `service:${service}/i`, namespace, sourceIp: GEN_SOURCE_IPS[service.length] })]++;
           }

@@ -1,5 +1,5 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
-import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, NamespaceEntry, PrefixMap, ResourceEntry, Rule, Settings } from '../compile/model';
+import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, NamespaceEntry, PrefixMap, ResourceEntry, Rule, Settings, TableEntry } from '../compile/model';
 import type { DecisionResult, Level } from '../syntax';
 // Direct module imports: the hot path should not go through re-export getters.
 import { ANONYMOUS } from '../syntax/identity-pattern';
@@ -55,7 +55,7 @@ export function evaluate(policy: CompiledPolicy, request: Request, identity: str
     if (ns !== undefined) resource = serviceClass(ns, request.service);
   }
   if (resource === undefined) return decide(policy, request, identity, matchingRules(policy.index, request, identity));
-  let entry = resource.identities.get(identity);
+  let entry = namedEntry(resource, identity);
   if (entry === undefined) {
     // No exact pattern in scope names the identity: only `*` and globs can match it.
     if (resource.globs !== undefined) {
@@ -69,6 +69,11 @@ export function evaluate(policy: CompiledPolicy, request: Request, identity: str
   const v = rank === 1 ? entry.read : rank === 2 ? entry.write : entry.admin;
   if (v === undefined) return decide(policy, request, identity, entry.rules);
   return { result: v.result, allow: v.allow, reason: v.before + identity + v.middle + request.resourceText + v.after, rule: v.rule as RuleRef | null };
+}
+
+/** M of an identity the resource names (undefined: it names no such identity). Three fields, then a Map (ResourceEntry). */
+export function namedEntry(resource: ResourceEntry, identity: string): TableEntry | undefined {
+  return identity === resource.id0 ? resource.e0 : identity === resource.id1 ? resource.e1 : identity === resource.id2 ? resource.e2 : resource.more?.get(identity);
 }
 
 function serviceClass(ns: NamespaceEntry, service: string): ResourceEntry {
