@@ -39,6 +39,47 @@ function tempDb(t: { after(fn: () => void): void }): string {
 
 const labels = (db: Database.Database) => (db.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all() as string[]);
 
+describe('the insert guard (migration 4)', () => {
+  test('an insert naming an id is refused, whatever the id; rows without one get increasing ids; a version-3 file is upgraded', (t) => {
+    const file = tempDb(t);
+    const v3 = new Database(file);
+    v3.pragma('journal_mode = WAL');
+    for (const m of MIGRATIONS.slice(0, 3)) v3.exec(m.sql);
+    v3.pragma('user_version = 3');
+    v3.prepare("INSERT INTO audit_log (timestamp, event_type, decision_id, registry_node) VALUES ('2025-01-01T00:00:00.000Z', 'ADMIN', 'v3-row', 'old')").run();
+    v3.close();
+
+    const store = openAuditStore(file);
+    t.after(() => store.close());
+    assert.equal(store.db.pragma('user_version', { simple: true }), 4);
+    const triggers = store.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name").pluck().all();
+    assert.deepEqual(triggers, ['audit_log_append_only_delete', 'audit_log_append_only_insert_id', 'audit_log_append_only_update']);
+    store.insertBatch([event({ decision_id: 'a' }), event({ decision_id: 'b' })]);
+    assert.deepEqual(store.db.prepare('SELECT id, decision_id FROM audit_log ORDER BY id').all(), [
+      { id: 1, decision_id: 'v3-row' }, { id: 2, decision_id: 'a' }, { id: 3, decision_id: 'b' },
+    ]);
+    const refused = (sql: string) => assert.throws(() => store.db.prepare(sql).run(), (e: Error) => {
+      assert.ok(e.message.startsWith(APPEND_ONLY_MESSAGE), e.message);
+      assert.match(e.message, /ids are assigned by the audit store/);
+      return true;
+    }, sql);
+    const cols = "(id, timestamp, event_type, registry_node)";
+    // Over an existing row (REPLACE deletes without firing DELETE triggers), below the assigned ids,
+    // above them, zero: all refused, the rows unchanged.
+    refused(`INSERT OR REPLACE INTO audit_log ${cols} VALUES (2, '2025-01-01T00:00:00.000Z', 'ADMIN', 'x')`);
+    refused(`REPLACE INTO audit_log ${cols} VALUES (1, '2025-01-01T00:00:00.000Z', 'ADMIN', 'x')`);
+    refused(`INSERT INTO audit_log ${cols} VALUES (1000, '2025-01-01T00:00:00.000Z', 'ADMIN', 'x')`);
+    refused(`INSERT INTO audit_log ${cols} VALUES (0, '2025-01-01T00:00:00.000Z', 'ADMIN', 'x')`);
+    refused(`INSERT INTO audit_log ${cols} SELECT id, timestamp, event_type, registry_node FROM audit_log`);
+    // NULL asks SQLite to assign one, as leaving the column out does.
+    store.db.prepare(`INSERT INTO audit_log ${cols} VALUES (NULL, '2025-01-02T00:00:00.000Z', 'ADMIN', 'shell')`).run();
+    assert.deepEqual(store.db.prepare('SELECT id, decision_id, registry_node FROM audit_log ORDER BY id').all(), [
+      { id: 1, decision_id: 'v3-row', registry_node: 'old' }, { id: 2, decision_id: 'a', registry_node: 'n1' },
+      { id: 3, decision_id: 'b', registry_node: 'n1' }, { id: 4, decision_id: null, registry_node: 'shell' },
+    ]);
+  });
+});
+
 describe('the DELETE guard (migration 3)', () => {
   test('a version-2 file is upgraded in place: rows and ids kept, AUTOINCREMENT continues, the trigger asks the function', (t) => {
     const file = tempDb(t);
@@ -61,7 +102,7 @@ describe('the DELETE guard (migration 3)', () => {
     const store = openAuditStore(file);
     t.after(() => store.close());
     assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
-    assert.equal(SCHEMA_VERSION, 3);
+    assert.equal(SCHEMA_VERSION, 4);
     assert.deepEqual(store.db.prepare('SELECT id, decision_id, event_type FROM audit_log ORDER BY id').all(), [
       { id: 1, decision_id: 'r1', event_type: 'REGISTRATION' },
       { id: 2, decision_id: 'r2', event_type: 'ACL_CHANGE' },
