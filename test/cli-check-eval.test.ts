@@ -1,35 +1,15 @@
 // `pdp check` and `pdp eval` as the real binary: `node bin/pdp.js …` in a subprocess, cwd = the
 // repository root (dist/ is built by `npm test` before the tests run).
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { REPO_ROOT, runPdp, scratchDir, type Run } from './support/cli';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-const REPO_ROOT = path.resolve(__dirname, '..', '..');
-const BIN = path.join(REPO_ROOT, 'bin', 'pdp.js');
-const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-check-eval-'));
-after(() => fs.rmSync(WORK, { recursive: true, force: true }));
-
-function write(rel: string, text: string): string {
-  const file = path.join(WORK, rel);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, text);
-  return file;
-}
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+const { dir: WORK, write } = scratchDir('pdp-cli-check-eval-');
 
 function pdp(...args: string[]): Run {
-  const env = { ...process.env };
-  delete env.PDP_POLICIES;
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, encoding: 'utf8', env, timeout: 30_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runPdp(args);
 }
 
 function noStackTrace(r: Run): void {

@@ -2,31 +2,17 @@
 // (control characters, "trojan source" bidi overrides, megabyte lines) cannot act on the terminal
 // of whoever runs `pdp check` and is shown in bounded width; syntax and check messages say what the
 // author most likely meant; `pdp eval --explain` shows rule descriptions.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { REPO_ROOT, runPdp, scratchDir, type Run } from './support/cli';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { MAX_SNIPPET_WIDTH, escapeForTerminal, renderDiagnostic, snippet, type Diagnostic } from '../src/diagnostics';
 
-const REPO_ROOT = path.resolve(__dirname, '..', '..');
-const BIN = path.join(REPO_ROOT, 'bin', 'pdp.js');
-const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-render-'));
-after(() => fs.rmSync(WORK, { recursive: true, force: true }));
+const { dir: WORK, write } = scratchDir('pdp-cli-render-');
 
-function write(rel: string, text: string): string {
-  const file = path.join(WORK, rel);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, text);
-  return file;
-}
-
-function pdp(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const env = { ...process.env };
-  delete env.PDP_POLICIES;
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, encoding: 'utf8', env, timeout: 30_000, maxBuffer: 64 * 1024 * 1024 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+function pdp(...args: string[]): Run {
+  return runPdp(args);
 }
 
 // C0 but tab and newline, DEL, C1, the bidi controls and the zero-width characters: none may reach the terminal.

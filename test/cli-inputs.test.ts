@@ -1,36 +1,17 @@
 // Hostile and unusual inputs through the real CLI (`node bin/pdp.js …` in a subprocess): how files
 // are found and read (symbolic links, hidden names, unreadable files, encodings), nesting bombs, and
 // addresses with more than one spelling. None of them may end in a stack trace or an internal error.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { BIN, REPO_ROOT, runPdp, scratchDir, type Run } from './support/cli';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-const REPO_ROOT = path.resolve(__dirname, '..', '..');
-const BIN = path.join(REPO_ROOT, 'bin', 'pdp.js');
-const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-inputs-'));
-after(() => fs.rmSync(WORK, { recursive: true, force: true }));
-
-function write(rel: string, content: string | Buffer): string {
-  const file = path.join(WORK, rel);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, content);
-  return file;
-}
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+const { dir: WORK, write } = scratchDir('pdp-cli-inputs-');
 
 function pdp(...args: string[]): Run {
-  const env = { ...process.env };
-  delete env.PDP_POLICIES;
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: WORK, encoding: 'utf8', env, timeout: 60_000 });
-  const run = { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  const run = runPdp(args, { cwd: WORK, timeoutMs: 60_000 });
   assert.doesNotMatch(run.stderr, /^ {4}at /m, `stderr holds a stack trace:\n${run.stderr.slice(0, 2000)}`);
   assert.doesNotMatch(run.stderr, /internal error|Maximum call stack/i, run.stderr.slice(0, 2000));
   return run;
