@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { createRecorder, openAuditStore, type AuditRecorder, type AuditStore } from '../src/audit';
+import { createRecorder, createSinkRecorder, openAuditStore, startWriterThread, type AuditRecorder, type AuditStore } from '../src/audit';
 import { Engine } from '../src/engine';
 import { buildServer, createReloader } from '../src/server';
 import { createSecurity } from '../src/server/auth';
@@ -30,6 +30,8 @@ export interface TargetConfig {
    * --tls-cert --tls-key --client-ca`. fastify: the same TLS settings on the bare route.
    */
   tls?: { cert: string; key: string; clientCa: string; rateLimitPerSecond: number };
+  /** pdp: commit audit rows on the event loop (`inline`, the default) or on a writer thread, as `pdp serve --audit-writer`. */
+  auditWriter?: 'inline' | 'thread';
 }
 
 export type ParentMessage = { type: 'start'; config: TargetConfig } | { type: 'cpu' } | { type: 'stop' };
@@ -142,7 +144,9 @@ async function startPdp(config: TargetConfig): Promise<Running> {
   if (config.auditPath) {
     // Exactly what `pdp serve` does (src/cli/serve.ts), with the default `--audit-sync normal`.
     store = openAuditStore(config.auditPath, { synchronous: 'normal' });
-    recorder = createRecorder(store);
+    recorder = config.auditWriter === 'thread'
+      ? createSinkRecorder(await startWriterThread(config.auditPath, { synchronous: 'normal' }))
+      : createRecorder(store);
     store.refreshAllowedServices(first.policy.compiled.declaredServices);
   } else {
     recorder = createNoopRecorderForBenchmarkOnly();

@@ -242,7 +242,7 @@ async function makeFixture(config: ServerBenchConfig): Promise<Fixture> {
 
 export type ScenarioId =
   | 'node-http' | 'fastify' | 'pdp-hit' | 'pdp-miss' | 'pdp-audit-off' | 'pdp-audit-off-miss'
-  | 'pdp-batch-hit' | 'pdp-batch-miss' | 'pdp-plain' | 'pdp-mtls' | 'fastify-plain' | 'fastify-mtls';
+  | 'pdp-batch-hit' | 'pdp-batch-miss' | 'pdp-hit-thread' | 'pdp-batch-hit-thread' | 'pdp-plain' | 'pdp-mtls' | 'fastify-plain' | 'fastify-mtls';
 
 interface Scenario {
   id: ScenarioId;
@@ -271,6 +271,8 @@ function scenarios(f: Fixture, config: ServerBenchConfig): Scenario[] {
     { id: 'pdp-audit-off', label: 'pdp /v1/authorize, audit off (benchmark only), cache hit', target: pdp('off', { auditPath: undefined }), bodies: [f.hitBody], scrape: true, ...single },
     { id: 'pdp-audit-off-miss', label: 'pdp /v1/authorize, audit off (benchmark only), cache miss', target: pdp('off-miss', { auditPath: undefined }), bodies: f.missBodies, scrape: true, ...single },
     { id: 'pdp-batch-hit', label: `pdp /v1/authorize/batch ×${config.checksPerBatch}, audit on, cache hit`, target: pdp('batch-hit'), bodies: [f.batchHitBody], ...batch },
+    { id: 'pdp-hit-thread', label: 'pdp /v1/authorize, audit on (writer thread), cache hit', target: pdp('hit-thread', { auditWriter: 'thread' }), bodies: [f.hitBody], scrape: true, ...single },
+    { id: 'pdp-batch-hit-thread', label: `pdp /v1/authorize/batch ×${config.checksPerBatch}, audit on (writer thread), cache hit`, target: pdp('batch-hit-thread', { auditWriter: 'thread' }), bodies: [f.batchHitBody], ...batch },
     { id: 'pdp-batch-miss', label: `pdp /v1/authorize/batch ×${config.checksPerBatch}, audit on, cache miss`, target: pdp('batch-miss'), bodies: f.batchMissBodies, ...batch },
     { id: 'pdp-plain', label: 'pdp /v1/authorize over plain HTTP, audit on, cache hit (twin of the mTLS run)', target: pdp('plain'), bodies: [f.hitBody], scrape: true, ...single, group: 'transport' },
     {
@@ -651,6 +653,10 @@ function ratios(results: ScenarioResult[]): Ratio[] {
   rate('audit on / audit off, cache miss (req/s)', 'pdp-miss', 'pdp-audit-off-miss', TARGETS.auditOnVsOff);
   rate('batch ×100 / single, cache hit (decisions/s)', 'pdp-batch-hit', 'pdp-hit', TARGETS.batchVsSingle, true);
   rate('batch ×100 / single, cache miss (decisions/s)', 'pdp-batch-miss', 'pdp-miss', TARGETS.batchVsSingle, true);
+  // The writer thread (`--audit-writer thread`): its own batch/single ratio, and what it does to each path.
+  rate('writer thread: batch ×100 / single, cache hit (decisions/s)', 'pdp-batch-hit-thread', 'pdp-hit-thread', TARGETS.batchVsSingle, true);
+  rate('writer thread / inline, single, cache hit (req/s)', 'pdp-hit-thread', 'pdp-hit', undefined);
+  rate('writer thread / inline, batch ×100, cache hit (decisions/s)', 'pdp-batch-hit-thread', 'pdp-batch-hit', undefined, true);
   rate('mTLS / plain HTTP, twin servers (req/s)', 'pdp-mtls', 'pdp-plain', TARGETS.mtlsVsPlain);
   rate('bare fastify: mTLS / plain HTTP (req/s): what the transport alone costs', 'fastify-mtls', 'fastify-plain', undefined);
   return out;

@@ -63,14 +63,15 @@ test('a policy directory without *.hcl files, or missing, is bad usage (exit 2, 
   assert.match(evalMissing.stderr, /cannot read policy directory `[^`]*nope`: ENOENT \(no such file or directory\)/);
 });
 
-test('bad usage exits 2: a malformed --listen, a bad --cache-entries, an unknown flag', async (t) => {
+test('bad usage exits 2: a malformed --listen, a bad --cache-entries or --audit-writer, an unknown flag', async (t) => {
   const { policyDir, auditPath } = tempSet(t);
-  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--bogus']];
+  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--audit-writer', 'async'], ['--bogus']];
   const runs = await Promise.all(cases.map((args) => runPdp(['serve', '--policies', policyDir, '--audit', auditPath, ...args])));
   for (const [i, r] of runs.entries()) {
     assert.equal(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
     assert.ok(r.stderr.length > 0);
   }
+  assert.match(runs[3]!.stderr, /--audit-writer must be `auto`, `inline` or `thread`; got `async`/);
   assert.equal(fs.existsSync(auditPath), false);
 });
 

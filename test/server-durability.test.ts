@@ -84,8 +84,8 @@ async function serveOnTemp(extra: string[] = []): Promise<{ root: string; auditP
   }
 }
 
-test('SIGKILL under concurrent load: every answered decision is in audit_log and the file is intact', async (t) => {
-  const { root, auditPath, serve } = await serveOnTemp(['--no-watch']);
+for (const writer of ['inline', 'thread']) test(`SIGKILL under concurrent load (--audit-writer ${writer}): every answered decision is in audit_log and the file is intact`, async (t) => {
+  const { root, auditPath, serve } = await serveOnTemp(['--no-watch', '--audit-writer', writer]);
   t.after(async () => {
     await serve.stop();
     removeTempDir(root);

@@ -5,3 +5,4 @@ export * from './migrations';
 export * from './store';
 export * from './recorder';
 export * from './anomalies';
+export * from './writer';

@@ -1,6 +1,7 @@
 // The group-commit recorder the HTTP server is handed. Every record() made during one event-loop turn
-// is queued and written by ONE transaction on the next setImmediate; each promise settles only after
-// that transaction committed (resolve) or failed (reject). The server answers a decision only after
+// is queued and written by ONE transaction on the next setImmediate (or, while the writer thread is
+// still committing the previous group, in the next group: a turn's rows are never split); each
+// promise settles only after that transaction committed (resolve) or failed (reject). The server answers a decision only after
 // its promise resolved, so no answered decision is ever unaudited, and a failed write becomes a 503
 // (fail closed) instead of a silently dropped row.
 import { InvalidAuditEventError, toAuditRow, type AuditEvent, type AuditRow } from './event';
@@ -45,6 +46,26 @@ export interface RecorderOptions {
 export type RecorderStore = Pick<AuditStore, 'insertRows' | 'probeWrite' | 'close'> &
   Partial<Pick<AuditStore, 'setBusyTimeout' | 'busyTimeoutMs'>>;
 
+/**
+ * Where a recorder commits its rows. `write` commits all of them in one transaction or none; it either
+ * returns (committed) or throws, or, for a sink on another thread, returns a promise that settles the
+ * same way. Unless the sink is `pipelined`, the recorder never starts a write before the previous one settled.
+ */
+export interface RowSink {
+  write(rows: readonly AuditRow[]): void | Promise<void>;
+  /** A trivial committed write, to learn whether writing works again after a failure. */
+  probe(): void | Promise<void>;
+  /** Entered after a failed write and left after a successful one (the inline store shortens its busy timeout). */
+  degraded?(on: boolean): void;
+  /**
+   * True when the sink commits writes in the order it was given them even while earlier ones are
+   * still running (the writer thread), so the recorder hands each group over at once instead of
+   * holding it until the previous one settled.
+   */
+  readonly pipelined?: boolean;
+  close(): void | Promise<void>;
+}
+
 interface Pending {
   rows: AuditRow[];
   resolve(): void;
@@ -53,15 +74,39 @@ interface Pending {
 
 const DEFAULT_PROBE_INTERVAL_MS = 1000;
 
-export function createRecorder(store: RecorderStore, options: RecorderOptions = {}): AuditRecorder {
-  const probeIntervalMs = options.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS;
+/** The inline sink: the store's synchronous transaction, on the event loop's thread. */
+export function storeSink(store: RecorderStore, options: Pick<RecorderOptions, 'degradedBusyTimeoutMs'> = {}): RowSink {
   const degradedBusyTimeoutMs = options.degradedBusyTimeoutMs ?? 0;
   const normalBusyTimeoutMs = store.busyTimeoutMs;
+  return {
+    write: (rows) => store.insertRows(rows),
+    probe: () => store.probeWrite(),
+    degraded(on) {
+      if (on) store.setBusyTimeout?.(degradedBusyTimeoutMs);
+      else if (normalBusyTimeoutMs !== undefined) store.setBusyTimeout?.(normalBusyTimeoutMs);
+    },
+    close: () => store.close(),
+  };
+}
+
+/** A group-commit recorder over the store, committing on the event loop's thread. */
+export function createRecorder(store: RecorderStore, options: RecorderOptions = {}): AuditRecorder {
+  return createSinkRecorder(storeSink(store, options), options);
+}
+
+/** A group-commit recorder over any sink (the inline store, or the writer thread of writer.ts). */
+export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {}): AuditRecorder {
+  const probeIntervalMs = options.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS;
 
   let queue: Pending[] = [];
   let queuedRows = 0;
   let flushHandle: NodeJS.Immediate | undefined;
   let probeTimer: NodeJS.Timeout | undefined;
+  /** Writes of an asynchronous sink that have not settled yet, and how many rows they carry. */
+  const inFlight = new Set<Promise<void>>();
+  let inFlightRows = 0;
+  const mustWait = () => inFlight.size > 0 && sink.pipelined !== true;
+  let probing = false;
   let isWritable = true;
   let closed = false;
 
@@ -79,7 +124,7 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
   const markWritable = () => {
     if (isWritable) return;
     isWritable = true;
-    if (normalBusyTimeoutMs !== undefined) store.setBusyTimeout?.(normalBusyTimeoutMs);
+    sink.degraded?.(false);
     if (probeTimer !== undefined) {
       clearInterval(probeTimer);
       probeTimer = undefined;
@@ -89,7 +134,7 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
   const markUnwritable = () => {
     if (!isWritable) return;
     isWritable = false;
-    store.setBusyTimeout?.(degradedBusyTimeoutMs);
+    sink.degraded?.(true);
     if (!closed && probeTimer === undefined) {
       probeTimer = setInterval(probe, probeIntervalMs);
       // The probe alone must not keep the process alive.
@@ -98,34 +143,25 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
   };
 
   function probe() {
-    if (closed) return;
+    if (closed || probing) return;
+    let result: void | Promise<void>;
     try {
-      store.probeWrite();
-      markWritable();
+      result = sink.probe();
     } catch (e) {
       reportError(e as Error);
-    }
-  }
-
-  function flush() {
-    flushHandle = undefined;
-    if (queue.length === 0) return;
-    const batch = queue;
-    const rowCount = queuedRows;
-    queue = [];
-    queuedRows = 0;
-    const rows = batch.length === 1 ? batch[0].rows : batch.flatMap((pending) => pending.rows);
-    const started = process.hrtime.bigint();
-    try {
-      store.insertRows(rows);
-    } catch (e) {
-      const cause = e as Error;
-      markUnwritable();
-      reportError(cause);
-      const unavailable = new AuditUnavailableError(`audit log unavailable: ${cause.message}`, { cause });
-      for (const pending of batch) pending.reject(unavailable);
       return;
     }
+    if (result === undefined) {
+      markWritable();
+      return;
+    }
+    probing = true;
+    result.then(markWritable, reportError).finally(() => {
+      probing = false;
+    });
+  }
+
+  const committed = (batch: Pending[], rowCount: number, started: bigint) => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     markWritable();
     for (const pending of batch) pending.resolve();
@@ -136,6 +172,47 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
         // Metrics must not affect what was already committed and acknowledged.
       }
     }
+  };
+
+  const failed = (batch: Pending[], e: unknown) => {
+    const cause = e as Error;
+    markUnwritable();
+    reportError(cause);
+    const unavailable = new AuditUnavailableError(`audit log unavailable: ${cause.message}`, { cause });
+    for (const pending of batch) pending.reject(unavailable);
+  };
+
+  function flush() {
+    flushHandle = undefined;
+    // One write at a time (unless the sink is pipelined): what arrives meanwhile waits and goes in the next, larger, group.
+    if (mustWait() || queue.length === 0) return;
+    const batch = queue;
+    const rowCount = queuedRows;
+    queue = [];
+    queuedRows = 0;
+    const rows = batch.length === 1 ? batch[0].rows : batch.flatMap((pending) => pending.rows);
+    const started = process.hrtime.bigint();
+    let result: void | Promise<void>;
+    try {
+      result = sink.write(rows);
+    } catch (e) {
+      failed(batch, e);
+      return;
+    }
+    if (result === undefined) {
+      committed(batch, rowCount, started);
+      return;
+    }
+    inFlightRows += rowCount;
+    const settled: Promise<void> = result.then(
+      () => committed(batch, rowCount, started),
+      (e) => failed(batch, e),
+    ).finally(() => {
+      inFlight.delete(settled);
+      inFlightRows -= rowCount;
+      if (queue.length > 0) flush();
+    });
+    inFlight.add(settled);
   }
 
   function enqueue(events: readonly AuditEvent[]): Promise<void> {
@@ -151,7 +228,7 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
     return new Promise<void>((resolve, reject) => {
       queue.push({ rows, resolve, reject });
       queuedRows += rows.length;
-      flushHandle ??= setImmediate(flush);
+      if (!mustWait()) flushHandle ??= setImmediate(flush);
     });
   }
 
@@ -159,7 +236,7 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
     record: (event) => enqueue([event]),
     recordAll: (events) => enqueue(events),
     writable: () => isWritable,
-    queueDepth: () => queuedRows,
+    queueDepth: () => queuedRows + inFlightRows,
     onFlush: (listener) => {
       flushListeners.push(listener);
     },
@@ -167,10 +244,12 @@ export function createRecorder(store: RecorderStore, options: RecorderOptions = 
       if (closed) return;
       closed = true;
       if (flushHandle !== undefined) clearImmediate(flushHandle);
+      // Drain: the writes in flight, then what queued behind them (their `finally` flushes that).
       flush();
+      while (inFlight.size > 0) await Promise.all(inFlight);
       if (probeTimer !== undefined) clearInterval(probeTimer);
       probeTimer = undefined;
-      store.close();
+      await sink.close();
     },
   };
 }

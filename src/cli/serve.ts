@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { anomalyReportJson, createRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly } from '../audit';
+import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
 import { redactTokens } from '../identity/token-format';
 import { Engine } from '../engine';
 import { loadTrustBundle } from '../identity';
@@ -27,6 +27,9 @@ row at start-up and on each reload; if the start-up row cannot be written, it ex
   --listen HOST:PORT    address (default $PDP_LISTEN or 127.0.0.1:8181)
   --cache-entries N     decision cache entries per policy version (default 10000; 0 disables)
   --audit-sync MODE     normal (default: survives a killed process) or full (survives power loss)
+  --audit-writer MODE   where audit transactions run: inline (on the event loop), thread (a writer
+                        thread; uses a second core), or auto (default: thread when the machine has
+                        at least 2 cores per worker plus 2, else inline)
   --node-name NAME      registry_node written to audit rows (default: the host name)
   --no-watch            do not reload when policy files change (SIGHUP and the API still reload)
   --tls-cert FILE       server certificate (PEM); enables HTTPS with TLS 1.3 only
@@ -53,6 +56,15 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
+/**
+ * `--audit-writer auto`: the writer thread pays off only with a core to spare. Each worker process's
+ * event loop wants a core, its writer thread most of another, and the PEPs' traffic (TLS, the kernel)
+ * the rest; on fewer cores the thread takes CPU from the event loop and measured slower (docs/audit.md).
+ */
+export function autoAuditWriter(workers: number, cores = os.availableParallelism()): 'inline' | 'thread' {
+  return cores >= 2 * workers + 2 ? 'thread' : 'inline';
+}
+
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
@@ -76,7 +88,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     'no-watch': { type: 'boolean' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
     'rate-limit': { type: 'string' }, 'max-failures': { type: 'string' }, lockout: { type: 'string' },
-    workers: { type: 'string' },
+    workers: { type: 'string' }, 'audit-writer': { type: 'string' },
   }, false);
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
@@ -87,6 +99,11 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new UsageError(`--cache-entries expects a whole number ≥ 0; got \`${values['cache-entries']}\``);
   const sync = values['audit-sync'] ?? 'normal';
   if (sync !== 'normal' && sync !== 'full') throw new UsageError(`--audit-sync must be \`normal\` or \`full\`; got \`${sync}\``);
+  const writerChoice = values['audit-writer'] ?? 'auto';
+  if (writerChoice !== 'auto' && writerChoice !== 'inline' && writerChoice !== 'thread') {
+    throw new UsageError(`--audit-writer must be \`auto\`, \`inline\` or \`thread\`; got \`${writerChoice}\``);
+  }
+  const auditWriter = writerChoice === 'auto' ? autoAuditWriter(workers) : writerChoice;
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
   const tls = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['client-ca'] !== undefined;
@@ -111,7 +128,10 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; run \`pdp check ${policyDir}\`\n`);
       return EXIT_FINDING;
     }
-    const workerArgs = args.filter((a, i) => a !== '--workers' && args[i - 1] !== '--workers' && !a.startsWith('--workers='));
+    // Every worker gets the writer chosen here (auto counts the cores for all of them, not for one).
+    const dropped = ['--workers', '--audit-writer'];
+    const workerArgs = args.filter((a, i) => !dropped.includes(a) && !dropped.includes(args[i - 1]!) && !dropped.some((flag) => a.startsWith(`${flag}=`)));
+    workerArgs.push(`--audit-writer=${auditWriter}`);
     return runPrimary(workers, workerArgs, policyDir, !values['no-watch'], io);
   }
 
@@ -141,7 +161,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   // when the PDP answers 503; said once per distinct reason every 10 s, not once per request.
   let lastAuditError = '';
   let lastAuditErrorAt = 0;
-  const recorder = createRecorder(auditStore, {
+  const recorderOptions: RecorderOptions = {
     onError: (err) => {
       const at = Date.now();
       if (err.message === lastAuditError && at - lastAuditErrorAt < 10_000) return;
@@ -149,7 +169,21 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       lastAuditErrorAt = at;
       io.stderr.write(`pdp serve: the audit store cannot be written (decisions are refused with 503 until it can): ${err.message}\n`);
     },
-  });
+  };
+  let recorder: AuditRecorder;
+  if (auditWriter === 'thread') {
+    // The thread has its own connection for the audit rows; this one (migrated above) keeps the
+    // rare writes of a reload (allowed_services) and the start-up read of the last ACL_CHANGE.
+    try {
+      recorder = createSinkRecorder(await startWriterThread(auditPath, { synchronous: sync }), recorderOptions);
+    } catch (e) {
+      auditStore.close();
+      io.stderr.write(`pdp serve: cannot start the audit writer thread: ${(e as Error).message}\n`);
+      return EXIT_FINDING;
+    }
+  } else {
+    recorder = createRecorder(auditStore, recorderOptions);
+  }
   const refreshAllowed = (services: { name: string; namespace: string }[]) => {
     try {
       auditStore.refreshAllowedServices(services);
@@ -226,6 +260,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     ...(security?.serverOptions ?? {}),
   });
   const server = app;
+  server.log.info({ auditWriter }, `audit transactions run ${auditWriter === 'thread' ? 'on a writer thread' : 'on the event loop'}`);
   if (!tls) server.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
 
   reloader.onOutcome((outcome, trigger, { retry }) => {

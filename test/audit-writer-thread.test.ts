@@ -1,0 +1,147 @@
+// The audit writer thread (`pdp serve --audit-writer thread`) against real SQLite files: the same
+// guarantees as the inline recorder (a row is committed before its promise resolves, nothing is
+// lost on SIGKILL, fail closed and recover, drain on close), plus the ordering of pipelined groups.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import Database from 'better-sqlite3';
+import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread } from '../src/audit';
+import { autoAuditWriter } from '../src/cli/serve';
+import { countRows, event, tempDb } from './support/audit';
+
+const threadRecorder = async (file: string, options: Parameters<typeof createSinkRecorder>[1] = {}, busyTimeoutMs?: number) =>
+  createSinkRecorder(await startWriterThread(file, busyTimeoutMs === undefined ? {} : { busyTimeoutMs }), options);
+
+test('writer thread: a record resolves only once its row is visible from another connection', async () => {
+  const file = tempDb();
+  const recorder = await threadRecorder(file);
+  const reader = new Database(file, { readonly: true });
+  const promise = recorder.record(event({ decision_id: 'visible-1' }));
+  assert.equal(countRows(reader), 0, 'queued, not yet written');
+  await promise;
+  assert.equal(reader.prepare("SELECT COUNT(*) FROM audit_log WHERE decision_id = 'visible-1'").pluck().get(), 1);
+  reader.close();
+  await recorder.close();
+});
+
+test('writer thread: groups handed over while earlier ones are still committing keep their order', async () => {
+  const file = tempDb();
+  const flushed: number[] = [];
+  const recorder = await threadRecorder(file, { onFlush: (rows) => flushed.push(rows) });
+  const pending: Promise<void>[] = [];
+  // 40 turns of 25 records each, without waiting for any of them: many groups in flight at once.
+  for (let turn = 0; turn < 40; turn++) {
+    for (let k = 0; k < 25; k++) pending.push(recorder.record(event({ decision_id: `d-${turn * 25 + k}` })));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await Promise.all(pending);
+  assert.equal(recorder.queueDepth(), 0);
+  assert.equal(flushed.reduce((a, b) => a + b, 0), 1000, 'every row reported committed once');
+  assert.ok(flushed.length >= 2, `the rows went over in several groups (${flushed.length})`);
+  const db = new Database(file, { readonly: true });
+  const ids = db.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all();
+  db.close();
+  assert.deepEqual(ids, Array.from({ length: 1000 }, (_, i) => `d-${i}`), 'ids follow the order of record()');
+  await recorder.close();
+});
+
+test('writer thread: fail closed while the file is locked, then recover without a new record', async () => {
+  const file = tempDb();
+  openAuditStore(file).close();
+  const errors: Error[] = [];
+  const recorder = await threadRecorder(file, { probeIntervalMs: 20, onError: (e) => errors.push(e) }, 50);
+  await recorder.record(event({ decision_id: 'before' }));
+  const locker = new Database(file);
+  locker.exec('BEGIN EXCLUSIVE');
+  await assert.rejects(recorder.record(event({ decision_id: 'locked-1' })), AuditUnavailableError);
+  assert.equal(recorder.writable(), false);
+  assert.ok(errors.length >= 1 && /locked|busy/i.test(errors[0]!.message), errors[0]?.message);
+  await assert.rejects(recorder.recordAll([event({ decision_id: 'locked-2' }), event({ decision_id: 'locked-3' })]), AuditUnavailableError);
+  locker.exec('ROLLBACK');
+  const deadline = Date.now() + 3000;
+  while (!recorder.writable() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(recorder.writable(), true, 'the background probe restores writable()');
+  await recorder.record(event({ decision_id: 'after' }));
+  assert.deepEqual(locker.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all(), ['before', 'after']);
+  locker.close();
+  await recorder.close();
+});
+
+test('writer thread: close() drains what is queued and in flight, then refuses', async () => {
+  const file = tempDb();
+  const recorder = await threadRecorder(file);
+  const pending = [recorder.record(event()), recorder.recordAll([event(), event()])];
+  await new Promise((resolve) => setImmediate(resolve));
+  pending.push(recorder.record(event()));
+  await recorder.close();
+  await Promise.all(pending);
+  await assert.rejects(recorder.record(event()), AuditUnavailableError);
+  const reader = new Database(file, { readonly: true });
+  assert.equal(countRows(reader), 4);
+  reader.close();
+});
+
+test('writer thread: a file it cannot open fails the start in words', async () => {
+  const dir = path.dirname(tempDb());
+  const notADatabase = path.join(dir, 'text.db');
+  fs.writeFileSync(notADatabase, 'this is not sqlite, and it is longer than a header would be ............................................');
+  await assert.rejects(startWriterThread(notADatabase), /is not an SQLite database/);
+  await assert.rejects(startWriterThread(path.join(dir, 'missing', 'audit.db')), /cannot open audit database/);
+});
+
+test('writer thread: SIGKILL loses no acknowledged row', async () => {
+  const file = tempDb();
+  const auditModule = path.join(__dirname, '..', 'src', 'audit', 'index.js');
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const audit = require(${JSON.stringify(auditModule)});
+       audit.startWriterThread(${JSON.stringify(file)}).then((sink) => {
+         const recorder = audit.createSinkRecorder(sink);
+         let next = 0;
+         const burst = () => {
+           for (let k = 0; k < 25; k++) {
+             const id = 'kill-' + next++;
+             recorder.record({ timestamp: new Date().toISOString(), event_type: 'DISCOVERY', service_name: 's', namespace: null,
+               instance_id: null, identity: 'i', source_ip: null, action: 'read', resource: 'service:s', result: 'ALLOW', reason: null,
+               rule: null, decision_id: id, policy_version: null, details: null, registry_node: 'n' })
+               .then(() => process.stdout.write(id + '\\n'));
+           }
+           setImmediate(burst);
+         };
+         burst();
+       });`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const acknowledged: string[] = [];
+  let buffered = '';
+  await new Promise<void>((resolve) => {
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      buffered += chunk;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      acknowledged.push(...lines);
+      if (acknowledged.length >= 2000 && child.exitCode === null && !child.killed) child.kill('SIGKILL');
+    });
+    child.on('exit', () => resolve());
+  });
+  assert.ok(acknowledged.length >= 2000, `the child acknowledged ${acknowledged.length} rows`);
+  const db = new Database(file);
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  const stored = new Set(db.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]);
+  db.close();
+  assert.deepEqual(acknowledged.filter((id) => !stored.has(id)), [], 'every acknowledged row survived SIGKILL');
+});
+
+test('--audit-writer auto: the thread only with 2 cores per worker plus 2 to spare', () => {
+  assert.equal(autoAuditWriter(1, 2), 'inline');
+  assert.equal(autoAuditWriter(1, 3), 'inline');
+  assert.equal(autoAuditWriter(1, 4), 'thread');
+  assert.equal(autoAuditWriter(4, 8), 'inline');
+  assert.equal(autoAuditWriter(4, 16), 'thread');
+});
