@@ -1,5 +1,5 @@
 // Edges a second review round found, through the real `pdp serve`: more than one Authorization
-// header, and an anomaly window beyond what a date can hold.
+// header, an anomaly window beyond what a date can hold, and a request without `Host`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
@@ -51,4 +51,30 @@ test('GET /v1/audit/anomalies: a since beyond 100 years is a 400 naming `since`,
     assert.equal(json.error.field, 'since');
   }
   assert.equal((await fetch(`${serve.url}/v1/audit/anomalies?since=1h`)).status, 200);
+});
+
+test('an HTTP/1.1 request without `Host` is a 400 naming the header; HTTP/1.0 needs none', async (t) => {
+  const root = makeTempDir('pdp-edges-');
+  t.after(() => removeTempDir(root));
+  const serve = await startServe(['--policies', makePolicyDir(root, { 'web.hcl': WEB }), '--audit', path.join(root, 'audit.db'), '--no-watch']);
+  t.after(() => serve.stop());
+  const body = JSON.stringify({ identity: 'team:web', action: 'read', resource: 'service:web' });
+  const raw = (head: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const socket = net.connect(Number(new URL(serve.url).port), '127.0.0.1', () => {
+      socket.write(`${head}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    let text = '';
+    socket.setEncoding('utf8').on('data', (c: string) => { text += c; }).on('error', reject)
+      .on('end', () => resolve({ status: Number(text.split(' ')[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
+  });
+  const missing = await raw('POST /v1/authorize HTTP/1.1');
+  assert.equal(missing.status, 400);
+  assert.deepEqual(JSON.parse(missing.body), {
+    error: { code: 'invalid_request', message: 'the request has no `Host` header; HTTP/1.1 requires one', field: 'Host' },
+  });
+  const http10 = await raw('POST /v1/authorize HTTP/1.0');
+  assert.equal(http10.status, 200, http10.body);
+  assert.equal(JSON.parse(http10.body).result, 'ALLOW');
+  const withHost = await raw('POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1');
+  assert.equal(withHost.status, 200, withHost.body);
 });

@@ -119,8 +119,8 @@ function fail(reply: FastifyReply, code: ErrorCode, message: string, extra: Reco
 }
 
 /** A whole HTTP/1.1 error response for a raw socket or a raw response: the API's error shape, then close. */
-function rawErrorResponse(code: ErrorCode, message: string): { status: number; headers: Record<string, string>; body: string } {
-  const body = JSON.stringify(errorBody(code, message));
+function rawErrorResponse(code: ErrorCode, message: string, extra: Record<string, unknown> = {}): { status: number; headers: Record<string, string>; body: string } {
+  const body = JSON.stringify(errorBody(code, message, extra));
   return { status: ERRORS[code].status, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }, body };
 }
 
@@ -131,7 +131,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const app = Fastify({
     logger: deps.logger ?? false,
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
-    ...(deps.https ? { https: deps.https } : {}),
+    // Node's own answer to an HTTP/1.1 request without `Host` is an empty 400; ours names the header
+    // (see the request listener below), so Node is told not to check.
+    http: { requireHostHeader: false },
+    ...(deps.https ? { https: { ...deps.https, requireHostHeader: false } } : {}),
     // Strict validation: no silent type coercion, no silently dropped unknown fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
     // Draining is ours (see the preClose hook): fastify's own 503 has another body shape.
@@ -152,6 +155,20 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     },
     ...(deps.logger ? { childLoggerFactory: lazyChildLoggerFactory } : {}),
   } as FastifyServerOptions) as unknown as FastifyInstance;
+
+  // HTTP/1.1 requires `Host` (RFC 9112, 3.2); HTTP/1.0 does not. Checked in front of fastify's request
+  // listener, at the Node level, so that serving pays no hook for it.
+  const fastifyListener = app.server.listeners('request')[0] as (req: IncomingMessage, res: ServerResponse) => void;
+  app.server.removeAllListeners('request');
+  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      const r = rawErrorResponse('invalid_request', 'the request has no `Host` header; HTTP/1.1 requires one', { field: 'Host' });
+      res.writeHead(r.status, r.headers);
+      res.end(r.body);
+      return;
+    }
+    fastifyListener(req, res);
+  });
 
   const metrics: Metrics = createMetrics({
     queueDepth: () => deps.recorder.queueDepth(),
