@@ -234,3 +234,15 @@ test('decision table = general path on random policy sets and requests', () => {
   for (const path of ['named identity', 'other identity', 'service class'] as const) assert.ok(paths[path] >= total / 50, JSON.stringify(paths));
   assert.ok(paths.general >= total / 500, JSON.stringify(paths)); // the oracle test covers it at length
 });
+
+test('declared services (allowed_services) are the exact names in exact namespaces; prefixes declare none', () => {
+  const text = [
+    'service "web" {\n  policy   = "read"\n  identity = "team:web"\n}',
+    'service_prefix "pay" {\n  policy   = "read"\n  identity = "team:pay"\n}',
+    'namespace "prod" {\n  service "ledger" {\n    policy   = "read"\n    identity = "team:ledger"\n  }\n  service_prefix "" {\n    policy   = "read"\n    identity = "team:ops"\n  }\n}',
+    'namespace_prefix "team-" {\n  service "cart" {\n    policy   = "read"\n    identity = "team:cart"\n  }\n}',
+  ].join('\n');
+  const policy = build([{ path: 'mixed.hcl', text }]);
+  const declared = policy.compiled.declaredServices.map((d) => `${d.namespace}/${d.name}`).sort();
+  assert.deepEqual(declared, ['default/web', 'prod/ledger']);
+});
