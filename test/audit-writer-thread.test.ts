@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread } from '../src/audit';
-import { autoAuditWriter } from '../src/cli/serve';
 import { countRows, event, tempDb } from './support/audit';
 
 const threadRecorder = async (file: string, options: Parameters<typeof createSinkRecorder>[1] = {}, busyTimeoutMs?: number) =>
@@ -136,12 +135,4 @@ test('writer thread: SIGKILL loses no acknowledged row', async () => {
   const stored = new Set(db.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]);
   db.close();
   assert.deepEqual(acknowledged.filter((id) => !stored.has(id)), [], 'every acknowledged row survived SIGKILL');
-});
-
-test('--audit-writer auto: the thread only with 2 cores per worker plus 2 to spare', () => {
-  assert.equal(autoAuditWriter(1, 2), 'inline');
-  assert.equal(autoAuditWriter(1, 3), 'inline');
-  assert.equal(autoAuditWriter(1, 4), 'thread');
-  assert.equal(autoAuditWriter(4, 8), 'inline');
-  assert.equal(autoAuditWriter(4, 16), 'thread');
 });

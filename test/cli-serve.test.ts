@@ -71,7 +71,7 @@ test('bad usage exits 2: a malformed --listen, a bad --cache-entries or --audit-
     assert.equal(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
     assert.ok(r.stderr.length > 0);
   }
-  assert.match(runs[3]!.stderr, /--audit-writer must be `auto`, `inline` or `thread`; got `async`/);
+  assert.match(runs[3]!.stderr, /--audit-writer must be `inline` or `thread`; got `async`/);
   assert.equal(fs.existsSync(auditPath), false);
 });
 

@@ -27,9 +27,9 @@ row at start-up and on each reload; if the start-up row cannot be written, it ex
   --listen HOST:PORT    address (default $PDP_LISTEN or 127.0.0.1:8181)
   --cache-entries N     decision cache entries per policy version (default 10000; 0 disables)
   --audit-sync MODE     normal (default: survives a killed process) or full (survives power loss)
-  --audit-writer MODE   where audit transactions run: inline (on the event loop), thread (a writer
-                        thread; uses a second core), or auto (default: thread when the machine has
-                        at least 2 cores per worker plus 2, else inline)
+  --audit-writer MODE   where audit transactions run: inline (default; on the event loop) or
+                        thread (a writer thread with its own connection: uses a second core;
+                        pays off for batch-heavy callers on a machine with cores to spare)
   --node-name NAME      registry_node written to audit rows (default: the host name)
   --no-watch            do not reload when policy files change (SIGHUP and the API still reload)
   --tls-cert FILE       server certificate (PEM); enables HTTPS with TLS 1.3 only
@@ -54,15 +54,6 @@ export function parseListen(text: string): { host: string; port: number } {
   const port = Number(m[3]);
   if (port > 65535) throw new UsageError(`--listen port \`${port}\` is out of range`);
   return { host: (m[1] ?? m[2])!, port };
-}
-
-/**
- * `--audit-writer auto`: the writer thread pays off only with a core to spare. Each worker process's
- * event loop wants a core, its writer thread most of another, and the PEPs' traffic (TLS, the kernel)
- * the rest; on fewer cores the thread takes CPU from the event loop and measured slower (docs/audit.md).
- */
-export function autoAuditWriter(workers: number, cores = os.availableParallelism()): 'inline' | 'thread' {
-  return cores >= 2 * workers + 2 ? 'thread' : 'inline';
 }
 
 export function isLoopback(host: string): boolean {
@@ -99,11 +90,10 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new UsageError(`--cache-entries expects a whole number ≥ 0; got \`${values['cache-entries']}\``);
   const sync = values['audit-sync'] ?? 'normal';
   if (sync !== 'normal' && sync !== 'full') throw new UsageError(`--audit-sync must be \`normal\` or \`full\`; got \`${sync}\``);
-  const writerChoice = values['audit-writer'] ?? 'auto';
-  if (writerChoice !== 'auto' && writerChoice !== 'inline' && writerChoice !== 'thread') {
-    throw new UsageError(`--audit-writer must be \`auto\`, \`inline\` or \`thread\`; got \`${writerChoice}\``);
+  const auditWriter = values['audit-writer'] ?? 'inline';
+  if (auditWriter !== 'inline' && auditWriter !== 'thread') {
+    throw new UsageError(`--audit-writer must be \`inline\` or \`thread\`; got \`${auditWriter}\``);
   }
-  const auditWriter = writerChoice === 'auto' ? autoAuditWriter(workers) : writerChoice;
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
   const tls = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['client-ca'] !== undefined;
@@ -128,10 +118,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; run \`pdp check ${policyDir}\`\n`);
       return EXIT_FINDING;
     }
-    // Every worker gets the writer chosen here (auto counts the cores for all of them, not for one).
-    const dropped = ['--workers', '--audit-writer'];
-    const workerArgs = args.filter((a, i) => !dropped.includes(a) && !dropped.includes(args[i - 1]!) && !dropped.some((flag) => a.startsWith(`${flag}=`)));
-    workerArgs.push(`--audit-writer=${auditWriter}`);
+    const workerArgs = args.filter((a, i) => a !== '--workers' && args[i - 1] !== '--workers' && !a.startsWith('--workers='));
     return runPrimary(workers, workerArgs, policyDir, !values['no-watch'], io);
   }
 
