@@ -3,9 +3,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import {
   APPEND_ONLY_MESSAGE,
@@ -31,7 +28,7 @@ import {
   type AuditStore,
 } from '../src/audit';
 
-import { countRows, event, tempDb } from './support/audit';
+import { countRows, event, recordUntilKilled, tempDb } from './support/audit';
 
 test('migrations create the schema once and are idempotent on reopen', () => {
   const file = tempDb();
@@ -240,42 +237,7 @@ test('record() resolves only after the row is visible from a second connection',
 
 test('SIGKILL loses no acknowledged row', async () => {
   const file = tempDb();
-  const auditModule = path.join(__dirname, '..', 'src', 'audit', 'index.js');
-  // The child records continuously and prints each decision_id once its record() resolved.
-  const child = spawn(
-    process.execPath,
-    [
-      '-e',
-      `const audit = require(${JSON.stringify(auditModule)});
-       const recorder = audit.createRecorder(audit.openAuditStore(${JSON.stringify(file)}));
-       let next = 0;
-       const burst = () => {
-         for (let k = 0; k < 25; k++) {
-           const id = 'kill-' + next++;
-           recorder.record({ timestamp: new Date().toISOString(), event_type: 'DISCOVERY', service_name: 's', namespace: null,
-             instance_id: null, identity: 'i', source_ip: null, action: 'read', resource: 'service:s', result: 'ALLOW', reason: null,
-             rule: null, decision_id: id, policy_version: null, details: null, registry_node: 'n' })
-             .then(() => process.stdout.write(id + '\\n'));
-         }
-         setImmediate(burst);
-       };
-       burst();`,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const acknowledged: string[] = [];
-  let buffered = '';
-  await new Promise<void>((resolve) => {
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      buffered += chunk;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      acknowledged.push(...lines);
-      if (acknowledged.length >= 2000 && child.exitCode === null && !child.killed) child.kill('SIGKILL');
-    });
-    child.on('exit', () => resolve());
-  });
+  const acknowledged = await recordUntilKilled(file, 'inline');
   assert.ok(acknowledged.length >= 2000, `the child acknowledged ${acknowledged.length} rows`);
   const reader = new Database(file, { readonly: true });
   const stored = new Set(reader.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]);

@@ -5,10 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread } from '../src/audit';
-import { countRows, event, tempDb } from './support/audit';
+import { countRows, event, recordUntilKilled, tempDb } from './support/audit';
 
 const threadRecorder = async (file: string, options: Parameters<typeof createSinkRecorder>[1] = {}, busyTimeoutMs?: number) =>
   createSinkRecorder(await startWriterThread(file, busyTimeoutMs === undefined ? {} : { busyTimeoutMs }), options);
@@ -92,43 +91,7 @@ test('writer thread: a file it cannot open fails the start in words', async () =
 
 test('writer thread: SIGKILL loses no acknowledged row', async () => {
   const file = tempDb();
-  const auditModule = path.join(__dirname, '..', 'src', 'audit', 'index.js');
-  const child = spawn(
-    process.execPath,
-    [
-      '-e',
-      `const audit = require(${JSON.stringify(auditModule)});
-       audit.startWriterThread(${JSON.stringify(file)}).then((sink) => {
-         const recorder = audit.createSinkRecorder(sink);
-         let next = 0;
-         const burst = () => {
-           for (let k = 0; k < 25; k++) {
-             const id = 'kill-' + next++;
-             recorder.record({ timestamp: new Date().toISOString(), event_type: 'DISCOVERY', service_name: 's', namespace: null,
-               instance_id: null, identity: 'i', source_ip: null, action: 'read', resource: 'service:s', result: 'ALLOW', reason: null,
-               rule: null, decision_id: id, policy_version: null, details: null, registry_node: 'n' })
-               .then(() => process.stdout.write(id + '\\n'));
-           }
-           setImmediate(burst);
-         };
-         burst();
-       });`,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const acknowledged: string[] = [];
-  let buffered = '';
-  await new Promise<void>((resolve) => {
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      buffered += chunk;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      acknowledged.push(...lines);
-      if (acknowledged.length >= 2000 && child.exitCode === null && !child.killed) child.kill('SIGKILL');
-    });
-    child.on('exit', () => resolve());
-  });
+  const acknowledged = await recordUntilKilled(file, 'thread');
   assert.ok(acknowledged.length >= 2000, `the child acknowledged ${acknowledged.length} rows`);
   const db = new Database(file);
   assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');

@@ -1,8 +1,10 @@
-// Shared by the audit tests: scratch database files, a complete event to vary, a row count.
+// Shared by the audit tests: scratch database files, a complete event to vary, a row count, and a
+// recording child process to kill.
 import { after } from 'node:test';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
 import type Database from 'better-sqlite3';
 import type { AuditEvent } from '../../src/audit';
 
@@ -41,3 +43,51 @@ export function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
 }
 
 export const countRows = (db: Database.Database) => db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get() as number;
+
+/**
+ * A child process records rows as fast as it can (through the inline recorder, or the writer thread)
+ * and prints each decision_id once its record() resolved; it is killed with SIGKILL after 2,000
+ * acknowledgements. Returns the acknowledged ids, for the caller to look up in the file.
+ */
+export async function recordUntilKilled(file: string, writer: 'inline' | 'thread'): Promise<string[]> {
+  const auditModule = path.join(__dirname, '..', '..', 'src', 'audit', 'index.js');
+  const recorder = writer === 'thread'
+    ? `audit.startWriterThread(${JSON.stringify(file)}).then((sink) => audit.createSinkRecorder(sink))`
+    : `Promise.resolve(audit.createRecorder(audit.openAuditStore(${JSON.stringify(file)})))`;
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const audit = require(${JSON.stringify(auditModule)});
+       ${recorder}.then((recorder) => {
+         let next = 0;
+         const burst = () => {
+           for (let k = 0; k < 25; k++) {
+             const id = 'kill-' + next++;
+             recorder.record({ timestamp: new Date().toISOString(), event_type: 'DISCOVERY', service_name: 's', namespace: null,
+               instance_id: null, identity: 'i', source_ip: null, action: 'read', resource: 'service:s', result: 'ALLOW', reason: null,
+               rule: null, decision_id: id, policy_version: null, details: null, registry_node: 'n' })
+               .then(() => process.stdout.write(id + '\\n'));
+           }
+           setImmediate(burst);
+         };
+         burst();
+       });`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const acknowledged: string[] = [];
+  let buffered = '';
+  await new Promise<void>((resolve) => {
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      buffered += chunk;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      acknowledged.push(...lines);
+      if (acknowledged.length >= 2000 && child.exitCode === null && !child.killed) child.kill('SIGKILL');
+    });
+    child.on('exit', () => resolve());
+  });
+  return acknowledged;
+}
