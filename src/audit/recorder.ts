@@ -1,9 +1,9 @@
 // The group-commit recorder the HTTP server is handed. Every record() made during one event-loop turn
-// is queued and written by ONE transaction on the next setImmediate (or, while the writer thread is
-// still committing the previous group, in the next group: a turn's rows are never split); each
-// promise settles only after that transaction committed (resolve) or failed (reject). The server answers a decision only after
-// its promise resolved, so no answered decision is ever unaudited, and a failed write becomes a 503
-// (fail closed) instead of a silently dropped row.
+// is queued and written by ONE transaction on the next setImmediate (the writer thread of writer.ts
+// may fold several turns' groups into one transaction; a turn's rows are never split); each promise
+// settles only after that transaction committed (resolve) or failed (reject). The server answers a
+// decision only after its promise resolved, so no answered decision is ever unaudited, and a failed
+// write becomes a 503 (fail closed) instead of a silently dropped row.
 import { InvalidAuditEventError, toAuditRow, type AuditEvent, type AuditRow } from './event';
 import type { AuditStore } from './store';
 
