@@ -1,21 +1,23 @@
-// The audit writer thread's entry point (see writer.ts). It owns one connection to the audit file and
-// answers each message with `done` once the transaction committed, or with the error that stopped it.
+// The audit writer thread's entry point (see writer.ts). It owns one connection to the audit file,
+// written through the same inline sink the event loop uses without a thread, and answers each message
+// with its `seq` once done (for a write: once the transaction committed), or with the error that stopped it.
 import { parentPort, workerData } from 'node:worker_threads';
-import { openAuditStore, type AuditStore, type AuditStoreOptions } from './store';
+import { openAuditStore, type AuditStoreOptions } from './store';
+import { storeSink, type RowSink } from './recorder';
 import type { AuditRow } from './event';
 import type { WriterReply, WriterRequest } from './writer';
 
 const port = parentPort;
 if (port === null) throw new Error('writer-thread.js runs only as a worker thread');
-const { path, options } = workerData as { path: string; options: AuditStoreOptions };
+const { path, options, degradedBusyTimeoutMs } = workerData as { path: string; options: AuditStoreOptions; degradedBusyTimeoutMs: number };
 
 const errorReply = (seq: number, e: unknown): WriterReply => ({
   seq, error: { message: (e as Error).message ?? String(e), code: (e as { code?: string }).code, name: (e as Error).name },
 });
 
-let store: AuditStore | undefined;
+let store: RowSink | undefined;
 try {
-  store = openAuditStore(path, options);
+  store = storeSink(openAuditStore(path, options), { degradedBusyTimeoutMs });
   port.postMessage({ seq: 0 } satisfies WriterReply);
 } catch (e) {
   port.postMessage(errorReply(0, e));
@@ -33,7 +35,7 @@ function commitWrites() {
   writes = [];
   if (store === undefined || group.length === 0) return;
   try {
-    store.insertRows(group.length === 1 ? group[0].rows : group.flatMap((w) => w.rows));
+    void store.write(group.length === 1 ? group[0].rows : group.flatMap((w) => w.rows));
   } catch (e) {
     for (const w of group) port!.postMessage(errorReply(w.seq, e));
     return;
@@ -56,13 +58,13 @@ port.on('message', (request: WriterRequest) => {
   try {
     switch (request.op) {
       case 'probe':
-        store.probeWrite();
+        void store.probe();
         break;
-      case 'busy-timeout':
-        store.setBusyTimeout(request.ms);
+      case 'degraded':
+        store.degraded?.(request.on);
         break;
       case 'close':
-        store.close();
+        void store.close();
         store = undefined;
         break;
     }

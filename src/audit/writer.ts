@@ -4,8 +4,8 @@
 // server answers while the previous group is being committed. The guarantees do not change: a row's
 // promise resolves only after the writer thread's transaction committed. Groups are handed over as
 // they form and committed in that order; the thread folds those that arrive during one transaction
-// into the next. On 2 cores shared with the load generator the
-// thread measured no faster for single decisions (docs/audit.md), hence `--audit-writer`.
+// into the next. On 2 cores shared with the load generator the thread measured no faster for single
+// decisions (docs/audit.md), hence `--audit-writer` with `inline` as the default.
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { AuditRow } from './event';
@@ -15,7 +15,7 @@ import type { AuditStoreOptions } from './store';
 export type WriterRequest =
   | { seq: number; op: 'write'; rows: readonly AuditRow[] }
   | { seq: number; op: 'probe' }
-  | { seq: number; op: 'busy-timeout'; ms: number }
+  | { seq: number; op: 'degraded'; on: boolean }
   | { seq: number; op: 'close' };
 
 export interface WriterReply {
@@ -44,8 +44,7 @@ export interface WriterSinkOptions extends AuditStoreOptions {
  */
 export function startWriterThread(file: string, options: WriterSinkOptions = {}): Promise<RowSink> {
   const { degradedBusyTimeoutMs = 0, ...storeOptions } = options;
-  const normalBusyTimeoutMs = storeOptions.busyTimeoutMs ?? 1000;
-  const worker = new Worker(path.join(__dirname, 'writer-thread.js'), { workerData: { path: file, options: storeOptions } });
+  const worker = new Worker(path.join(__dirname, 'writer-thread.js'), { workerData: { path: file, options: storeOptions, degradedBusyTimeoutMs } });
   const outstanding = new Map<number, Outstanding>();
   let nextSeq = 1;
   let gone: Error | undefined;
@@ -98,7 +97,7 @@ export function startWriterThread(file: string, options: WriterSinkOptions = {})
       write: (rows) => send({ op: 'write', rows }),
       probe: () => send({ op: 'probe' }),
       degraded(on) {
-        send({ op: 'busy-timeout', ms: on ? degradedBusyTimeoutMs : normalBusyTimeoutMs }).catch(() => undefined);
+        send({ op: 'degraded', on }).catch(() => undefined);
       },
       async close() {
         if (gone === undefined) await send({ op: 'close' }).catch(() => undefined);
