@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
-import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread } from '../src/audit';
+import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread, terminateWriterThreadForTesting, type RowSink } from '../src/audit';
 import { countRows, event, recordUntilKilled, tempDb } from './support/audit';
 
 const threadRecorder = async (file: string, options: Parameters<typeof createSinkRecorder>[1] = {}, busyTimeoutMs?: number) =>
@@ -79,6 +79,64 @@ test('writer thread: close() drains what is queued and in flight, then refuses',
   const reader = new Database(file, { readonly: true });
   assert.equal(countRows(reader), 4);
   reader.close();
+});
+
+const waitUntil = async (condition: () => boolean, what: string, ms = 5000) => {
+  const deadline = Date.now() + ms;
+  while (!condition() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.ok(condition(), `timed out waiting until ${what}`);
+};
+
+test('writer thread: a thread that dies fails writes closed until the probe has started a replacement', async () => {
+  const file = tempDb();
+  const errors: Error[] = [];
+  const restarts: Error[] = [];
+  const sink: RowSink = await startWriterThread(file, { onRestart: (previous) => restarts.push(previous) });
+  const recorder = createSinkRecorder(sink, { probeIntervalMs: 20, onError: (e) => errors.push(e) });
+  await recorder.record(event({ decision_id: 'before' }));
+  await terminateWriterThreadForTesting(sink);
+  await assert.rejects(recorder.record(event({ decision_id: 'while-down' })), (e: Error) => e instanceof AuditUnavailableError && /writer thread exited/.test(e.message));
+  assert.equal(recorder.writable(), false, 'not ready while no thread writes');
+  await waitUntil(() => recorder.writable(), 'the probe brought a new thread up');
+  assert.equal(restarts.length, 1, 'one replacement');
+  assert.match(restarts[0]!.message, /writer thread exited/);
+  assert.ok(errors.some((e) => /writer thread exited/.test(e.message)), 'the failure was reported');
+  await recorder.record(event({ decision_id: 'after' }));
+  await recorder.close();
+  const db = new Database(file, { readonly: true });
+  assert.deepEqual(db.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all(), ['before', 'after']);
+  db.close();
+});
+
+test('writer thread: killed with writes in flight, it loses no acknowledged row and its replacement can write', async () => {
+  const file = tempDb();
+  const sink = await startWriterThread(file);
+  const recorder = createSinkRecorder(sink, { probeIntervalMs: 20 });
+  const acknowledged: string[] = [];
+  const refused: string[] = [];
+  const pending: Promise<void>[] = [];
+  // Groups keep being handed over while the thread is terminated: some were committed, some were in
+  // its transaction or its queue when it stopped, some arrive after.
+  for (let turn = 0; turn < 30; turn++) {
+    for (let k = 0; k < 20; k++) {
+      const id = `t${turn}-${k}`;
+      pending.push(recorder.record(event({ decision_id: id })).then(() => { acknowledged.push(id); }, () => { refused.push(id); }));
+    }
+    if (turn === 10) void terminateWriterThreadForTesting(sink);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await Promise.all(pending);
+  assert.equal(acknowledged.length + refused.length, 600, 'every record settled');
+  assert.ok(refused.length > 0, 'the records after the crash were refused');
+  await waitUntil(() => recorder.writable(), 'the replacement thread took over (the dead connection left no lock behind)');
+  await recorder.record(event({ decision_id: 'after' }));
+  await recorder.close();
+  const db = new Database(file);
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  const stored = new Set(db.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]);
+  db.close();
+  assert.deepEqual(acknowledged.filter((id) => !stored.has(id)), [], 'every acknowledged row is stored');
+  assert.ok(stored.has('after'));
 });
 
 test('writer thread: a file it cannot open fails the start in words', async () => {

@@ -162,7 +162,8 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     // The thread has its own connection for the audit rows; this one (migrated above) keeps the
     // rare writes of a reload (allowed_services) and the start-up read of the last ACL_CHANGE.
     try {
-      recorder = createSinkRecorder(await startWriterThread(auditPath, { synchronous: sync }), recorderOptions);
+      const onRestart = (previous: Error) => io.stderr.write(`pdp serve: ${previous.message}; a new audit writer thread took over\n`);
+      recorder = createSinkRecorder(await startWriterThread(auditPath, { synchronous: sync, onRestart }), recorderOptions);
     } catch (e) {
       auditStore.close();
       io.stderr.write(`pdp serve: cannot start the audit writer thread: ${(e as Error).message}\n`);
