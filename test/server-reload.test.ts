@@ -37,6 +37,36 @@ async function serverWithLockHolder(t: TestContext) {
 }
 
 describe('POST /v1/policies/reload', () => {
+  test('a change that grants access without changing a rule line (a role member, an api grant, a setting) is reported and audited', async (t) => {
+    const roles = (members: string) => `role "ops" {\n  identities = [${members}]\n}\n`;
+    const grant = 'namespace "prod" {\n  policy   = "admin"\n  identity = "role:ops"\n}\n';
+    const api = (who: string) => `api "admin" {\n  identity = "${who}"\n}\n`;
+    const settings = (defaultPolicy: string) => `settings {\n  default_policy = "${defaultPolicy}"\n}\n`;
+    const server = await startServer({ files: { 'roles.hcl': roles('"team:ops"'), 'grants.hcl': grant, 'api.hcl': api('team:ops'), 'settings.hcl': settings('deny') } });
+    t.after(() => server.close());
+    const evil = { identity: 'team:evil', action: 'admin', resource: 'service:ledger', namespace: 'prod' };
+    assert.equal((await authorize(server.url, evil)).json.result, 'DENY');
+
+    writePolicyFile(server.policyDir, 'roles.hcl', roles('"team:ops", "team:evil"'));
+    writePolicyFile(server.policyDir, 'api.hcl', api('role:ops'));
+    writePolicyFile(server.policyDir, 'settings.hcl', settings('allow'));
+    const res = await request(`${server.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual([res.json.added, res.json.removed], [[], []], 'no rule line changed');
+    assert.deepEqual(res.json.roles_changed, [{ role: 'ops', added: ['team:evil'], removed: [] }]);
+    assert.deepEqual(res.json.api_changed, [{ api: 'admin', added: ['team:evil'], removed: [] }], 'api grants are compared with roles expanded');
+    assert.deepEqual(res.json.settings_changed, [{ setting: 'default_policy', from: 'deny', to: 'allow' }]);
+    assert.equal((await authorize(server.url, evil)).json.result, 'ALLOW');
+
+    const [change] = aclChanges(server.auditPath);
+    assert.ok(change);
+    assert.equal(change.reason, '0 rule(s) added, 0 removed; role members changed: ops (+team:evil); api grants changed: admin (+team:evil); settings changed: default_policy deny -> allow');
+    const details = JSON.parse(change.details!);
+    assert.deepEqual(details.roles_changed, res.json.roles_changed);
+    assert.deepEqual(details.api_changed, res.json.api_changed);
+    assert.deepEqual(details.settings_changed, res.json.settings_changed);
+  });
+
   test('a changed file: new version, added/removed rules, ACL_CHANGE row, allowed_services refreshed; a broken file is refused and the old version keeps answering', async (t) => {
     const server = await startServer({ files: { 'svc.hcl': WEB_READ } });
     t.after(() => server.close());
@@ -79,6 +109,9 @@ describe('POST /v1/policies/reload', () => {
     assert.equal(details.added.length, 2);
     assert.equal(details.removed.length, 1);
     assert.equal(change.identity, 'api:loopback');
+    assert.equal(change.source_ip, '127.0.0.1', 'the caller that asked for the reload');
+    assert.deepEqual(details.roles_changed, []);
+    assert.deepEqual(details.settings_changed, []);
     assert.deepEqual(allowedServices(server.auditPath), [{ name: 'web', namespace: 'default' }, { name: 'api', namespace: 'prod' }]);
 
     const after = await authorize(server.url, webWrite);

@@ -46,12 +46,12 @@ export interface WorkerReload {
 /** worker → primary */
 type FromWorker =
   | { pdp: 'ready' }
-  | { pdp: 'request'; id: number; kind: 'reload-others'; trigger: string }
+  | { pdp: 'request'; id: number; kind: 'reload-others'; trigger: string; sourceIp?: string }
   | { pdp: 'request'; id: number; kind: 'metrics' }
   | { pdp: 'answer'; id: number; value?: unknown; error?: string };
 /** primary → worker */
 type FromPrimary =
-  | { pdp: 'ask'; id: number; kind: 'reload'; trigger: string }
+  | { pdp: 'ask'; id: number; kind: 'reload'; trigger: string; sourceIp?: string }
   | { pdp: 'ask'; id: number; kind: 'metrics' }
   | { pdp: 'reply'; id: number; value?: unknown; error?: string };
 
@@ -62,7 +62,7 @@ interface Slot {
   /** A SIGHUP (or file change) arrived while this slot's worker was starting. */
   pendingHup: boolean;
   /** API reloads asked while this slot's worker was starting (their triggers). */
-  pendingReloads: string[];
+  pendingReloads: { trigger: string; sourceIp?: string }[];
 }
 
 export interface PrimaryOptions {
@@ -97,7 +97,7 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
   };
 
   /** Asks each of `targets` (ready slots); resolves with their answers by worker number, `timeout` for none in time; a worker that exits meanwhile is left out. */
-  function ask(targets: Slot[], message: { kind: 'reload'; trigger: string } | { kind: 'metrics' }, ms: number): Promise<Map<number, { value?: unknown; error?: string }>> {
+  function ask(targets: Slot[], message: { kind: 'reload'; trigger: string; sourceIp?: string } | { kind: 'metrics' }, ms: number): Promise<Map<number, { value?: unknown; error?: string }>> {
     return new Promise((resolve) => {
       const id = nextAsk++;
       const entry = {
@@ -218,7 +218,7 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
       slot.pendingHup = false;
       worker.process.kill('SIGHUP');
     }
-    for (const trigger of slot.pendingReloads.splice(0)) send(worker, { pdp: 'ask', id: 0, kind: 'reload', trigger });
+    for (const pending of slot.pendingReloads.splice(0)) send(worker, { pdp: 'ask', id: 0, kind: 'reload', ...pending });
     if (!everReady && slots.every((s) => s.ready)) {
       everReady = true;
       if (stopping) return;
@@ -236,9 +236,9 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
         if (slot === from) continue;
         if (slot.worker && slot.ready) targets.push(slot);
         // Still starting: it reloads as soon as it is ready (it may have read the files before the change).
-        else slot.pendingReloads.push(request.trigger);
+        else slot.pendingReloads.push({ trigger: request.trigger, sourceIp: request.sourceIp });
       }
-      const answers = await ask(targets, { kind: 'reload', trigger: request.trigger }, RELOAD_WAIT_MS);
+      const answers = await ask(targets, { kind: 'reload', trigger: request.trigger, sourceIp: request.sourceIp }, RELOAD_WAIT_MS);
       const value: WorkerReload[] = [...answers].map(([id, a]) => (a.error !== undefined ? { worker: id, error: a.error } : { worker: id, outcome: a.value as WorkerReload['outcome'] }));
       reply({ value });
       return;
@@ -297,7 +297,7 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
 export class WorkerLink {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve(value: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
-  private readonly handlers: { reload?: (trigger: string) => Promise<unknown>; metrics?: () => Promise<unknown> } = {};
+  private readonly handlers: { reload?: (trigger: string, sourceIp?: string) => Promise<unknown>; metrics?: () => Promise<unknown> } = {};
   private readonly goneListeners: (() => void)[] = [];
   private hup: () => void;
   private hupEarly = false;
@@ -337,9 +337,9 @@ export class WorkerLink {
   }
 
   /** Answers the primary's requests of this kind. */
-  serve(kind: 'reload', handler: (trigger: string) => Promise<unknown>): void;
+  serve(kind: 'reload', handler: (trigger: string, sourceIp?: string) => Promise<unknown>): void;
   serve(kind: 'metrics', handler: () => Promise<unknown>): void;
-  serve(kind: 'reload' | 'metrics', handler: ((trigger: string) => Promise<unknown>) | (() => Promise<unknown>)): void {
+  serve(kind: 'reload' | 'metrics', handler: ((trigger: string, sourceIp?: string) => Promise<unknown>) | (() => Promise<unknown>)): void {
     (this.handlers as Record<string, unknown>)[kind] = handler;
   }
 
@@ -349,8 +349,8 @@ export class WorkerLink {
   }
 
   /** Asks the primary to reload every other worker; resolves with their answers. */
-  reloadOthers(trigger: string): Promise<WorkerReload[]> {
-    return this.request({ kind: 'reload-others', trigger }, RELOAD_WAIT_MS + 5_000) as Promise<WorkerReload[]>;
+  reloadOthers(trigger: string, sourceIp?: string): Promise<WorkerReload[]> {
+    return this.request({ kind: 'reload-others', trigger, sourceIp }, RELOAD_WAIT_MS + 5_000) as Promise<WorkerReload[]>;
   }
 
   /** Asks the primary for the metrics of every worker, aggregated (Prometheus text). */
@@ -372,7 +372,7 @@ export class WorkerLink {
     return true;
   }
 
-  private request(message: { kind: 'reload-others'; trigger: string } | { kind: 'metrics' }, ms: number): Promise<unknown> {
+  private request(message: { kind: 'reload-others'; trigger: string; sourceIp?: string } | { kind: 'metrics' }, ms: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
       if (!this.send({ pdp: 'request', id, ...message } as FromWorker)) {
@@ -400,7 +400,7 @@ export class WorkerLink {
     }
     if (message.pdp === 'ask') {
       const answer = (value: { value?: unknown; error?: string }) => this.send({ pdp: 'answer', id: message.id, ...value });
-      const handler = message.kind === 'reload' ? this.handlers.reload && (() => this.handlers.reload!(message.trigger)) : this.handlers.metrics;
+      const handler = message.kind === 'reload' ? this.handlers.reload && (() => this.handlers.reload!(message.trigger, message.sourceIp)) : this.handlers.metrics;
       if (!handler) {
         answer({ error: 'not ready' });
         return;

@@ -7,7 +7,7 @@ import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, o
 import { redactTokens } from '../identity/token-format';
 import { Engine } from '../engine';
 import { loadTrustBundle } from '../identity';
-import { buildServer, createReloader } from '../server';
+import { buildServer, createReloader, describePolicyDiff } from '../server';
 import { parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
@@ -235,7 +235,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   app = buildServer({
     engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies,
     // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
-    ...(link ? { cluster: { reloadOthers: (trigger: string) => link.reloadOthers(trigger), metrics: () => link.clusterMetrics() } } : {}),
+    ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
     logger: {
       level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'],
       // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
@@ -253,7 +253,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
 
   reloader.onOutcome((outcome, trigger, { retry }) => {
     const label = retry > 0 ? `${trigger}, retry ${retry}` : trigger;
-    if (outcome.ok && outcome.changed) io.stderr.write(`pdp serve: reloaded (${label}): ${outcome.version}, ${outcome.added.length} rule(s) added, ${outcome.removed.length} removed\n`);
+    if (outcome.ok && outcome.changed) io.stderr.write(`pdp serve: reloaded (${label}): ${outcome.version}, ${describePolicyDiff(outcome)}\n`);
     else if (!outcome.ok) io.stderr.write(`pdp serve: reload refused (${label}): ${outcome.message}\n${outcome.diagnostics.map((d) => `  ${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}\n`).join('')}`);
   });
 
@@ -290,7 +290,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (!link) io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
   if (link) {
     // What the primary relays from the other workers: their API reloads, and metrics scrapes.
-    link.serve('reload', (trigger) => reloader.reload(trigger));
+    link.serve('reload', (trigger, sourceIp) => reloader.reload(trigger, sourceIp));
     const registry = (server as unknown as { pdpMetrics: import('../server').Metrics }).pdpMetrics.registry;
     link.serve('metrics', () => registry.getMetricsAsJSON());
     link.ready();

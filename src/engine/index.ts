@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ERROR_PASSES, PASSES, checkPolicySet } from '../check';
+import type { ApiScope } from '../check/schema';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
 import { buildDecisionTable, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
@@ -124,9 +125,44 @@ export interface RuleChange {
   at: string;
 }
 
+/** A role whose members changed (a new role: all `added`; a role gone: all `removed`). */
+export interface RoleChange {
+  role: string;
+  added: string[];
+  removed: string[];
+}
+
+/** An `api` grant whose identities changed (roles expanded, so a role's new member shows here too). */
+export interface ApiGrantChange {
+  api: ApiScope;
+  added: string[];
+  removed: string[];
+}
+
+/** A `settings` value that changed (`null`: not set). */
+export interface SettingChange {
+  setting: 'default_policy' | 'anonymous' | 'trust_domain';
+  from: string | boolean | null;
+  to: string | boolean | null;
+}
+
+/**
+ * What a reload changes in who may do what: rules, but also role members, `api` grants and settings,
+ * each of which can grant access without any rule line changing.
+ */
 export interface PolicyDiff {
   added: RuleChange[];
   removed: RuleChange[];
+  roles: RoleChange[];
+  api: ApiGrantChange[];
+  settings: SettingChange[];
+}
+
+/** Members of `after` not in `before`, and the reverse, each in its own order. */
+function listDiff(before: readonly string[], after: readonly string[]): { added: string[]; removed: string[] } {
+  const old = new Set(before);
+  const neu = new Set(after);
+  return { added: after.filter((x) => !old.has(x)), removed: before.filter((x) => !neu.has(x)) };
 }
 
 export function diffPolicies(before: CompiledPolicy | undefined, after: CompiledPolicy): PolicyDiff {
@@ -147,7 +183,28 @@ export function diffPolicies(before: CompiledPolicy | undefined, after: Compiled
   const removed: RuleChange[] = [];
   for (const [key, rules] of neu) for (const r of rules.slice(old.get(key)?.length ?? 0)) added.push(describe(r));
   for (const [key, rules] of old) for (const r of rules.slice(neu.get(key)?.length ?? 0)) removed.push(describe(r));
-  return { added, removed };
+
+  const roles: RoleChange[] = [];
+  const roleNames = [...new Set([...(before?.roles.keys() ?? []), ...after.roles.keys()])].sort();
+  for (const role of roleNames) {
+    const change = listDiff((before?.roles.get(role) ?? []).map((p) => p.source), (after.roles.get(role) ?? []).map((p) => p.source));
+    if (change.added.length > 0 || change.removed.length > 0) roles.push({ role, ...change });
+  }
+  const api: ApiGrantChange[] = [];
+  for (const scope of Object.keys(after.api).sort() as ApiScope[]) {
+    const change = listDiff((before?.api[scope] ?? []).map((m) => m.source), after.api[scope].map((m) => m.source));
+    if (change.added.length > 0 || change.removed.length > 0) api.push({ api: scope, ...change });
+  }
+  const settings: SettingChange[] = [];
+  const setting = (name: SettingChange['setting'], from: string | boolean | undefined, to: string | boolean | undefined) => {
+    if (from !== to) settings.push({ setting: name, from: from ?? null, to: to ?? null });
+  };
+  if (before) {
+    setting('default_policy', before.settings.defaultPolicy, after.settings.defaultPolicy);
+    setting('anonymous', before.settings.anonymous, after.settings.anonymous);
+    setting('trust_domain', before.settings.trustDomain, after.settings.trustDomain);
+  }
+  return { added, removed, roles, api, settings };
 }
 
 export type ReloadResult =
@@ -201,7 +258,7 @@ export class Engine {
     const previous = this.active?.version;
     const built = this.build();
     if (!built.ok) return { ok: false, diagnostics: built.diagnostics, previous, ...(built.error ? { error: built.error } : {}) };
-    if (previous === built.policy.version) return { ok: true, changed: false, previous, policy: this.active!, diff: { added: [], removed: [] }, diagnostics: built.diagnostics };
+    if (previous === built.policy.version) return { ok: true, changed: false, previous, policy: this.active!, diff: { added: [], removed: [], roles: [], api: [], settings: [] }, diagnostics: built.diagnostics };
     const diff = diffPolicies(this.active?.compiled, built.policy.compiled);
     this.activate(built.policy);
     return { ok: true, changed: true, previous, policy: built.policy, diff, diagnostics: built.diagnostics };

@@ -4,10 +4,14 @@
 import type { AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import { diagnosticToJson, type DiagnosticJson } from '../diagnostics';
-import { diffPolicies, type Engine, type LoadedPolicy, type RuleChange } from '../engine';
+import { diffPolicies, type ApiGrantChange, type Engine, type LoadedPolicy, type PolicyDiff, type RoleChange, type RuleChange, type SettingChange } from '../engine';
 
 export type ReloadOutcome =
-  | { ok: true; changed: boolean; previous: string | undefined; version: string; added: RuleChange[]; removed: RuleChange[] }
+  | {
+    ok: true; changed: boolean; previous: string | undefined; version: string; added: RuleChange[]; removed: RuleChange[];
+    /** Role members, `api` grants and settings that changed: access can change without any rule line changing. */
+    roles: RoleChange[]; api: ApiGrantChange[]; settings: SettingChange[];
+  }
   | {
     ok: false; message: string; diagnostics: DiagnosticJson[]; serving: string | undefined;
     /** The set was fine but its ACL_CHANGE row could not be committed (the audit store is unavailable). */
@@ -45,7 +49,8 @@ export interface FileChanges {
 }
 
 export interface Reloader {
-  reload(trigger: string): Promise<ReloadOutcome>;
+  /** `sourceIp`: the address of the caller that asked (an API reload), for the ACL_CHANGE row. */
+  reload(trigger: string, sourceIp?: string): Promise<ReloadOutcome>;
   /**
    * The first activation (`pdp serve` start-up): writes an ACL_CHANGE row (trigger `startup`) from
    * `lastRecorded` (undefined on a fresh log) to `policy`, then activates it. `ok: false` with
@@ -89,6 +94,17 @@ export function diffFiles(before: readonly PolicyFileEntry[], after: readonly Po
 
 const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 const describeFiles = (c: FileChanges) => `${count(c.added.length, 'file')} added, ${c.removed.length} removed, ${c.changed.length} changed`;
+const NO_CHANGES = { added: [], removed: [], roles: [], api: [], settings: [] };
+
+/** The ACL_CHANGE reason of a reload: rules, then whatever else changed who may do what. */
+export function describePolicyDiff(diff: PolicyDiff): string {
+  const members = (c: { added: string[]; removed: string[] }) => [...c.added.map((m) => `+${m}`), ...c.removed.map((m) => `-${m}`)].join(' ');
+  const parts = [`${diff.added.length} rule(s) added, ${diff.removed.length} removed`];
+  if (diff.roles.length > 0) parts.push(`role members changed: ${diff.roles.map((r) => `${r.role} (${members(r)})`).join(', ')}`);
+  if (diff.api.length > 0) parts.push(`api grants changed: ${diff.api.map((a) => `${a.api} (${members(a)})`).join(', ')}`);
+  if (diff.settings.length > 0) parts.push(`settings changed: ${diff.settings.map((c) => `${c.setting} ${String(c.from)} -> ${String(c.to)}`).join(', ')}`);
+  return parts.join('; ');
+}
 
 export function createReloader(deps: ReloaderDeps): Reloader {
   const listeners: ((outcome: ReloadOutcome, trigger: string, attempt: ReloadAttempt) => void)[] = [];
@@ -104,10 +120,10 @@ export function createReloader(deps: ReloaderDeps): Reloader {
   let closed = false;
 
   /** The one ACL_CHANGE row shape, for reloads and start-up alike. */
-  function aclChangeEvent(trigger: string, action: 'reload' | 'startup', policy: LoadedPolicy, oldVersion: string | null, reason: string, details: Record<string, unknown>): AuditEvent {
+  function aclChangeEvent(trigger: string, action: 'reload' | 'startup', policy: LoadedPolicy, oldVersion: string | null, reason: string, details: Record<string, unknown>, sourceIp?: string): AuditEvent {
     return {
       timestamp: now().toISOString(), event_type: 'ACL_CHANGE', service_name: null, namespace: null, instance_id: null,
-      identity: trigger, source_ip: null, action, resource: `policies:${deps.engine.directory}`, result: null,
+      identity: trigger, source_ip: sourceIp ?? null, action, resource: `policies:${deps.engine.directory}`, result: null,
       reason, rule: null, decision_id: null, policy_version: policy.version,
       details: {
         old_version: oldVersion, new_version: policy.version, trigger, rules: policy.ruleCount,
@@ -131,8 +147,8 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     return { ok: true };
   }
 
-  function run(trigger: string, retry: number, gen: number): Promise<ReloadOutcome> {
-    return enqueue(() => reloadNow(trigger, retry)).then((outcome) => {
+  function run(trigger: string, sourceIp: string | undefined, retry: number, gen: number): Promise<ReloadOutcome> {
+    return enqueue(() => reloadNow(trigger, sourceIp, retry)).then((outcome) => {
       if (!outcome.ok && outcome.auditUnavailable && !closed && initialRetryMs > 0 && gen === generation) {
         // A change the audit store refused is not dropped: once the store recovers it is committed
         // and activated, so a grant removed during an outage does not stay in force until a SIGHUP.
@@ -142,7 +158,7 @@ export function createReloader(deps: ReloaderDeps): Reloader {
         clearTimeout(retryTimer);
         retryTimer = setTimeout(() => {
           retryTimer = undefined;
-          if (!closed && gen === generation) void run(trigger, retry + 1, gen);
+          if (!closed && gen === generation) void run(trigger, sourceIp, retry + 1, gen);
         }, delay);
         retryTimer.unref(); // the retry alone never keeps the process alive
       }
@@ -151,7 +167,7 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     });
   }
 
-  async function reloadNow(trigger: string, retry: number): Promise<ReloadOutcome> {
+  async function reloadNow(trigger: string, sourceIp: string | undefined, retry: number): Promise<ReloadOutcome> {
     const previous = deps.engine.current();
     const built = deps.engine.build();
     if (!built.ok) {
@@ -165,18 +181,19 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     }
     const policy = built.policy;
     if (previous?.version === policy.version) {
-      return { ok: true, changed: false, previous: previous.version, version: policy.version, added: [], removed: [] };
+      return { ok: true, changed: false, previous: previous.version, version: policy.version, ...NO_CHANGES };
     }
     const diff = diffPolicies(previous?.compiled, policy.compiled);
     const files = diffFiles(previous?.files ?? [], policy.files);
-    const event = aclChangeEvent(trigger, 'reload', policy, previous?.version ?? null,
-      `${diff.added.length} rule(s) added, ${diff.removed.length} removed`,
-      { files_added: files.added, files_removed: files.removed, files_changed: files.changed, added: diff.added, removed: diff.removed, ...(retry > 0 ? { retry } : {}) });
+    const event = aclChangeEvent(trigger, 'reload', policy, previous?.version ?? null, describePolicyDiff(diff), {
+      files_added: files.added, files_removed: files.removed, files_changed: files.changed, added: diff.added, removed: diff.removed,
+      roles_changed: diff.roles, api_changed: diff.api, settings_changed: diff.settings, ...(retry > 0 ? { retry } : {}),
+    }, sourceIp);
     const done = await auditThenActivate(event, policy);
     if (!done.ok) {
       return { ok: false, message: 'the policy change could not be written to the audit store; still serving the previous version', diagnostics: [], serving: previous?.version, auditUnavailable: true };
     }
-    return { ok: true, changed: true, previous: previous?.version, version: policy.version, added: diff.added, removed: diff.removed };
+    return { ok: true, changed: true, previous: previous?.version, version: policy.version, ...diff };
   }
 
   async function startNow(policy: LoadedPolicy, lastRecorded: RecordedPolicy | undefined): Promise<ReloadOutcome> {
@@ -209,7 +226,7 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     if (!done.ok) {
       return { ok: false, message: `the start-up policy version could not be written to the audit store (${done.cause}); not serving unaudited`, diagnostics: [], serving: undefined, auditUnavailable: true };
     }
-    return { ok: true, changed: oldVersion !== policy.version, previous: oldVersion ?? undefined, version: policy.version, added: [], removed: [] };
+    return { ok: true, changed: oldVersion !== policy.version, previous: oldVersion ?? undefined, version: policy.version, ...NO_CHANGES };
   }
 
   function enqueue<T>(work: () => Promise<T>): Promise<T> {
@@ -219,11 +236,11 @@ export function createReloader(deps: ReloaderDeps): Reloader {
   }
 
   return {
-    reload(trigger) {
+    reload(trigger, sourceIp) {
       generation++;
       clearTimeout(retryTimer);
       retryTimer = undefined;
-      return run(trigger, 0, generation);
+      return run(trigger, sourceIp, 0, generation);
     },
     start(policy, lastRecorded) {
       return enqueue(() => startNow(policy, lastRecorded));

@@ -94,7 +94,7 @@ export interface OtherWorkerReload {
  */
 export interface WorkerCluster {
   /** Reloads every other ready worker with `trigger`; resolves once each has answered (or timed out). */
-  reloadOthers(trigger: string): Promise<OtherWorkerReload[]>;
+  reloadOthers(trigger: string, sourceIp?: string): Promise<OtherWorkerReload[]>;
   /** Prometheus text: every ready worker's metrics (this one's included), aggregated. */
   metrics(): Promise<string>;
 }
@@ -643,8 +643,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       // With --workers every worker reloads (each writes its own ACL_CHANGE row), and the answer
       // waits for all of them: success means every ready worker now serves the new version.
       const [outcome, others] = await Promise.all([
-        deps.reloader.reload(trigger),
-        deps.cluster ? deps.cluster.reloadOthers(trigger).catch((e: unknown) => e as Error) : [],
+        deps.reloader.reload(trigger, request.ip),
+        deps.cluster ? deps.cluster.reloadOthers(trigger, request.ip).catch((e: unknown) => e as Error) : [],
       ]);
       if (!outcome.ok) {
         // The new set may be fine: it is the audit store that refused the ACL_CHANGE row (503, retry).
@@ -670,7 +670,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
           workers: behind.map((o) => ({ worker: o.worker, policy_version: o.outcome ? (o.outcome.ok ? o.outcome.version : o.outcome.serving ?? null) : null })),
         });
       }
-      return { ok: true, changed: outcome.changed, previous_version: outcome.previous ?? null, policy_version: outcome.version, added: outcome.added, removed: outcome.removed };
+      return {
+        ok: true, changed: outcome.changed, previous_version: outcome.previous ?? null, policy_version: outcome.version, added: outcome.added, removed: outcome.removed,
+        roles_changed: outcome.roles, api_changed: outcome.api, settings_changed: outcome.settings,
+      };
     });
   });
 
