@@ -65,13 +65,14 @@ test('a policy directory without *.hcl files, or missing, is bad usage (exit 2, 
 
 test('bad usage exits 2: a malformed --listen, a bad --cache-entries or --audit-writer, an unknown flag', async (t) => {
   const { policyDir, auditPath } = tempSet(t);
-  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--audit-writer', 'async'], ['--bogus']];
+  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--audit-writer', 'async'], ['--bogus'], ['--cache-entries', ''], ['--cache-entries', '1e3']];
   const runs = await Promise.all(cases.map((args) => runPdp(['serve', '--policies', policyDir, '--audit', auditPath, ...args])));
   for (const [i, r] of runs.entries()) {
     assert.equal(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
     assert.ok(r.stderr.length > 0);
   }
   assert.match(runs[3]!.stderr, /--audit-writer must be `inline` or `thread`; got `async`/);
+  assert.match(runs[5]!.stderr, /--cache-entries expects a whole number ≥ 0; got ``/, 'an empty value does not turn the cache off silently');
   assert.equal(fs.existsSync(auditPath), false);
 });
 

@@ -418,6 +418,11 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.equal(second.status, 200);
     assert.deepEqual({ hits: m1.hits - m0.hits, misses: m1.misses - m0.misses }, { hits: 0, misses: 1 }, 'first: a miss');
     assert.deepEqual({ hits: m2.hits - m1.hits, misses: m2.misses - m1.misses }, { hits: 1, misses: 0 }, 'second: a hit');
+    // Refused requests are no cache traffic: a namespace that contradicts the resource's is a 400.
+    const refused = await authorize(server.url, { ...body, resource: 'namespace:staging/*' });
+    assert.equal(refused.status, 400, JSON.stringify(refused.json));
+    const m3 = await metrics();
+    assert.deepEqual({ hits: m3.hits - m2.hits, misses: m3.misses - m2.misses }, { hits: 0, misses: 0 }, 'a refused request counts neither');
     assert.notEqual(first.json.decision_id, second.json.decision_id);
     const { decision_id: _a, ...restFirst } = first.json;
     const { decision_id: _b, ...restSecond } = second.json;

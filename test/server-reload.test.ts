@@ -179,6 +179,9 @@ describe('POST /v1/policies/reload', () => {
     const url = `${server.url}/v1/policies/reload`;
     const none = await request(url, { method: 'POST' });
     assert.equal(none.status, 200, none.text);
+    // `curl -X POST -H 'content-type: application/json'` with no data: still no body.
+    const noneAsJson = await request(url, { method: 'POST', raw: '', contentType: 'application/json' });
+    assert.equal(noneAsJson.status, 200, noneAsJson.text);
     const empty = await request(url, { body: {} });
     assert.equal(empty.status, 200, empty.text);
     for (const [body, field, message] of [[{ x: 1 }, 'x', /unknown field `x`/], [[], 'body', /must be an object/], ['now', 'body', /must be an object/]] as const) {

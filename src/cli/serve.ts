@@ -86,7 +86,9 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const policyDir = path.resolve(io.cwd, (values.policies ?? io.env.PDP_POLICIES) || 'policies');
   const auditPath = path.resolve(io.cwd, (values.audit ?? io.env.PDP_AUDIT) || 'audit.db');
   const { host, port } = parseListen((values.listen ?? io.env.PDP_LISTEN) || '127.0.0.1:8181');
-  const cacheEntries = values['cache-entries'] === undefined ? 10_000 : Number(values['cache-entries']);
+  const cacheEntriesText = values['cache-entries'];
+  // Digits only: Number() would read `""` as 0 (the cache silently off) and ` 5`, `1e3`, `0x10` as numbers.
+  const cacheEntries = cacheEntriesText === undefined ? 10_000 : /^\d{1,9}$/.test(cacheEntriesText) ? Number(cacheEntriesText) : NaN;
   if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new UsageError(`--cache-entries expects a whole number ≥ 0; got \`${values['cache-entries']}\``);
   const sync = values['audit-sync'] ?? 'normal';
   if (sync !== 'normal' && sync !== 'full') throw new UsageError(`--audit-sync must be \`normal\` or \`full\`; got \`${sync}\``);

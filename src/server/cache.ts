@@ -43,14 +43,16 @@ export class DecisionCache {
     return `${identity ?? '\u0001anon'}\u0000${action}\u0000${resource}\u0000${namespace ?? 'default'}\u0000${ip}`;
   }
 
+  /** A hit is counted here; a miss only when its decision is stored (set), so a request refused as invalid counts neither. */
   get(policy: LoadedPolicy, key: string): CachedDecision | undefined {
     const hit = this.cacheFor(policy).get(key);
     if (hit) this.hits++;
-    else this.misses++;
     return hit;
   }
 
+  /** Stores the decision computed after a miss, and counts that miss. */
   set(policy: LoadedPolicy, key: string, value: CachedDecision): void {
+    this.misses++;
     this.cacheFor(policy).set(key, value);
   }
 

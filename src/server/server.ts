@@ -212,6 +212,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    // A reload takes no body; an empty one labelled JSON (`curl -H 'content-type: application/json'`) is none.
+    if (body === '' && request.routeOptions.url === '/v1/policies/reload') {
+      done(null, undefined);
+      return;
+    }
     defaultJson(request, body as string, (err: Error | null, value: unknown) => {
       if (err && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
         let parsed: unknown;
