@@ -93,6 +93,14 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.equal(row.source_ip, '127.0.0.1', 'no context.source_ip: the caller address');
     assert.equal(row.instance_id, 'payment-7', 'instance_id from the context when the resource names none');
     assert.equal(row.details, null);
+
+    // The context's instance takes the forms a resource's instance takes (an address and port), and
+    // may repeat the resource's.
+    for (const [resource, instance] of [['service:payment-service', '10.0.1.7:8080'], ['service:payment-service/[fd00::7]:443', '[fd00::7]:443']] as const) {
+      const again = await authorize(server.url, { identity: ORDER, action: 'write', resource, namespace: 'prod', context: { instance_id: instance } });
+      assert.equal(again.status, 200, again.text);
+      assert.equal(rowByDecision(server.auditPath, again.json.decision_id)?.instance_id, instance);
+    }
   });
 
   test('unknown identity: DENY under the default policy, rule null; read → DISCOVERY, admin → ADMIN', async () => {
@@ -206,6 +214,12 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'no identity, anonymous off', body: { action: 'read', resource: 'service:payment-service' }, status: 400, code: 'invalid_request', field: 'identity', message: /anonymous/ },
       { name: 'emoji in a service name', body: { ...valid, resource: 'service:pay😀' }, status: 400, code: 'invalid_request', field: 'resource' },
       { name: 'credentials without a trust store', body: { ...valid, credentials: { token: 'secret-token-value' } }, status: 400, code: 'invalid_request', field: 'credentials' },
+      // Caller-chosen names: a context key is stored in `details`, so it is bounded like a value; an
+      // unknown key is quoted in the error only in part.
+      { name: 'context.instance_id contradicting the resource', body: { ...valid, resource: 'service:payment-service/p-1', context: { instance_id: 'p-2' } }, status: 400, code: 'invalid_request', field: 'context.instance_id', message: /contradicts the instance `p-1`/ },
+      { name: 'context.instance_id with a space', body: { ...valid, context: { instance_id: 'p 1' } }, status: 400, code: 'invalid_request', field: 'context.instance_id', message: /visible ASCII/ },
+      { name: 'context key of 129 characters', body: { ...valid, context: { ['k'.repeat(129)]: 1 } }, status: 400, code: 'invalid_request', field: `context.${'k'.repeat(64)}…`, message: /field names in `context` are at most 128 characters; this one has 129/ },
+      { name: 'unknown field with a 100,000-character name', body: { ...valid, ['u'.repeat(100_000)]: 1 }, status: 400, code: 'invalid_request', field: `${'u'.repeat(64)}…`, message: /unknown field `u{64}…`/ },
     ];
     const before = allRows(server.auditPath).length;
     for (const c of cases) {
@@ -228,6 +242,7 @@ describe('POST /v1/authorize and the audit row', () => {
       }
       assertNoLeak(res.text, [server.root]);
       assert.ok(!res.text.includes('secret-token-value'), `${where}: no secret echoed`);
+      assert.ok(res.text.length < 2048, `${where}: an error answer is short (${res.text.length} characters)`);
     }
     assert.equal(allRows(server.auditPath).length, before, 'no refused request leaves an audit row');
   });

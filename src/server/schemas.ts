@@ -3,6 +3,7 @@
 import { SERVER_EVENT_TYPES } from '../audit/event';
 
 const NAME_PATTERN = '^[A-Za-z0-9._-]{1,253}$';
+const INSTANCE_PATTERN = '^[\\x21-\\x2e\\x30-\\x7e]{1,253}$';
 
 const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 } as const;
 
@@ -18,11 +19,14 @@ export const authorizeRequest = {
     context: {
       type: 'object',
       maxProperties: 32,
+      // Names as small as the values: each one is stored in the audit row's `details`.
+      propertyNames: { maxLength: 128 },
       properties: {
         source_ip: { type: 'string', minLength: 1, maxLength: 64 },
         // Upper-case letters and `_`; never one of the types only the server writes (SERVER_EVENT_TYPES).
         event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$', not: { enum: SERVER_EVENT_TYPES } },
-        instance_id: { type: 'string', pattern: NAME_PATTERN },
+        // As in `service:NAME/INSTANCE` (src/syntax/request.ts): visible ASCII but `/`, e.g. `10.0.0.7:8080`.
+        instance_id: { type: 'string', pattern: INSTANCE_PATTERN },
       },
       additionalProperties: scalar,
     },

@@ -475,6 +475,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       };
       if (key !== undefined) cache.set(policy, key, cached);
     }
+    // One instance per check: the resource's and the context's must not disagree (as for namespaces).
+    if (context.instance_id !== undefined && cached.instance !== undefined && context.instance_id !== cached.instance) {
+      const field = `${fieldPrefix(position)}context.instance_id`;
+      throw new ApiError('invalid_request', `\`${field}\` (\`${context.instance_id}\`) contradicts the instance \`${cached.instance}\` in \`resource\`; send one of them, or the same in both`, { field });
+    }
     const d = cached.decision;
     const decisionId = randomUUID();
     // The reason quotes the identity and resource as sent: a pdp token there is not echoed (one indexOf).

@@ -3,10 +3,19 @@
 import { SERVER_EVENT_TYPES } from '../audit/event';
 import type { AuthorizeBody } from './server';
 
+/** How many characters of a field name the caller chose (an unknown key) an error quotes. */
+const QUOTED_NAME_MAX = 64;
+
+/** A caller-chosen name, cut short: an error answers what was wrong, it does not echo a megabyte back. */
+function quotedName(name: string): string {
+  return name.length <= QUOTED_NAME_MAX ? name : `${name.slice(0, QUOTED_NAME_MAX)}…`;
+}
+
 /** ajv's instancePath (`/checks/3/resource`) → the field people write (`checks[3].resource`). */
 function fieldName(instancePath: string, missing?: string): string {
-  const parts = instancePath.split('/').filter(Boolean);
-  if (missing) parts.push(missing);
+  // ajv escapes `~` and `/` in a key as `~0` and `~1` (JSON Pointer).
+  const parts = instancePath.split('/').filter(Boolean).map((p) => quotedName(p.replace(/~1/g, '/').replace(/~0/g, '~')));
+  if (missing) parts.push(quotedName(missing));
   return parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '') || 'body';
 }
 
@@ -15,10 +24,16 @@ export interface ValidationIssue {
   keyword: string;
   message?: string;
   params: Record<string, unknown>;
+  /** Set when the issue is with a key's name (`propertyNames`), not its value. */
+  propertyName?: string;
 }
 
 export function describeValidation(issue: ValidationIssue): { field: string; message: string } {
   const { keyword, params } = issue;
+  if (issue.propertyName !== undefined && keyword === 'maxLength') {
+    const field = fieldName(issue.instancePath, issue.propertyName);
+    return { field, message: `\`${field}\`: field names in \`${fieldName(issue.instancePath)}\` are at most ${String(params.limit)} characters; this one has ${issue.propertyName.length}` };
+  }
   if (keyword === 'required') {
     const field = fieldName(issue.instancePath, String(params.missingProperty));
     return { field, message: `\`${field}\` is required` };
@@ -38,6 +53,7 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
       if (field.endsWith('event_type')) return { field, message: `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` };
       if (field === 'since') return { field, message: '`since` must be a duration like `30m`, `1h` or `7d`' };
       if (field.endsWith('_threshold')) return { field, message: `\`${field}\` must be a whole number` };
+      if (field.endsWith('instance_id')) return { field, message: `\`${field}\` must be 1-253 visible ASCII characters other than \`/\` (no spaces), as an instance in \`service:NAME/INSTANCE\`` };
       return { field, message: `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
     case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters` };
     case 'minLength': return { field, message: `\`${field}\` must not be empty` };
@@ -69,7 +85,7 @@ export function forbiddenKey(value: unknown, at = ''): string | undefined {
     return undefined;
   }
   const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
-  const join = (k: string) => (at ? `${at}.${k}` : k);
+  const join = (k: string) => (at ? `${at}.${quotedName(k)}` : quotedName(k));
   if (own(value, '__proto__')) return join('__proto__');
   const ctor = (value as Record<string, unknown>).constructor;
   if (own(value, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return join('constructor');
