@@ -61,7 +61,7 @@ function databaseWithFindings(dir: string, name = 'audit.db'): string {
   const recent = () => new Date(Date.now() - 60_000).toISOString();
   const events: AuditEvent[] = [];
   for (let i = 0; i < 5; i++) events.push(event({ timestamp: recent() }));
-  events.push(event({ service_name: 'rogue\u001b[31m-service', timestamp: recent() }));
+  events.push(event({ service_name: 'rogue\u001b[31m-\u202eservice', timestamp: recent() }));
   for (let i = 0; i < 3; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/mallory', timestamp: recent() }));
   const longAgo = new Date(Date.now() - 400 * 86_400_000).toISOString();
   events.push(event({ event_type: 'DISCOVERY', timestamp: longAgo }), event({ event_type: 'ACL_CHANGE', timestamp: longAgo }));
@@ -80,7 +80,7 @@ test('anomalies --format json reports each analysis and exits 1 on findings', as
   assert.equal(report.db, file);
   assert.deepEqual(report.thresholds, { spike: 4, deny: 2 });
   assert.deepEqual(report.registration_spikes, [{ service_name: 'payment-service', registrations: 5 }]);
-  assert.deepEqual(report.unknown_services, [{ service_name: 'rogue\u001b[31m-service', registrations: 1 }]);
+  assert.deepEqual(report.unknown_services, [{ service_name: 'rogue\u001b[31m-\u202eservice', registrations: 1 }]);
   assert.deepEqual(report.authorization_failures, [{ identity: 'spiffe://x/mallory', denials: 3 }]);
   assert.equal(report.findings, 3);
   assert.equal(report.allowed_services, 1);
@@ -95,8 +95,8 @@ test('anomalies exits 0 when the thresholds are not exceeded; the table escapes 
   assert.equal(await run(['anomalies'], quiet.io), 1);
   const text = quiet.stdout();
   assert.match(text, /registration spikes \(more than 100 registrations per service\)\n {2}none/);
-  assert.match(text, /rogue\\u001b\[31m-service/);
-  assert.doesNotMatch(text, /\u001b/);
+  assert.match(text, /rogue\\u001b\[31m-\\u202eservice/, 'a right-to-left override is shown escaped too');
+  assert.doesNotMatch(text, /[\u001b\u202e]/);
   assert.match(text, /1 finding\n$/);
 
   const empty = path.join(dir, 'empty.db');

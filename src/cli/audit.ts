@@ -58,10 +58,11 @@ function parseThreshold(value: string | undefined, flag: string, fallback: numbe
 }
 
 // Audit data is attacker-influenced (service names, identities). In a table printed to a terminal,
-// control characters could move the cursor or rewrite earlier lines, so they are shown escaped.
+// control characters could move the cursor or rewrite earlier lines, and bidirectional controls
+// (U+202E and its kin) could show a name reversed ("Trojan Source"), so they are shown escaped.
 function printable(value: string | null): string {
   if (value === null) return '(null)';
-  return value.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return value.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function table(header: [string, string], rows: [string, string][]): string {
