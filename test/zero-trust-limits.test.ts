@@ -21,6 +21,8 @@ let server: Serve;
 let url: string;
 const auditPath = path.join(root, 'audit.db');
 const tokensPath = path.join(root, 'tokens.db');
+/** A valid token of an identity without any `api` grant: it authenticates, then gets 403. */
+let unusedToken: string;
 
 const as = (name: string): ClientIdentity => ({ ca: pki.caCert, cert: pki.files[name]!.cert, key: pki.files[name]!.key });
 const register = { identity: ID.payment, action: 'write', resource: 'service:payment', namespace: 'prod' };
@@ -31,7 +33,7 @@ before(async () => {
   const other = await makePki(root, [ID.registry], 'other-ca');
   pki.files.forged = other.files.registry!;
   writePolicies(root);
-  await pdpOk(['token', 'create', '--identity', 'team:unused', '--tokens', tokensPath], root);
+  unusedToken = /pdp_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43}/.exec(await pdpOk(['token', 'create', '--identity', 'team:unused', '--tokens', tokensPath], root))![0];
   server = await startServe([
     '--policies', 'policies', '--audit', auditPath, '--no-watch',
     '--tls-cert', 'ca/pdp.crt', '--tls-key', 'ca/pdp.key', '--client-ca', 'ca/ca.crt', '--tokens', tokensPath,
@@ -105,22 +107,25 @@ test('body limit: a body over 1 MiB is 413 body_too_large; a caller without a gr
   assert.equal(denied.status, 403, denied.text.slice(0, 200));
 });
 
-test('lockout: 5 bad tokens from one address lock it out (429 locked_out + Retry-After), even for a valid certificate; then it is served again', async () => {
+test('lockout: 5 bad tokens from one address lock it out (429 locked_out + Retry-After), successes in between notwithstanding, even for a valid certificate; then it is served again', async () => {
   await sleep(1_100); // a fresh rate-limit window
   const statuses: number[] = [];
   let fifth: Reply | undefined;
   // One keep-alive connection, so the five failures land well inside the 2 s window even under load.
+  // Two requests with a valid token come between them: a success from the address does not clear its
+  // count, or whoever holds one valid credential could keep guessing others without end.
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
   try {
     for (let i = 0; i < 5; i++) {
       const r = await call(`${url}/v1/authorize`, { ca: pki.caCert, token: `pdp_AAAAAAAAAAA${i}_${'C'.repeat(43)}`, body: register, agent });
       statuses.push(r.status);
       fifth = r;
+      if (i < 2) statuses.push((await call(`${url}/v1/authorize`, { ca: pki.caCert, token: unusedToken, body: register, agent })).status);
     }
   } finally {
     agent.destroy();
   }
-  assert.deepEqual(statuses, [401, 401, 401, 401, 429], 'the fifth failure engages the lock and says so');
+  assert.deepEqual(statuses, [401, 403, 401, 403, 401, 401, 429], 'authenticated (then ungranted) requests in between; the fifth failure engages the lock and says so');
   assert.equal(fifth!.json.error.code, 'locked_out');
   retryAfter(fifth!);
   const rowsAtLock = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'");

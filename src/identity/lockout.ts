@@ -1,7 +1,8 @@
 // Failed-authentication lockout (design: max_failed_attempts 5, lockout_duration 15m).
 //
 // A source (client IP, token id, ...) that fails `maxFailures` times within `windowMs` is locked for
-// `lockoutMs`. Pure: time is passed in. Memory is bounded by two LRU caches: one for sources that are
+// `lockoutMs`. A success in between does not clear the count: a source is an address, which many
+// clients can share, and one valid credential must not buy unlimited guesses at others. Pure: time is passed in. Memory is bounded by two LRU caches: one for sources that are
 // counting failures and a separate one for locked sources, so an attacker spraying many sources with
 // one failure each evicts other counters but cannot push an active lock out cheaply.
 import { LRUCache } from 'lru-cache';
@@ -68,11 +69,6 @@ export class FailureTracker {
     const until = this.activeLock(source, t);
     if (until === undefined) return { locked: false, retryAfterSeconds: 0 };
     return { locked: true, retryAfterSeconds: Math.max(1, Math.ceil((until - t) / 1000)) };
-  }
-
-  /** A successful authentication clears the source's failure count (an active lock stays until it ends). */
-  recordSuccess(source: string): void {
-    this.failures.delete(source);
   }
 
   /** Sources currently tracked (counting + locked); for metrics and tests. */

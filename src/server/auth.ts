@@ -149,7 +149,6 @@ export function createSecurity(options: SecurityOptions) {
         const m = /^Bearer\s+(\S+)$/i.exec(header);
         if (!m) failed(source, 'the Authorization header must be `Bearer <token>`', null, 'token-malformed');
         const identity = validateToken(m[1]!, source);
-        failures.recordSuccess(source);
         return { identity, via: 'token' };
       }
       const socket = request.raw.socket as TLSSocket;
@@ -173,8 +172,7 @@ export function createSecurity(options: SecurityOptions) {
             const claims = peerCertificateClaims(peer);
             failed(source, `client certificate rejected: ${result.reason}`, claims.spiffeId ?? null, `certificate-${result.code}`, claimedDetails(claims));
           }
-          failures.recordSuccess(source);
-          verifiedConnections.set(socket, { bundle, spiffeId: result.spiffeId, notAfter: Math.min(result.notAfter.getTime(), chainNotAfter(peer)) });
+            verifiedConnections.set(socket, { bundle, spiffeId: result.spiffeId, notAfter: Math.min(result.notAfter.getTime(), chainNotAfter(peer)) });
           return { identity: result.spiffeId, via: 'mtls' };
         }
       }
