@@ -163,6 +163,12 @@ test('rejects a certificate without a SPIFFE ID, with several URI SANs, or with 
   // a CA certificate is not a client certificate
   const r6 = verifyClientCertificate(caPem, bundle, NOW);
   assert.ok(!r6.ok && r6.code === 'not-client');
+
+  // anyExtendedKeyUsage alone is not clientAuth: OpenSSL refuses it at the mTLS handshake
+  // (INVALID_PURPOSE), so `credentials.certificate` refuses it too
+  const anyEku = await custom({ issuerKeyPem: keyPem, issuerName, subject: 'CN=any-eku', eku: ['2.5.29.37.0'], sans: [{ type: 'url', value: 'spiffe://cluster/ok' }] });
+  const r7 = verifyClientCertificate(anyEku.pem, bundle, NOW);
+  assert.ok(!r7.ok && r7.code === 'not-client' && /lacks clientAuth/.test(r7.reason), JSON.stringify(r7));
 });
 
 test('rejects garbage, empty and oversized input without throwing', () => {
@@ -224,6 +230,7 @@ test('parseSubjectAltName and the peer-certificate helpers', () => {
   assert.equal(spiffeIdFromPeerCertificate({} as tls.PeerCertificate), undefined);
   assert.equal(peerCertificateAllowsClientAuth(fake('', ['1.3.6.1.5.5.7.3.2'])), true);
   assert.equal(peerCertificateAllowsClientAuth(fake('', ['1.3.6.1.5.5.7.3.1'])), false);
+  assert.equal(peerCertificateAllowsClientAuth(fake('', ['2.5.29.37.0'])), false, 'anyExtendedKeyUsage is not clientAuth');
   assert.equal(peerCertificateAllowsClientAuth(fake('')), true);
   assert.equal(peerCertificateAllowsClientAuth(null), false);
 });

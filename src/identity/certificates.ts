@@ -13,7 +13,6 @@ import { isSpiffeId, spiffeTrustDomain } from '../syntax/identity-pattern';
 
 export const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 export const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
-const OID_ANY_EKU = '2.5.29.37.0';
 
 /** Limits on what a caller may hand us as a PEM chain. */
 export const MAX_PEM_CHARS = 64 * 1024;
@@ -219,7 +218,9 @@ function verifyParsedChain(certs: NodeX509[], pems: string[], bundle: TrustBundl
   // 3. The leaf is an end-entity certificate usable for client authentication.
   if (leaf.ca) return fail('not-client', 'certificate is not valid for client authentication (it is a CA certificate)');
   const eku = leaf.keyUsage; // Node: the extended key usage OIDs, undefined when the extension is absent
-  if (eku !== undefined && !eku.includes(OID_CLIENT_AUTH) && !eku.includes(OID_ANY_EKU)) {
+  // anyExtendedKeyUsage alone does not do: OpenSSL refuses it for client authentication at the
+  // handshake, and a certificate must get the same verdict on both paths.
+  if (eku !== undefined && !eku.includes(OID_CLIENT_AUTH)) {
     return fail('not-client', 'certificate is not valid for client authentication (its extended key usage lacks clientAuth)');
   }
   const leafFacts = factsOf(leafPem);
@@ -320,7 +321,7 @@ export function peerCertificateAllowsClientAuth(peer: tls.PeerCertificate | null
   if (!peer || typeof peer !== 'object') return false;
   const eku = (peer as tls.PeerCertificate & { ext_key_usage?: string[] }).ext_key_usage;
   if (eku === undefined) return true;
-  return eku.includes(OID_CLIENT_AUTH) || eku.includes(OID_ANY_EKU);
+  return eku.includes(OID_CLIENT_AUTH);
 }
 
 /**
