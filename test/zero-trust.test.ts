@@ -413,10 +413,23 @@ test('a pdp token outside a credential-looking key is neither stored nor echoed 
   assert.equal(notFound.status, 404);
   assert.ok(!notFound.text.includes(secret), notFound.text);
   assert.ok(notFound.text.includes(masked));
+  // Percent-encoded in a path or a query (`_` as `%5F`, or every character escaped): decoded to be found.
+  const everyByte = [...live.token].map((c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).join('');
+  for (const spelled of [live.token.replace(/_/g, '%5F'), everyByte]) {
+    const encodedSecret = spelled.slice(spelled.length - (spelled === everyByte ? 3 * secret.length : secret.replace(/_/g, '%5F').length));
+    for (const target of [`${url}/v1/${spelled}`, `${url}/v1/nowhere?x=${spelled}`]) {
+      const res = await call(target, as('registry'));
+      assert.equal(res.status, 404, res.text);
+      assert.ok(!res.text.includes(secret) && !res.text.includes(encodedSecret), `${target}: ${res.text}`);
+    }
+  }
 
   assert.equal(fileBytes(auditPath).includes(secret), false, 'no byte of the audit store holds the secret');
   assert.ok(await waitFor(() => (server.stdout() + server.stderr()).includes(masked), 2_000), 'the request log names the path with the secret redacted');
   assert.equal((server.stdout() + server.stderr()).includes(secret), false, 'nor does the log');
+  for (const encoded of [secret.replace(/_/g, '%5F'), [...secret].map((c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).join('')]) {
+    assert.equal((server.stdout() + server.stderr()).includes(encoded), false, 'nor does the log, encoded');
+  }
 });
 
 test('health and readiness: open for probes; ready tells a caller without api "admin" only whether it is ready', async () => {

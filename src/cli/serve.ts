@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
-import { redactTokens } from '../identity/token-format';
+import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine } from '../engine';
 import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader, describePolicyDiff } from '../server';
@@ -243,7 +243,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
       serializers: {
         req: (req: { method: string; url: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
-          method: req.method, url: redactTokens(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort,
+          method: req.method, url: redactTokensAlsoEncoded(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort,
         }),
       },
     },

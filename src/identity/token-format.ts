@@ -32,3 +32,16 @@ export function containsToken(text: string): boolean {
   TOKEN_ANYWHERE.lastIndex = 0;
   return found;
 }
+
+/**
+ * `redactTokens`, also for a token written percent-encoded (`pdp%5F<id>%5F<secret>`, as in a URL path or
+ * query): when the text decoded holds a token, the decoded text is returned, redacted; otherwise the
+ * text as `redactTokens` returns it. The decoding is byte by byte and never fails (a malformed escape
+ * elsewhere cannot hide a token): token characters are ASCII.
+ */
+export function redactTokensAlsoEncoded(text: string): string {
+  const plain = redactTokens(text);
+  if (text.indexOf('%') < 0) return plain;
+  const decoded = text.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return containsToken(decoded) ? redactTokens(decoded) : plain;
+}

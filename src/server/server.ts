@@ -10,7 +10,7 @@ import { deriveEventType, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
-import { redactTokens } from '../identity/token-format';
+import { redactTokens, redactTokensAlsoEncoded } from '../identity/token-format';
 import type { DecisionResult } from '../syntax';
 import { normalizeIp } from '../syntax/request'; // per decision: the defining module, not the barrel's getter
 import { DecisionCache } from './cache';
@@ -114,9 +114,12 @@ declare module 'fastify' {
  */
 function fail(reply: FastifyReply, code: ErrorCode, message: string, extra: Record<string, unknown> = {}) {
   const field = extra.field;
-  const safeExtra = typeof field === 'string' && field.includes('pdp_') ? { ...extra, field: redactTokens(field) } : extra;
-  return reply.code(ERRORS[code].status).send(errorBody(code, redactTokens(message), safeExtra));
+  const safeExtra = typeof field === 'string' && (field.includes('pdp') || field.includes('%')) ? { ...extra, field: redactTokensAlsoEncoded(field) } : extra;
+  return reply.code(ERRORS[code].status).send(errorBody(code, redactTokensAlsoEncoded(message), safeExtra));
 }
+
+/** The path of a request, for audit rows: without the query, and without a pdp token's secret in any spelling. */
+const auditedPath = (request: FastifyRequest) => redactTokensAlsoEncoded(request.url.split('?')[0]!);
 
 /** A whole HTTP/1.1 error response for a raw socket or a raw response: the API's error shape, then close. */
 function rawErrorResponse(code: ErrorCode, message: string, extra: Record<string, unknown> = {}): { status: number; headers: Record<string, string>; body: string } {
@@ -380,7 +383,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       return await step();
     } catch (e) {
       if (!(e instanceof AuthnError)) throw e;
-      await auditAuthnFailure(e, request.ip, { ...extra, details: { method: request.method, path: request.url.split('?')[0], ...extra?.details } });
+      await auditAuthnFailure(e, request.ip, { ...extra, details: { method: request.method, path: auditedPath(request), ...extra?.details } });
       throw e;
     }
   }
@@ -390,7 +393,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       timestamp: now().toISOString(), event_type: 'API_DENIED', service_name: null, namespace: null, instance_id: null,
       identity: caller.identity, source_ip: request.ip, action: scope, resource: `api:${scope}`, result: 'DENY',
       reason: `no api "${scope}" grant for ${caller.identity}`, rule: null, decision_id: randomUUID(),
-      policy_version: policy?.version ?? null, details: { method: request.method, path: request.url.split('?')[0] }, registry_node: nodeName,
+      policy_version: policy?.version ?? null, details: { method: request.method, path: auditedPath(request) }, registry_node: nodeName,
     };
   }
 
