@@ -86,6 +86,17 @@ test('mutual TLS without tokens: no client certificate ends the connection at th
   const decision = JSON.parse(ok.stdout);
   assert.equal(decision.allow, true);
   assert.ok(auditRows(auditPath, 'decision_id = ?', decision.decision_id).length === 1, 'audited');
+
+  // A subject token on a server without --tokens cannot be verified here: a request this server cannot
+  // serve (400 naming the field), not a bad credential (422), and no AUTHN_FAILURE row.
+  const rowsBeforeToken = auditRows(auditPath).length;
+  const withToken = await curl(['--cert', pki.files.registry!.cert, '--key', pki.files.registry!.key, '-d', JSON.stringify({ ...register, credentials: { token: `pdp_AAAAAAAAAAAA_${'C'.repeat(43)}` } }), `${url}/v1/authorize`]);
+  assert.equal(withToken.code, 0, withToken.stderr);
+  const error = JSON.parse(withToken.stdout).error;
+  assert.equal(error.code, 'invalid_request', withToken.stdout);
+  assert.equal(error.field, 'credentials.token');
+  assert.match(error.message, /bearer tokens are not enabled on this server/);
+  assert.equal(auditRows(auditPath).length, rowsBeforeToken);
 });
 
 test('rotation: new server certificate files are picked up without a restart, requests keep succeeding, a mismatched pair is refused', async () => {

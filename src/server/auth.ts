@@ -178,6 +178,7 @@ export function createSecurity(options: SecurityOptions) {
       }
       failed(source, bundle ? 'a client certificate or a bearer token is required' : 'a bearer token is required', null, 'missing');
     },
+    verifiesSubject: { token: tokens !== undefined, certificate: bundle !== undefined },
     authenticateSubject(credentials): string {
       if (credentials.token !== undefined) {
         if (!tokens) refuseSubject('`credentials.token` cannot be verified: bearer tokens are not enabled on this server', 'subject-token');

@@ -44,6 +44,11 @@ export interface Authenticator {
   authenticateCaller(request: FastifyRequest): Promise<Caller> | Caller;
   /** Turns `credentials` into a verified subject identity; throws AuthnError (`invalid_subject_credentials`) when they do not verify. */
   authenticateSubject?(credentials: NonNullable<AuthorizeBody['credentials']>, request: FastifyRequest): Promise<string> | string;
+  /**
+   * Which kinds of subject credentials this server can verify (tokens need --tokens, certificates
+   * --client-ca). A kind it cannot is a request it cannot serve (400), not a bad credential (422).
+   */
+  verifiesSubject?: { token: boolean; certificate: boolean };
   /** Whether the request carries caller credentials at all (a bearer token, a client certificate). */
   hasCredentials?(request: FastifyRequest): boolean;
   /**
@@ -432,6 +437,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       throw new ApiError('invalid_request', `\`${prefix}credentials\` cannot be verified: this server has no trust bundle or token store configured`, { field: `${prefix}credentials` });
     }
     const credentials = body.credentials;
+    // The order of AuthenticateRequest: a token is used when there is one, else the certificate.
+    const kind = credentials.token !== undefined ? 'token' : credentials.certificate !== undefined ? 'certificate' : undefined;
+    if (kind !== undefined && deps.authenticator.verifiesSubject?.[kind] === false) {
+      const unverifiable = `${fieldPrefix(position)}credentials.${kind}`;
+      const missing = kind === 'token' ? 'bearer tokens are not enabled on this server (`--tokens`)' : 'this server has no `--client-ca` trust bundle';
+      throw new ApiError('invalid_request', `\`${unverifiable}\` cannot be verified: ${missing}`, { field: unverifiable });
+    }
     const field = `${fieldPrefix(position)}credentials`;
     // A bad subject credential is the subject's failure, not the caller's: 422
     // invalid_subject_credentials naming the field (a 401 would read as the PEP's own login failing).
