@@ -43,7 +43,15 @@ test('pdp ca init and issue, in-process', async () => {
   assert.equal(await ca(['init', '--trust-domain', 'cluster'], io), 1, 'refuses to overwrite');
   assert.match(io.err(), /already exist.*--force/);
   assert.equal(io.out(), '');
-  assert.equal(await ca(['init', '--trust-domain', 'cluster', '--force', '--validity', '730d'], capture(cwd)), 0);
+  io = capture(cwd);
+  assert.equal(await ca(['init', '--trust-domain', 'cluster', '--force', '--validity', '730d', '--format', 'json'], io), 0);
+  const made = JSON.parse(io.out());
+  const root = new X509Certificate(fs.readFileSync(path.join(cwd, 'ca', 'ca.crt')));
+  assert.deepEqual(
+    { serial: made.serial, not_before: made.not_before, not_after: made.not_after, fingerprint: made.fingerprint_sha256, trust_domain: made.trust_domain },
+    { serial: root.serialNumber, not_before: new Date(root.validFrom).toISOString(), not_after: new Date(root.validTo).toISOString(), fingerprint: root.fingerprint256, trust_domain: 'cluster' },
+    '--format json describes the certificate it wrote',
+  );
 
   io = capture(cwd);
   assert.equal(await ca(['issue', 'server', '--name', 'pdp', '--dns', 'localhost', '--dns', 'pdp.internal', '--ip', '127.0.0.1'], io), 0);

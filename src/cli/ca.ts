@@ -83,6 +83,8 @@ async function init(args: string[], io: CliIo): Promise<number> {
       key: result.keyPath,
       certificate: result.certPath,
       trust_domain: result.trustDomain,
+      serial: result.serialNumber,
+      not_before: result.notBefore.toISOString(),
       not_after: result.notAfter.toISOString(),
       fingerprint_sha256: result.fingerprint,
     }, null, 2)}\n`);

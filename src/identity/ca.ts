@@ -124,6 +124,8 @@ export interface InitCaResult {
   trustDomain: string;
   notBefore: Date;
   notAfter: Date;
+  /** The CA certificate's serial number (hex). */
+  serialNumber: string;
   /** SHA-256 fingerprint of the CA certificate, colon-separated hex. */
   fingerprint: string;
 }
@@ -164,7 +166,8 @@ export async function initCa(options: InitCaOptions): Promise<InitCaResult> {
   writeAtomic(keyPath, keyPem, 0o600);
   const certPem = cert.toString('pem') + '\n';
   writeAtomic(certPath, certPem, 0o644);
-  return { keyPath, certPath, trustDomain, notBefore, notAfter, fingerprint: new NodeX509(certPem).fingerprint256 };
+  const written = new NodeX509(certPem);
+  return { keyPath, certPath, trustDomain, notBefore, notAfter, serialNumber: written.serialNumber, fingerprint: written.fingerprint256 };
 }
 
 export interface LoadedCa {
