@@ -176,7 +176,7 @@ describe('POST /v1/authorize and the audit row', () => {
 
   test('bad input: each answered with its status, code and the field named; no stack traces, no paths', async () => {
     const valid = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
-    type Case = { name: string; raw?: string; body?: unknown; contentType?: string | null; status: number; code: string; field?: string; message?: RegExp };
+    type Case = { name: string; raw?: string; body?: unknown; contentType?: string | null; headers?: Record<string, string>; status: number; code: string; field?: string; message?: RegExp };
     const cases: Case[] = [
       { name: 'malformed JSON', raw: '{"identity": "x", "action": ', status: 400, code: 'invalid_json', field: 'body', message: /JSON/ },
       { name: 'trailing garbage', raw: '{"action":"read"} x', status: 400, code: 'invalid_json', field: 'body' },
@@ -186,6 +186,8 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'JSON null', raw: 'null', status: 400, code: 'invalid_request', field: 'body' },
       { name: 'text/plain', raw: JSON.stringify(valid), contentType: 'text/plain', status: 415, code: 'unsupported_media_type', message: /application\/json/ },
       { name: 'form-encoded', raw: 'action=read', contentType: 'application/x-www-form-urlencoded', status: 415, code: 'unsupported_media_type' },
+      { name: 'JSON in UTF-16', raw: JSON.stringify(valid), contentType: 'application/json; charset=utf-16', status: 415, code: 'unsupported_media_type', message: /UTF-8.*`utf-16`/ },
+      { name: 'a content coding the server does not decode', raw: JSON.stringify(valid), headers: { 'content-encoding': 'gzip' }, status: 415, code: 'unsupported_media_type', message: /`Content-Encoding: gzip`/ },
       { name: 'action: 5', body: { ...valid, action: 5 }, status: 400, code: 'invalid_request', field: 'action', message: /`action` must be (a )?string/ },
       { name: 'identity: []', body: { ...valid, identity: [] }, status: 400, code: 'invalid_request', field: 'identity', message: /`identity` must be (a )?string/ },
       { name: 'resource: null', body: { ...valid, resource: null }, status: 400, code: 'invalid_request', field: 'resource' },
@@ -227,6 +229,7 @@ describe('POST /v1/authorize and the audit row', () => {
         method: 'POST',
         ...(c.raw !== undefined ? { raw: c.raw } : c.body !== undefined ? { body: c.body } : {}),
         ...(c.contentType !== undefined ? { contentType: c.contentType } : {}),
+        ...(c.headers !== undefined ? { headers: c.headers } : {}),
       });
       const where = `${c.name}: ${res.status} ${res.text}`;
       assert.equal(res.status, c.status, where);

@@ -132,6 +132,23 @@ function rawErrorResponse(code: ErrorCode, message: string, extra: Record<string
   return { status: ERRORS[code].status, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }, body };
 }
 
+/**
+ * Why a JSON body cannot be read as sent, or undefined: it is read as UTF-8 (RFC 8259) and not
+ * decompressed, so another charset or a content coding would be misread rather than refused.
+ */
+function unreadableBody(headers: IncomingMessage['headers']): string | undefined {
+  const encoding = headers['content-encoding'];
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+    return `the body must be sent without a content coding; got \`Content-Encoding: ${encoding}\``;
+  }
+  const type = headers['content-type']!;
+  if (type.length > 16) {
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(type)?.[1];
+    if (charset !== undefined && !/^utf-?8$/i.test(charset)) return `the body must be JSON in UTF-8; got charset \`${charset}\``;
+  }
+  return undefined;
+}
+
 export function buildServer(deps: ServerDeps): FastifyInstance {
   const now = deps.now ?? (() => new Date());
   const nodeName = deps.nodeName ?? 'pdp';
@@ -220,6 +237,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const refusal = unreadableBody(request.headers);
+    if (refusal !== undefined) {
+      done(new ApiError('unsupported_media_type', refusal), undefined);
+      return;
+    }
     // A reload takes no body; an empty one labelled JSON (`curl -H 'content-type: application/json'`) is none.
     if (body === '' && request.routeOptions.url === '/v1/policies/reload') {
       done(null, undefined);

@@ -245,9 +245,9 @@ export interface HttpResult {
 /** One HTTP request with global fetch; the body is JSON-encoded unless `raw` is given. */
 export async function request(
   url: string,
-  options: { method?: string; body?: unknown; raw?: string | Buffer; contentType?: string | null; timeoutMs?: number } = {},
+  options: { method?: string; body?: unknown; raw?: string | Buffer; contentType?: string | null; headers?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<HttpResult> {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   let body: string | Buffer | undefined;
   if (options.raw !== undefined) body = options.raw;
   else if (options.body !== undefined) body = JSON.stringify(options.body);
