@@ -79,6 +79,29 @@ test('every field of a row lands in its own column', () => {
   store.close();
 });
 
+test('groups of any size (inserted several rows per statement) keep every value in its column and the rows in order', () => {
+  const store = openAuditStore(tempDb());
+  const sizes = [1, 2, 3, 4, 5, 15, 16, 17, 63, 64, 65, 100, 150, 333];
+  const written: AuditRow[] = [];
+  let n = 0;
+  for (const size of sizes) {
+    const group = Array.from({ length: size }, () => {
+      const k = n++;
+      const row = Object.fromEntries(AUDIT_ROW_COLUMNS.map((c) => [c, `${c}-${k}`])) as Record<string, string | null>;
+      row.timestamp = new Date(Date.UTC(2025, 0, 20) + k).toISOString();
+      row.result = ['ALLOW', 'DENY', null][k % 3]!;
+      if (k % 5 === 0) row.details = null;
+      return row as unknown as AuditRow;
+    });
+    store.insertRows(group);
+    written.push(...group);
+  }
+  const stored = store.db.prepare(`SELECT ${AUDIT_ROW_COLUMNS.join(', ')} FROM audit_log ORDER BY id`).all();
+  assert.equal(stored.length, written.length);
+  assert.deepEqual(stored, written);
+  store.close();
+});
+
 test('audit_log has exactly the columns of the contract, in order', () => {
   const store = openAuditStore(tempDb());
   const columns = store.db.prepare('PRAGMA table_info(audit_log)').all() as { name: string; pk: number; type: string }[];
