@@ -94,7 +94,8 @@ export function diffFiles(before: readonly PolicyFileEntry[], after: readonly Po
 
 const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 const describeFiles = (c: FileChanges) => `${count(c.added.length, 'file')} added, ${c.removed.length} removed, ${c.changed.length} changed`;
-const NO_CHANGES = { added: [], removed: [], roles: [], api: [], settings: [] };
+/** Fresh empty lists each time: an outcome's lists are its own. */
+const noChanges = (): Pick<PolicyDiff, 'added' | 'removed' | 'roles' | 'api' | 'settings'> => ({ added: [], removed: [], roles: [], api: [], settings: [] });
 
 /** The ACL_CHANGE reason of a reload: rules, then whatever else changed who may do what. */
 export function describePolicyDiff(diff: PolicyDiff): string {
@@ -181,7 +182,7 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     }
     const policy = built.policy;
     if (previous?.version === policy.version) {
-      return { ok: true, changed: false, previous: previous.version, version: policy.version, ...NO_CHANGES };
+      return { ok: true, changed: false, previous: previous.version, version: policy.version, ...noChanges() };
     }
     const diff = diffPolicies(previous?.compiled, policy.compiled);
     const files = diffFiles(previous?.files ?? [], policy.files);
@@ -226,7 +227,7 @@ export function createReloader(deps: ReloaderDeps): Reloader {
     if (!done.ok) {
       return { ok: false, message: `the start-up policy version could not be written to the audit store (${done.cause}); not serving unaudited`, diagnostics: [], serving: undefined, auditUnavailable: true };
     }
-    return { ok: true, changed: oldVersion !== policy.version, previous: oldVersion ?? undefined, version: policy.version, ...NO_CHANGES };
+    return { ok: true, changed: oldVersion !== policy.version, previous: oldVersion ?? undefined, version: policy.version, ...noChanges() };
   }
 
   function enqueue<T>(work: () => Promise<T>): Promise<T> {

@@ -495,6 +495,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const cacheable = cache.enabled && !explain && (context.source_ip === undefined || sourceIp !== undefined);
     const key = cacheable ? DecisionCache.key(policy, identity, body.action, body.resource, body.namespace, sourceIp) : undefined;
     let cached = key === undefined ? undefined : cache.get(policy, key);
+    let computed = false;
     if (!cached) {
       const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp: context.source_ip }, { explain });
       if (!outcome.ok) {
@@ -510,13 +511,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         instance: r.kind === 'service' ? r.instance : undefined,
         namespace: outcome.request.namespace,
       };
-      if (key !== undefined) cache.set(policy, key, cached);
+      computed = true;
     }
     // One instance per check: the resource's and the context's must not disagree (as for namespaces).
     if (context.instance_id !== undefined && cached.instance !== undefined && context.instance_id !== cached.instance) {
       const field = `${fieldPrefix(position)}context.instance_id`;
       throw new ApiError('invalid_request', `\`${field}\` (\`${context.instance_id}\`) contradicts the instance \`${cached.instance}\` in \`resource\`; send one of them, or the same in both`, { field });
     }
+    // Stored (and counted as a miss) only once the check is known to be answered.
+    if (computed && key !== undefined) cache.set(policy, key, cached);
     const d = cached.decision;
     const decisionId = randomUUID();
     // The reason quotes the identity and resource as sent: a pdp token there is not echoed (one indexOf).
