@@ -183,10 +183,10 @@ function recordedPolicySet(policyVersion: string | null, details: string | null)
   return { version, files };
 }
 
-/** Device and inode of a file on disk (undefined for `:memory:` or a path that is gone). */
 /** Rows per INSERT statement, largest first; any group is a sum of these (1 is last). */
 const MULTI_ROW_SIZES = [64, 16, 4, 1] as const;
 
+/** Device and inode of a file on disk (undefined for `:memory:` or a path that is gone). */
 function identityOf(path: string): { dev: number; ino: number } | undefined {
   if (path === ':memory:' || path === '') return undefined;
   try {

@@ -9,7 +9,7 @@ import { formatOption, parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths, type PolicyInput } from './policy-input';
 
-/** The lint codes, listed from the rules themselves so the help never misses one. */
+/** `text` wrapped at `width` columns: the help lists the lint codes from LINT_CODES itself, so it never misses one. */
 const wrap = (text: string, width = 96): string => text.replace(new RegExp(`(.{1,${width}})(?: |$)`, 'g'), '$1\n').trimEnd();
 
 export const HELP = `usage: pdp check [PATH…] [--strict] [--format text|json|sarif]

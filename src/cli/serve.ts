@@ -5,7 +5,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
 import { redactTokensAlsoEncoded } from '../identity/token-format';
-import { Engine } from '../engine';
+import { Engine, readPolicyDir } from '../engine';
 import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader, describePolicyDiff } from '../server';
 import { parse, parseDuration } from './args';
@@ -130,11 +130,9 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (!first.ok) {
     // No directory, or nothing in it: bad usage (exit 2), worded as every other command words it.
     if (first.error) throw new UsageError(first.error);
-    {
-      const sources = first.diagnostics.length ? (await import('../engine')).readPolicyDir(policyDir) : [];
-      printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(path.relative(io.cwd, policyDir) || '.', d.span.file) } })), [{ label: policyDir, base: path.relative(io.cwd, policyDir) || '.', sources }], io);
-      io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; not starting\n`);
-    }
+    const base = path.relative(io.cwd, policyDir) || '.';
+    printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(base, d.span.file) } })), [{ label: policyDir, base, sources: readPolicyDir(policyDir) }], io);
+    io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; not starting\n`);
     return EXIT_FINDING;
   }
 

@@ -103,4 +103,3 @@ export function subjectIdentity(identity: string | undefined, anonymousAllowed: 
   if (identity !== undefined) return identity;
   return anonymousAllowed ? ANONYMOUS : undefined;
 }
-

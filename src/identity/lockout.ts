@@ -2,9 +2,10 @@
 //
 // A source (client IP, token id, ...) that fails `maxFailures` times within `windowMs` is locked for
 // `lockoutMs`. A success in between does not clear the count: a source is an address, which many
-// clients can share, and one valid credential must not buy unlimited guesses at others. Pure: time is passed in. Memory is bounded by two LRU caches: one for sources that are
-// counting failures and a separate one for locked sources, so an attacker spraying many sources with
-// one failure each evicts other counters but cannot push an active lock out cheaply.
+// clients can share, and one valid credential must not buy unlimited guesses at others. Pure: time
+// is passed in. Memory is bounded by two LRU caches: one for sources that are counting failures and
+// a separate one for locked sources, so an attacker spraying many sources with one failure each
+// evicts other counters but cannot push an active lock out cheaply.
 import { LRUCache } from 'lru-cache';
 
 export interface FailureTrackerOptions {

@@ -1,9 +1,9 @@
 // JSON schemas for every route: ajv validates requests before any policy code runs, and the
 // response schemas let fastify serialize without JSON.stringify's reflection.
 import { SERVER_EVENT_TYPES } from '../audit/event';
+import { INSTANCE_RE } from '../syntax/request';
 
 const NAME_PATTERN = '^[A-Za-z0-9._-]{1,253}$';
-const INSTANCE_PATTERN = '^[\\x21-\\x2e\\x30-\\x7e]{1,253}$';
 
 const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 } as const;
 
@@ -25,8 +25,8 @@ export const authorizeRequest = {
         source_ip: { type: 'string', minLength: 1, maxLength: 64 },
         // Upper-case letters and `_`; never one of the types only the server writes (SERVER_EVENT_TYPES).
         event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$', not: { enum: SERVER_EVENT_TYPES } },
-        // As in `service:NAME/INSTANCE` (src/syntax/request.ts): visible ASCII but `/`, e.g. `10.0.0.7:8080`.
-        instance_id: { type: 'string', pattern: INSTANCE_PATTERN },
+        // As in `service:NAME/INSTANCE`: visible ASCII but `/`, e.g. `10.0.0.7:8080`.
+        instance_id: { type: 'string', pattern: INSTANCE_RE.source },
       },
       additionalProperties: scalar,
     },

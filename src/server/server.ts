@@ -19,7 +19,7 @@ import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { describeValidation, forbiddenKey, notWellFormed, type ValidationIssue } from './validation';
+import { describeValidation, forbiddenKey, notWellFormed, unreadableBody, type ValidationIssue } from './validation';
 import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
 
 export interface AuthorizeBody {
@@ -130,23 +130,6 @@ const auditedPath = (request: FastifyRequest) => redactTokensAlsoEncoded(request
 function rawErrorResponse(code: ErrorCode, message: string, extra: Record<string, unknown> = {}): { status: number; headers: Record<string, string>; body: string } {
   const body = JSON.stringify(errorBody(code, message, extra));
   return { status: ERRORS[code].status, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }, body };
-}
-
-/**
- * Why a JSON body cannot be read as sent, or undefined: it is read as UTF-8 (RFC 8259) and not
- * decompressed, so another charset or a content coding would be misread rather than refused.
- */
-function unreadableBody(headers: IncomingMessage['headers']): string | undefined {
-  const encoding = headers['content-encoding'];
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
-    return `the body must be sent without a content coding; got \`Content-Encoding: ${encoding}\``;
-  }
-  const type = headers['content-type']!;
-  if (type.length > 16) {
-    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(type)?.[1];
-    if (charset !== undefined && !/^utf-?8$/i.test(charset)) return `the body must be JSON in UTF-8; got charset \`${charset}\``;
-  }
-  return undefined;
 }
 
 export function buildServer(deps: ServerDeps): FastifyInstance {

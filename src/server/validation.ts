@@ -1,5 +1,6 @@
 // Input checks beyond the JSON schemas, and how a schema violation is worded: which field, and what
-// was expected. Pure functions over parsed bodies; the routes in server.ts call them.
+// was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
+import type { IncomingHttpHeaders } from 'node:http';
 import { SERVER_EVENT_TYPES } from '../audit/event';
 import type { AuthorizeBody } from './server';
 
@@ -117,3 +118,19 @@ export function notWellFormed(body: AuthorizeBody): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a JSON body cannot be read as sent, or undefined: it is read as UTF-8 (RFC 8259) and not
+ * decompressed, so another charset or a content coding would be misread rather than refused.
+ */
+export function unreadableBody(headers: IncomingHttpHeaders): string | undefined {
+  const encoding = headers['content-encoding'];
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+    return `the body must be sent without a content coding; got \`Content-Encoding: ${encoding}\``;
+  }
+  const type = headers['content-type']!;
+  if (type.length > 16) {
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(type)?.[1];
+    if (charset !== undefined && !/^utf-?8$/i.test(charset)) return `the body must be JSON in UTF-8; got charset \`${charset}\``;
+  }
+  return undefined;
+}

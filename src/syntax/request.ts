@@ -34,7 +34,7 @@ const RESOURCE_FORMS = 'expected `service:NAME`, `service:NAME/INSTANCE` or `nam
  * `pod.abc`): any visible ASCII but `/`, so they never hold spaces or control characters. They are only
  * quoted and audited, never matched (a request is decided as `service:NAME`).
  */
-const INSTANCE_RE = /^[\x21-\x2e\x30-\x7e]{1,253}$/; // visible ASCII but `/`
+export const INSTANCE_RE = /^[\x21-\x2e\x30-\x7e]{1,253}$/; // visible ASCII but `/`
 
 export function parseResource(text: string): ResourceResult {
   if (text.startsWith('service:')) {
