@@ -28,7 +28,7 @@ import {
   type AuditStore,
 } from '../src/audit';
 
-import { countRows, event, recordUntilKilled, tempDb } from './support/audit';
+import { assertCommittedBeforeResolved, countRows, event, recordUntilKilled, tempDb } from './support/audit';
 
 test('migrations create the schema once and are idempotent on reopen', () => {
   const file = tempDb();
@@ -246,16 +246,8 @@ test('group commit: the records of one turn are written by one transaction', asy
 
 test('record() resolves only after the row is visible from a second connection', async () => {
   const file = tempDb();
-  const store = openAuditStore(file);
-  const recorder = createRecorder(store);
-  const reader = new Database(file, { readonly: true });
-  const promise = recorder.record(event({ decision_id: 'visible-1' }));
   // Queued, not yet written: the write happens on the next setImmediate.
-  assert.equal(countRows(reader), 0);
-  await promise;
-  assert.equal(reader.prepare("SELECT COUNT(*) FROM audit_log WHERE decision_id = 'visible-1'").pluck().get(), 1);
-  reader.close();
-  await recorder.close();
+  await assertCommittedBeforeResolved(file, createRecorder(openAuditStore(file)));
 });
 
 test('SIGKILL loses no acknowledged row', async () => {

@@ -7,21 +7,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread, terminateWriterThreadForTesting, type RowSink } from '../src/audit';
-import { countRows, event, recordUntilKilled, tempDb } from './support/audit';
+import { assertCommittedBeforeResolved, countRows, event, recordUntilKilled, tempDb } from './support/audit';
 
 const threadRecorder = async (file: string, options: Parameters<typeof createSinkRecorder>[1] = {}, busyTimeoutMs?: number) =>
   createSinkRecorder(await startWriterThread(file, busyTimeoutMs === undefined ? {} : { busyTimeoutMs }), options);
 
 test('writer thread: a record resolves only once its row is visible from another connection', async () => {
   const file = tempDb();
-  const recorder = await threadRecorder(file);
-  const reader = new Database(file, { readonly: true });
-  const promise = recorder.record(event({ decision_id: 'visible-1' }));
-  assert.equal(countRows(reader), 0, 'queued, not yet written');
-  await promise;
-  assert.equal(reader.prepare("SELECT COUNT(*) FROM audit_log WHERE decision_id = 'visible-1'").pluck().get(), 1);
-  reader.close();
-  await recorder.close();
+  await assertCommittedBeforeResolved(file, await threadRecorder(file));
 });
 
 test('writer thread: groups handed over while earlier ones are still committing keep their order', async () => {

@@ -5,8 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import type Database from 'better-sqlite3';
-import type { AuditEvent } from '../../src/audit';
+import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
+import type { AuditEvent, AuditRecorder } from '../../src/audit';
 
 const tempDirs: string[] = [];
 after(() => {
@@ -43,6 +44,24 @@ export function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
 }
 
 export const countRows = (db: Database.Database) => db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get() as number;
+
+/**
+ * Records one row through `recorder` (writing to `file`, empty so far) and checks from a second
+ * connection that the row is not there while queued and is there once its promise resolved; then
+ * closes the recorder.
+ */
+export async function assertCommittedBeforeResolved(file: string, recorder: AuditRecorder): Promise<void> {
+  const reader = new Database(file, { readonly: true });
+  try {
+    const promise = recorder.record(event({ decision_id: 'visible-1' }));
+    assert.equal(countRows(reader), 0, 'queued, not yet written');
+    await promise;
+    assert.equal(reader.prepare("SELECT COUNT(*) FROM audit_log WHERE decision_id = 'visible-1'").pluck().get(), 1);
+  } finally {
+    reader.close();
+    await recorder.close();
+  }
+}
 
 /**
  * A child process records rows as fast as it can (through the inline recorder, or the writer thread)
