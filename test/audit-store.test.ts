@@ -306,6 +306,85 @@ test('fail closed: a locked database rejects records, then recovers by itself', 
   await recorder.close();
 });
 
+test('a write lock held briefly elsewhere is waited out with the event loop free: the rows commit once it is released, in one transaction, in order', async (t) => {
+  const file = tempDb();
+  const store = openAuditStore(file, { busyTimeoutMs: 2000 });
+  const flushes: number[] = [];
+  const recorder = createRecorder(store, { onFlush: (rows) => flushes.push(rows) });
+  await recorder.record(event({ decision_id: 'before' }));
+  flushes.length = 0;
+
+  // Another connection (a second worker, `pdp audit prune`, a sqlite3 shell) holds the write lock
+  // for 300 ms; the timer that releases it runs on this same event loop. SQLite's own busy handler
+  // would sleep the thread for the whole wait, so the timer could not fire before the busy timeout.
+  const locker = new Database(file);
+  locker.exec('BEGIN IMMEDIATE');
+  const heldMs = 300;
+  let releaseTimer: NodeJS.Timeout | undefined;
+  const released = new Promise<number>((resolve) => {
+    releaseTimer = setTimeout(() => {
+      locker.exec('COMMIT');
+      resolve(performance.now());
+    }, heldMs);
+  });
+  let ticks = 0;
+  let longestGap = 0;
+  let last = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    longestGap = Math.max(longestGap, now - last);
+    last = now;
+    ticks++;
+  }, 5);
+  t.after(async () => {
+    clearInterval(ticker);
+    clearTimeout(releaseTimer);
+    if (locker.inTransaction) locker.exec('ROLLBACK');
+    if (locker.open) locker.close();
+    await recorder.close();
+  });
+
+  const started = performance.now();
+  const first = recorder.record(event({ decision_id: 'waiting-1' }));
+  // Rows recorded while the first waits join its next try.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const more = recorder.recordAll([event({ decision_id: 'waiting-2' }), event({ decision_id: 'waiting-3' })]);
+  await Promise.all([first, more]);
+  const committedAt = performance.now();
+  clearInterval(ticker);
+  const releasedAt = await released;
+
+  assert.ok(committedAt >= releasedAt, 'nothing committed while the lock was held');
+  assert.ok(committedAt - started >= heldMs - 20, `waited for the lock (${Math.round(committedAt - started)} ms)`);
+  assert.ok(ticks >= 10, `the event loop kept running while the write waited (${ticks} ticks of 5 ms)`);
+  assert.ok(longestGap < heldMs / 2, `no long stall of the event loop (longest gap ${Math.round(longestGap)} ms)`);
+  assert.equal(recorder.writable(), true, 'a wait within the busy timeout is not a failure');
+  assert.deepEqual(flushes, [3], 'the waiting rows and the ones that queued behind them: one transaction');
+  const ids = locker.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all();
+  assert.deepEqual(ids, ['before', 'waiting-1', 'waiting-2', 'waiting-3']);
+});
+
+test('close() while a write waits for the lock: it waits too, and the row is committed once the lock is released', async (t) => {
+  const file = tempDb();
+  const store = openAuditStore(file, { busyTimeoutMs: 2000 });
+  const recorder = createRecorder(store);
+  const locker = new Database(file);
+  locker.exec('BEGIN IMMEDIATE');
+  t.after(() => {
+    if (locker.inTransaction) locker.exec('ROLLBACK');
+    if (locker.open) locker.close();
+  });
+  const pending = recorder.record(event({ decision_id: 'drained' }));
+  await new Promise((resolve) => setImmediate(resolve));
+  let closed = false;
+  const closing = recorder.close().then(() => { closed = true; });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(closed, false, 'close() does not return while a row waits to be committed');
+  locker.exec('COMMIT');
+  await Promise.all([pending, closing]);
+  assert.deepEqual(locker.prepare('SELECT decision_id FROM audit_log').pluck().all(), ['drained']);
+});
+
 test('fail closed on any write error (disk full) and recovery through a successful record', async () => {
   const real = openAuditStore(tempDb());
   let failing = true;

@@ -499,6 +499,42 @@ describe('cache under a policy without cidrs', () => {
 });
 
 describe('fail closed when the audit store cannot be written', () => {
+  test('a write lock held for less than the busy timeout delays the answer, never refuses it, and the server keeps answering meanwhile', async (t) => {
+    const server = await startServer({ busyTimeoutMs: 5000 });
+    const holder = new Database(server.auditPath);
+    t.after(async () => {
+      if (holder.inTransaction) holder.exec('ROLLBACK');
+      holder.close();
+      await server.close();
+    });
+    const body = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
+    assert.equal((await authorize(server.url, body)).status, 200);
+
+    // Another connection (as another `--workers` process or `pdp audit prune` would) takes the lock.
+    holder.exec('BEGIN IMMEDIATE');
+    const heldFrom = performance.now();
+    const waiting = authorize(server.url, body);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The decision's commit waits for the lock without putting the event loop to sleep: other requests are answered.
+    const probeStarted = performance.now();
+    const health = await request(`${server.url}/v1/health`);
+    assert.equal(health.status, 200);
+    assert.ok(performance.now() - probeStarted < 250, `health answered in ${Math.round(performance.now() - probeStarted)} ms while the lock was held`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    holder.exec('COMMIT');
+    const heldMs = performance.now() - heldFrom;
+
+    const answer = await waiting;
+    assert.equal(answer.status, 200, answer.text);
+    assert.deepEqual(missingDecisions(server.auditPath, [answer.json.decision_id]), []);
+    const metricsText = (await request(`${server.url}/metrics`)).text;
+    assert.equal(metricValue(metricsText, 'pdp_audit_lock_wait_seconds_count'), 1);
+    const waited = metricValue(metricsText, 'pdp_audit_lock_wait_seconds_sum');
+    assert.ok(waited >= 0.3 && waited <= heldMs / 1000 + 0.1, `waited ${waited} s of the ${Math.round(heldMs)} ms the lock was held`);
+    assert.equal(metricValue(metricsText, 'pdp_audit_failures_total'), 0);
+    assert.equal(metricValue(metricsText, 'pdp_audit_writable'), 1);
+  });
+
   test('a held write lock → 503 audit_unavailable and not ready; released → ready again, nothing answered is unaudited', async (t) => {
     const server = await startServer({ busyTimeoutMs: 100, probeIntervalMs: 100 });
     const holder = new Database(server.auditPath);

@@ -20,11 +20,22 @@ export interface AuditRecorder {
   close(): Promise<void>;
   /** Subscribes to committed group commits: rows written and seconds the transaction took (metrics). */
   onFlush?(listener: (rows: number, seconds: number) => void): void;
+  /** Subscribes to waits for another connection's write lock: seconds from the first refused try to the commit or the failure (metrics). */
+  onLockWait?(listener: (seconds: number) => void): void;
 }
 
 /** The rows could not be committed; nothing of them was stored. The server answers 503. */
 export class AuditUnavailableError extends Error {
   override name = 'AuditUnavailableError';
+}
+
+/**
+ * A sink's write found the write lock held by another connection (another `--workers` process,
+ * `pdp audit prune`, a `sqlite3` shell) and wrote nothing. The recorder tries the rows again later,
+ * for up to the sink's `lockWaitMs`, without blocking the event loop meanwhile.
+ */
+export class WriteLockHeldError extends Error {
+  override name = 'WriteLockHeldError';
 }
 
 export interface RecorderOptions {
@@ -44,7 +55,7 @@ export interface RecorderOptions {
 
 /** The part of the store the recorder needs (tests substitute failing stores). */
 export type RecorderStore = Pick<AuditStore, 'insertRows' | 'probeWrite' | 'close'> &
-  Partial<Pick<AuditStore, 'setBusyTimeout' | 'busyTimeoutMs'>>;
+  Partial<Pick<AuditStore, 'insertRowsIfUnlocked' | 'setBusyTimeout' | 'busyTimeoutMs'>>;
 
 /**
  * Where a recorder commits its rows. `write` commits all of them in one transaction or none; it either
@@ -63,6 +74,12 @@ export interface RowSink {
    * holding it until the previous one settled.
    */
   readonly pipelined?: boolean;
+  /**
+   * A sink whose `write` throws WriteLockHeldError (instead of waiting inside SQLite) says here how
+   * long the recorder keeps trying such a write before it fails it: milliseconds, while writable;
+   * once a write failed, it fails at once until writing works again.
+   */
+  readonly lockWaitMs?: number;
   close(): void | Promise<void>;
 }
 
@@ -89,9 +106,29 @@ export function storeSink(store: RecorderStore, options: Pick<RecorderOptions, '
   };
 }
 
+/**
+ * The inline sink without waits inside SQLite: a write that finds another connection holding the
+ * write lock throws WriteLockHeldError at once, having written nothing, and the recorder retries it
+ * (joined by what queued meanwhile) while the event loop keeps serving. SQLite's own busy handler
+ * would sleep the thread (1, 2, 5, 10… ms at a time): with `--workers`, every worker's group commit
+ * meets the others' locks, and measured with two workers one of them spent 9 % of its time asleep.
+ */
+export function eventLoopStoreSink(store: RecorderStore, options: Pick<RecorderOptions, 'degradedBusyTimeoutMs'> = {}): RowSink {
+  const sink = storeSink(store, options);
+  const tryInsert = store.insertRowsIfUnlocked;
+  if (tryInsert === undefined) return sink;
+  return {
+    ...sink,
+    write(rows) {
+      if (!tryInsert.call(store, rows)) throw new WriteLockHeldError('the audit database is locked by another connection');
+    },
+    lockWaitMs: store.busyTimeoutMs ?? 0,
+  };
+}
+
 /** A group-commit recorder over the store, committing on the event loop's thread. */
 export function createRecorder(store: RecorderStore, options: RecorderOptions = {}): AuditRecorder {
-  return createSinkRecorder(storeSink(store, options), options);
+  return createSinkRecorder(eventLoopStoreSink(store, options), options);
 }
 
 /** A group-commit recorder over any sink (the inline store, or the writer thread of writer.ts). */
@@ -102,6 +139,8 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
   let queuedRows = 0;
   let flushHandle: NodeJS.Immediate | undefined;
   let probeTimer: NodeJS.Timeout | undefined;
+  /** While a write waits for another connection's write lock: since when, the next try, and who waits for the end of it. */
+  let lockWait: { since: number; retry?: { cancel(): void }; ended: Promise<void>; end(): void } | undefined;
   /** Writes of an asynchronous sink that have not settled yet, and how many rows they carry. */
   const inFlight = new Set<Promise<void>>();
   let inFlightRows = 0;
@@ -161,8 +200,51 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
     });
   }
 
+  const lockWaitListeners: ((seconds: number) => void)[] = [];
+  const endLockWait = () => {
+    if (lockWait === undefined) return;
+    const seconds = (performance.now() - lockWait.since) / 1000;
+    lockWait.end();
+    lockWait = undefined;
+    for (const listener of lockWaitListeners) {
+      try {
+        listener(seconds);
+      } catch {
+        // Metrics must not affect what was already committed or refused.
+      }
+    }
+  };
+
+  /**
+   * The write lock is held elsewhere and nothing was written: puts the rows back at the head of the
+   * queue (order kept; the next try commits them with everything that queued meanwhile, in one
+   * transaction) and schedules that try: on the next turn for the first millisecond, then every
+   * millisecond. False when the wait is over (`lockWaitMs`, or none at all while unwritable): fail.
+   */
+  function waitForLock(batch: Pending[], rowCount: number): boolean {
+    const now = performance.now();
+    if (lockWait === undefined) {
+      let end!: () => void;
+      const ended = new Promise<void>((resolve) => { end = resolve; });
+      lockWait = { since: now, ended, end };
+    }
+    const budget = isWritable ? sink.lockWaitMs ?? 0 : 0;
+    if (now - lockWait.since >= budget) return false;
+    queue = queue.length === 0 ? batch : batch.concat(queue);
+    queuedRows += rowCount;
+    if (now - lockWait.since < 1) {
+      const immediate = setImmediate(flush);
+      lockWait.retry = { cancel: () => clearImmediate(immediate) };
+    } else {
+      const timeout = setTimeout(flush, 1);
+      lockWait.retry = { cancel: () => clearTimeout(timeout) };
+    }
+    return true;
+  }
+
   const committed = (batch: Pending[], rowCount: number, started: bigint) => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    endLockWait();
     markWritable();
     for (const pending of batch) pending.resolve();
     for (const listener of flushListeners) {
@@ -176,6 +258,7 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
 
   const failed = (batch: Pending[], e: unknown) => {
     const cause = e as Error;
+    endLockWait();
     markUnwritable();
     reportError(cause);
     const unavailable = new AuditUnavailableError(`audit log unavailable: ${cause.message}`, { cause });
@@ -184,6 +267,7 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
 
   function flush() {
     flushHandle = undefined;
+    if (lockWait !== undefined) lockWait.retry = undefined;
     // One write at a time (unless the sink is pipelined): what arrives meanwhile waits and goes in the next, larger, group.
     if (mustWait() || queue.length === 0) return;
     const batch = queue;
@@ -196,6 +280,7 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
     try {
       result = sink.write(rows);
     } catch (e) {
+      if (e instanceof WriteLockHeldError && waitForLock(batch, rowCount)) return;
       failed(batch, e);
       return;
     }
@@ -228,7 +313,8 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
     return new Promise<void>((resolve, reject) => {
       queue.push({ rows, resolve, reject });
       queuedRows += rows.length;
-      if (!mustWait()) flushHandle ??= setImmediate(flush);
+      // While a write waits for the lock, its next try takes these rows along.
+      if (!mustWait() && lockWait?.retry === undefined) flushHandle ??= setImmediate(flush);
     });
   }
 
@@ -240,13 +326,19 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
     onFlush: (listener) => {
       flushListeners.push(listener);
     },
+    onLockWait: (listener) => {
+      lockWaitListeners.push(listener);
+    },
     async close() {
       if (closed) return;
       closed = true;
       if (flushHandle !== undefined) clearImmediate(flushHandle);
-      // Drain: the writes in flight, then what queued behind them (their `finally` flushes that).
+      // A try scheduled for later is made now instead.
+      lockWait?.retry?.cancel();
+      // Drain: the writes in flight, then what queued behind them (their `finally` flushes that),
+      // and a write waiting for the lock until it commits or its wait is over.
       flush();
-      while (inFlight.size > 0) await Promise.all(inFlight);
+      while (inFlight.size > 0 || lockWait !== undefined) await Promise.all([...inFlight, lockWait?.ended]);
       if (probeTimer !== undefined) clearInterval(probeTimer);
       probeTimer = undefined;
       await sink.close();

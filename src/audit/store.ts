@@ -15,7 +15,8 @@ export interface AuditStoreOptions {
   synchronous?: 'normal' | 'full';
   /**
    * How long a write waits for another connection's write lock before failing with SQLITE_BUSY.
-   * Writes block the event loop while they wait, so keep it short in the server. Default 1000 ms.
+   * SQLite waits by sleeping the thread; the server's inline recorder therefore never lets it wait
+   * (`insertRowsIfUnlocked`) and retries for this long itself, with the event loop free. Default 1000 ms.
    */
   busyTimeoutMs?: number;
   /** Refuse to create a new file (the CLI's `prune` must not invent an empty database). Default false. */
@@ -88,8 +89,15 @@ export interface AuditStore {
   readonly db: Database.Database;
   /** Validates and inserts events in one transaction. Throws `InvalidAuditEventError` or the SQLite error. */
   insertBatch(events: readonly AuditEvent[]): void;
-  /** Inserts already-validated rows in one transaction (the recorder's path). */
+  /** Inserts already-validated rows in one transaction, waiting up to the busy timeout for the write lock (the writer thread's path). */
   insertRows(rows: readonly AuditRow[]): void;
+  /**
+   * Inserts already-validated rows in one transaction if no other connection holds the write lock;
+   * false (nothing written) if one does. Never waits: SQLite's busy handler waits by sleeping the
+   * thread, which on the event loop would stall every request (the inline recorder's path; it
+   * retries later, see recorder.ts).
+   */
+  insertRowsIfUnlocked(rows: readonly AuditRow[]): boolean;
   /** Replaces the contents of `allowed_services` in one transaction. */
   refreshAllowedServices(entries: readonly AllowedService[]): void;
   /** The newest `ACL_CHANGE` row (highest id), or undefined when the log has none. */
@@ -123,6 +131,12 @@ const DEFAULT_PRUNE_CHUNK = 2_000;
  * at once would win the lock again and again, and a serving pdp would time out and answer 503.
  */
 const DEFAULT_PRUNE_PAUSE_MS = 110;
+
+/** SQLITE_BUSY and its extended codes (SQLITE_BUSY_RECOVERY, SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_TIMEOUT). */
+function isBusy(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return e instanceof Database.SqliteError && typeof code === 'string' && (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_'));
+}
 
 /** Sleeps the thread without a busy loop (prune is synchronous and runs in the CLI). */
 function pauseThread(ms: number): void {
@@ -312,6 +326,17 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
   // the process writing rows into an unlinked inode that nobody can ever read: every write checks
   // first, and fails (the server then answers 503 and is not ready) instead of losing rows silently.
   const opened = identityOf(path);
+
+  // PRAGMA takes no bound parameter: one prepared statement per busy timeout used (two, in practice).
+  const busyTimeoutStatements = new Map<number, Database.Statement>();
+  const applyBusyTimeout = (ms: number) => {
+    let statement = busyTimeoutStatements.get(ms);
+    if (statement === undefined) {
+      statement = db.prepare(`PRAGMA busy_timeout = ${ms}`);
+      busyTimeoutStatements.set(ms, statement);
+    }
+    statement.get();
+  };
   const checkFile = () => {
     if (opened === undefined) return;
     const now = identityOf(path);
@@ -333,6 +358,22 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     insertRows(rows) {
       checkFile();
       insertRowsTransaction.immediate(rows);
+    },
+    insertRowsIfUnlocked(rows) {
+      checkFile();
+      const waits = busyTimeoutMs > 0;
+      if (waits) applyBusyTimeout(0);
+      try {
+        insertRowsTransaction.immediate(rows);
+        return true;
+      } catch (e) {
+        // BEGIN IMMEDIATE found the lock taken, or (WAL) a reader's snapshot is being recovered:
+        // better-sqlite3 rolled back whatever the transaction had begun, so nothing is stored.
+        if (isBusy(e)) return false;
+        throw e;
+      } finally {
+        if (waits) applyBusyTimeout(busyTimeoutMs);
+      }
     },
     refreshAllowedServices(entries) {
       refreshAllowedTransaction.immediate(entries);
@@ -363,8 +404,8 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
       probeStatement.run(new Date().toISOString());
     },
     setBusyTimeout(ms) {
-      busyTimeoutMs = ms;
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(ms))}`);
+      busyTimeoutMs = Math.max(0, Math.floor(ms));
+      applyBusyTimeout(busyTimeoutMs);
     },
     close() {
       if (db.open) db.close();

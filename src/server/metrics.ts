@@ -74,11 +74,15 @@ export function createMetrics(sources: { queueDepth(): number; cacheHits(): numb
     name: 'pdp_audit_write_seconds', help: 'Duration of one group-commit transaction.',
     buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [registry],
   });
+  const auditLockWaitSeconds = new Histogram({
+    name: 'pdp_audit_lock_wait_seconds', help: 'Group commits that found the audit write lock held by another connection (another worker, a prune): how long they waited, the event loop free meanwhile.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [registry],
+  });
   const auditRows = new Counter({ name: 'pdp_audit_rows_total', help: 'Audit rows committed.', registers: [registry] });
   const auditFailures = new Counter({ name: 'pdp_audit_failures_total', help: 'Group commits that failed (requests answered 503).', registers: [registry] });
   const authnFailures = new Counter({ name: 'pdp_authn_failures_total', help: 'Authentication failures, by kind.', labelNames: ['kind'], registers: [registry] });
   const reloads = new Counter({ name: 'pdp_policy_reloads_total', help: 'Policy reloads, by outcome.', labelNames: ['outcome'], registers: [registry] });
-  return { registry, decisionCounts, decisionSeconds, auditWriteSeconds, auditRows, auditFailures, authnFailures, reloads };
+  return { registry, decisionCounts, decisionSeconds, auditWriteSeconds, auditLockWaitSeconds, auditRows, auditFailures, authnFailures, reloads };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

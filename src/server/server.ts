@@ -191,6 +191,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     metrics.auditRows.inc(rows);
     metrics.auditWriteSeconds.observe(seconds);
   });
+  deps.recorder.onLockWait?.((seconds) => metrics.auditLockWaitSeconds.observe(seconds));
   deps.reloader.onOutcome((outcome) => metrics.reloads.inc({ outcome: outcome.ok ? (outcome.changed ? 'changed' : 'unchanged') : 'refused' }));
 
   app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; code?: string; statusCode?: number }, request, reply) => {
