@@ -19,7 +19,7 @@ import path from 'node:path';
 import type { SuiteResult, SuiteRunner } from './suite';
 
 /** Suite modules, run in this order; a missing module is skipped with a note. */
-export const SUITES: readonly string[] = ['engine', 'server', 'audit', 'memory'];
+export const SUITES: readonly string[] = ['engine', 'server', 'audit', 'memory', 'workers'];
 
 export interface Machine {
   cpu: string;

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import type { SuiteOptions, SuiteResult } from './suite';
 
 const root = path.join(__dirname, '../..');
 
@@ -25,6 +26,17 @@ interface WorkerResult {
   answered: number;
   auditRows: number;
   lost: number;
+  /** Group commits (summed over the workers, from /metrics) and how many of them found the write lock held by another worker. */
+  commits: number;
+  lockWaits: number;
+  /** Seconds those waits lasted in all (the event loop was free meanwhile). */
+  lockWaitSeconds: number;
+}
+
+/** A sample's value in Prometheus text (0 when absent). */
+function metric(text: string, name: string): number {
+  const m = new RegExp(`^${name} ([0-9.eE+-]+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
 }
 
 async function startServe(workers: number, dir: string): Promise<{ url: string; stop(): Promise<void> }> {
@@ -64,6 +76,8 @@ async function measure(workers: number, seconds: number): Promise<WorkerResult> 
         connections: 16 * workers, duration: seconds,
       });
       answered = result['2xx'];
+      // The primary sums every worker's metrics.
+      const metricsText = await fetch(`${server.url}/metrics`).then((r) => r.text());
       const rows = await server.stop().then(() => {
         const db = new Database(path.join(dir, 'audit.db'), { readonly: true });
         try {
@@ -75,6 +89,9 @@ async function measure(workers: number, seconds: number): Promise<WorkerResult> 
       return {
         workers, requestsPerSecond: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99,
         answered, auditRows: rows, lost: Math.max(0, answered - rows),
+        commits: metric(metricsText, 'pdp_audit_write_seconds_count'),
+        lockWaits: metric(metricsText, 'pdp_audit_lock_wait_seconds_count'),
+        lockWaitSeconds: metric(metricsText, 'pdp_audit_lock_wait_seconds_sum'),
       };
     } catch (e) {
       await server.stop();
@@ -85,30 +102,38 @@ async function measure(workers: number, seconds: number): Promise<WorkerResult> 
   }
 }
 
-export async function run(opts: { quick: boolean; maxWorkers?: number }) {
+export async function run(opts: SuiteOptions & { maxWorkers?: number }): Promise<SuiteResult> {
+  const started = Date.now();
   const max = opts.maxWorkers ?? os.cpus().length;
   const counts = [...new Set([1, 2, 4, 8, 16].filter((n) => n <= max).concat(max))].sort((a, b) => a - b);
   const results: WorkerResult[] = [];
-  for (const n of counts) results.push(await measure(n, opts.quick ? 3 : 10));
+  for (const n of counts) {
+    opts.log?.(`workers: ${n} worker(s)`);
+    results.push(await measure(n, opts.quick ? 3 : 10));
+  }
   const base = results[0]!.requestsPerSecond;
   const lines = [
-    `| workers | req/s | scaling vs 1 | p50 ms | p99 ms | answered (2xx) | audit rows | lost |`,
-    `|---:|---:|---:|---:|---:|---:|---:|---:|`,
-    ...results.map((r) => `| ${r.workers} | ${r.requestsPerSecond.toLocaleString('en')} | ${(r.requestsPerSecond / base).toFixed(2)}× | ${r.p50} | ${r.p99} | ${r.answered.toLocaleString('en')} | ${r.auditRows.toLocaleString('en')} | ${r.lost} |`),
+    `| workers | req/s | scaling vs 1 | p50 ms | p99 ms | answered (2xx) | audit rows | lost | group commits | of them waited for another worker's lock | time waited (s, all workers) |`,
+    `|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    ...results.map((r) => `| ${r.workers} | ${r.requestsPerSecond.toLocaleString('en')} | ${(r.requestsPerSecond / base).toFixed(2)}× | ${r.p50} | ${r.p99} | ${r.answered.toLocaleString('en')} | ${r.auditRows.toLocaleString('en')} | ${r.lost} | ${r.commits.toLocaleString('en')} | ${r.lockWaits.toLocaleString('en')} | ${r.lockWaitSeconds.toFixed(2)} |`),
   ];
   const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, Node ${process.version}, ${new Date().toISOString()}`;
-  const markdown = `## pdp serve --workers N (${machine})\n\nautocannon with 16 connections per worker on the same machine (it competes for the cores).\n\n${lines.join('\n')}\n`;
-  return { name: 'workers', results, markdown };
+  const markdown = `${machine}. \`pdp serve --workers N\` (node:cluster, one SQLite connection per worker), the example \`policies/\`, one cache-hit request; autocannon with 16 connections per worker, in this process, on the same machine (it competes for the cores), ${opts.quick ? 3 : 10} s per count. "lost": answers without their audit row (must be 0). A worker whose group commit finds another worker holding the write lock retries it with its event loop free (docs/audit.md, Concurrency); the last columns say how often and for how long.\n\n${lines.join('\n')}\n`;
+  return { name: 'workers', title: 'pdp serve --workers N', durationMs: Date.now() - started, markdown, data: { results } };
 }
 
 if (require.main === module) {
   const maxFlag = process.argv.indexOf('--max');
-  run({ quick: process.argv.includes('--quick'), maxWorkers: maxFlag > 0 ? Number(process.argv[maxFlag + 1]) : undefined })
+  const quick = process.argv.includes('--quick');
+  run({ quick, maxWorkers: maxFlag > 0 ? Number(process.argv[maxFlag + 1]) : undefined })
     .then((r) => {
-      process.stdout.write(r.markdown);
+      const markdown = `## ${r.title}\n\n${r.markdown}`;
+      process.stdout.write(markdown);
       fs.mkdirSync(path.join(root, 'bench/results'), { recursive: true });
-      fs.writeFileSync(path.join(root, 'bench/results/workers-latest.md'), r.markdown);
-      fs.writeFileSync(path.join(root, `bench/results/workers-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify(r.results, null, 2));
+      // A smoke run (3 s per count) does not replace the last full run's figures (bench/results/.gitignore keeps it out of git).
+      const suffix = quick ? '-quick' : '';
+      fs.writeFileSync(path.join(root, `bench/results/workers-latest${suffix}.md`), markdown);
+      fs.writeFileSync(path.join(root, `bench/results/workers-${new Date().toISOString().replace(/[:.]/g, '-')}${suffix}.json`), JSON.stringify((r.data as { results: unknown }).results, null, 2));
     })
     .catch((e) => { console.error(e); process.exitCode = 1; });
 }
