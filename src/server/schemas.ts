@@ -74,16 +74,23 @@ const considered = {
   },
 } as const;
 
+/**
+ * A string pdp itself makes and that never needs JSON escaping: fast-json-stringify writes it as is
+ * (`format: 'unsafe'`) instead of scanning it, ~0.2-0.4 µs less per check of a batch. Only for
+ * `randomUUID()` ids, `sha256:<hex>` versions and the result enum; never for text a caller sent.
+ */
+const ownText = { type: 'string', format: 'unsafe' } as const;
+
 export const authorizeResponse = {
   type: 'object',
   required: ['decision_id', 'allow', 'result', 'reason', 'rule', 'policy_version'],
   properties: {
-    decision_id: { type: 'string' },
+    decision_id: ownText,
     allow: { type: 'boolean' },
-    result: { type: 'string' },
+    result: ownText,
     reason: { type: 'string' },
     rule: ruleRef,
-    policy_version: { type: 'string' },
+    policy_version: ownText,
     identity: { type: 'string' },
     considered,
   },
