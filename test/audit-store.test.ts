@@ -2,6 +2,7 @@
 // retention, and the three analyses (results and query plans).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import {
@@ -362,6 +363,35 @@ test('a write lock held briefly elsewhere is waited out with the event loop free
   assert.deepEqual(flushes, [3], 'the waiting rows and the ones that queued behind them: one transaction');
   const ids = locker.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all();
   assert.deepEqual(ids, ['before', 'waiting-1', 'waiting-2', 'waiting-3']);
+});
+
+test('a write that never waits leaves the others waiting: after insertRowsIfUnlocked, a reload\'s write still waits out another process\'s lock', async () => {
+  const file = tempDb();
+  const store = openAuditStore(file, { busyTimeoutMs: 5000 });
+  // Another process holds the write lock for 300 ms (its own thread sleeps; this event loop is free).
+  const holder = spawn(process.execPath, ['-e', `
+    const Database = require(${JSON.stringify(require.resolve('better-sqlite3'))});
+    const db = new Database(${JSON.stringify(file)});
+    db.exec('BEGIN IMMEDIATE');
+    process.stdout.write('held\\n');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    db.exec('COMMIT');
+    db.close();
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => holder.once('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout.once('data', () => resolve());
+    holder.once('exit', (code) => reject(new Error(`lock holder exited ${code} before taking the lock`)));
+  });
+  assert.equal(store.insertRowsIfUnlocked([toAuditRow(event())]), false, 'the lock is held: nothing written, no wait');
+  const started = performance.now();
+  store.refreshAllowedServices([{ name: 'web', namespace: 'prod' }]);
+  assert.ok(performance.now() - started >= 100, 'waited for the lock inside SQLite (its busy timeout is back)');
+  assert.equal(store.db.prepare('SELECT COUNT(*) FROM allowed_services').pluck().get(), 1);
+  assert.equal(store.insertRowsIfUnlocked([toAuditRow(event())]), true);
+  assert.equal(countRows(store.db), 1);
+  await exited;
+  store.close();
 });
 
 test('close() while a write waits for the lock: it waits too, and the row is committed once the lock is released', async (t) => {

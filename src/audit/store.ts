@@ -327,16 +327,24 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
   // first, and fails (the server then answers 503 and is not ready) instead of losing rows silently.
   const opened = identityOf(path);
 
-  // PRAGMA takes no bound parameter: one prepared statement per busy timeout used (two, in practice).
+  // The busy timeout SQLite applies on this connection right now: `busyTimeoutMs` for the writes that
+  // may wait inside SQLite, 0 while `insertRowsIfUnlocked` is the one writing. Switched only when the
+  // kind of write changes (a serving pdp does nothing else between reloads), because a PRAGMA per
+  // group commit measured 2-4 µs, as much as several rows.
+  let sqliteBusyTimeoutMs = busyTimeoutMs;
+  // PRAGMA takes no bound parameter: one prepared statement per value used (two, in practice).
   const busyTimeoutStatements = new Map<number, Database.Statement>();
-  const applyBusyTimeout = (ms: number) => {
+  const useBusyTimeout = (ms: number) => {
+    if (ms === sqliteBusyTimeoutMs) return;
     let statement = busyTimeoutStatements.get(ms);
     if (statement === undefined) {
       statement = db.prepare(`PRAGMA busy_timeout = ${ms}`);
       busyTimeoutStatements.set(ms, statement);
     }
     statement.get();
+    sqliteBusyTimeoutMs = ms;
   };
+  const waitingForLocks = () => useBusyTimeout(busyTimeoutMs);
   const checkFile = () => {
     if (opened === undefined) return;
     const now = identityOf(path);
@@ -353,16 +361,17 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     },
     insertBatch(events) {
       checkFile();
+      waitingForLocks();
       insertRowsTransaction.immediate(events.map(toAuditRow));
     },
     insertRows(rows) {
       checkFile();
+      waitingForLocks();
       insertRowsTransaction.immediate(rows);
     },
     insertRowsIfUnlocked(rows) {
       checkFile();
-      const waits = busyTimeoutMs > 0;
-      if (waits) applyBusyTimeout(0);
+      useBusyTimeout(0);
       try {
         insertRowsTransaction.immediate(rows);
         return true;
@@ -371,11 +380,10 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
         // better-sqlite3 rolled back whatever the transaction had begun, so nothing is stored.
         if (isBusy(e)) return false;
         throw e;
-      } finally {
-        if (waits) applyBusyTimeout(busyTimeoutMs);
       }
     },
     refreshAllowedServices(entries) {
+      waitingForLocks();
       refreshAllowedTransaction.immediate(entries);
     },
     lastPolicyChange() {
@@ -390,6 +398,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
       if (!dryRun && expired > 0) {
         let after = { timestamp: '', id: 0 };
         for (;;) {
+          waitingForLocks();
           const chunk = pruneChunk.immediate(cutoffs, after, chunkSize);
           deleted += chunk.deleted;
           if (chunk.last === undefined || chunk.seen < chunkSize) break;
@@ -401,11 +410,12 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     },
     probeWrite() {
       checkFile();
+      waitingForLocks();
       probeStatement.run(new Date().toISOString());
     },
     setBusyTimeout(ms) {
       busyTimeoutMs = Math.max(0, Math.floor(ms));
-      applyBusyTimeout(busyTimeoutMs);
+      useBusyTimeout(busyTimeoutMs);
     },
     close() {
       if (db.open) db.close();
