@@ -1,6 +1,7 @@
 // The group-commit recorder the HTTP server is handed. Every record() made during one event-loop turn
-// is queued and written by ONE transaction on the next setImmediate (the writer thread of writer.ts
-// may fold several turns' groups into one transaction; a turn's rows are never split); each promise
+// is queued and written by ONE transaction on the next setImmediate (the writer thread of writer.ts,
+// or a wait for another connection's write lock, may fold several turns' groups into one
+// transaction; a turn's rows are never split); each promise
 // settles only after that transaction committed (resolve) or failed (reject). The server answers a
 // decision only after its promise resolved, so no answered decision is ever unaudited, and a failed
 // write becomes a 503 (fail closed) instead of a silently dropped row.
@@ -111,7 +112,7 @@ export function storeSink(store: RecorderStore, options: Pick<RecorderOptions, '
  * write lock throws WriteLockHeldError at once, having written nothing, and the recorder retries it
  * (joined by what queued meanwhile) while the event loop keeps serving. SQLite's own busy handler
  * would sleep the thread (1, 2, 5, 10… ms at a time): with `--workers`, every worker's group commit
- * meets the others' locks, and measured with two workers one of them spent 9 % of its time asleep.
+ * meets the others' locks, and measured with two workers each spent 9-11 % of its time asleep.
  */
 export function eventLoopStoreSink(store: RecorderStore, options: Pick<RecorderOptions, 'degradedBusyTimeoutMs'> = {}): RowSink {
   const sink = storeSink(store, options);
