@@ -1,13 +1,12 @@
 // /v1 HTTP API through real parts: buildServer on an ephemeral loopback port, a real SQLite audit
 // store with the group-commit recorder, the engine on a temp copy of `policies/`. Every decision
 // that is answered is looked up in `audit_log` through a second connection.
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import Database from 'better-sqlite3';
 import { policyVersion, readPolicyDir } from '../src/engine';
 import {
-  EXAMPLE_POLICIES, UUID_RE, allRows, assertNoLeak, authorize, missingDecisions, request, rowByDecision, startServer, waitFor,
+  EXAMPLE_POLICIES, UUID_RE, allRows, assertNoLeak, authorize, missingDecisions, request, rowByDecision, startServer, startServerWithLockHolder, waitFor,
   type AuditLogRow, type InProcessServer,
 } from './support/server';
 
@@ -499,20 +498,8 @@ describe('cache under a policy without cidrs', () => {
 });
 
 describe('fail closed when the audit store cannot be written', () => {
-  /** A server, and a second connection to its audit file that can take the write lock (as another process would). */
-  async function serverAndLockHolder(t: TestContext, options: Parameters<typeof startServer>[0]) {
-    const server = await startServer(options);
-    const holder = new Database(server.auditPath);
-    t.after(async () => {
-      if (holder.inTransaction) holder.exec('ROLLBACK');
-      holder.close();
-      await server.close();
-    });
-    return { server, holder };
-  }
-
   test('a write lock held for less than the busy timeout delays the answer, never refuses it, and the server keeps answering meanwhile', async (t) => {
-    const { server, holder } = await serverAndLockHolder(t, { busyTimeoutMs: 5000 });
+    const { server, holder } = await startServerWithLockHolder(t, { busyTimeoutMs: 5000 });
     const body = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
     assert.equal((await authorize(server.url, body)).status, 200);
 
@@ -542,7 +529,7 @@ describe('fail closed when the audit store cannot be written', () => {
   });
 
   test('a held write lock → 503 audit_unavailable and not ready; released → ready again, nothing answered is unaudited', async (t) => {
-    const { server, holder } = await serverAndLockHolder(t, { busyTimeoutMs: 100, probeIntervalMs: 100 });
+    const { server, holder } = await startServerWithLockHolder(t, { busyTimeoutMs: 100, probeIntervalMs: 100 });
     const body = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
     const answered: string[] = [];
     const warm = await authorize(server.url, body);

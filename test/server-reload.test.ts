@@ -1,14 +1,13 @@
 // Policy reloads through real parts: the HTTP endpoint (in-process server), SIGHUP and file changes
 // (the real `pdp serve` subprocess), and a race between reloads and cached decisions that must
 // never produce an answer its own policy_version would not give.
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import Database from 'better-sqlite3';
 import { policyVersion, readPolicyDir } from '../src/engine';
 import {
-  allRows, assertNoLeak, authorize, makePolicyDir, makeTempDir, removeTempDir, request, rowByDecision, startServe, startServer,
+  allRows, assertNoLeak, authorize, makePolicyDir, makeTempDir, removeTempDir, request, rowByDecision, startServe, startServer, startServerWithLockHolder,
   waitFor, withDb, writePolicyFile, type AuditLogRow,
 } from './support/server';
 
@@ -20,21 +19,6 @@ const BROKEN = 'service "web" {\n  policy   = "write"\n  identty  = "team:web"\n
 const aclChanges = (file: string): AuditLogRow[] => allRows(file).filter((r) => r.event_type === 'ACL_CHANGE' && r.action === 'reload');
 const allowedServices = (file: string) => withDb(file, (db) => db.prepare('SELECT name, namespace FROM allowed_services ORDER BY namespace, name').all());
 const versionOf = (files: Record<string, string>) => policyVersion(Object.keys(files).sort().map((p) => ({ path: p, text: files[p]! })));
-
-/**
- * A server serving WEB_READ with short busy and probe timeouts, and a second connection to its audit
- * file that a test uses to hold the write lock; both closed when the test ends.
- */
-async function serverWithLockHolder(t: TestContext) {
-  const server = await startServer({ files: { 'svc.hcl': WEB_READ }, busyTimeoutMs: 50, probeIntervalMs: 50 });
-  const holder = new Database(server.auditPath);
-  t.after(async () => {
-    if (holder.inTransaction) holder.exec('ROLLBACK');
-    holder.close();
-    await server.close();
-  });
-  return { server, holder };
-}
 
 describe('POST /v1/policies/reload', () => {
   test('a change that grants access without changing a rule line (a role member, an api grant, a setting) is reported and audited', async (t) => {
@@ -194,7 +178,7 @@ describe('POST /v1/policies/reload', () => {
   });
 
   test('a reload refused by the audit store is retried with backoff until it lands; a newer reload supersedes the retry', async (t) => {
-    const { server, holder } = await serverWithLockHolder(t);
+    const { server, holder } = await startServerWithLockHolder(t, { files: { 'svc.hcl': WEB_READ }, busyTimeoutMs: 50, probeIntervalMs: 50 });
     const seen: { ok: boolean; retry: number; retryInMs?: number }[] = [];
     server.reloader.onOutcome((outcome, _trigger, { retry }) => seen.push({ ok: outcome.ok, retry, ...(!outcome.ok && outcome.retryInMs !== undefined ? { retryInMs: outcome.retryInMs } : {}) }));
     const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
@@ -225,7 +209,7 @@ describe('POST /v1/policies/reload', () => {
   });
 
   test('a reload that cannot be audited is refused as audit_unavailable and the old version keeps serving', async (t) => {
-    const { server, holder } = await serverWithLockHolder(t);
+    const { server, holder } = await startServerWithLockHolder(t, { files: { 'svc.hcl': WEB_READ }, busyTimeoutMs: 50, probeIntervalMs: 50 });
     const v1 = versionOf({ 'svc.hcl': WEB_READ });
     writePolicyFile(server.policyDir, 'svc.hcl', WEB_WRITE_AND_API);
     holder.exec('BEGIN EXCLUSIVE');

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
+import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createRecorder, openAuditStore, type AuditRecorder, type AuditStore } from '../../src/audit';
 import { Engine } from '../../src/engine';
@@ -94,6 +95,21 @@ export interface InProcessServer {
 }
 
 /** A real server, wired as `src/cli/serve.ts` wires it, listening on 127.0.0.1:<ephemeral>. */
+/**
+ * `startServer`, and a second connection to its audit file that a test uses to hold the write lock
+ * (as another process would); both closed when the test ends.
+ */
+export async function startServerWithLockHolder(t: TestContext, options: InProcessOptions): Promise<{ server: InProcessServer; holder: Database.Database }> {
+  const server = await startServer(options);
+  const holder = new Database(server.auditPath);
+  t.after(async () => {
+    if (holder.inTransaction) holder.exec('ROLLBACK');
+    holder.close();
+    await server.close();
+  });
+  return { server, holder };
+}
+
 export async function startServer(options: InProcessOptions = {}): Promise<InProcessServer> {
   const root = makeTempDir();
   let store: AuditStore | undefined;
