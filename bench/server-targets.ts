@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { createRecorder, createSinkRecorder, openAuditStore, startWriterThread, type AuditRecorder, type AuditStore } from '../src/audit';
+import { createRecorder, createSinkRecorder, openAuditStore, startCheckpointer, startWriterThread, type AuditRecorder, type AuditStore, type Checkpointer } from '../src/audit';
 import { Engine } from '../src/engine';
 import { buildServer, createReloader } from '../src/server';
 import { createSecurity } from '../src/server/auth';
@@ -32,6 +32,8 @@ export interface TargetConfig {
   tls?: { cert: string; key: string; clientCa: string; rateLimitPerSecond: number };
   /** pdp: commit audit rows on the event loop (`inline`, the default) or on a writer thread, as `pdp serve --audit-writer`. */
   auditWriter?: 'inline' | 'thread';
+  /** pdp with audit: run the audit checkpointer thread as `pdp serve` does (default true). */
+  checkpointer?: boolean;
 }
 
 export type ParentMessage = { type: 'start'; config: TargetConfig } | { type: 'cpu' } | { type: 'stop' };
@@ -140,6 +142,7 @@ async function startPdp(config: TargetConfig): Promise<Running> {
   const first = engine.reload();
   if (!first.ok) throw new Error(`policy set in ${config.policyDir} does not load: ${first.error ?? first.diagnostics.map((d) => d.message).join('; ')}`);
   let store: AuditStore | undefined;
+  let checkpointer: Checkpointer | undefined;
   let recorder: AuditRecorder;
   if (config.auditPath) {
     // Exactly what `pdp serve` does (src/cli/serve.ts), with the default `--audit-sync normal`.
@@ -148,6 +151,7 @@ async function startPdp(config: TargetConfig): Promise<Running> {
       ? createSinkRecorder(await startWriterThread(config.auditPath, { synchronous: 'normal' }))
       : createRecorder(store);
     store.refreshAllowedServices(first.policy.compiled.declaredServices);
+    if (config.checkpointer !== false) checkpointer = startCheckpointer(config.auditPath);
   } else {
     recorder = createNoopRecorderForBenchmarkOnly();
   }
@@ -157,7 +161,7 @@ async function startPdp(config: TargetConfig): Promise<Running> {
     ? createSecurity({ cwd: process.cwd(), tlsCert: config.tls.cert, tlsKey: config.tls.key, clientCa: config.tls.clientCa, rateLimitPerSecond: config.tls.rateLimitPerSecond })
     : undefined;
   const app: FastifyInstance = buildServer({
-    engine, recorder, reloader, nodeName: 'bench',
+    engine, recorder, reloader, nodeName: 'bench', ...(checkpointer ? { checkpointer } : {}),
     cacheEntries: config.cacheEntries ?? 10_000,
     // The logger `pdp serve` runs with (default --log-level warn), writing to this process's stdout.
     logger: { level: 'warn', redact: ['req.headers.authorization'] },
@@ -174,6 +178,7 @@ async function startPdp(config: TargetConfig): Promise<Running> {
       security?.close();
       await app.close();
       await recorder.close();
+      await checkpointer?.close();
       auditStore?.close();
     },
   };

@@ -242,7 +242,8 @@ async function makeFixture(config: ServerBenchConfig): Promise<Fixture> {
 
 export type ScenarioId =
   | 'node-http' | 'fastify' | 'pdp-hit' | 'pdp-miss' | 'pdp-audit-off' | 'pdp-audit-off-miss'
-  | 'pdp-batch-hit' | 'pdp-batch-miss' | 'pdp-hit-thread' | 'pdp-batch-hit-thread' | 'pdp-plain' | 'pdp-mtls' | 'fastify-plain' | 'fastify-mtls';
+  | 'pdp-batch-hit' | 'pdp-batch-miss' | 'pdp-hit-thread' | 'pdp-batch-hit-thread' | 'pdp-hit-no-checkpointer'
+  | 'pdp-plain' | 'pdp-mtls' | 'fastify-plain' | 'fastify-mtls';
 
 interface Scenario {
   id: ScenarioId;
@@ -273,6 +274,10 @@ function scenarios(f: Fixture, config: ServerBenchConfig): Scenario[] {
     { id: 'pdp-batch-hit', label: `pdp /v1/authorize/batch ×${config.checksPerBatch}, audit on, cache hit`, target: pdp('batch-hit'), bodies: [f.batchHitBody], ...batch },
     { id: 'pdp-hit-thread', label: 'pdp /v1/authorize, audit on (writer thread), cache hit', target: pdp('hit-thread', { auditWriter: 'thread' }), bodies: [f.hitBody], scrape: true, ...single },
     { id: 'pdp-batch-hit-thread', label: `pdp /v1/authorize/batch ×${config.checksPerBatch}, audit on (writer thread), cache hit`, target: pdp('batch-hit-thread', { auditWriter: 'thread' }), bodies: [f.batchHitBody], ...batch },
+    {
+      id: 'pdp-hit-no-checkpointer', label: 'pdp /v1/authorize, audit on, cache hit, without the checkpointer thread (SQLite checkpoints in the commits)',
+      target: pdp('hit-no-checkpointer', { checkpointer: false }), bodies: [f.hitBody], scrape: true, ...single,
+    },
     { id: 'pdp-batch-miss', label: `pdp /v1/authorize/batch ×${config.checksPerBatch}, audit on, cache miss`, target: pdp('batch-miss'), bodies: f.batchMissBodies, ...batch },
     { id: 'pdp-plain', label: 'pdp /v1/authorize over plain HTTP, audit on, cache hit (twin of the mTLS run)', target: pdp('plain'), bodies: [f.hitBody], scrape: true, ...single, group: 'transport' },
     {
@@ -452,7 +457,7 @@ export interface ScenarioResult {
   /** requests/s of each round, in round order: the spread shows how steady the machine was. */
   roundRequestsPerSecond: number[];
   /** Over every 2xx answer of every round. */
-  latencyMs: { p50: number; p90: number; p99: number; mean: number; max: number };
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; mean: number; max: number };
   totalRequests: number;
   measuredSeconds: number;
   errors: number;
@@ -556,7 +561,7 @@ function summarize(live: Live, metrics: Record<string, number> | undefined): Sce
     requestsPerSecond: rps,
     decisionsPerSecond: rps * s.checksPerRequest,
     roundRequestsPerSecond: live.rounds.map((r) => (r.seconds > 0 ? r.reqs / r.seconds : 0)),
-    latencyMs: { p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9), p99: percentile(sorted, 0.99), mean, max: sorted.length ? sorted[sorted.length - 1]! : NaN },
+    latencyMs: { p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9), p99: percentile(sorted, 0.99), p999: percentile(sorted, 0.999), mean, max: sorted.length ? sorted[sorted.length - 1]! : NaN },
     totalRequests: reqs,
     measuredSeconds: seconds,
     errors: live.errors,
@@ -645,6 +650,11 @@ function ratios(results: ScenarioResult[]): Ratio[] {
     const value = a.latencyMs.p99 / b.latencyMs.p99;
     out.push({ name, value, target: `≤ ${target}`, met: check('≤', target, value) });
   };
+  const tail = (name: string, num: ScenarioId, den: ScenarioId, key: 'p99' | 'p999') => {
+    const a = by(num);
+    const b = by(den);
+    if (a && b && b.latencyMs[key]) out.push({ name, value: a.latencyMs[key] / b.latencyMs[key], target: 'reference' });
+  };
   rate('pdp audit on, cache hit / bare fastify (req/s)', 'pdp-hit', 'fastify', TARGETS.pdpVsFastifyReqs);
   rate('pdp audit on, cache miss / bare fastify (req/s)', 'pdp-miss', 'fastify', TARGETS.pdpVsFastifyReqs);
   p99('pdp audit on, cache hit: p99 / bare fastify p99', 'pdp-hit', 'fastify', TARGETS.pdpVsFastifyP99);
@@ -657,6 +667,10 @@ function ratios(results: ScenarioResult[]): Ratio[] {
   rate('writer thread: batch ×100 / single, cache hit (decisions/s)', 'pdp-batch-hit-thread', 'pdp-hit-thread', TARGETS.batchVsSingle, true);
   rate('writer thread / inline, single, cache hit (req/s)', 'pdp-hit-thread', 'pdp-hit', undefined);
   rate('writer thread / inline, batch ×100, cache hit (decisions/s)', 'pdp-batch-hit-thread', 'pdp-batch-hit', undefined, true);
+  // The audit checkpointer thread (audit/checkpointer.ts): what it does to the tail and to throughput.
+  tail('checkpointer thread / none, cache hit: p99.9', 'pdp-hit', 'pdp-hit-no-checkpointer', 'p999');
+  tail('checkpointer thread / none, cache hit: p99', 'pdp-hit', 'pdp-hit-no-checkpointer', 'p99');
+  rate('checkpointer thread / none, cache hit (req/s)', 'pdp-hit', 'pdp-hit-no-checkpointer', undefined);
   rate('mTLS / plain HTTP, twin servers (req/s)', 'pdp-mtls', 'pdp-plain', TARGETS.mtlsVsPlain);
   rate('bare fastify: mTLS / plain HTTP (req/s): what the transport alone costs', 'fastify-mtls', 'fastify-plain', undefined);
   return out;
@@ -709,12 +723,12 @@ export function renderMarkdown(d: ServerBenchData): string {
   out.push('');
   out.push(`autocannon ${d.config.connections} connections (keep-alive, no pipelining) from this process; every target in its own process on 127.0.0.1, started and warmed up (${d.config.warmupSeconds} s) first, then measured in ${d.config.rounds} interleaved rounds of ${d.config.durationSeconds / d.config.rounds} s (${d.config.durationSeconds} s per target; the plain/mTLS group separately, in ${d.config.transportRounds} rounds of ${d.config.durationSeconds / d.config.transportRounds} s, since each round opens new connections). Policy: the example \`policies/\` plus ${fmtInt(d.policy.generatedServices)} generated services = ${fmtInt(d.policy.rules)} rules. Cache-miss targets rotate over ${fmtInt(d.policy.missPool)} distinct requests (decision cache: ${fmtInt(d.config.cacheEntries)} entries), ${Object.entries(d.policy.missMix).map(([k, v]) => `${k} ${(100 * v / d.policy.missPool).toFixed(0)} %`).join(', ')}.`);
   out.push('');
-  out.push('| target | req/s | decisions/s | rounds min–max req/s | p50 ms | p99 ms | errors | non-2xx | server CPU (cores) | req per server CPU-s | loadgen CPU (cores) | connections | cache hits / misses |');
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  out.push('| target | req/s | decisions/s | rounds min–max req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | non-2xx | server CPU (cores) | req per server CPU-s | loadgen CPU (cores) | connections | cache hits / misses |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const r of d.results) {
     const cache = r.metrics && (r.metrics.pdp_cache_hits_total !== undefined) ? `${fmtInt(r.metrics.pdp_cache_hits_total ?? 0)} / ${fmtInt(r.metrics.pdp_cache_misses_total ?? 0)}` : '–';
     const spread = r.roundRequestsPerSecond.length ? `${fmtInt(Math.min(...r.roundRequestsPerSecond))}–${fmtInt(Math.max(...r.roundRequestsPerSecond))}` : '–';
-    out.push(`| ${r.label} | ${fmtInt(r.requestsPerSecond)} | ${fmtInt(r.decisionsPerSecond)} | ${spread} | ${fmtMs(r.latencyMs.p50)} | ${fmtMs(r.latencyMs.p99)} | ${r.errors + r.timeouts} | ${r.non2xx} | ${r.serverCpuCores.toFixed(2)} | ${fmtInt(r.requestsPerServerCpuSecond)} | ${r.loadgenCpuCores.toFixed(2)} | ${r.connectionsAccepted} | ${cache} |`);
+    out.push(`| ${r.label} | ${fmtInt(r.requestsPerSecond)} | ${fmtInt(r.decisionsPerSecond)} | ${spread} | ${fmtMs(r.latencyMs.p50)} | ${fmtMs(r.latencyMs.p99)} | ${fmtMs(r.latencyMs.p999)} | ${fmtMs(r.latencyMs.max)} | ${r.errors + r.timeouts} | ${r.non2xx} | ${r.serverCpuCores.toFixed(2)} | ${fmtInt(r.requestsPerServerCpuSecond)} | ${r.loadgenCpuCores.toFixed(2)} | ${r.connectionsAccepted} | ${cache} |`);
   }
   out.push('');
   const bad = d.results.filter((r) => r.errors + r.timeouts + r.non2xx > 0);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { makePolicyDir, makeTempDir, removeTempDir, request, runPdp, startServe } from './support/server';
+import { authorize, makePolicyDir, makeTempDir, missingDecisions, removeTempDir, request, runPdp, startServe, waitFor } from './support/server';
 
 function tempSet(t: { after(fn: () => void): void }, files?: Record<string, string>) {
   const root = makeTempDir('pdp-cli-serve-');
@@ -112,4 +112,27 @@ test('starts on 127.0.0.1:0, reports its URL on stdout and answers', async (t) =
   assert.equal(anomalies.json.db, path.basename(auditPath));
   assert.equal(anomalies.json.findings, 0);
   assert.equal(Date.parse(anomalies.json.now) - Date.parse(anomalies.json.since), 30 * 60_000);
+});
+
+test('the audit checkpointer thread runs beside the server: decided rows reach the database file itself, and /metrics shows its passes', async (t) => {
+  const { root, policyDir, auditPath } = tempSet(t);
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch']);
+  t.after(() => serve.stop());
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const answer = await authorize(serve.url, { identity: 'spiffe://cluster/ns/prod/sa/payment', action: 'read', resource: `service:svc-${i}`, namespace: 'prod' });
+    assert.equal(answer.status, 200, answer.text);
+    ids.push(answer.json.decision_id);
+  }
+  // SQLite's own checkpoint would wait for ~40 MiB of WAL; 20 rows reach the file only through the thread.
+  const scrape = async () => (await request(`${serve.url}/metrics`)).text;
+  assert.ok(await waitFor(async () => /^pdp_audit_checkpoint_seconds_count [1-9]\d*$/m.test(await scrape()), 5000), 'a checkpoint pass was counted');
+  assert.match(await scrape(), /^pdp_audit_wal_frames [1-9]\d*$/m);
+  const copy = path.join(root, 'database-file-alone.db');
+  assert.ok(await waitFor(() => {
+    fs.copyFileSync(auditPath, copy);
+    const missing = missingDecisions(copy, ids);
+    fs.rmSync(copy);
+    return missing.length === 0;
+  }, 5000), 'every decision row is in the database file without its WAL');
 });

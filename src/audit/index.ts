@@ -6,3 +6,4 @@ export * from './store';
 export * from './recorder';
 export * from './anomalies';
 export * from './writer';
+export * from './checkpointer';

@@ -21,6 +21,11 @@ export interface AuditStoreOptions {
   busyTimeoutMs?: number;
   /** Refuse to create a new file (the CLI's `prune` must not invent an empty database). Default false. */
   fileMustExist?: boolean;
+  /**
+   * WAL pages after which a commit of this connection checkpoints (SQLite's `wal_autocheckpoint`).
+   * Default 10,000. `pdp serve` leaves it on as the backstop of its checkpointer thread (checkpointer.ts).
+   */
+  walAutocheckpointPages?: number;
 }
 
 export interface AllowedService {
@@ -242,7 +247,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     // Checkpoint every 10,000 WAL pages (~40 MiB) instead of SQLite's 1,000: an append-only log
     // rewrites its last pages in every commit, so a rarer checkpoint copies each page once instead of
     // many times (measured 10-15 % less insert time per row). Connection-level, so set on every open.
-    db.pragma('wal_autocheckpoint = 10000');
+    db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.trunc(options.walAutocheckpointPages ?? 10_000))}`);
     applyMigrations(db);
   } catch (e) {
     db.close();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
+import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startCheckpointer, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
 import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine, readPolicyDir } from '../engine';
 import { loadTrustBundle } from '../identity';
@@ -195,6 +195,19 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     return EXIT_FINDING;
   }
 
+  // WAL checkpoints off the event loop (audit/checkpointer.ts): one thread per audit file, so with
+  // --workers only worker 1 (and its replacement) runs it. Not required for serving: if its thread cannot
+  // start or dies, SQLite's checkpoints in the commits do all the copying, as without it; that is logged.
+  let lastCheckpointError = '';
+  const checkpointer = !isClusterWorker(io.env) || io.env.PDP_WORKER_ID === '1'
+    ? startCheckpointer(auditPath, {
+      onError: (err, fatal) => {
+        if (fatal || err.message !== lastCheckpointError) io.stderr.write(`pdp serve: ${err.message}\n`);
+        lastCheckpointError = err.message;
+      },
+    })
+    : undefined;
+
   // Everything opened from here on is closed by `closeAll`, on every path out (a failed start included),
   // so a start that fails exits instead of being held open by a watcher or a timer.
   let security: Awaited<ReturnType<typeof loadSecurity>> | undefined;
@@ -210,6 +223,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     await app?.close().catch(() => undefined);
     security?.close();
     await recorder.close();
+    await checkpointer?.close();
     auditStore.close();
   };
 
@@ -233,7 +247,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     }
   };
   app = buildServer({
-    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies,
+    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, ...(checkpointer ? { checkpointer } : {}),
     // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
     ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
     logger: {

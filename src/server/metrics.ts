@@ -78,11 +78,20 @@ export function createMetrics(sources: { queueDepth(): number; cacheHits(): numb
     name: 'pdp_audit_lock_wait_seconds', help: 'Group commits that found the audit write lock held by another connection (another worker, a prune): how long they waited, the event loop free meanwhile.',
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [registry],
   });
+  const auditCheckpointSeconds = new Histogram({
+    name: 'pdp_audit_checkpoint_seconds', help: 'Passes of the audit checkpointer thread that found new commits: WAL pages copied into the database file off the event loop.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [registry],
+  });
+  const auditWalFrames = new Gauge({
+    name: 'pdp_audit_wal_frames', help: 'Frames (pages) in the audit WAL at the checkpointer thread\'s last pass that found new commits. It drops each time a commit starts the WAL over; a reader holding an old snapshot keeps it growing.',
+    // Only one process of a `--workers` cluster runs the checkpointer; the others report 0.
+    aggregator: 'max', registers: [registry],
+  });
   const auditRows = new Counter({ name: 'pdp_audit_rows_total', help: 'Audit rows committed.', registers: [registry] });
   const auditFailures = new Counter({ name: 'pdp_audit_failures_total', help: 'Group commits that failed (requests answered 503).', registers: [registry] });
   const authnFailures = new Counter({ name: 'pdp_authn_failures_total', help: 'Authentication failures, by kind.', labelNames: ['kind'], registers: [registry] });
   const reloads = new Counter({ name: 'pdp_policy_reloads_total', help: 'Policy reloads, by outcome.', labelNames: ['outcome'], registers: [registry] });
-  return { registry, decisionCounts, decisionSeconds, auditWriteSeconds, auditLockWaitSeconds, auditRows, auditFailures, authnFailures, reloads };
+  return { registry, decisionCounts, decisionSeconds, auditWriteSeconds, auditLockWaitSeconds, auditCheckpointSeconds, auditWalFrames, auditRows, auditFailures, authnFailures, reloads };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import type { AnomalyReportJson } from '../audit/anomalies';
 import { deriveEventType, type AuditEvent } from '../audit/event';
 import type { AuditRecorder } from '../audit/recorder';
+import type { Checkpointer } from '../audit/checkpointer';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
 import { redactTokens, redactTokensAlsoEncoded } from '../identity/token-format';
@@ -83,6 +84,8 @@ export interface ServerDeps {
   defaultMetrics?: boolean;
   /** `pdp serve --workers N`: the other workers of the cluster, reached through the primary. */
   cluster?: WorkerCluster;
+  /** The audit checkpointer thread beside the recorder (audit/checkpointer.ts), for its metric. */
+  checkpointer?: Pick<Checkpointer, 'onPass'>;
 }
 
 /** What one other worker answered to a reload relayed to it, or `error` (e.g. `timeout`). */
@@ -192,6 +195,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     metrics.auditWriteSeconds.observe(seconds);
   });
   deps.recorder.onLockWait?.((seconds) => metrics.auditLockWaitSeconds.observe(seconds));
+  deps.checkpointer?.onPass((pass) => {
+    metrics.auditCheckpointSeconds.observe(pass.seconds);
+    metrics.auditWalFrames.set(pass.walFrames);
+  });
   deps.reloader.onOutcome((outcome) => metrics.reloads.inc({ outcome: outcome.ok ? (outcome.changed ? 'changed' : 'unchanged') : 'refused' }));
 
   app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; code?: string; statusCode?: number }, request, reply) => {
