@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { authorize, makePolicyDir, makeTempDir, missingDecisions, removeTempDir, request, runPdp, startServe, waitFor } from './support/server';
+import { authorize, makePolicyDir, makeTempDir, missingDecisions, removeTempDir, request, runPdp, startServe, waitFor, withDb } from './support/server';
 
 function tempSet(t: { after(fn: () => void): void }, files?: Record<string, string>) {
   const root = makeTempDir('pdp-cli-serve-');
@@ -63,9 +63,9 @@ test('a policy directory without *.hcl files, or missing, is bad usage (exit 2, 
   assert.match(evalMissing.stderr, /cannot read policy directory `[^`]*nope`: ENOENT \(no such file or directory\)/);
 });
 
-test('bad usage exits 2: a malformed --listen, a bad --cache-entries or --audit-writer, an unknown flag', async (t) => {
+test('bad usage exits 2: a malformed --listen, a bad --cache-entries, --audit-writer or --audit-checkpoint, an unknown flag', async (t) => {
   const { policyDir, auditPath } = tempSet(t);
-  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--audit-writer', 'async'], ['--bogus'], ['--cache-entries', ''], ['--cache-entries', '1e3']];
+  const cases = [['--listen', 'localhost'], ['--listen', '127.0.0.1:99999'], ['--cache-entries', '-1'], ['--audit-writer', 'async'], ['--bogus'], ['--cache-entries', ''], ['--cache-entries', '1e3'], ['--audit-checkpoint', 'sometimes']];
   const runs = await Promise.all(cases.map((args) => runPdp(['serve', '--policies', policyDir, '--audit', auditPath, ...args])));
   for (const [i, r] of runs.entries()) {
     assert.equal(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
@@ -73,6 +73,7 @@ test('bad usage exits 2: a malformed --listen, a bad --cache-entries or --audit-
   }
   assert.match(runs[3]!.stderr, /--audit-writer must be `inline` or `thread`; got `async`/);
   assert.match(runs[5]!.stderr, /--cache-entries expects a whole number ≥ 0; got ``/, 'an empty value does not turn the cache off silently');
+  assert.match(runs[7]!.stderr, /--audit-checkpoint must be `thread` or `inline`; got `sometimes`/);
   assert.equal(fs.existsSync(auditPath), false);
 });
 
@@ -114,25 +115,49 @@ test('starts on 127.0.0.1:0, reports its URL on stdout and answers', async (t) =
   assert.equal(Date.parse(anomalies.json.now) - Date.parse(anomalies.json.since), 30 * 60_000);
 });
 
+/** Decides 20 times; returns the decision ids. */
+async function decideTwenty(url: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const answer = await authorize(url, { identity: 'spiffe://cluster/ns/prod/sa/payment', action: 'read', resource: `service:svc-${i}`, namespace: 'prod' });
+    assert.equal(answer.status, 200, answer.text);
+    ids.push(answer.json.decision_id);
+  }
+  return ids;
+}
+
+/** The ids of `ids` missing from the database file on its own (a copy without its WAL). */
+function missingFromDatabaseFileAlone(auditPath: string, root: string, ids: string[]): string[] {
+  const copy = path.join(root, `database-file-alone-${Date.now()}.db`);
+  fs.copyFileSync(auditPath, copy);
+  try {
+    const hasTable = withDb(copy, (db) => db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'audit_log'").get() !== undefined);
+    return hasTable ? missingDecisions(copy, ids) : ids; // the schema itself may still be only in the WAL
+  } finally {
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(copy + suffix, { force: true });
+  }
+}
+
 test('the audit checkpointer thread runs beside the server: decided rows reach the database file itself, and /metrics shows its passes', async (t) => {
   const { root, policyDir, auditPath } = tempSet(t);
   const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch']);
   t.after(() => serve.stop());
-  const ids: string[] = [];
-  for (let i = 0; i < 20; i++) {
-    const answer = await authorize(serve.url, { identity: 'spiffe://cluster/ns/prod/sa/payment', action: 'read', resource: `service:svc-${i}`, namespace: 'prod' });
-    assert.equal(answer.status, 200, answer.text);
-    ids.push(answer.json.decision_id);
-  }
+  const ids = await decideTwenty(serve.url);
   // SQLite's own checkpoint would wait for ~40 MiB of WAL; 20 rows reach the file only through the thread.
   const scrape = async () => (await request(`${serve.url}/metrics`)).text;
   assert.ok(await waitFor(async () => /^pdp_audit_checkpoint_seconds_count [1-9]\d*$/m.test(await scrape()), 5000), 'a checkpoint pass was counted');
   assert.match(await scrape(), /^pdp_audit_wal_frames [1-9]\d*$/m);
-  const copy = path.join(root, 'database-file-alone.db');
-  assert.ok(await waitFor(() => {
-    fs.copyFileSync(auditPath, copy);
-    const missing = missingDecisions(copy, ids);
-    fs.rmSync(copy);
-    return missing.length === 0;
-  }, 5000), 'every decision row is in the database file without its WAL');
+  assert.ok(await waitFor(() => missingFromDatabaseFileAlone(auditPath, root, ids).length === 0, 5000), 'every decision row is in the database file without its WAL');
+});
+
+test('--audit-checkpoint inline runs no checkpointer thread: the rows stay in the WAL until SQLite checkpoints', async (t) => {
+  const { root, policyDir, auditPath } = tempSet(t);
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--audit-checkpoint', 'inline']);
+  t.after(() => serve.stop());
+  const ids = await decideTwenty(serve.url);
+  await new Promise((resolve) => setTimeout(resolve, 600)); // more than two passes' time of the thread
+  assert.match((await request(`${serve.url}/metrics`)).text, /^pdp_audit_checkpoint_seconds_count 0$/m);
+  assert.equal(missingFromDatabaseFileAlone(auditPath, root, ids).length, ids.length, 'none is in the database file yet');
+  // Every answered decision is still in audit_log through the WAL.
+  assert.deepEqual(missingDecisions(auditPath, ids), []);
 });

@@ -30,6 +30,9 @@ row at start-up and on each reload; if the start-up row cannot be written, it ex
   --audit-writer MODE   where audit transactions run: inline (default; on the event loop) or
                         thread (a writer thread with its own connection: uses a second core;
                         pays off for batch-heavy callers on a machine with cores to spare)
+  --audit-checkpoint MODE  who copies the audit WAL into the database file: thread (default; a
+                        thread does most of it every 250 ms: far shorter latency spikes, ~5-10 %
+                        more CPU per decision) or inline (SQLite, inside a commit every ~40 MiB)
   --node-name NAME      registry_node written to audit rows (default: the host name)
   --no-watch            do not reload when policy files change (SIGHUP and the API still reload)
   --tls-cert FILE       server certificate (PEM); enables HTTPS with TLS 1.3 only
@@ -79,7 +82,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     'no-watch': { type: 'boolean' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
     'rate-limit': { type: 'string' }, 'max-failures': { type: 'string' }, lockout: { type: 'string' },
-    workers: { type: 'string' }, 'audit-writer': { type: 'string' },
+    workers: { type: 'string' }, 'audit-writer': { type: 'string' }, 'audit-checkpoint': { type: 'string' },
   }, false);
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
@@ -95,6 +98,10 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const auditWriter = values['audit-writer'] ?? 'inline';
   if (auditWriter !== 'inline' && auditWriter !== 'thread') {
     throw new UsageError(`--audit-writer must be \`inline\` or \`thread\`; got \`${auditWriter}\``);
+  }
+  const auditCheckpoint = values['audit-checkpoint'] ?? 'thread';
+  if (auditCheckpoint !== 'inline' && auditCheckpoint !== 'thread') {
+    throw new UsageError(`--audit-checkpoint must be \`thread\` or \`inline\`; got \`${auditCheckpoint}\``);
   }
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
@@ -199,7 +206,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   // --workers only worker 1 (and its replacement) runs it. Not required for serving: if its thread cannot
   // start or dies, SQLite's checkpoints in the commits do all the copying, as without it; that is logged.
   let lastCheckpointError = '';
-  const checkpointer = !isClusterWorker(io.env) || io.env.PDP_WORKER_ID === '1'
+  const checkpointer = auditCheckpoint === 'thread' && (!isClusterWorker(io.env) || io.env.PDP_WORKER_ID === '1')
     ? startCheckpointer(auditPath, {
       onError: (err, fatal) => {
         if (fatal || err.message !== lastCheckpointError) io.stderr.write(`pdp serve: ${err.message}\n`);
@@ -262,7 +269,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     ...(security?.serverOptions ?? {}),
   });
   const server = app;
-  server.log.info({ auditWriter }, `audit transactions run ${auditWriter === 'thread' ? 'on a writer thread' : 'on the event loop'}`);
+  server.log.info({ auditWriter, auditCheckpoint }, `audit transactions run ${auditWriter === 'thread' ? 'on a writer thread' : 'on the event loop'}; WAL checkpoints ${checkpointer ? 'on the checkpointer thread' : auditCheckpoint === 'thread' ? 'on worker 1\'s checkpointer thread' : 'inside the commits'}`);
   if (!tls) server.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
 
   reloader.onOutcome((outcome, trigger, { retry }) => {
