@@ -6,21 +6,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { createRecorder, openAuditStore, startCheckpointer, type CheckpointPass } from '../src/audit';
-import { event, tempDb } from './support/audit';
+import { countRows, event, readDatabaseFileAlone, tempDb } from './support/audit';
 import { waitFor } from './support/server';
 
 /** Rows in the database file on its own, as a copy without the WAL would see them. */
-function rowsInDatabaseFileAlone(file: string): number {
-  const copy = `${tempDb()}.alone`;
-  fs.copyFileSync(file, copy);
-  const db = new Database(copy);
-  try {
-    const table = db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'audit_log'").get();
-    return table === undefined ? 0 : (db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get() as number);
-  } finally {
-    db.close();
-  }
-}
+const rowsInDatabaseFileAlone = (file: string) => readDatabaseFileAlone(file, (db) => (db ? countRows(db) : 0));
 
 /** Frames in the WAL now, probed from a connection of the test's own (its passive checkpoint copies nothing new to report). */
 function walFrames(file: string): number {

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { authorize, makePolicyDir, makeTempDir, missingDecisions, removeTempDir, request, runPdp, startServe, waitFor, withDb } from './support/server';
+import { readDatabaseFileAlone } from './support/audit';
+import { authorize, makePolicyDir, makeTempDir, missingDecisions, removeTempDir, request, runPdp, startServe, waitFor } from './support/server';
 
 function tempSet(t: { after(fn: () => void): void }, files?: Record<string, string>) {
   const root = makeTempDir('pdp-cli-serve-');
@@ -127,19 +128,16 @@ async function decideTwenty(url: string): Promise<string[]> {
 }
 
 /** The ids of `ids` missing from the database file on its own (a copy without its WAL). */
-function missingFromDatabaseFileAlone(auditPath: string, root: string, ids: string[]): string[] {
-  const copy = path.join(root, `database-file-alone-${Date.now()}.db`);
-  fs.copyFileSync(auditPath, copy);
-  try {
-    const hasTable = withDb(copy, (db) => db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'audit_log'").get() !== undefined);
-    return hasTable ? missingDecisions(copy, ids) : ids; // the schema itself may still be only in the WAL
-  } finally {
-    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(copy + suffix, { force: true });
-  }
+function missingFromDatabaseFileAlone(auditPath: string, ids: string[]): string[] {
+  return readDatabaseFileAlone(auditPath, (db) => {
+    if (!db) return ids; // the schema itself may still be only in the WAL
+    const stored = new Set(db.prepare('SELECT decision_id FROM audit_log').pluck().all() as string[]);
+    return ids.filter((id) => !stored.has(id));
+  });
 }
 
 test('the audit checkpointer thread runs beside the server: decided rows reach the database file itself, and /metrics shows its passes', async (t) => {
-  const { root, policyDir, auditPath } = tempSet(t);
+  const { policyDir, auditPath } = tempSet(t);
   const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch']);
   t.after(() => serve.stop());
   const ids = await decideTwenty(serve.url);
@@ -147,17 +145,17 @@ test('the audit checkpointer thread runs beside the server: decided rows reach t
   const scrape = async () => (await request(`${serve.url}/metrics`)).text;
   assert.ok(await waitFor(async () => /^pdp_audit_checkpoint_seconds_count [1-9]\d*$/m.test(await scrape()), 5000), 'a checkpoint pass was counted');
   assert.match(await scrape(), /^pdp_audit_wal_frames [1-9]\d*$/m);
-  assert.ok(await waitFor(() => missingFromDatabaseFileAlone(auditPath, root, ids).length === 0, 5000), 'every decision row is in the database file without its WAL');
+  assert.ok(await waitFor(() => missingFromDatabaseFileAlone(auditPath, ids).length === 0, 5000), 'every decision row is in the database file without its WAL');
 });
 
 test('--audit-checkpoint inline runs no checkpointer thread: the rows stay in the WAL until SQLite checkpoints', async (t) => {
-  const { root, policyDir, auditPath } = tempSet(t);
+  const { policyDir, auditPath } = tempSet(t);
   const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--audit-checkpoint', 'inline']);
   t.after(() => serve.stop());
   const ids = await decideTwenty(serve.url);
   await new Promise((resolve) => setTimeout(resolve, 600)); // more than two passes' time of the thread
   assert.match((await request(`${serve.url}/metrics`)).text, /^pdp_audit_checkpoint_seconds_count 0$/m);
-  assert.equal(missingFromDatabaseFileAlone(auditPath, root, ids).length, ids.length, 'none is in the database file yet');
+  assert.equal(missingFromDatabaseFileAlone(auditPath, ids).length, ids.length, 'none is in the database file yet');
   // Every answered decision is still in audit_log through the WAL.
   assert.deepEqual(missingDecisions(auditPath, ids), []);
 });

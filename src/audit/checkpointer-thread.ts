@@ -10,12 +10,12 @@ const port = parentPort;
 if (port === null) throw new Error('checkpointer-thread.js runs only as a worker thread');
 const { path, intervalMs } = workerData as { path: string; intervalMs: number };
 
-type CheckpointResult = { busy: number; log: number; checkpointed: number };
+type CheckpointResult = { log: number; checkpointed: number };
 
 let db: Database.Database;
 try {
-  // Busy timeout 0: this thread never waits for a lock. A pass that finds one held is reported busy
-  // and the next one catches up.
+  // Busy timeout 0: this thread never waits for a lock. A pass that finds the checkpoint lock held
+  // (a commit's own checkpoint) copies nothing, and the next one catches up.
   db = new Database(path, { fileMustExist: true, timeout: 0 });
   port.postMessage({ type: 'ready' } satisfies CheckpointerReply);
 } catch (e) {
@@ -34,7 +34,6 @@ function pass(): void {
   last = { log: result.log, checkpointed: result.checkpointed };
   port!.postMessage({
     type: 'pass', seconds: (performance.now() - started) / 1000, walFrames: result.log, checkpointedFrames: result.checkpointed,
-    busy: result.busy !== 0,
   } satisfies CheckpointerReply);
 }
 

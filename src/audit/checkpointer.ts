@@ -30,8 +30,6 @@ export interface CheckpointPass {
   /** Frames in the WAL when the pass began, and how many of them are now in the database file. */
   walFrames: number;
   checkpointedFrames: number;
-  /** Another connection held the checkpoint lock; nothing was copied this time. */
-  busy: boolean;
 }
 
 export interface CheckpointerOptions {
@@ -87,6 +85,7 @@ export function startCheckpointer(file: string, options: CheckpointerOptions = {
       }
     });
     worker.on('error', (e) => {
+      failed = true;
       reject(e);
       options.onError?.(new Error(`audit checkpointer thread failed: ${e.message}`), true);
     });
@@ -98,10 +97,9 @@ export function startCheckpointer(file: string, options: CheckpointerOptions = {
       resolveClosed();
     });
   });
-  // A failed start is reported through onError (and `ready`); it must not become an unhandled rejection.
-  ready.catch(() => undefined);
   // Once running it never keeps the process alive (the server's own handles do); while it starts or
-  // closes it does, so that awaiting `ready` or `close()` cannot end with the event loop.
+  // closes it does, so that awaiting `ready` or `close()` cannot end with the event loop. A failed start
+  // is reported through onError (and `ready`); the second handler keeps it from being an unhandled rejection.
   ready.then(() => { if (!closing) worker.unref(); }, () => undefined);
   return {
     ready,

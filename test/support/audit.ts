@@ -46,6 +46,21 @@ export function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
 export const countRows = (db: Database.Database) => db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get() as number;
 
 /**
+ * Reads the database file on its own, as a copy without its WAL sees it (what checkpoints have copied
+ * there): `read` gets the copy, or undefined while even the schema is only in the WAL.
+ */
+export function readDatabaseFileAlone<T>(file: string, read: (db: Database.Database | undefined) => T): T {
+  const copy = `${tempDb()}.alone`;
+  fs.copyFileSync(file, copy);
+  const db = new Database(copy);
+  try {
+    return read(db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'audit_log'").get() === undefined ? undefined : db);
+  } finally {
+    db.close();
+  }
+}
+
+/**
  * Records one row through `recorder` (writing to `file`, empty so far) and checks from a second
  * connection that the row is not there while queued and is there once its promise resolved; then
  * closes the recorder.
