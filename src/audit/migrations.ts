@@ -131,6 +131,7 @@ CREATE INDEX audit_log_time ON audit_log (timestamp, event_type, result, service
  * that connection, for a row past its class's retention. In any other client (the `sqlite3` shell,
  * Python, another program) the function does not exist, so a DELETE on `audit_log` fails to prepare
  * with `no such function: pdp_audit_prune_may_delete`. Named so that error says who may delete.
+ * Migration 5 replaced it by APPEND_ONLY_GUARD_FUNCTION; the name stays here for migration 3's SQL.
  */
 export const PRUNE_GUARD_FUNCTION = 'pdp_audit_prune_may_delete';
 
@@ -187,11 +188,41 @@ BEGIN
 END;
 `;
 
+/**
+ * The SQL function the DELETE trigger of migration 5 asks whether a row is protected: 0 only while
+ * `pdp audit prune` runs in pdp's own connection and only for a row past its class's retention, 1
+ * otherwise. As with migration 3's function, only pdp's connections register it, so in any other
+ * client a DELETE on `audit_log` fails to prepare, and the name is what that client prints:
+ * `no such function: audit_log_is_append_only`.
+ */
+export const APPEND_ONLY_GUARD_FUNCTION = 'audit_log_is_append_only';
+
+/**
+ * Migration 5: the DELETE trigger's function is renamed so that the error another client gets says
+ * what happened. Under migration 3 the `sqlite3` shell answered a DELETE with `no such function:
+ * pdp_audit_prune_may_delete`, an error that reads like a broken database rather than a refusal;
+ * now it reads `no such function: audit_log_is_append_only`. SQLite resolves a trigger's functions
+ * when it prepares the statement, so no trigger can RAISE its own message in a client that lacks the
+ * function: the function's name is the only text such a client shows. The function's answer is
+ * inverted to match the name (1: the row is protected), and `IS NOT 0` keeps every other answer,
+ * NULL included, a refusal.
+ */
+const MIGRATION_5 = `
+DROP TRIGGER audit_log_append_only_delete;
+CREATE TRIGGER audit_log_append_only_delete
+BEFORE DELETE ON audit_log
+WHEN ${APPEND_ONLY_GUARD_FUNCTION}(OLD.timestamp, OLD.event_type, OLD.result) IS NOT 0
+BEGIN
+  SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}; expired rows are removed only by \`pdp audit prune\`');
+END;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'audit_log, allowed_services, append-only triggers', sql: MIGRATION_1 },
   { version: 2, description: 'one time-first covering index for inserts in time order and windowed analyses', sql: MIGRATION_2 },
   { version: 3, description: 'the DELETE trigger asks a function only pdp registers, not the unprotected audit_control table; a partial index of ACL_CHANGE rows', sql: MIGRATION_3 },
   { version: 4, description: 'the insert guard refuses inserts that name an id, instead of looking up every new row', sql: MIGRATION_4 },
+  { version: 5, description: 'the DELETE trigger asks `audit_log_is_append_only`, so a client without it is told in those words', sql: MIGRATION_5 },
 ];
 
 /** The schema version this build writes. */

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { AUDIT_ROW_COLUMNS, toAuditRow, type AuditEvent, type AuditRow } from './event';
-import { applyMigrations, PRUNE_GUARD_FUNCTION, schemaVersion } from './migrations';
+import { APPEND_ONLY_GUARD_FUNCTION, applyMigrations, schemaVersion } from './migrations';
 
 export interface AuditStoreOptions {
   /**
@@ -169,8 +169,8 @@ export function retentionCutoffs(now: Date): PruneCutoffs {
 }
 
 /**
- * The retention rule. The prune code selects rows with it, and the DELETE trigger (migration 3) asks
- * it again through `pdp_audit_prune_may_delete` for every row the prune deletes.
+ * The retention rule. The prune code selects rows with it, and the DELETE trigger (migration 5) asks
+ * it again through `audit_log_is_append_only` for every row the prune deletes.
  */
 export function isExpired(row: { timestamp: string; event_type: string; result: string | null }, cutoffs: PruneCutoffs): boolean {
   if (row.event_type === 'ACL_CHANGE') return row.timestamp < cutoffs.aclChangeBefore;
@@ -234,10 +234,11 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
   try {
     // Registered before the migrations run, so no statement of this connection ever meets the
     // trigger without it. Not `directOnly`: the trigger must be able to call it.
-    db.function(PRUNE_GUARD_FUNCTION, { deterministic: false, varargs: false }, (timestamp: unknown, eventType: unknown, result: unknown) => {
-      if (pruneGuard === undefined || typeof timestamp !== 'string' || typeof eventType !== 'string') return 0;
-      if (result !== null && typeof result !== 'string') return 0;
-      return isExpired({ timestamp, event_type: eventType, result }, pruneGuard) ? 1 : 0;
+    // 1: the row is protected; 0 only inside a prune, for an expired row.
+    db.function(APPEND_ONLY_GUARD_FUNCTION, { deterministic: false, varargs: false }, (timestamp: unknown, eventType: unknown, result: unknown) => {
+      if (pruneGuard === undefined || typeof timestamp !== 'string' || typeof eventType !== 'string') return 1;
+      if (result !== null && typeof result !== 'string') return 1;
+      return isExpired({ timestamp, event_type: eventType, result }, pruneGuard) ? 0 : 1;
     });
     const mode = db.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new AuditStoreError(`cannot put audit database \`${path}\` in WAL mode (got \`${String(mode)}\`)`);
