@@ -114,6 +114,16 @@ test('starts on 127.0.0.1:0, reports its URL on stdout and answers', async (t) =
   assert.equal(anomalies.json.db, path.basename(auditPath));
   assert.equal(anomalies.json.findings, 0);
   assert.equal(Date.parse(anomalies.json.now) - Date.parse(anomalies.json.since), 30 * 60_000);
+  assert.match(serve.stderr(), /serving plain HTTP on loopback: TLS and caller authentication are off/);
+});
+
+test('pdp serve with --tokens on plain loopback warns that TLS is off, not that authentication is', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--tokens', path.join(path.dirname(auditPath), 'tokens.db')]);
+  t.after(() => serve.stop());
+  assert.equal((await request(`${serve.url}/v1/authorize`, { body: { identity: 'team:x', action: 'read', resource: 'service:x' } })).status, 401, 'caller authentication is on');
+  assert.match(serve.stderr(), /TLS is off, so bearer tokens cross the connection in clear text/);
+  assert.doesNotMatch(serve.stderr(), /caller authentication are off/);
 });
 
 /** Decides 20 times; returns the decision ids. */

@@ -165,12 +165,60 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.equal(bad.status, 400);
     assert.equal(bad.json.error.code, 'invalid_request');
     assert.equal(bad.json.error.field, 'checks[1].resource');
-    assert.match(bad.json.error.message, /resource/);
+    assert.match(bad.json.error.message, /^`checks\[1\]\.resource`: /, 'the message names the check, as the field does');
 
     const badSchema = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, action: 'delete' }] } });
     assert.equal(badSchema.status, 400);
     assert.equal(badSchema.json.error.field, 'checks[1].action');
     assert.equal(allRows(server.auditPath).length, before, 'a refused batch leaves no row');
+  });
+
+  test('a refused batch leaves no trace of its good checks: no cache entry, no hit or miss counted, no row', async () => {
+    const counters = async () => {
+      const text = (await request(`${server.url}/metrics`)).text;
+      const read = (name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1]);
+      const policies = (await request(`${server.url}/v1/policies`)).json;
+      return { hits: read('pdp_cache_hits_total'), misses: read('pdp_cache_misses_total'), entries: policies.cache_entries as number };
+    };
+    // A check that is a hit (asked once before) and new ones that would be misses, then a bad one.
+    const known = { identity: ORDER, action: 'read', resource: 'service:payment-service', namespace: 'prod' };
+    assert.equal((await authorize(server.url, known)).status, 200);
+    const before = await counters();
+    const rows = allRows(server.auditPath).length;
+    const fresh = (i: number) => ({ identity: `team:refused-batch-${i}`, action: 'read', resource: 'service:payment-service' });
+    for (const bad of [{ ...fresh(9), context: { source_ip: 'nope' } }, { ...fresh(9), resource: 'svc:x' }, { ...fresh(9), identity: 'a\u0000b' }]) {
+      const res = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [known, fresh(1), fresh(2), bad] } });
+      assert.equal(res.status, 400, res.text);
+      assert.match(res.json.error.field, /^checks\[3\]\./);
+    }
+    assert.deepEqual(await counters(), before, 'hits, misses and cache entries unchanged');
+    assert.equal(allRows(server.auditPath).length, rows, 'no row');
+    // The same checks without the bad one are answered, and counted: one hit, two misses.
+    const ok = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [known, fresh(1), fresh(2)] } });
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(await counters(), { hits: before.hits + 1, misses: before.misses + 2, entries: before.entries + 2 });
+  });
+
+  test('a path whose `%` escape does not decode: 400 in the API error shape, the path not echoed', async () => {
+    const raw = (path: string) => new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (d) => (text += d));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+    });
+    for (const path of ['/v1/%zz', '/v1/pdp_Y0yNFzKzBHHn_SSKnvmrE2K0LUOzGlc9oq6PtpwUk50%zz']) {
+      const text = await raw(path);
+      assert.match(text, /^HTTP\/1\.1 400 /, text);
+      assert.match(text, /content-type: application\/json; charset=utf-8/i, text);
+      const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+      assert.equal(body.error.code, 'invalid_request', text);
+      assert.equal(body.error.field, 'path');
+      assert.match(body.error.message, /percent-escape/);
+      assert.ok(!text.includes('SSKnvmrE2K0'), 'no token secret echoed');
+      assert.ok(!text.includes('FST_ERR'), "not fastify's own body");
+    }
   });
 
   test('bad input: each answered with its status, code and the field named; no stack traces, no paths', async () => {
@@ -204,7 +252,7 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'instance with a slash', body: { ...valid, resource: 'service:payment-service/a/b' }, status: 400, code: 'invalid_request', field: 'resource' },
       { name: 'namespace with a space', body: { ...valid, namespace: 'pr od' }, status: 400, code: 'invalid_request', field: 'namespace' },
       { name: 'namespace of 300 characters', body: { ...valid, namespace: 'n'.repeat(300) }, status: 400, code: 'invalid_request', field: 'namespace' },
-      { name: 'bad IPv4 in context.source_ip', body: { ...valid, context: { source_ip: '10.0.0.300' } }, status: 400, code: 'invalid_request', field: 'context.source_ip', message: /IP address/ },
+      { name: 'bad IPv4 in context.source_ip', body: { ...valid, context: { source_ip: '10.0.0.300' } }, status: 400, code: 'invalid_request', field: 'context.source_ip', message: /^`context\.source_ip`: invalid IP address/ },
       { name: 'not an IP in context.source_ip', body: { ...valid, context: { source_ip: 'localhost' } }, status: 400, code: 'invalid_request', field: 'context.source_ip' },
       { name: 'legacy IPv4 form', body: { ...valid, context: { source_ip: '10.1' } }, status: 400, code: 'invalid_request', field: 'context.source_ip' },
       { name: 'source_ip a number', body: { ...valid, context: { source_ip: 167772161 } }, status: 400, code: 'invalid_request', field: 'context.source_ip' },
@@ -214,7 +262,15 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'empty identity', body: { ...valid, identity: '' }, status: 400, code: 'invalid_request', field: 'identity' },
       { name: 'no identity, anonymous off', body: { action: 'read', resource: 'service:payment-service' }, status: 400, code: 'invalid_request', field: 'identity', message: /anonymous/ },
       { name: 'emoji in a service name', body: { ...valid, resource: 'service:pay😀' }, status: 400, code: 'invalid_request', field: 'resource' },
-      { name: 'credentials without a trust store', body: { ...valid, credentials: { token: 'secret-token-value' } }, status: 400, code: 'invalid_request', field: 'credentials' },
+      { name: 'credentials without a trust store', body: { ...valid, credentials: { token: 'secret-token-value' } }, status: 400, code: 'invalid_request', field: 'credentials.token', message: /`credentials\.token` cannot be verified/ },
+      { name: 'a certificate without a trust store', body: { ...valid, credentials: { certificate: 'not-a-pem' } }, status: 400, code: 'invalid_request', field: 'credentials.certificate', message: /--client-ca/ },
+      // Text that would disguise the audit row: the sqlite3 shell stops printing at a NUL, and
+      // zero-width and bidi characters make two identities look alike.
+      { name: 'NUL in identity', body: { ...valid, identity: 'team:ops\u0000-forged' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+0000 at position 8/ },
+      { name: 'ESC in identity', body: { ...valid, identity: 'team:\u001b[2Jops' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+001B/ },
+      { name: 'zero-width space in identity', body: { ...valid, identity: 'team:ops\u200b' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+200B/ },
+      { name: 'bidi override in identity', body: { ...valid, identity: 'team:\u202espo' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+202E/ },
+      { name: 'a number beyond JavaScript\'s range', raw: `{"identity":"${PAYMENT}","action":"read","resource":"service:payment-service","context":{"port":1e400}}`, status: 400, code: 'invalid_request', field: 'context.port', message: /too large to represent/ },
       // Caller-chosen names: a context key is stored in `details`, so it is bounded like a value; an
       // unknown key is quoted in the error only in part.
       { name: 'context.instance_id contradicting the resource', body: { ...valid, resource: 'service:payment-service/p-1', context: { instance_id: 'p-2' } }, status: 400, code: 'invalid_request', field: 'context.instance_id', message: /contradicts the instance `p-1`/ },
@@ -271,17 +327,21 @@ describe('POST /v1/authorize and the audit row', () => {
       '<script>alert(1)</script>',
       'y'.repeat(2048),
     ];
-    for (const identity of hostile) {
-      const context = { note: identity.slice(0, 1024), source_ip: 'fd00:20::1' };
+    // Control characters are refused in an identity (the bad-input table) but are fine in context
+    // values, which are stored as JSON text with every control escaped.
+    const hasControl = (text: string) => /\p{Cc}/u.test(text);
+    for (const text of hostile) {
+      const identity = hasControl(text) ? 'team:hostile' : text;
+      const context = { note: text.slice(0, 1024), source_ip: 'fd00:20::1' };
       const res = await authorize(server.url, { identity, action: 'write', resource: 'service:payment-service', namespace: 'prod', context });
-      assert.equal(res.status, 200, `${JSON.stringify(identity.slice(0, 40))}: ${res.text.slice(0, 300)}`);
+      assert.equal(res.status, 200, `${JSON.stringify(text.slice(0, 40))}: ${res.text.slice(0, 300)}`);
       assert.equal(res.json.result, 'DENY');
       assertNoLeak(res.text, [server.root]);
       const row = rowByDecision(server.auditPath, res.json.decision_id);
       assert.ok(row, 'audited');
       assert.equal(row.identity, identity, 'identity stored verbatim');
       assert.equal(row.resource, 'service:payment-service');
-      assert.deepEqual(details(row), { note: identity.slice(0, 1024) }, 'context stored verbatim');
+      assert.deepEqual(details(row), { note: text.slice(0, 1024) }, 'context stored verbatim');
     }
     // The table is still there and still append-only.
     const count = allRows(server.auditPath).length;

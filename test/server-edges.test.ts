@@ -50,6 +50,14 @@ test('GET /v1/audit/anomalies: a since beyond 100 years is a 400 naming `since`,
     assert.equal(json.error.code, 'invalid_request');
     assert.equal(json.error.field, 'since');
   }
+  // Said in words: a duration with too many digits, a parameter given twice.
+  for (const [query, message] of [['since=99999999999d', /too long a duration/], ['since=1h&since=2h', /`since` is given more than once/], ['deny_threshold=1&deny_threshold=2', /given more than once/]] as const) {
+    const r = await fetch(`${serve.url}/v1/audit/anomalies?${query}`);
+    assert.equal(r.status, 400, query);
+    const json = (await r.json()) as { error: { code: string; field: string; message: string } };
+    assert.equal(json.error.code, 'invalid_request', query);
+    assert.match(json.error.message, message, query);
+  }
   assert.equal((await fetch(`${serve.url}/v1/audit/anomalies?since=1h`)).status, 200);
 });
 

@@ -279,6 +279,7 @@ test('subject credentials: the verified identity decides, not the body\'s; a bad
   assert.equal(certRow!.identity, ID.order);
   assert.equal(details(certRow).authenticated_by, 'certificate');
   assert.equal(details(certRow).caller, ID.registry);
+  assert.equal(details(certRow).asserted_identity, ID.payment, 'the identity the PEP asserted is kept beside the proven one');
 
   // The body claims order, the token is payment's: allowed, as payment.
   const pay = await createToken(ID.payment);
@@ -289,6 +290,11 @@ test('subject credentials: the verified identity decides, not the body\'s; a bad
   const [tokenRow] = auditRows(auditPath, 'decision_id = ?', byToken.json.decision_id);
   assert.equal(tokenRow!.identity, ID.payment);
   assert.equal(details(tokenRow).authenticated_by, 'token');
+  assert.equal(details(tokenRow).asserted_identity, ID.order);
+  // A body whose identity agrees with the credential (or names none) records no asserted identity.
+  const agreeing = await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.payment, { credentials: { token: pay.token } }) });
+  assert.equal(agreeing.status, 200, agreeing.text);
+  assert.equal(details(auditRows(auditPath, 'decision_id = ?', agreeing.json.decision_id)[0]).asserted_identity, undefined);
 
   // Bad subject credentials: forged certificate, expired certificate, wrong token secret, garbage.
   const bad = [

@@ -270,7 +270,10 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   });
   const server = app;
   server.log.info({ auditWriter, auditCheckpoint }, `audit transactions run ${auditWriter === 'thread' ? 'on a writer thread' : 'on the event loop'}; WAL checkpoints ${checkpointer ? 'on the checkpointer thread' : auditCheckpoint === 'thread' ? 'on worker 1\'s checkpointer thread' : 'inside the commits'}`);
-  if (!tls) server.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
+  const callerAuthentication = values['client-ca'] !== undefined || values.tokens !== undefined;
+  if (!tls && !callerAuthentication) server.log.warn('serving plain HTTP on loopback: TLS and caller authentication are off (development mode)');
+  else if (!tls) server.log.warn('serving plain HTTP on loopback: TLS is off, so bearer tokens cross the connection in clear text (development mode; add --tls-cert and --tls-key)');
+  else if (!callerAuthentication) server.log.warn('serving TLS on loopback without caller authentication: every local caller may use every endpoint (add --client-ca and/or --tokens)');
 
   reloader.onOutcome((outcome, trigger, { retry }) => {
     const label = retry > 0 ? `${trigger}, retry ${retry}` : trigger;

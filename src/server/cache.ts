@@ -43,15 +43,22 @@ export class DecisionCache {
     return `${identity ?? '\u0001anon'}\u0000${action}\u0000${resource}\u0000${namespace ?? 'default'}\u0000${ip}`;
   }
 
-  /** A hit is counted here; a miss only when its decision is stored (set), so a request refused as invalid counts neither. */
-  get(policy: LoadedPolicy, key: string): CachedDecision | undefined {
-    const hit = this.cacheFor(policy).get(key);
-    if (hit) this.hits++;
-    return hit;
+  /**
+   * The cached decision, or undefined. Counts nothing: the caller counts with `hit` or `store` once
+   * the request is known to be answered, so a request refused as invalid (a batch with a bad check
+   * after good ones) counts neither and stores nothing.
+   */
+  peek(policy: LoadedPolicy, key: string): CachedDecision | undefined {
+    return this.cacheFor(policy).get(key);
+  }
+
+  /** Counts an answer served from the cache. */
+  hit(): void {
+    this.hits++;
   }
 
   /** Stores the decision computed after a miss, and counts that miss. */
-  set(policy: LoadedPolicy, key: string, value: CachedDecision): void {
+  store(policy: LoadedPolicy, key: string, value: CachedDecision): void {
     this.misses++;
     this.cacheFor(policy).set(key, value);
   }

@@ -14,13 +14,13 @@ import { decideWith, type Engine, type LoadedPolicy } from '../engine';
 import { redactTokens, redactTokensAlsoEncoded } from '../identity/token-format';
 import type { DecisionResult } from '../syntax';
 import { normalizeIp } from '../syntax/request'; // per decision: the defining module, not the barrel's getter
-import { DecisionCache } from './cache';
+import { DecisionCache, type CachedDecision } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { describeValidation, forbiddenKey, notWellFormed, unreadableBody, type ValidationIssue } from './validation';
+import { describeValidation, forbiddenKey, unauditableText, unreadableBody, type ValidationIssue } from './validation';
 import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
 
 export interface AuthorizeBody {
@@ -147,7 +147,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     http: { requireHostHeader: false },
     ...(deps.https ? { https: { ...deps.https, requireHostHeader: false } } : {}),
     // Strict validation: no silent type coercion, no silently dropped unknown fields.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
+    // `verbose`: an error carries the value that failed (describeValidation words a few cases by it).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true, verbose: true } },
     // Draining is ours (see the preClose hook): fastify's own 503 has another body shape.
     return503OnClosing: false,
     // Errors before any route (header too large, malformed HTTP, timeouts) in the API's error shape.
@@ -165,6 +166,14 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       socket.destroy(err);
     },
     ...(deps.logger ? { childLoggerFactory: lazyChildLoggerFactory } : {}),
+    // Errors fastify's router raises before any route or error handler (a `%` escape that does not
+    // decode): without this, fastify writes its own body, which quotes the raw path, token and all.
+    frameworkErrors(err: Error & { code?: string }, _request: FastifyRequest, reply: FastifyReply) {
+      const message = err.code === 'FST_ERR_BAD_URL'
+        ? 'the request path holds a malformed percent-escape: `%` must be followed by two hexadecimal digits'
+        : 'the request URL is not valid';
+      return fail(reply, 'invalid_request', message, { field: 'path' });
+    },
   } as FastifyServerOptions) as unknown as FastifyInstance;
 
   // HTTP/1.1 requires `Host` (RFC 9112, 3.2); HTTP/1.0 does not. Checked in front of fastify's request
@@ -428,6 +437,19 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   interface Decided {
     response: Record<string, unknown>;
     event: AuditEvent;
+    /**
+     * What the decision cache is told once the whole request is known to be answered (`settle`): a
+     * hit to count, or a computed decision to store. Deferred so that a batch refused for a bad check
+     * leaves no trace of its good ones: no cache entries, no counts, no rows.
+     */
+    cacheOutcome: 'hit' | { key: string; value: CachedDecision } | undefined;
+  }
+
+  function settle(policy: LoadedPolicy, decided: Decided): void {
+    const outcome = decided.cacheOutcome;
+    if (outcome === undefined) return;
+    if (outcome === 'hit') cache.hit();
+    else cache.store(policy, outcome.key, outcome.value);
   }
 
   /** How a field of check `position` is named in errors: `checks[3].resource` in a batch, `resource` alone. */
@@ -439,19 +461,19 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
    * check on the common path (a batch of 100 would otherwise pay 100 of each).
    */
   function decideOne(body: AuthorizeBody, request: FastifyRequest, policy: LoadedPolicy, position: number, timestamp: string): Decided | Promise<Decided> {
-    const malformed = notWellFormed(body);
-    if (malformed !== undefined) {
-      const field = `${fieldPrefix(position)}${malformed}`;
-      throw new ApiError('invalid_request', `\`${field}\` is not well-formed Unicode: it holds a lone surrogate (such as \`\\ud800\` without its pair); send UTF-8 text or complete surrogate pairs`, { field });
+    const unauditable = unauditableText(body);
+    if (unauditable !== undefined) {
+      const field = `${fieldPrefix(position)}${unauditable.field}`;
+      throw new ApiError('invalid_request', `\`${field}\` ${unauditable.message}`, { field });
     }
     if (!body.credentials) return decideAs(body, body.identity, request, policy, position, timestamp);
-    if (!deps.authenticator?.authenticateSubject) {
-      const prefix = fieldPrefix(position);
-      throw new ApiError('invalid_request', `\`${prefix}credentials\` cannot be verified: this server has no trust bundle or token store configured`, { field: `${prefix}credentials` });
-    }
     const credentials = body.credentials;
     // The order of AuthenticateRequest: a token is used when there is one, else the certificate.
     const kind = credentials.token !== undefined ? 'token' : credentials.certificate !== undefined ? 'certificate' : undefined;
+    if (!deps.authenticator?.authenticateSubject) {
+      const unverifiable = `${fieldPrefix(position)}credentials${kind === undefined ? '' : `.${kind}`}`;
+      throw new ApiError('invalid_request', `\`${unverifiable}\` cannot be verified: this server has no trust bundle or token store configured (\`--client-ca\`, \`--tokens\`)`, { field: unverifiable });
+    }
     if (kind !== undefined && deps.authenticator.verifiesSubject?.[kind] === false) {
       const unverifiable = `${fieldPrefix(position)}credentials.${kind}`;
       const missing = kind === 'token' ? 'bearer tokens are not enabled on this server (`--tokens`)' : 'this server has no `--client-ca` trust bundle';
@@ -485,14 +507,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const explain = body.explain === true;
     const cacheable = cache.enabled && !explain && (context.source_ip === undefined || sourceIp !== undefined);
     const key = cacheable ? DecisionCache.key(policy, identity, body.action, body.resource, body.namespace, sourceIp) : undefined;
-    let cached = key === undefined ? undefined : cache.get(policy, key);
+    let cached = key === undefined ? undefined : cache.peek(policy, key);
     let computed = false;
     if (!cached) {
       const outcome = decideWith(policy, { identity, action: body.action, resource: body.resource, namespace: body.namespace, sourceIp: context.source_ip }, { explain });
       if (!outcome.ok) {
         const prefix = fieldPrefix(position);
         const field = outcome.error.field === 'source_ip' ? `${prefix}context.source_ip` : `${prefix}${outcome.error.field}`;
-        throw new ApiError('invalid_request', outcome.error.message, { field });
+        // The engine words the problem; the message starts with the field, as the schema's messages do.
+        throw new ApiError('invalid_request', `\`${field}\`: ${outcome.error.message}`, { field });
       }
       const r = outcome.request.resource;
       cached = {
@@ -509,8 +532,6 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       const field = `${fieldPrefix(position)}context.instance_id`;
       throw new ApiError('invalid_request', `\`${field}\` (\`${context.instance_id}\`) contradicts the instance \`${cached.instance}\` in \`resource\`; send one of them, or the same in both`, { field });
     }
-    // Stored (and counted as a miss) only once the check is known to be answered.
-    if (computed && key !== undefined) cache.set(policy, key, cached);
     const d = cached.decision;
     const decisionId = randomUUID();
     // The reason quotes the identity and resource as sent: a pdp token there is not echoed (one indexOf).
@@ -526,7 +547,14 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       if (k !== 'source_ip' && k !== 'event_type' && k !== 'instance_id') (details ??= {})[k] = context[k];
     }
     if (request.caller) (details ??= {}).caller = request.caller.identity;
-    if (body.credentials) (details ??= {}).authenticated_by = body.credentials.token ? 'token' : 'certificate';
+    if (body.credentials) {
+      (details ??= {}).authenticated_by = body.credentials.token ? 'token' : 'certificate';
+      // The verified identity decides; an `identity` the PEP sent that says otherwise is kept, so the
+      // log shows who was asserted as well as who was proven (a confused or lying PEP).
+      if (body.identity !== undefined && body.identity !== cached.identity) {
+        details.asserted_identity = body.identity.indexOf('pdp_') < 0 ? body.identity : redactTokens(body.identity);
+      }
+    }
     const event: AuditEvent = {
       timestamp,
       event_type: deriveEventType(body.action, context.event_type),
@@ -545,7 +573,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       details,
       registry_node: nodeName,
     };
-    return { response, event };
+    return { response, event, cacheOutcome: key === undefined ? undefined : computed ? { key, value: cached } : 'hit' };
   }
 
   function activePolicy(): LoadedPolicy {
@@ -564,7 +592,9 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       const started = performance.now();
       const policy = activePolicy();
       const decided = decideOne(request.body, request, policy, -1, now().toISOString());
-      const { response, event } = decided instanceof Promise ? await decided : decided;
+      const one = decided instanceof Promise ? await decided : decided;
+      settle(policy, one);
+      const { response, event } = one;
       await recordOrFail([event]);
       metrics.decisionCounts[event.result as DecisionResult]++;
       metrics.decisionSeconds.observe((performance.now() - started) / 1000);
@@ -584,6 +614,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         const one = decideOne(request.body.checks[i]!, request, policy, i, timestamp);
         decided.push(one instanceof Promise ? await one : one);
       }
+      for (const d of decided) settle(policy, d);
       await recordOrFail(decided.map((d) => d.event));
       for (const d of decided) metrics.decisionCounts[d.event.result as DecisionResult]++;
       metrics.decisionSeconds.observe((performance.now() - started) / 1000);

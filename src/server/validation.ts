@@ -27,7 +27,12 @@ export interface ValidationIssue {
   params: Record<string, unknown>;
   /** Set when the issue is with a key's name (`propertyNames`), not its value. */
   propertyName?: string;
+  /** The value that failed (ajv's `verbose` option), to tell apart failures the keyword alone cannot. */
+  data?: unknown;
 }
+
+/** The query parameters of the API: a repeated one arrives as an array, which is worth saying in words. */
+const QUERY_PARAMETERS = new Set(['since', 'spike_threshold', 'deny_threshold']);
 
 export function describeValidation(issue: ValidationIssue): { field: string; message: string } {
   const { keyword, params } = issue;
@@ -46,13 +51,19 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
   const field = fieldName(issue.instancePath);
   switch (keyword) {
     case 'type': {
+      // JSON has no limit on numbers, but JavaScript's is ±1.8e308: `1e400` parses as Infinity.
+      if (typeof issue.data === 'number' && !Number.isFinite(issue.data)) return { field, message: `\`${field}\` is a number too large to represent (at most ±1.8e308)` };
+      if (Array.isArray(issue.data) && QUERY_PARAMETERS.has(field)) return { field, message: `\`${field}\` is given more than once; give it once` };
       const article = (t: string) => (t === 'null' ? 'null' : t === 'array' || t === 'object' || t === 'integer' ? `an ${t}` : `a ${t}`);
       return { field, message: `\`${field}\` must be ${String(params.type).split(',').map(article).join(' or ')}` };
     }
     case 'enum': return { field, message: `\`${field}\` must be one of ${(params.allowedValues as unknown[]).map((v) => `\`${String(v)}\``).join(', ')}` };
     case 'pattern':
       if (field.endsWith('event_type')) return { field, message: `\`${field}\` must be upper-case letters and \`_\`, e.g. \`REGISTRATION\`` };
-      if (field === 'since') return { field, message: '`since` must be a duration like `30m`, `1h` or `7d`' };
+      if (field === 'since') {
+        if (typeof issue.data === 'string' && /^\d{10,}(ms|s|m|h|d)$/.test(issue.data)) return { field, message: '`since` is too long a duration: at most 9 digits before the unit' };
+        return { field, message: '`since` must be a duration like `30m`, `1h` or `7d`' };
+      }
       if (field.endsWith('_threshold')) return { field, message: `\`${field}\` must be a whole number` };
       if (field.endsWith('instance_id')) return { field, message: `\`${field}\` must be 1-253 visible ASCII characters other than \`/\` (no spaces), as an instance in \`service:NAME/INSTANCE\`` };
       return { field, message: `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
@@ -98,21 +109,45 @@ export function forbiddenKey(value: unknown, at = ''): string | undefined {
 }
 
 /**
- * The first field of a check holding a string that is not well-formed Unicode (a lone UTF-16
- * surrogate, which JSON's `\ud800` escape can carry), or undefined. Such text would reach SQLite as
- * invalid UTF-8 and break other readers of the audit log. Every string that becomes an audit column
- * or part of `details` is checked; `isWellFormed` returns at once for one-byte strings.
+ * Characters an identity may not hold: controls (NUL, ESC, DEL, C1), invisible format characters
+ * (zero-width spaces, bidi overrides) and line/paragraph separators. No identity pdp can match holds
+ * one (identity patterns refuse them too), and in the audit log they disguise a row: the `sqlite3`
+ * shell prints text only up to a NUL, so `team:ops\u0000-forged` reads as `team:ops`; a zero-width
+ * space or a bidi override makes two different identities look alike in any viewer.
  */
-export function notWellFormed(body: AuthorizeBody): string | undefined {
-  if (body.identity !== undefined && !body.identity.isWellFormed()) return 'identity';
-  if (!body.resource.isWellFormed()) return 'resource';
-  if (body.namespace !== undefined && !body.namespace.isWellFormed()) return 'namespace';
+const DISGUISING_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+
+/**
+ * Why a check cannot be audited as sent, or undefined: `field` names the field (relative to the
+ * check) and `message` says what is wrong with it, in words.
+ * - A lone UTF-16 surrogate (JSON's `\ud800` escape) would reach SQLite as invalid UTF-8 and break
+ *   other readers of the audit log. Every string that becomes an audit column or part of `details` is
+ *   checked; `isWellFormed` returns at once for one-byte strings.
+ * - The identity, a column security teams group and read by, must not hold a DISGUISING_CHARACTER.
+ *   (The other columns are names, addresses and enums their own patterns already restrict; `details`
+ *   is JSON text, in which every control character is escaped.)
+ */
+export function unauditableText(body: AuthorizeBody): { field: string; message: string } | undefined {
+  const surrogate = (field: string) => ({
+    field,
+    message: 'is not well-formed Unicode: it holds a lone surrogate (such as `\\ud800` without its pair); send UTF-8 text or complete surrogate pairs',
+  });
+  if (body.identity !== undefined) {
+    if (!body.identity.isWellFormed()) return surrogate('identity');
+    const found = DISGUISING_CHARACTER.exec(body.identity);
+    if (found) {
+      const cp = found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+      return { field: 'identity', message: `holds the invisible or control character U+${cp} at position ${found.index}; identities are printable text without controls, zero-width or bidi characters` };
+    }
+  }
+  if (!body.resource.isWellFormed()) return surrogate('resource');
+  if (body.namespace !== undefined && !body.namespace.isWellFormed()) return surrogate('namespace');
   const context = body.context;
   if (context !== undefined) {
     for (const key in context) {
-      if (!key.isWellFormed()) return 'context';
+      if (!key.isWellFormed()) return surrogate('context');
       const value = context[key];
-      if (typeof value === 'string' && !value.isWellFormed()) return `context.${key}`;
+      if (typeof value === 'string' && !value.isWellFormed()) return surrogate(`context.${key}`);
     }
   }
   return undefined;
