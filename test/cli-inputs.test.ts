@@ -106,6 +106,61 @@ test('text that is not UTF-8 is an invalid-encoding error at the first bad byte;
   assert.match(pdp('check', 'latin2').stderr, /latin2\/a\.hcl:5:6: error\[invalid-encoding\]: not valid UTF-8: byte `0xC3`/);
 });
 
+test('invalid-encoding at the first byte is at 1:1 (a UTF-16 file says so); a truncated sequence names the byte that fails to continue it', () => {
+  // UTF-16 with its byte-order mark, as Windows Notepad and PowerShell `>` save it.
+  write('utf16/a.hcl', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(RULE('a'), 'utf16le')]));
+  const r = pdp('check', 'utf16');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xFF` does not start or continue a character$/m);
+  assert.match(r.stderr, /hint: the file looks like UTF-16/);
+  assert.match(pdp('fmt', 'utf16').stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]/m);
+  // A continuation byte first, with line breaks later in the file (the old code found the last one).
+  write('lead/a.hcl', Buffer.from([0xa8, 0x61, 0x0a, 0x62, 0x0a, 0xff, 0x0a]));
+  assert.match(pdp('check', 'lead').stderr, /^lead\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xA8` does not start a character \(it can only continue one\)$/m);
+  write('trunc/a.hcl', Buffer.from([0x61, 0xc3, 0x28, 0x0a]));
+  assert.match(pdp('check', 'trunc').stderr, /^trunc\/a\.hcl:1:2: error\[invalid-encoding\]: not valid UTF-8: byte `0xC3` starts a 2-byte character but `0x28` does not continue it$/m);
+  // Bare CRs and CRLFs before the bad byte are line breaks, as the lexer counts them.
+  write('crenc/a.hcl', Buffer.concat([Buffer.from('# one\r# two\r\n# three\n  x'), Buffer.from([0xe2, 0x82]), Buffer.from('\n')]));
+  assert.match(pdp('check', 'crenc').stderr, /^crenc\/a\.hcl:4:4: error\[invalid-encoding\]: not valid UTF-8: byte `0xE2` starts a 3-byte character but `0x0A` does not continue it$/m);
+});
+
+// ---- line endings ----
+
+test('a bare CR is a line break: a `#` comment ends at it, the rule after it is loaded, and diagnostics count it', () => {
+  // The review's case: a deny after a comment in a file with old-Mac (CR-only) line endings.
+  write('cr/a.hcl', 'service "db" { policy = "read" identity = "*" }\n');
+  write('cr/b.hcl', '# contractors must never read db\rservice "db" { policy = "deny" identity = "team:c" }\r');
+  const check = pdp('check', 'cr');
+  assert.equal(check.status, 0, check.stderr);
+  assert.match(check.stdout, /ok: 2 files, 2 rules: 0 errors, 0 warnings/);
+  assert.equal(evalJson('cr', '--identity', 'team:c', '--action', 'read', '--resource', 'service:db').result, 'DENY');
+  // `//` too, and a CR-only file's diagnostics give the right line, with the line itself under them.
+  write('cr2/a.hcl', 'service "x" {\r  policy = "read" // c\r  identity = "a"\r  polcy = 1\r}\r');
+  const bad = pdp('check', 'cr2');
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^cr2\/a\.hcl:4:3: error\[unknown-attribute\]: unknown attribute `polcy`/m);
+  assert.match(bad.stderr, /^4 \|   polcy = 1$/m);
+  assert.doesNotMatch(bad.stderr, /\r|\ufffd/);
+  // A string may not run over a bare CR, as it may not over LF.
+  write('cr3/a.hcl', 'service "x" {\r  policy = "read\r"\r  identity = "a"\r}\r');
+  assert.match(pdp('check', 'cr3').stderr, /^cr3\/a\.hcl:2:12: error\[unterminated-string\]/m);
+});
+
+test('fmt turns bare CRs (and CRLFs) into LF and keeps the meaning', () => {
+  const before = '# deny contractors\rservice "db" { policy = "deny" identity = "team:c" }\r/* a\rb */\rservice "db" {\r\n policy = "read"\r\n identity = "*" }';
+  const file = write('crfmt/a.hcl', before);
+  assert.equal(pdp('fmt', '--check', 'crfmt').status, 1);
+  const r = pdp('fmt', 'crfmt');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(
+    fs.readFileSync(file, 'utf8'),
+    '# deny contractors\nservice "db" {\n  policy   = "deny"\n  identity = "team:c"\n}\n\n/* a\nb */\nservice "db" {\n  policy   = "read"\n  identity = "*"\n}\n',
+  );
+  assert.equal(pdp('fmt', '--check', 'crfmt').status, 0);
+  assert.equal(evalJson('crfmt', '--identity', 'team:c', '--action', 'read', '--resource', 'service:db').result, 'DENY');
+  assert.equal(evalJson('crfmt', '--identity', 'team:d', '--action', 'read', '--resource', 'service:db').result, 'ALLOW');
+});
+
 test('a leading UTF-8 byte-order mark is accepted; fmt drops it', () => {
   const file = write('bom/a.hcl', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(RULE('a'))]));
   const check = pdp('check', 'bom');

@@ -12,7 +12,7 @@ import type { BodyItem, Comment, PolicyFile } from './ast';
 import { endOf, setCurrentFile, startOf, tokenSpan, type Token } from './build';
 import { fastParseBody, MAX_NESTING, scanTokens } from './fast-parse';
 import grammar from './grammar.generated';
-import { lexer, TOKEN_WORDS, TRIVIA } from './lexer';
+import { lexer, normalizeLineBreaks, TOKEN_WORDS, TRIVIA } from './lexer';
 
 const compiledGrammar = nearley.Grammar.fromCompiled(grammar as unknown as nearley.CompiledRules);
 
@@ -30,8 +30,10 @@ export class AmbiguousParseError extends Error {
 /** Off only in tests that check the fast path against nearley (see parsePolicyWithNearley). */
 let fastPath = true;
 
-export function parsePolicy(text: string, path: string): ParseResult {
+export function parsePolicy(source: string, path: string): ParseResult {
   setCurrentFile(path);
+  // A bare CR is a line break (lexer.ts); made LF here, which moves no offset or column.
+  const text = normalizeLineBreaks(source);
   if (fastPath) {
     // A file without a lexical or syntax error: scanned and parsed in one go, no nearley.
     const comments: Comment[] = [];
