@@ -276,6 +276,28 @@ test('an identity pattern with whitespace or control characters is an error (it 
   assert.match(found[0]!.message, /whitespace or control characters/);
 });
 
+test('an identity with an invisible format character (Unicode Cf) is an error wherever identities are written', () => {
+  // The review's case: a deny whose identity ends in a zero-width space would never match, and the
+  // grant above it would then allow team:contractors. Raw characters and `\u` escapes alike.
+  write('zw/p.hcl', 'service "db" { policy = "read" identity = "*" }\nservice "db" { policy = "deny" identity = "team:contractors\\u200b" }\n');
+  const r = pdp('check', 'zw');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^zw\/p\.hcl:2:43: error\[invalid-identity\]: an identity pattern cannot contain the invisible character U\+200B \(zero-width space\)$/m);
+  assert.equal(pdp('eval', '--policies', 'zw', '--identity', 'team:contractors', '--action', 'read', '--resource', 'service:db').status, 1, 'the set is refused');
+  const cf = ['\u200b', '\u200c', '\u200d', '\u200e', '\u200f', '\u202a', '\u202e', '\u2060', '\u2064', '\u2066', '\u2069', '\u00ad', '\u180e', '\ufeff'];
+  const hex = (c: string) => c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+  // In a rule, a role, an api block and a test's identity, each raw.
+  const file = (c: string) => `settings { default_policy = "deny" }\nservice "a" {\n  policy   = "read"\n  identity = "team:a${c}"\n}\nrole "r" { identities = ["team:r${c}"] }\napi "admin" { identity = "team:api${c}" }\ntest "t" {\n  identity = "team:a${c}"\n  action   = "read"\n  resource = "service:a"\n  expect   = "DENY"\n}\n`;
+  for (const c of cf) {
+    write(`cf-${hex(c)}/p.hcl`, file(c));
+    const json = JSON.parse(pdp('check', `cf-${hex(c)}`, '--format', 'json').stdout) as { diagnostics: { code: string; line: number; message: string }[] };
+    assert.deepEqual(json.diagnostics.map((d) => `${d.line} ${d.code}`), ['4 invalid-identity', '6 invalid-identity', '7 invalid-identity', '9 invalid-test'], `U+${hex(c)}`);
+    for (const d of json.diagnostics) assert.match(d.message, new RegExp(`invisible character U\\+${hex(c)} `), `U+${hex(c)}: ${d.message}`);
+  }
+  // pdp test refuses to run such a set, rather than passing a test that tests nothing.
+  assert.equal(pdp('test', `cf-${hex('\u200b')}`).status, 1);
+});
+
 test('an empty PDP_POLICIES is treated as unset; check --help lists every lint rule', () => {
   const env = { ...process.env, PDP_POLICIES: '' };
   const r = spawnSync(process.execPath, [BIN, 'check'], { cwd: WORK, encoding: 'utf8', env });

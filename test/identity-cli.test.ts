@@ -166,6 +166,10 @@ test('pdp token: --ttl over 1h, bad identity and other usage errors; PDP_TOKENS'
   await assert.rejects(token(['create'], capture(cwd)), /--identity` is required/);
   await assert.rejects(token(['create', '--identity', ''], capture(cwd)), UsageError);
   await assert.rejects(token(['create', '--identity', 'spiffe://cluster/*'], capture(cwd)), UsageError);
+  // An invisible format character (Unicode Cf) would make a token no rule can match, and prints unseen.
+  for (const [c, name] of [['\u200b', 'U+200B (zero-width space)'], ['\u202e', 'U+202E (right-to-left override)'], ['\u00ad', 'U+00AD (soft hyphen)'], ['\u2064', 'U+2064 (format character)']]) {
+    await assert.rejects(token(['create', '--identity', `team:ops${c}`], capture(cwd)), (e: unknown) => e instanceof UsageError && e.message.includes(`contains the invisible character ${name}`) && !e.message.includes(c!));
+  }
   await assert.rejects(token([], capture(cwd)), UsageError);
   await assert.rejects(token(['rotate'], capture(cwd)), UsageError);
   await assert.rejects(token(['revoke'], capture(cwd)), UsageError);
