@@ -3,7 +3,7 @@ import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith } from '../engine';
 import { parse, formatOption } from './args';
 import { EXIT_FINDING, EXIT_OK, type Command } from './io';
-import { displayPath, printDiagnostics, readPolicyInputs, withDisplayPaths } from './policy-input';
+import { displayPath, printDiagnostics, readPolicyInputs, withDisplayLocations, withDisplayPaths } from './policy-input';
 
 export const HELP = `usage: pdp test [PATH…] [--format text|json]
 
@@ -48,7 +48,7 @@ export const run: Command = async (args, io) => {
       }
       const d = outcome.decision;
       outcomes.push({
-        name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: d.reason,
+        name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: withDisplayLocations(input, d.reason),
         rule: d.rule ? `${displayPath(input.base, d.rule.file)}:${d.rule.line}` : null,
       });
     }
