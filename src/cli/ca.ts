@@ -1,6 +1,7 @@
 // `pdp ca init|issue`: the built-in certificate authority (see docs/identity.md).
 import * as path from 'node:path';
-import { CaError, DEFAULT_VALIDITY_MS, MAX_VALIDITY_MS, formatDuration, initCa, issueCertificate, type CertificateKind } from '../identity/ca';
+import { CaError, DEFAULT_VALIDITY_MS, MAX_VALIDITY_MS, defaultCertificateName, formatDuration, initCa, issueCertificate, type CertificateKind } from '../identity/ca';
+import { isSpiffeId } from '../syntax/identity-pattern';
 import { formatOption, parse, parseDuration } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 
@@ -124,9 +125,10 @@ async function issue(args: string[], io: CliIo): Promise<number> {
   let name = values.name;
   if (name === undefined) {
     if (kind === 'server') throw new UsageError('`--name` is required for a server certificate, e.g. `--name pdp`');
-    const last = spiffeId!.split('/').pop() ?? '';
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(last) || spiffeId!.split('/').length <= 3) throw new UsageError('`--name` is required (the SPIFFE ID has no usable last path segment)');
-    name = last;
+    // From a valid SPIFFE ID's last path segment. An invalid ID goes on without a name, so that
+    // issueCertificate reports the ID itself (with the CA's trust domain in the hint), not `--name`.
+    name = defaultCertificateName(spiffeId!);
+    if (name === undefined && isSpiffeId(spiffeId!)) throw new UsageError('`--name` is required (the SPIFFE ID has no usable last path segment)');
   }
   const validityMs = values.validity === undefined ? undefined : parseDuration(values.validity, '--validity');
   const caDir = path.resolve(io.cwd, values.dir ?? (io.env.PDP_CA_DIR || 'ca'));
