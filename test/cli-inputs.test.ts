@@ -298,6 +298,39 @@ test('an identity with an invisible format character (Unicode Cf) is an error wh
   assert.equal(pdp('test', `cf-${hex('\u200b')}`).status, 1);
 });
 
+test('an empty path argument or path flag is bad usage (exit 2), never the current directory or the default', () => {
+  write('policies/a.hcl', RULE('a')); // what an empty PATH used to fall back to, or what it would find in the cwd
+  for (const args of [['check', ''], ['check', 'policies', ''], ['test', ''], ['fmt', ''], ['fmt', '--check', '']]) {
+    const r = pdp(...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^pdp \w+: an empty path argument; name a file or directory \(is a variable unset\?\)$/m, args.join(' '));
+  }
+  const flags: [string[], string][] = [
+    [['eval', '--policies', '', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a'], 'policies'],
+    [['check', '--replay', 'audit.db', '--policies', ''], 'policies'],
+    [['ca', 'init', '--trust-domain', 'cluster', '--dir', ''], 'dir'],
+    [['ca', 'issue', 'workload', '--spiffe-id', 'spiffe://cluster/a', '--out', ''], 'out'],
+    [['token', 'list', '--tokens', ''], 'tokens'],
+  ];
+  for (const [args, flag] of flags) {
+    const r = pdp(...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`\`--${flag}\` is empty; name a path`), args.join(' '));
+  }
+  assert.equal(fs.existsSync(path.join(WORK, 'tokens.db')), false);
+  fs.rmSync(path.join(WORK, 'policies'), { recursive: true }); // the next test needs there to be none
+});
+
+test('fmt on a directory with no *.hcl files is bad usage, as check and test say', () => {
+  fs.mkdirSync(path.join(WORK, 'nohcl'), { recursive: true });
+  write('nohcl/readme.txt', 'not a policy\n');
+  for (const cmd of [['fmt'], ['fmt', '--check'], ['fmt', '--format', 'json'], ['check'], ['test']]) {
+    const r = pdp(...cmd, 'nohcl');
+    assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^pdp \w+: no `\*\.hcl` files in `nohcl`$/m, cmd.join(' '));
+  }
+});
+
 test('an empty PDP_POLICIES is treated as unset; check --help lists every lint rule', () => {
   const env = { ...process.env, PDP_POLICIES: '' };
   const r = spawnSync(process.execPath, [BIN, 'check'], { cwd: WORK, encoding: 'utf8', env });

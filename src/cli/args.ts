@@ -13,6 +13,18 @@ export function parse<T extends Options>(args: string[], options: T, allowPositi
   }
 }
 
+/**
+ * Refuses an empty path, given as an argument or as the value of a flag: `pdp check "$POLICY_DIR"`
+ * with the variable unset would otherwise check the current directory (or the default) without a
+ * word. (An empty environment variable, such as `PDP_POLICIES=`, is still treated as unset.)
+ */
+export function refuseEmptyPaths(positionals: readonly string[], flags: Record<string, string | undefined> = {}): void {
+  if (positionals.includes('')) throw new UsageError('an empty path argument; name a file or directory (is a variable unset?)');
+  for (const [flag, value] of Object.entries(flags)) {
+    if (value === '') throw new UsageError(`\`--${flag}\` is empty; name a path (is a variable unset?)`);
+  }
+}
+
 export function formatOption(value: string | undefined, allowed: readonly string[], fallback: string): string {
   const format = value ?? fallback;
   if (!allowed.includes(format)) throw new UsageError(`--format must be one of ${allowed.map((f) => `\`${f}\``).join(', ')}; got \`${format}\``);

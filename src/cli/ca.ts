@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 import { CaError, DEFAULT_VALIDITY_MS, MAX_VALIDITY_MS, defaultCertificateName, formatDuration, initCa, issueCertificate, type CertificateKind } from '../identity/ca';
 import { isSpiffeId } from '../syntax/identity-pattern';
-import { formatOption, parse, parseDuration } from './args';
+import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 
 export const HELP = `usage: pdp ca init --trust-domain DOMAIN [--dir DIR] [--validity 365d] [--force]
@@ -68,6 +68,7 @@ async function init(args: string[], io: CliIo): Promise<number> {
     format: { type: 'string' },
   }, true);
   if (positionals.length > 0) throw new UsageError(`unexpected argument \`${positionals[0]}\``);
+  refuseEmptyPaths([], { dir: values.dir });
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const trustDomain = values['trust-domain'];
   if (!trustDomain) throw new UsageError('`--trust-domain` is required, e.g. `--trust-domain cluster`');
@@ -114,6 +115,7 @@ async function issue(args: string[], io: CliIo): Promise<number> {
   if (!(KINDS as readonly string[]).includes(kindArg)) throw new UsageError(`unknown certificate kind \`${kindArg}\`; expected \`server\`, \`workload\` or \`user\``);
   if (extra !== undefined) throw new UsageError(`unexpected argument \`${extra}\``);
   const kind = kindArg as CertificateKind;
+  refuseEmptyPaths([], { dir: values.dir, out: values.out });
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const spiffeId = values['spiffe-id'];
   if (kind !== 'server') {

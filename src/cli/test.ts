@@ -1,7 +1,7 @@
 // `pdp test [PATH…]`: runs the `test` blocks of each policy set against that set.
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith } from '../engine';
-import { parse, formatOption } from './args';
+import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, type Command } from './io';
 import { displayPath, printDiagnostics, readPolicyInputs, withDisplayLocations, withDisplayPaths } from './policy-input';
 
@@ -27,6 +27,7 @@ interface TestOutcome {
 
 export const run: Command = async (args, io) => {
   const { values, positionals } = parse(args, { format: { type: 'string' } });
+  refuseEmptyPaths(positionals);
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'], io);
   const outcomes: TestOutcome[] = [];
