@@ -53,8 +53,14 @@ export function parsePolicy(source: string, path: string): ParseResult {
   }
   // A file with lexical errors only is still one `body`; otherwise chunk it so every error is reported.
   const body = (fastPath ? fastParseBody(tokens) : null) ?? parseItems(topLevelChunks(tokens), path, diagnostics);
-  return { file: policyFile(text, path, body, comments), diagnostics };
+  // An unterminated `/*` runs to the end of the file, so whatever it swallowed (the `}` of the block
+  // it is in, the rest of a list) is missing too: that is one mistake, reported once, as the comment.
+  const cutByComment = diagnostics.some((d) => d.code === 'unterminated-comment');
+  return { file: policyFile(text, path, body, comments), diagnostics: cutByComment ? diagnostics.filter((d) => !AT_END_OF_FILE.has(d)) : diagnostics };
 }
+
+/** The diagnostics unexpectedEnd made: the file ended inside a block or list. */
+const AT_END_OF_FILE = new WeakSet<Diagnostic>();
 
 function policyFile(text: string, path: string, body: BodyItem[], comments: Comment[]): PolicyFile {
   return { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPosition(text) } };
@@ -89,7 +95,7 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
     if (TRIVIA.has(type)) continue;
     switch (type) {
       case 'unterminatedComment':
-        diagnostics.push(error('unterminated-comment', 'unterminated `/*` comment', tokenSpan({ ...t, text: '/*', lineBreaks: 0 }, path), 'close it with `*/`'));
+        diagnostics.push(error('unterminated-comment', 'unterminated `/*` comment', tokenSpan({ ...t, text: '/*', lineBreaks: 0 }, path), 'close it with `*/`; until then, the rest of the file is part of the comment'));
         continue;
       case 'unterminatedString': {
         diagnostics.push(error('unterminated-string', 'unterminated string', tokenSpan(t, path), 'strings end with `"` on the same line; write a newline as `\\n`'));
@@ -271,7 +277,9 @@ function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): B
   }
   const results = parser.results as BodyItem[][];
   if (results.length === 0) {
-    diagnostics.push(unexpectedEnd(chunk, expectedTypes(parser), path));
+    const atEnd = unexpectedEnd(chunk, expectedTypes(parser), path);
+    AT_END_OF_FILE.add(atEnd);
+    diagnostics.push(atEnd);
     return null;
   }
   if (results.length > 1) throw new AmbiguousParseError(tokenSpan(chunk[0]!, path), results.length);

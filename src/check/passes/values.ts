@@ -9,6 +9,7 @@ import { prepareRequest, subjectIdentity } from '../../eval/request';
 import { API_SCOPES, DEFAULT_POLICIES, isRuleBlock } from '../schema';
 import { attribute, blocks, identityStrings, stringValue } from '../walk';
 import { describeCharacter, unseenIdentityCharacter } from '../../syntax/characters';
+import { hasInvalidEscape } from './strings';
 
 function oneOf(code: string, what: string, value: StringLiteral, allowed: readonly string[]): Diagnostic {
   const suggestion = closest(value.value, allowed);
@@ -64,7 +65,7 @@ function checkIdentities(block: Block, out: Diagnostic[], allowRoles = true): vo
     out.push(error('missing-identity', '`identities` is empty', list.span, 'name at least one identity'));
   }
   for (const s of identityStrings(block)) {
-    if (s.raw.includes('${')) continue; // reported as interpolation
+    if (s.raw.includes('${') || hasInvalidEscape(s)) continue; // reported as interpolation, or as an invalid escape
     const parsed = parseIdentityPattern(s.value);
     if (!parsed.ok) {
       const code = parsed.message.startsWith('malformed SPIFFE ID') ? 'invalid-spiffe-id' : 'invalid-identity';
