@@ -189,6 +189,11 @@ test('pdp check: bad usage exits 2', () => {
   }
   assert.match(pdp('check', '--bogus', GOOD).stderr, /--bogus/);
   assert.match(pdp('check', '--format', 'xml', GOOD).stderr, /--format/);
+  // Argument errors quote in backticks, like every other message.
+  assert.match(pdp('check', '--bogus', GOOD).stderr, /^pdp check: unknown option `--bogus`$/m);
+  assert.match(pdp('check', GOOD, '--format').stderr, /^pdp check: option `--format` expects a value$/m);
+  assert.match(pdp('check', '--strict=1', GOOD).stderr, /^pdp check: option `--strict` does not take an argument$/m);
+  assert.match(pdp('eval', 'extra', '--action', 'read').stderr, /^pdp eval: unexpected argument `extra`; this command takes no positional arguments$/m);
 });
 
 // ---- pdp eval ----

@@ -8,7 +8,12 @@ export function parse<T extends Options>(args: string[], options: T, allowPositi
   try {
     return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
   } catch (e) {
-    const message = (e as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    // parseArgs quotes with '…'; every other message of pdp quotes input in backticks.
+    const message = (e as Error).message
+      .replace(/\. To specify a positional argument.*$/s, '')
+      .replace(/^Option '(-[^' ]+)(?: <value>)?' argument missing$/, 'option `$1` expects a value')
+      .replace(/\. This command does not take positional arguments$/, '; this command takes no positional arguments')
+      .replace(/'([^'\n]*)'/g, '`$1`');
     throw new UsageError(message.charAt(0).toLowerCase() + message.slice(1));
   }
 }
