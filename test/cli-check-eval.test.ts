@@ -147,6 +147,24 @@ test('pdp check: several files named together, errors in each, one run', () => {
   noStackTrace(text);
 });
 
+test('pdp check: a location quoted in a hint is written as the primary location is, so both open from the cwd', () => {
+  write('hintpaths/a.hcl', 'settings { default_policy = "deny" }\nrole "r" { identities = ["team:a"] }\n');
+  write('hintpaths/b.hcl', 'settings { default_policy = "deny" }\nrole "r" { identities = ["team:b"] }\n');
+  write('hintpaths/B/a.hcl', 'service "dup" { policy = "write" identity = "team:d" }\n');
+  write('hintpaths/sub/a.hcl', 'service "dup" { policy = "read" identity = "team:d" }\n');
+  const rel = path.relative(REPO_ROOT, path.join(WORK, 'hintpaths'));
+  const r = pdp('check', rel);
+  assert.equal(r.status, 1);
+  assert.ok(r.stderr.includes(`${rel}/b.hcl:1:1: error[duplicate-settings]`), r.stderr);
+  assert.ok(r.stderr.includes(`= hint: the first is at ${rel}/a.hcl:1; merge them`), r.stderr);
+  assert.ok(r.stderr.includes(`= hint: the first is at ${rel}/a.hcl:2\n`), r.stderr);
+  assert.ok(r.stderr.includes(`${rel}/sub/a.hcl:1:9: warning[redundant-rule]`), r.stderr);
+  assert.ok(r.stderr.includes(`at ${rel}/B/a.hcl:1 already grants it`), r.stderr);
+  const json = JSON.parse(pdp('check', rel, '--format', 'json').stdout) as { diagnostics: { code: string; file: string; hint?: string }[] };
+  const dup = json.diagnostics.find((d) => d.code === 'duplicate-role')!;
+  assert.deepEqual([dup.file, dup.hint], [`${rel}/b.hcl`, `the first is at ${rel}/a.hcl:2`]);
+});
+
 test('pdp check --strict fails on warnings', (t) => {
   const json = pdp('check', '--format', 'json', WARN);
   const out = JSON.parse(json.stdout) as { errors: number; warnings: number };
@@ -171,6 +189,11 @@ test('pdp check: bad usage exits 2', () => {
   }
   assert.match(pdp('check', '--bogus', GOOD).stderr, /--bogus/);
   assert.match(pdp('check', '--format', 'xml', GOOD).stderr, /--format/);
+  // Argument errors quote in backticks, like every other message.
+  assert.match(pdp('check', '--bogus', GOOD).stderr, /^pdp check: unknown option `--bogus`$/m);
+  assert.match(pdp('check', GOOD, '--format').stderr, /^pdp check: option `--format` expects a value$/m);
+  assert.match(pdp('check', '--strict=1', GOOD).stderr, /^pdp check: option `--strict` does not take an argument$/m);
+  assert.match(pdp('eval', 'extra', '--action', 'read').stderr, /^pdp eval: unexpected argument `extra`; this command takes no positional arguments$/m);
 });
 
 // ---- pdp eval ----

@@ -106,6 +106,61 @@ test('text that is not UTF-8 is an invalid-encoding error at the first bad byte;
   assert.match(pdp('check', 'latin2').stderr, /latin2\/a\.hcl:5:6: error\[invalid-encoding\]: not valid UTF-8: byte `0xC3`/);
 });
 
+test('invalid-encoding at the first byte is at 1:1 (a UTF-16 file says so); a truncated sequence names the byte that fails to continue it', () => {
+  // UTF-16 with its byte-order mark, as Windows Notepad and PowerShell `>` save it.
+  write('utf16/a.hcl', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(RULE('a'), 'utf16le')]));
+  const r = pdp('check', 'utf16');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xFF` does not start or continue a character$/m);
+  assert.match(r.stderr, /hint: the file looks like UTF-16/);
+  assert.match(pdp('fmt', 'utf16').stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]/m);
+  // A continuation byte first, with line breaks later in the file (the old code found the last one).
+  write('lead/a.hcl', Buffer.from([0xa8, 0x61, 0x0a, 0x62, 0x0a, 0xff, 0x0a]));
+  assert.match(pdp('check', 'lead').stderr, /^lead\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xA8` does not start a character \(it can only continue one\)$/m);
+  write('trunc/a.hcl', Buffer.from([0x61, 0xc3, 0x28, 0x0a]));
+  assert.match(pdp('check', 'trunc').stderr, /^trunc\/a\.hcl:1:2: error\[invalid-encoding\]: not valid UTF-8: byte `0xC3` starts a 2-byte character but `0x28` does not continue it$/m);
+  // Bare CRs and CRLFs before the bad byte are line breaks, as the lexer counts them.
+  write('crenc/a.hcl', Buffer.concat([Buffer.from('# one\r# two\r\n# three\n  x'), Buffer.from([0xe2, 0x82]), Buffer.from('\n')]));
+  assert.match(pdp('check', 'crenc').stderr, /^crenc\/a\.hcl:4:4: error\[invalid-encoding\]: not valid UTF-8: byte `0xE2` starts a 3-byte character but `0x0A` does not continue it$/m);
+});
+
+// ---- line endings ----
+
+test('a bare CR is a line break: a `#` comment ends at it, the rule after it is loaded, and diagnostics count it', () => {
+  // The review's case: a deny after a comment in a file with old-Mac (CR-only) line endings.
+  write('cr/a.hcl', 'service "db" { policy = "read" identity = "*" }\n');
+  write('cr/b.hcl', '# contractors must never read db\rservice "db" { policy = "deny" identity = "team:c" }\r');
+  const check = pdp('check', 'cr');
+  assert.equal(check.status, 0, check.stderr);
+  assert.match(check.stdout, /ok: 2 files, 2 rules: 0 errors, 0 warnings/);
+  assert.equal(evalJson('cr', '--identity', 'team:c', '--action', 'read', '--resource', 'service:db').result, 'DENY');
+  // `//` too, and a CR-only file's diagnostics give the right line, with the line itself under them.
+  write('cr2/a.hcl', 'service "x" {\r  policy = "read" // c\r  identity = "a"\r  polcy = 1\r}\r');
+  const bad = pdp('check', 'cr2');
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^cr2\/a\.hcl:4:3: error\[unknown-attribute\]: unknown attribute `polcy`/m);
+  assert.match(bad.stderr, /^4 \|   polcy = 1$/m);
+  assert.doesNotMatch(bad.stderr, /\r|\ufffd/);
+  // A string may not run over a bare CR, as it may not over LF.
+  write('cr3/a.hcl', 'service "x" {\r  policy = "read\r"\r  identity = "a"\r}\r');
+  assert.match(pdp('check', 'cr3').stderr, /^cr3\/a\.hcl:2:12: error\[unterminated-string\]/m);
+});
+
+test('fmt turns bare CRs (and CRLFs) into LF and keeps the meaning', () => {
+  const before = '# deny contractors\rservice "db" { policy = "deny" identity = "team:c" }\r/* a\rb */\rservice "db" {\r\n policy = "read"\r\n identity = "*" }';
+  const file = write('crfmt/a.hcl', before);
+  assert.equal(pdp('fmt', '--check', 'crfmt').status, 1);
+  const r = pdp('fmt', 'crfmt');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(
+    fs.readFileSync(file, 'utf8'),
+    '# deny contractors\nservice "db" {\n  policy   = "deny"\n  identity = "team:c"\n}\n\n/* a\nb */\nservice "db" {\n  policy   = "read"\n  identity = "*"\n}\n',
+  );
+  assert.equal(pdp('fmt', '--check', 'crfmt').status, 0);
+  assert.equal(evalJson('crfmt', '--identity', 'team:c', '--action', 'read', '--resource', 'service:db').result, 'DENY');
+  assert.equal(evalJson('crfmt', '--identity', 'team:d', '--action', 'read', '--resource', 'service:db').result, 'ALLOW');
+});
+
 test('a leading UTF-8 byte-order mark is accepted; fmt drops it', () => {
   const file = write('bom/a.hcl', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(RULE('a'))]));
   const check = pdp('check', 'bom');
@@ -219,6 +274,61 @@ test('an identity pattern with whitespace or control characters is an error (it 
   const found = (JSON.parse(r.stdout) as { diagnostics: { code: string; line: number; message: string }[] }).diagnostics;
   assert.deepEqual(found.map((d) => `${d.line} ${d.code}`), ['3 invalid-identity', '7 invalid-identity']);
   assert.match(found[0]!.message, /whitespace or control characters/);
+});
+
+test('an identity with an invisible format character (Unicode Cf) is an error wherever identities are written', () => {
+  // The review's case: a deny whose identity ends in a zero-width space would never match, and the
+  // grant above it would then allow team:contractors. Raw characters and `\u` escapes alike.
+  write('zw/p.hcl', 'service "db" { policy = "read" identity = "*" }\nservice "db" { policy = "deny" identity = "team:contractors\\u200b" }\n');
+  const r = pdp('check', 'zw');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^zw\/p\.hcl:2:43: error\[invalid-identity\]: an identity pattern cannot contain the invisible character U\+200B \(zero-width space\)$/m);
+  assert.equal(pdp('eval', '--policies', 'zw', '--identity', 'team:contractors', '--action', 'read', '--resource', 'service:db').status, 1, 'the set is refused');
+  const cf = ['\u200b', '\u200c', '\u200d', '\u200e', '\u200f', '\u202a', '\u202e', '\u2060', '\u2064', '\u2066', '\u2069', '\u00ad', '\u180e', '\ufeff'];
+  const hex = (c: string) => c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+  // In a rule, a role, an api block and a test's identity, each raw.
+  const file = (c: string) => `settings { default_policy = "deny" }\nservice "a" {\n  policy   = "read"\n  identity = "team:a${c}"\n}\nrole "r" { identities = ["team:r${c}"] }\napi "admin" { identity = "team:api${c}" }\ntest "t" {\n  identity = "team:a${c}"\n  action   = "read"\n  resource = "service:a"\n  expect   = "DENY"\n}\n`;
+  for (const c of cf) {
+    write(`cf-${hex(c)}/p.hcl`, file(c));
+    const json = JSON.parse(pdp('check', `cf-${hex(c)}`, '--format', 'json').stdout) as { diagnostics: { code: string; line: number; message: string }[] };
+    assert.deepEqual(json.diagnostics.map((d) => `${d.line} ${d.code}`), ['4 invalid-identity', '6 invalid-identity', '7 invalid-identity', '9 invalid-test'], `U+${hex(c)}`);
+    for (const d of json.diagnostics) assert.match(d.message, new RegExp(`invisible character U\\+${hex(c)} `), `U+${hex(c)}: ${d.message}`);
+  }
+  // pdp test refuses to run such a set, rather than passing a test that tests nothing.
+  assert.equal(pdp('test', `cf-${hex('\u200b')}`).status, 1);
+});
+
+test('an empty path argument or path flag is bad usage (exit 2), never the current directory or the default', () => {
+  write('policies/a.hcl', RULE('a')); // what an empty PATH used to fall back to, or what it would find in the cwd
+  for (const args of [['check', ''], ['check', 'policies', ''], ['test', ''], ['fmt', ''], ['fmt', '--check', '']]) {
+    const r = pdp(...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^pdp \w+: an empty path argument; name a file or directory \(is a variable unset\?\)$/m, args.join(' '));
+  }
+  const flags: [string[], string][] = [
+    [['eval', '--policies', '', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a'], 'policies'],
+    [['check', '--replay', 'audit.db', '--policies', ''], 'policies'],
+    [['ca', 'init', '--trust-domain', 'cluster', '--dir', ''], 'dir'],
+    [['ca', 'issue', 'workload', '--spiffe-id', 'spiffe://cluster/a', '--out', ''], 'out'],
+    [['token', 'list', '--tokens', ''], 'tokens'],
+  ];
+  for (const [args, flag] of flags) {
+    const r = pdp(...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`\`--${flag}\` is empty; name a path`), args.join(' '));
+  }
+  assert.equal(fs.existsSync(path.join(WORK, 'tokens.db')), false);
+  fs.rmSync(path.join(WORK, 'policies'), { recursive: true }); // the next test needs there to be none
+});
+
+test('fmt on a directory with no *.hcl files is bad usage, as check and test say', () => {
+  fs.mkdirSync(path.join(WORK, 'nohcl'), { recursive: true });
+  write('nohcl/readme.txt', 'not a policy\n');
+  for (const cmd of [['fmt'], ['fmt', '--check'], ['fmt', '--format', 'json'], ['check'], ['test']]) {
+    const r = pdp(...cmd, 'nohcl');
+    assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^pdp \w+: no `\*\.hcl` files in `nohcl`$/m, cmd.join(' '));
+  }
 });
 
 test('an empty PDP_POLICIES is treated as unset; check --help lists every lint rule', () => {

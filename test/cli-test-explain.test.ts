@@ -65,6 +65,8 @@ test "audit reads payroll" {
   assert.match(r.stdout, /^FAIL {2}audit reads payment \(wrong on purpose\) {2}\(.*tests\.hcl:8\)$/m);
   assert.match(r.stdout, /expected ALLOW, got DENY: team:audit is explicitly denied/);
   assert.match(r.stdout, /decided by .*rules\.hcl:11$/m);
+  // The rule quoted in the reason is written as `decided by` writes it (openable from the cwd).
+  assert.ok(r.stdout.includes(`denied on service:payment by the rule at ${path.join(dir, 'rules.hcl')}:11\n      decided by ${path.join(dir, 'rules.hcl')}:11\n`), r.stdout);
   assert.match(r.stdout, /^2 passed, 1 failed$/m);
 
   const json = await runPdp(['test', dir, '--format', 'json']);

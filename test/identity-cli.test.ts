@@ -166,6 +166,10 @@ test('pdp token: --ttl over 1h, bad identity and other usage errors; PDP_TOKENS'
   await assert.rejects(token(['create'], capture(cwd)), /--identity` is required/);
   await assert.rejects(token(['create', '--identity', ''], capture(cwd)), UsageError);
   await assert.rejects(token(['create', '--identity', 'spiffe://cluster/*'], capture(cwd)), UsageError);
+  // An invisible format character (Unicode Cf) would make a token no rule can match, and prints unseen.
+  for (const [c, name] of [['\u200b', 'U+200B (zero-width space)'], ['\u202e', 'U+202E (right-to-left override)'], ['\u00ad', 'U+00AD (soft hyphen)'], ['\u2064', 'U+2064 (format character)']]) {
+    await assert.rejects(token(['create', '--identity', `team:ops${c}`], capture(cwd)), (e: unknown) => e instanceof UsageError && e.message.includes(`contains the invisible character ${name}`) && !e.message.includes(c!));
+  }
   await assert.rejects(token([], capture(cwd)), UsageError);
   await assert.rejects(token(['rotate'], capture(cwd)), UsageError);
   await assert.rejects(token(['revoke'], capture(cwd)), UsageError);
@@ -200,6 +204,17 @@ test('subprocess: node bin/pdp.js ca init / token create', { skip: !cliBuilt && 
   assert.match(r.stderr, /invalid trust domain `BAD`/);
   r = pdp('ca', 'issue', 'workload', '--dir', 'pki', '--spiffe-id', 'spiffe://cluster/ns/prod/sa/registry');
   assert.equal(r.status, 0, r.stderr);
+  // Without --name, an invalid SPIFFE ID is reported as such, as it is with --name (not as a missing --name).
+  for (const [kind, id] of [['workload', 'notspiffe'], ['user', 'spiffe://cluster/ns/a/sa/b/']]) {
+    for (const name of [[], ['--name', 'x']]) {
+      r = pdp('ca', 'issue', kind!, '--dir', 'pki', '--spiffe-id', id!, ...name);
+      assert.equal(r.status, 2, r.stderr);
+      assert.ok(r.stderr.startsWith(`pdp ca: \`${id}\` is not a valid SPIFFE ID; write \`spiffe://cluster/path\`\n`), r.stderr);
+    }
+  }
+  r = pdp('ca', 'issue', 'workload', '--dir', 'pki', '--spiffe-id', 'spiffe://cluster');
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /`--name` is required \(the SPIFFE ID has no usable last path segment\)/);
   r = pdp('ca', '--help');
   assert.equal(r.status, 0);
   assert.match(r.stdout, /usage: pdp ca init/);

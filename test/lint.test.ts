@@ -265,3 +265,19 @@ test('10,000 rules lint without crashing (and quickly)', () => {
   // Not a benchmark: a generous bound that only an accidental O(n²) would miss.
   assert.ok(elapsed < 20_000, `parse, check and compile took ${elapsed.toFixed(0)} ms`);
 });
+
+test('a rule whose label is an invalid name gets its invalid-name error and no lint warning (one mistake, one diagnostic)', () => {
+  const built = buildPolicySet([{ path: 'p.hcl', text: [
+    'service_prefix "" { policy = "read" identity = "a" }',
+    'service_prefix "a b" { policy = "read" identity = "a" }', // would be redundant (and not at a delimiter)
+    'namespace "x y" {\n  policy = "read"\n  identity = "a"\n  service "s" { policy = "read" identity = "a" }\n}',
+    'service "c d" { policy = "admin" identity = "*" }', // would be a broad grant, and cover others
+    'service "c" { policy = "read" identity = "b" }',
+  ].join('\n') }], { lint: true });
+  assert.deepEqual(built.diagnostics.map((d) => `${d.span.start.line}:${d.span.start.column} ${d.severity} ${d.code}`), [
+    '2:16 error invalid-name',
+    '3:11 error invalid-name',
+    '8:9 error invalid-name',
+  ]);
+});
+

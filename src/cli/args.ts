@@ -8,8 +8,25 @@ export function parse<T extends Options>(args: string[], options: T, allowPositi
   try {
     return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
   } catch (e) {
-    const message = (e as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    // parseArgs quotes with '…'; every other message of pdp quotes input in backticks.
+    const message = (e as Error).message
+      .replace(/\. To specify a positional argument.*$/s, '')
+      .replace(/^Option '(-[^' ]+)(?: <value>)?' argument missing$/, 'option `$1` expects a value')
+      .replace(/\. This command does not take positional arguments$/, '; this command takes no positional arguments')
+      .replace(/'([^'\n]*)'/g, '`$1`');
     throw new UsageError(message.charAt(0).toLowerCase() + message.slice(1));
+  }
+}
+
+/**
+ * Refuses an empty path, given as an argument or as the value of a flag: `pdp check "$POLICY_DIR"`
+ * with the variable unset would otherwise check the current directory (or the default) without a
+ * word. (An empty environment variable, such as `PDP_POLICIES=`, is still treated as unset.)
+ */
+export function refuseEmptyPaths(positionals: readonly string[], flags: Record<string, string | undefined> = {}): void {
+  if (positionals.includes('')) throw new UsageError('an empty path argument; name a file or directory (is a variable unset?)');
+  for (const [flag, value] of Object.entries(flags)) {
+    if (value === '') throw new UsageError(`\`--${flag}\` is empty; name a path (is a variable unset?)`);
   }
 }
 

@@ -1,6 +1,6 @@
 // `pdp audit`: the seed's anomaly analyses over the audit database, and retention pruning.
 import * as path from 'node:path';
-import { formatOption, parse, parseDuration } from './args';
+import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import {
   AuditStoreError,
@@ -44,6 +44,7 @@ Exit codes: 0 ok / nothing found, 1 finding or failure, 2 bad usage or unreadabl
 const FORMATS = ['table', 'text', 'json'] as const;
 
 function databasePath(flag: string | undefined, io: CliIo): string {
+  refuseEmptyPaths([], { db: flag });
   const given = (flag ?? io.env.PDP_AUDIT) || 'audit.db';
   if (given === '') throw new UsageError('--db expects a file name');
   return path.resolve(io.cwd, given);

@@ -1,7 +1,8 @@
 // `pdp ca init|issue`: the built-in certificate authority (see docs/identity.md).
 import * as path from 'node:path';
-import { CaError, DEFAULT_VALIDITY_MS, MAX_VALIDITY_MS, formatDuration, initCa, issueCertificate, type CertificateKind } from '../identity/ca';
-import { formatOption, parse, parseDuration } from './args';
+import { CaError, DEFAULT_VALIDITY_MS, MAX_VALIDITY_MS, defaultCertificateName, formatDuration, initCa, issueCertificate, type CertificateKind } from '../identity/ca';
+import { isSpiffeId } from '../syntax/identity-pattern';
+import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 
 export const HELP = `usage: pdp ca init --trust-domain DOMAIN [--dir DIR] [--validity 365d] [--force]
@@ -67,6 +68,7 @@ async function init(args: string[], io: CliIo): Promise<number> {
     format: { type: 'string' },
   }, true);
   if (positionals.length > 0) throw new UsageError(`unexpected argument \`${positionals[0]}\``);
+  refuseEmptyPaths([], { dir: values.dir });
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const trustDomain = values['trust-domain'];
   if (!trustDomain) throw new UsageError('`--trust-domain` is required, e.g. `--trust-domain cluster`');
@@ -113,6 +115,7 @@ async function issue(args: string[], io: CliIo): Promise<number> {
   if (!(KINDS as readonly string[]).includes(kindArg)) throw new UsageError(`unknown certificate kind \`${kindArg}\`; expected \`server\`, \`workload\` or \`user\``);
   if (extra !== undefined) throw new UsageError(`unexpected argument \`${extra}\``);
   const kind = kindArg as CertificateKind;
+  refuseEmptyPaths([], { dir: values.dir, out: values.out });
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const spiffeId = values['spiffe-id'];
   if (kind !== 'server') {
@@ -124,9 +127,10 @@ async function issue(args: string[], io: CliIo): Promise<number> {
   let name = values.name;
   if (name === undefined) {
     if (kind === 'server') throw new UsageError('`--name` is required for a server certificate, e.g. `--name pdp`');
-    const last = spiffeId!.split('/').pop() ?? '';
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(last) || spiffeId!.split('/').length <= 3) throw new UsageError('`--name` is required (the SPIFFE ID has no usable last path segment)');
-    name = last;
+    // From a valid SPIFFE ID's last path segment. An invalid ID goes on without a name, so that
+    // issueCertificate reports the ID itself (with the CA's trust domain in the hint), not `--name`.
+    name = defaultCertificateName(spiffeId!);
+    if (name === undefined && isSpiffeId(spiffeId!)) throw new UsageError('`--name` is required (the SPIFFE ID has no usable last path segment)');
   }
   const validityMs = values.validity === undefined ? undefined : parseDuration(values.validity, '--validity');
   const caDir = path.resolve(io.cwd, values.dir ?? (io.env.PDP_CA_DIR || 'ca'));

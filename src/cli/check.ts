@@ -5,7 +5,7 @@ import path from 'node:path';
 import { LINT_CODES } from '../check';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
 import { buildPolicySet, errnoText, readPolicyDir, type LoadedPolicy } from '../engine';
-import { formatOption, parse, parseDuration } from './args';
+import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths, type PolicyInput } from './policy-input';
 
@@ -47,6 +47,7 @@ export const run: Command = async (args, io) => {
     since: { type: 'string' },
     'fail-on-change': { type: 'boolean' },
   });
+  refuseEmptyPaths(positionals, { policies: values.policies });
   if (values.replay !== undefined) {
     if (positionals.length) throw new UsageError(`--replay takes the new policy set from --policies, not a path argument (got \`${positionals[0]}\`)`);
     if (values.strict) throw new UsageError('--strict does not apply to --replay');

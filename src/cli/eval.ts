@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, errnoText, readPolicyDir } from '../engine';
-import { parse, formatOption } from './args';
+import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
 import { printDiagnostics } from './policy-input';
 
@@ -27,6 +27,7 @@ export const run: Command = async (args, io) => {
     identity: { type: 'string' }, action: { type: 'string' }, resource: { type: 'string' }, namespace: { type: 'string' },
     'source-ip': { type: 'string' }, policies: { type: 'string' }, explain: { type: 'boolean' }, format: { type: 'string' },
   }, false);
+  refuseEmptyPaths([], { policies: values.policies });
   const format = formatOption(values.format, ['text', 'json'], 'text');
   if (values.action === undefined) throw new UsageError('--action is required (read, write or admin)');
   if (values.resource === undefined) throw new UsageError('--resource is required (service:NAME or namespace:NS/*)');

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { diagnosticToJson, error, renderDiagnostic, sortDiagnostics, type Diagnostic } from '../diagnostics';
 import { errnoText, listPolicyFiles, readPolicyFile, type ListedFile, type PolicySource } from '../engine';
 import { formatPolicy } from '../fmt/format';
-import { formatOption, parse } from './args';
+import { formatOption, parse, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
 
 export const HELP = `usage: pdp fmt [PATH…] [--check] [--diff] [--format text|json]
@@ -24,8 +24,8 @@ syntax errors is never rewritten: its errors are printed on stderr.
   --format FORMAT   text (default) or json: {"changed": [...], "errors": [...]}
 
 Exit codes: 0 all files formatted (with --check: all already formatted), 1 syntax errors, a file
-that could not be read or written, or with --check a file that is not formatted, 2 bad usage or a
-PATH that does not exist.
+that could not be read or written, or with --check a file that is not formatted, 2 bad usage, a
+PATH that does not exist or is empty, or a directory with no \`*.hcl\` files.
 `;
 
 interface PolicyFileRef {
@@ -38,6 +38,7 @@ interface PolicyFileRef {
 
 export const run: Command = async (args, io) => {
   const { values, positionals } = parse(args, { check: { type: 'boolean' }, diff: { type: 'boolean' }, format: { type: 'string' } });
+  refuseEmptyPaths(positionals);
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const check = values.check === true;
   const diff = values.diff === true;
@@ -130,6 +131,8 @@ export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
     } catch (e) {
       throw new UsageError(`cannot read directory \`${p}\`: ${errnoText(e)}`);
     }
+    // As check and test say: a mistyped directory in `pdp fmt --check` in CI must not pass silently.
+    if (listed.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${p}\``);
     for (const f of listed) add(path.join(p, f.rel), f.absolute, f.problem);
   }
   return out;

@@ -58,7 +58,30 @@ export function displayPath(base: string, file: string): string {
 }
 
 export function withDisplayPaths(input: PolicyInput, diagnostics: Diagnostic[]): Diagnostic[] {
-  return diagnostics.map((d) => ({ ...d, span: { ...d.span, file: displayPath(input.base, d.span.file) } }));
+  return diagnostics.map((d) => ({
+    ...d,
+    message: withDisplayLocations(input, d.message),
+    ...(d.hint === undefined ? {} : { hint: withDisplayLocations(input, d.hint) }),
+    span: { ...d.span, file: displayPath(input.base, d.span.file) },
+  }));
+}
+
+const setFiles = new WeakMap<PolicyInput, Set<string>>();
+
+/**
+ * `text` (a diagnostic's message or hint, a decision's reason) with every `file:line` that names a
+ * file of the set written as displayPath writes it, so that the location in a hint (`the first is
+ * at a.hcl:1`) can be opened from where the command ran, like the primary location. The engine
+ * names files relative to the policy set (rule ids, the server's and the audit log's reasons keep
+ * that form); only the CLI's text is rewritten here. A quoted location starts the text or follows a
+ * space, `(` or a backtick, and its file is one of the set's (a name with a space in it is left as is).
+ */
+export function withDisplayLocations(input: PolicyInput, text: string): string {
+  if (!input.base || !text.includes('.hcl:')) return text;
+  let files = setFiles.get(input);
+  if (!files) setFiles.set(input, (files = new Set(input.sources.map((s) => s.path))));
+  const known = files;
+  return text.replace(/(^|[\s(`])([^\s(`:]+\.hcl):(?=\d)/g, (m, before: string, file: string) => (known.has(file) ? `${before}${displayPath(input.base, file)}:` : m));
 }
 
 export function sourceLookup(inputs: PolicyInput[]): (file: string) => string | undefined {

@@ -1,9 +1,9 @@
 // `pdp test [PATH…]`: runs the `test` blocks of each policy set against that set.
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith } from '../engine';
-import { parse, formatOption } from './args';
+import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, type Command } from './io';
-import { displayPath, printDiagnostics, readPolicyInputs, withDisplayPaths } from './policy-input';
+import { displayPath, printDiagnostics, readPolicyInputs, withDisplayLocations, withDisplayPaths } from './policy-input';
 
 export const HELP = `usage: pdp test [PATH…] [--format text|json]
 
@@ -27,6 +27,7 @@ interface TestOutcome {
 
 export const run: Command = async (args, io) => {
   const { values, positionals } = parse(args, { format: { type: 'string' } });
+  refuseEmptyPaths(positionals);
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'], io);
   const outcomes: TestOutcome[] = [];
@@ -48,7 +49,7 @@ export const run: Command = async (args, io) => {
       }
       const d = outcome.decision;
       outcomes.push({
-        name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: d.reason,
+        name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: withDisplayLocations(input, d.reason),
         rule: d.rule ? `${displayPath(input.base, d.rule.file)}:${d.rule.line}` : null,
       });
     }

@@ -11,7 +11,7 @@ import {
   type TokenRow,
 } from '../identity/tokens';
 import { formatDuration } from '../identity/ca';
-import { formatOption, parse, parseDuration } from './args';
+import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 
 export const HELP = `usage: pdp token create --identity ID [--ttl ${formatDuration(DEFAULT_TOKEN_TTL_MS)}] [--description TEXT] [options]
@@ -39,6 +39,7 @@ Exit codes: 0 done, 1 failure (no such token, store unreadable), 2 bad usage.
 const COMMON = { tokens: { type: 'string' }, format: { type: 'string' } } as const;
 
 function storePath(values: { tokens?: string }, io: CliIo): string {
+  refuseEmptyPaths([], { tokens: values.tokens });
   return path.resolve(io.cwd, values.tokens ?? (io.env.PDP_TOKENS || DEFAULT_TOKENS_FILE));
 }
 

@@ -160,17 +160,26 @@ export function renderDiagnostic(d: Diagnostic, sources: SourceLookup): string {
   return lines.join('\n');
 }
 
-/** Line `n` (1-based) of `text`, without its line break; found in place (a file can be large). */
+/**
+ * Line `n` (1-based) of `text`, without its line break; found in place (a file can be large). A line
+ * break is LF, CRLF or a bare CR, as the lexer counts them (src/syntax/lexer.ts).
+ */
 function sourceLine(text: string, n: number): string | undefined {
   let start = 0;
   for (let line = 1; line < n; line++) {
-    const next = text.indexOf('\n', start);
+    const next = lineBreakAt(text, start);
     if (next < 0) return undefined;
-    start = next + 1;
+    start = next + (text.charCodeAt(next) === 13 && text.charCodeAt(next + 1) === 10 ? 2 : 1);
   }
-  const end = text.indexOf('\n', start);
-  const line = end < 0 ? text.slice(start) : text.slice(start, end);
-  return line.endsWith('\r') ? line.slice(0, -1) : line;
+  const end = lineBreakAt(text, start);
+  return end < 0 ? text.slice(start) : text.slice(start, end);
+}
+
+/** The offset of the first CR or LF at or after `from`, or -1. */
+function lineBreakAt(text: string, from: number): number {
+  const lf = text.indexOf('\n', from);
+  const cr = text.indexOf('\r', from);
+  return cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
 }
 
 export interface DiagnosticJson {

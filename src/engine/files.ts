@@ -46,26 +46,42 @@ export function decodePolicyBytes(bytes: Uint8Array, rel: string): PolicySource 
   try {
     return { path: rel, text: UTF8.decode(body), ...(bom ? { bom } : {}) };
   } catch {
-    const bad = firstInvalidUtf8(body);
-    const lineStart = body.lastIndexOf(0x0a, bad - 1) + 1;
+    const { at: bad, why } = firstInvalidUtf8(body);
+    // The line and column of the bad byte; a line break is LF, CRLF or a bare CR (src/syntax/lexer.ts).
     let line = 1;
-    for (let i = 0; i < lineStart; i++) if (body[i] === 0x0a) line++;
+    let lineStart = 0;
+    for (let i = 0; i < bad; i++) {
+      const b = body[i]!;
+      if (b === 0x0a || (b === 0x0d && body[i + 1] !== 0x0a)) {
+        line++;
+        lineStart = i + 1;
+      }
+    }
     const column = UTF8_LOSSY.decode(body.subarray(lineStart, bad)).length + 1;
     const text = UTF8_LOSSY.decode(body);
     const offset = UTF8_LOSSY.decode(body.subarray(0, bad)).length;
     const at = { offset, line, column };
-    const byte = body[bad]!.toString(16).toUpperCase().padStart(2, '0');
+    // Windows Notepad and PowerShell `>` write UTF-16 with a byte-order mark: say so.
+    const utf16 = (body[0] === 0xff && body[1] === 0xfe) || (body[0] === 0xfe && body[1] === 0xff);
+    const hint = utf16 ? 'the file looks like UTF-16 (it starts with a UTF-16 byte-order mark); policy files are UTF-8: re-save it in that encoding' : 'policy files are UTF-8; re-save the file in that encoding';
     return {
       path: rel,
       text,
-      problem: error('invalid-encoding', `not valid UTF-8: byte \`0x${byte}\` does not start or continue a character`, { file: rel, start: at, end: { ...at, offset: offset + 1, column: column + 1 } }, 'policy files are UTF-8; re-save the file in that encoding'),
+      problem: error('invalid-encoding', `not valid UTF-8: ${why}`, { file: rel, start: at, end: { ...at, offset: offset + 1, column: column + 1 } }, hint),
       ...(bom ? { bom } : {}),
     };
   }
 }
 
-/** Index of the first byte that does not belong to a well-formed UTF-8 sequence (bytes.length when none). */
-function firstInvalidUtf8(bytes: Uint8Array): number {
+const hex = (b: number) => `\`0x${b.toString(16).toUpperCase().padStart(2, '0')}\``;
+
+/**
+ * The first byte that does not belong to a well-formed UTF-8 sequence (`at` is bytes.length when
+ * there is none) and why, in words: a byte that cannot start a character, a lead byte whose
+ * continuation is missing (the file ends, or the next byte does not continue it), or a sequence
+ * that encodes no character (overlong, a surrogate, past U+10FFFF).
+ */
+function firstInvalidUtf8(bytes: Uint8Array): { at: number; why: string } {
   let i = 0;
   while (i < bytes.length) {
     const b = bytes[i]!;
@@ -75,18 +91,24 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
     else if (b >= 0xc2 && b <= 0xdf) { need = 1; min = 0x80; }
     else if (b >= 0xe0 && b <= 0xef) { need = 2; min = 0x800; }
     else if (b >= 0xf0 && b <= 0xf4) { need = 3; min = 0x10000; }
-    else return i;
-    if (i + need >= bytes.length) return i; // truncated at the end of the file
+    else if (b >= 0x80 && b <= 0xbf) return { at: i, why: `byte ${hex(b)} does not start a character (it can only continue one)` };
+    else return { at: i, why: `byte ${hex(b)} does not start or continue a character` };
+    const starts = `byte ${hex(b)} starts a ${need + 1}-byte character but`;
     let cp = b & (0x3f >> need);
     for (let k = 1; k <= need; k++) {
+      if (i + k >= bytes.length) return { at: i, why: `${starts} the file ends before it is complete` };
       const c = bytes[i + k]!;
-      if ((c & 0xc0) !== 0x80) return i;
+      if ((c & 0xc0) !== 0x80) return { at: i, why: `${starts} ${hex(c)} does not continue it` };
       cp = (cp << 6) | (c & 0x3f);
     }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      const seq = Array.from(bytes.subarray(i, i + need + 1), (x) => x.toString(16).toUpperCase().padStart(2, '0')).join(' ');
+      const what = cp < min ? 'are an overlong encoding' : cp > 0x10ffff ? 'encode a code point past U+10FFFF' : 'encode a UTF-16 surrogate, not a character';
+      return { at: i, why: `bytes \`${seq}\` ${what}` };
+    }
     i += need + 1;
   }
-  return bytes.length;
+  return { at: bytes.length, why: '' };
 }
 
 /** One file, read and decoded; `rel` is how it is named in rules and diagnostics. */

@@ -29,7 +29,8 @@ export type FormatResult = { ok: true; output: string } | { ok: false; diagnosti
  * errors is not formatted: its diagnostics are returned instead.
  */
 export function formatPolicy(text: string, path: string): FormatResult {
-  const source = text.replace(/\r\n/g, '\n');
+  // Line endings become LF: CRLF and a bare CR are each one line break (src/syntax/lexer.ts).
+  const source = text.replace(/\r\n?/g, '\n');
   const { file, diagnostics } = parsePolicy(source, path);
   if (hasErrors(diagnostics)) return { ok: false, diagnostics };
   const scan = scanTrivia(source);

@@ -240,8 +240,11 @@ export interface IssueOptions {
   /** Directory holding `ca.key` and `ca.crt`. */
   caDir: string;
   kind: CertificateKind;
-  /** File name stem: writes `<outDir>/<name>.key` and `<outDir>/<name>.crt`. */
-  name: string;
+  /**
+   * File name stem: writes `<outDir>/<name>.key` and `<outDir>/<name>.crt`. Required for a server
+   * certificate; a workload or user certificate defaults to its SPIFFE ID's last path segment.
+   */
+  name?: string;
   /** Output directory; default `caDir`. */
   outDir?: string;
   /** Server certificates: DNS names (at least one DNS name or IP is required). */
@@ -274,12 +277,22 @@ export interface IssueResult {
   warnings: string[];
 }
 
+/** A workload or user certificate's default file name: its valid SPIFFE ID's last path segment, if that is a usable name. */
+export function defaultCertificateName(spiffeId: string): string | undefined {
+  if (!isSpiffeId(spiffeId)) return undefined;
+  const segments = spiffeId.slice('spiffe://'.length).split('/');
+  const last = segments[segments.length - 1]!;
+  return segments.length > 1 && NAME_RE.test(last) ? last : undefined;
+}
+
 export async function issueCertificate(options: IssueOptions): Promise<IssueResult> {
-  const { caDir, kind, name, force = false } = options;
+  const { caDir, kind, force = false } = options;
+  let name = options.name;
   const now = options.now ?? new Date();
   checkDate(now, '`now`');
   if (kind !== 'server' && kind !== 'workload' && kind !== 'user') throw new CaError(`unknown certificate kind \`${String(kind)}\`; use \`server\`, \`workload\` or \`user\``, 'invalid');
-  if (!NAME_RE.test(name)) throw new CaError(`invalid name \`${name}\`: use 1-64 letters, digits, \`.\`, \`_\` and \`-\``, 'invalid');
+  if (name === undefined && kind === 'server') throw new CaError('a server certificate needs a name (the file name stem)', 'invalid');
+  if (name !== undefined && !NAME_RE.test(name)) throw new CaError(`invalid name \`${name}\`: use 1-64 letters, digits, \`.\`, \`_\` and \`-\``, 'invalid');
   const dns = [...new Set(options.dns ?? [])];
   const ips = [...new Set(options.ips ?? [])];
   for (const d of dns) {
@@ -301,7 +314,13 @@ export async function issueCertificate(options: IssueOptions): Promise<IssueResu
     if (!isSpiffeId(spiffeId)) throw new CaError(`\`${spiffeId}\` is not a valid SPIFFE ID; write \`spiffe://${ca.trustDomain}/path\``, 'invalid');
     const td = spiffeTrustDomain(spiffeId);
     if (td !== ca.trustDomain) throw new CaError(`SPIFFE ID \`${spiffeId}\` is outside this CA's trust domain \`${ca.trustDomain}\``, 'invalid');
-    if (spiffeId === `spiffe://${td}`) throw new CaError(`SPIFFE ID \`${spiffeId}\` names the trust domain itself; a ${kind} ID needs a path, e.g. \`spiffe://${td}/ns/prod/sa/${name}\``, 'invalid');
+    if (spiffeId === `spiffe://${td}`) throw new CaError(`SPIFFE ID \`${spiffeId}\` names the trust domain itself; a ${kind} ID needs a path, e.g. \`spiffe://${td}/ns/prod/sa/${name ?? 'registry'}\``, 'invalid');
+  }
+  // Only now, with the SPIFFE ID known to be valid, is a missing name derived from it: an invalid
+  // ID is reported as such, not as a missing name.
+  if (name === undefined) {
+    name = defaultCertificateName(spiffeId!);
+    if (name === undefined) throw new CaError(`a name is required: the last path segment of \`${spiffeId}\` is not a usable file name (1-64 letters, digits, \`.\`, \`_\` and \`-\`)`, 'invalid');
   }
 
   let notBefore: Date;

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { describeCharacter, unseenIdentityCharacter } from '../syntax/characters';
 import { isSpiffeId } from '../syntax/identity-pattern';
 import { TOKEN_PREFIX, TOKEN_RE } from './token-format';
 
@@ -76,7 +77,9 @@ export interface TokenStore {
 export function checkTokenIdentity(identity: unknown): string | undefined {
   if (typeof identity !== 'string' || identity.length === 0) return 'identity must be a non-empty string (e.g. `team:ops` or a SPIFFE ID)';
   if (identity.length > MAX_IDENTITY_LENGTH) return `identity is longer than ${MAX_IDENTITY_LENGTH} characters`;
-  if (/[\s\p{Cc}]/u.test(identity)) return `identity \`${identity}\` contains whitespace or control characters`;
+  const unseen = unseenIdentityCharacter(identity);
+  if (unseen?.kind === 'invisible') return `identity contains the invisible character ${describeCharacter(unseen.char)}; remove it (your terminal may not show it)`;
+  if (unseen) return `identity \`${identity}\` contains whitespace or control characters`;
   if (/[*{}]/.test(identity)) return `identity \`${identity}\` contains \`*\`, \`{\` or \`}\`; a token stands for one identity, not a pattern`;
   if (identity === 'anonymous') return 'identity `anonymous` is reserved for unauthenticated requests';
   if (identity.startsWith('role:')) return `identity \`${identity}\` looks like a role reference; roles are granted in policy, not to tokens`;

@@ -39,23 +39,25 @@ export function scanTokens(text: string, path: string, comments: Comment[]): Tok
   for (let i = 0; i < text.length; ) {
     const c = text.charCodeAt(i);
     const ch = text[i]!;
-    if (ch === ' ' || ch === '\t' || ch === '\r') {
+    if (ch === ' ' || ch === '\t') {
       i++;
-    } else if (ch === '\n') {
+    } else if (ch === '\n' || ch === '\r') {
+      // LF, CRLF and a bare CR are each one line break (lexer.ts)
+      if (ch === '\r' && text[i + 1] === '\n') i++;
       line++;
       lineStart = ++i;
     } else if (PUNCTUATION[ch] !== undefined) {
       tokens.push(token(PUNCTUATION[ch]!, i, i + 1));
       i++;
     } else if (ch === '"') {
-      // "(?:\\[^\n]|[^"\\\n])*"
+      // "(?:\\[^\r\n]|[^"\\\r\n])*"
       let j = i + 1;
       for (;;) {
         const d = text[j];
-        if (d === undefined || d === '\n') return null; // unterminated
+        if (d === undefined || d === '\n' || d === '\r') return null; // unterminated
         if (d === '"') break;
         if (d === '\\') {
-          if (text[j + 1] === undefined || text[j + 1] === '\n') return null;
+          if (text[j + 1] === undefined || text[j + 1] === '\n' || text[j + 1] === '\r') return null;
           j += 2;
         } else j++;
       }
@@ -77,14 +79,15 @@ export function scanTokens(text: string, path: string, comments: Comment[]): Tok
       tokens.push(token('number', i, j));
       i = j;
     } else if (ch === '#' || (ch === '/' && text[i + 1] === '/')) {
-      let j = text.indexOf('\n', i);
-      if (j < 0) j = text.length;
+      let j = i + 1;
+      while (j < text.length && text[j] !== '\n' && text[j] !== '\r') j++;
       comment(ch === '#' ? 'hash' : 'slash', token('comment', i, j));
       i = j;
     } else if (ch === '/' && text[i + 1] === '*') {
       const close = text.indexOf('*/', i + 2);
       if (close < 0) return null; // unterminated
       const end = close + 2;
+      // Counted as moo counts them, by `\n` only: parsePolicy has turned every bare CR into one.
       let lineBreaks = 0;
       let lastBreak = -1;
       for (let k = text.indexOf('\n', i); k >= 0 && k < end; k = text.indexOf('\n', k + 1)) {

@@ -3,6 +3,7 @@
 // `role:NAME`, and the `{service}` / `{namespace}` placeholders.
 
 import { closest } from '../diagnostics';
+import { describeCharacter, unseenIdentityCharacter } from './characters';
 
 export type PatternPart =
   | { kind: 'literal'; text: string }
@@ -45,9 +46,14 @@ function parsePatternUncached(source: string): PatternResult {
     if (!ROLE_NAME_RE.test(role)) return { ok: false, message: `invalid role reference \`${source}\``, hint: 'role names use letters, digits, `.`, `_` and `-`' };
     return { ok: true, pattern: { kind: 'role', source, role } };
   }
-  // No identity a caller can present holds whitespace or control characters (SPIFFE IDs cannot, token
-  // identities may not: docs/identity.md), so such a pattern could never match; it is a typo.
-  if (/[\s\x00-\x1f\x7f-\x9f]/.test(source)) {
+  // No identity a caller can present holds whitespace, control or invisible format characters
+  // (SPIFFE IDs cannot, token identities may not: docs/identity.md), so such a pattern could never
+  // match; it is a typo, and an invisible one would let a deny silently do nothing.
+  const unseen = unseenIdentityCharacter(source);
+  if (unseen?.kind === 'invisible') {
+    return { ok: false, message: `an identity pattern cannot contain the invisible character ${describeCharacter(unseen.char)}`, hint: 'remove it (your editor may not show it); no identity holds it, so the pattern would never match' };
+  }
+  if (unseen) {
     return { ok: false, message: 'an identity pattern cannot contain whitespace or control characters', hint: 'remove them; identities are written without spaces' };
   }
   if (/\*{3,}/.test(source)) return { ok: false, message: `\`***\` in identity pattern \`${source}\` has no meaning`, hint: 'use `*` (one segment) or `**` (any run, `/` included)' };

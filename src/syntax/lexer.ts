@@ -1,14 +1,19 @@
 // The moo lexer shared by the grammar (for parsing) and the formatter (for comments).
 import moo from 'moo';
 
+// A line break is LF, CRLF or a bare CR (old Mac line endings, a stray CR), as editors and GitHub
+// show them: a `#` or `//` comment ends at any of them, and a string may not span one. moo counts
+// lines by `\n` only, so text is passed through `normalizeLineBreaks` before it is lexed (a bare CR
+// becomes LF, one character for one, so offsets and columns do not move); the patterns below stop
+// at `\r` as well, so a caller that forgets cannot have a comment swallow the next line.
 export const lexer = moo.compile({
-  whitespace: /[ \t\r]+/,
-  newline: { match: /\n/, lineBreaks: true },
-  comment: /#[^\n]*|\/\/[^\n]*/,
+  whitespace: /[ \t]+/,
+  newline: { match: /\r\n|\r|\n/, lineBreaks: true },
+  comment: /#[^\r\n]*|\/\/[^\r\n]*/,
   blockComment: { match: /\/\*[^]*?\*\//, lineBreaks: true },
   unterminatedComment: { match: /\/\*[^]*/, lineBreaks: true },
-  string: /"(?:\\[^\n]|[^"\\\n])*"/,
-  unterminatedString: /"(?:\\[^\n]|[^"\\\n])*/,
+  string: /"(?:\\[^\r\n]|[^"\\\r\n])*"/,
+  unterminatedString: /"(?:\\[^\r\n]|[^"\\\r\n])*/,
   number: /-?[0-9]+(?![A-Za-z_])/,
   identifier: {
     match: /[A-Za-z_][A-Za-z0-9_-]*/,
@@ -41,3 +46,12 @@ export const TOKEN_WORDS: Record<string, string> = {
   equals: '`=`',
   comma: '`,`',
 };
+
+/**
+ * `text` with every bare CR (one not followed by LF) turned into LF: the same length, so every
+ * offset and column is unchanged, and every line break one moo counts. CRLF is left as it is.
+ */
+export function normalizeLineBreaks(text: string): string {
+  return text.includes('\r') ? text.replace(/\r(?!\n)/g, '\n') : text;
+}
+

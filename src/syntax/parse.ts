@@ -12,7 +12,8 @@ import type { BodyItem, Comment, PolicyFile } from './ast';
 import { endOf, setCurrentFile, startOf, tokenSpan, type Token } from './build';
 import { fastParseBody, MAX_NESTING, scanTokens } from './fast-parse';
 import grammar from './grammar.generated';
-import { lexer, TOKEN_WORDS, TRIVIA } from './lexer';
+import { describeCharacter } from './characters';
+import { lexer, normalizeLineBreaks, TOKEN_WORDS, TRIVIA } from './lexer';
 
 const compiledGrammar = nearley.Grammar.fromCompiled(grammar as unknown as nearley.CompiledRules);
 
@@ -30,8 +31,10 @@ export class AmbiguousParseError extends Error {
 /** Off only in tests that check the fast path against nearley (see parsePolicyWithNearley). */
 let fastPath = true;
 
-export function parsePolicy(text: string, path: string): ParseResult {
+export function parsePolicy(source: string, path: string): ParseResult {
   setCurrentFile(path);
+  // A bare CR is a line break (lexer.ts); made LF here, which moves no offset or column.
+  const text = normalizeLineBreaks(source);
   if (fastPath) {
     // A file without a lexical or syntax error: scanned and parsed in one go, no nearley.
     const comments: Comment[] = [];
@@ -50,8 +53,14 @@ export function parsePolicy(text: string, path: string): ParseResult {
   }
   // A file with lexical errors only is still one `body`; otherwise chunk it so every error is reported.
   const body = (fastPath ? fastParseBody(tokens) : null) ?? parseItems(topLevelChunks(tokens), path, diagnostics);
-  return { file: policyFile(text, path, body, comments), diagnostics };
+  // An unterminated `/*` runs to the end of the file, so whatever it swallowed (the `}` of the block
+  // it is in, the rest of a list) is missing too: that is one mistake, reported once, as the comment.
+  const cutByComment = diagnostics.some((d) => d.code === 'unterminated-comment');
+  return { file: policyFile(text, path, body, comments), diagnostics: cutByComment ? diagnostics.filter((d) => !AT_END_OF_FILE.has(d)) : diagnostics };
 }
+
+/** The diagnostics unexpectedEnd made: the file ended inside a block or list. */
+const AT_END_OF_FILE = new WeakSet<Diagnostic>();
 
 function policyFile(text: string, path: string, body: BodyItem[], comments: Comment[]): PolicyFile {
   return { kind: 'file', path, body, comments, span: { file: path, start: { offset: 0, line: 1, column: 1 }, end: endPosition(text) } };
@@ -86,7 +95,7 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
     if (TRIVIA.has(type)) continue;
     switch (type) {
       case 'unterminatedComment':
-        diagnostics.push(error('unterminated-comment', 'unterminated `/*` comment', tokenSpan({ ...t, text: '/*', lineBreaks: 0 }, path), 'close it with `*/`'));
+        diagnostics.push(error('unterminated-comment', 'unterminated `/*` comment', tokenSpan({ ...t, text: '/*', lineBreaks: 0 }, path), 'close it with `*/`; until then, the rest of the file is part of the comment'));
         continue;
       case 'unterminatedString': {
         diagnostics.push(error('unterminated-string', 'unterminated string', tokenSpan(t, path), 'strings end with `"` on the same line; write a newline as `\\n`'));
@@ -116,39 +125,6 @@ function firstTooDeep(tokens: Token[]): Token | undefined {
     }
   }
   return undefined;
-}
-
-/** Names of the invisible and look-alike characters an author cannot see in an editor. */
-const CHARACTER_NAMES: Record<number, string> = {
-  0x00: 'null', 0x09: 'tab', 0x0b: 'vertical tab', 0x0c: 'form feed', 0x0d: 'carriage return', 0x1b: 'escape', 0x7f: 'delete',
-  0xa0: 'no-break space', 0xad: 'soft hyphen', 0x061c: 'arabic letter mark', 0x180e: 'mongolian vowel separator',
-  0x200b: 'zero-width space', 0x200c: 'zero-width non-joiner', 0x200d: 'zero-width joiner',
-  0x200e: 'left-to-right mark', 0x200f: 'right-to-left mark', 0x2028: 'line separator', 0x2029: 'paragraph separator',
-  0x202a: 'left-to-right embedding', 0x202b: 'right-to-left embedding', 0x202c: 'pop directional formatting',
-  0x202d: 'left-to-right override', 0x202e: 'right-to-left override', 0x202f: 'narrow no-break space',
-  0x2060: 'word joiner', 0x2066: 'left-to-right isolate', 0x2067: 'right-to-left isolate',
-  0x2068: 'first strong isolate', 0x2069: 'pop directional isolate', 0x3000: 'ideographic space', 0xfeff: 'byte-order mark',
-};
-
-/**
- * How an unexpected character is named in a message: itself in backticks when it is visible,
- * otherwise its code point and name (`U+FEFF (byte-order mark)`), never an invisible character.
- */
-export function describeCharacter(ch: string): string {
-  if (ch === '\n') return 'newline';
-  const cp = ch.codePointAt(0)!;
-  const name = CHARACTER_NAMES[cp] ?? (/^[\p{Cc}\p{Cf}\p{Zs}\p{Zl}\p{Zp}\p{Co}\p{Cn}\p{Cs}\p{M}]$/u.test(ch) ? genericName(ch) : undefined);
-  if (name === undefined) return `\`${ch}\``;
-  return `U+${cp.toString(16).toUpperCase().padStart(4, '0')} (${name})`;
-}
-
-function genericName(ch: string): string {
-  if (/\p{Cc}/u.test(ch)) return 'control character';
-  if (/\p{Cf}/u.test(ch)) return 'format character';
-  if (/[\p{Zs}\p{Zl}\p{Zp}]/u.test(ch)) return 'space character';
-  if (/\p{M}/u.test(ch)) return 'combining mark';
-  if (/\p{Cs}/u.test(ch)) return 'lone surrogate';
-  return /\p{Co}/u.test(ch) ? 'private-use character' : 'unassigned character';
 }
 
 function invalidCharacterHint(ch: string, offset: number): string | undefined {
@@ -301,7 +277,9 @@ function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): B
   }
   const results = parser.results as BodyItem[][];
   if (results.length === 0) {
-    diagnostics.push(unexpectedEnd(chunk, expectedTypes(parser), path));
+    const atEnd = unexpectedEnd(chunk, expectedTypes(parser), path);
+    AT_END_OF_FILE.add(atEnd);
+    diagnostics.push(atEnd);
     return null;
   }
   if (results.length > 1) throw new AmbiguousParseError(tokenSpan(chunk[0]!, path), results.length);

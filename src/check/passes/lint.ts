@@ -94,6 +94,10 @@ function collectRules(files: readonly PolicyFile[]): LintRule[] {
     const label = block.label;
     if (!label) return;
     const isNamespace = type === 'namespace' || type === 'namespace_prefix';
+    // A label that is not a valid name is already an `invalid-name` error, and such a rule never
+    // compiles: a warning about it (or one citing it, or its nested rules) would be a second
+    // diagnostic for one mistake. A prefix may be "" (everything).
+    if (!isValidName(label.value) && !(label.value === '' && (type === 'service_prefix' || type === 'namespace_prefix'))) return;
     const namespace: NameMatch = isNamespace
       ? { kind: type === 'namespace' ? 'exact' : 'prefix', value: label.value }
       : enclosing ?? { kind: 'exact', value: 'default' };

@@ -8,6 +8,8 @@ import {
 import { prepareRequest, subjectIdentity } from '../../eval/request';
 import { API_SCOPES, DEFAULT_POLICIES, isRuleBlock } from '../schema';
 import { attribute, blocks, identityStrings, stringValue } from '../walk';
+import { describeCharacter, unseenIdentityCharacter } from '../../syntax/characters';
+import { hasInvalidEscape } from './strings';
 
 function oneOf(code: string, what: string, value: StringLiteral, allowed: readonly string[]): Diagnostic {
   const suggestion = closest(value.value, allowed);
@@ -63,7 +65,7 @@ function checkIdentities(block: Block, out: Diagnostic[], allowRoles = true): vo
     out.push(error('missing-identity', '`identities` is empty', list.span, 'name at least one identity'));
   }
   for (const s of identityStrings(block)) {
-    if (s.raw.includes('${')) continue; // reported as interpolation
+    if (s.raw.includes('${') || hasInvalidEscape(s)) continue; // reported as interpolation, or as an invalid escape
     const parsed = parseIdentityPattern(s.value);
     if (!parsed.ok) {
       const code = parsed.message.startsWith('malformed SPIFFE ID') ? 'invalid-spiffe-id' : 'invalid-identity';
@@ -110,6 +112,13 @@ function checkTest(block: Block, out: Diagnostic[], anonymous: boolean): void {
   const before = out.length;
   const identity = stringValue(block, 'identity');
   if (identity && identity.value === '') out.push(error('invalid-test', '`identity` is empty', identity.span, 'omit `identity` to test an anonymous request'));
+  const unseen = identity && unseenIdentityCharacter(identity.value);
+  if (identity && unseen) {
+    // No caller presents such an identity (docs/policy-language.md, "Identity patterns"): the test would test nothing real.
+    out.push(unseen.kind === 'invisible'
+      ? error('invalid-test', `\`identity\` contains the invisible character ${describeCharacter(unseen.char)}`, identity.span, 'remove it (your editor may not show it); no caller presents such an identity')
+      : error('invalid-test', '`identity` cannot contain whitespace or control characters', identity.span, 'remove them; identities are written without spaces'));
+  }
   const action = stringValue(block, 'action');
   if (action && !isAction(action.value)) out.push(oneOf('invalid-test', 'action', action, ['read', 'write', 'admin']));
   const resource = stringValue(block, 'resource');
