@@ -214,6 +214,15 @@ function evalJson(...args: string[]): { r: Run; out: EvalJson } {
   return { r, out: JSON.parse(r.stdout) as EvalJson };
 }
 
+test('pdp eval refuses an identity the server would refuse: a control, zero-width or bidi character (exit 2, the code point named)', () => {
+  for (const [identity, named] of [['team:ops\u200b', /U\+200B \(zero-width space\) at position 8/], ['team:\u202espo', /U\+202E/], ['a\u0001b', /U\+0001/]] as const) {
+    const r = pdp('eval', '--policies', path.join(REPO_ROOT, 'policies'), '--identity', identity, '--action', 'read', '--resource', 'service:payment-service');
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, named);
+    assert.ok(!r.stderr.includes(identity), 'the invisible character is not printed back');
+  }
+});
+
 test('pdp eval --format json: an ALLOW', () => {
   const { out } = evalJson('--identity', 'spiffe://acme/ns/shop/sa/inventory', '--action', 'write', '--resource', 'service:inventory', '--source-ip', '192.168.10.5');
   assert.equal(out.result, 'ALLOW');

@@ -311,6 +311,10 @@ test('an empty path argument or path flag is bad usage (exit 2), never the curre
     [['ca', 'init', '--trust-domain', 'cluster', '--dir', ''], 'dir'],
     [['ca', 'issue', 'workload', '--spiffe-id', 'spiffe://cluster/a', '--out', ''], 'out'],
     [['token', 'list', '--tokens', ''], 'tokens'],
+    // serve refuses before opening anything (it would otherwise serve ./policies, or write ./audit.db)
+    [['serve', '--policies', '', '--listen', '127.0.0.1:0'], 'policies'],
+    [['serve', '--policies', 'policies', '--audit', '', '--listen', '127.0.0.1:0'], 'audit'],
+    [['serve', '--policies', 'policies', '--tokens', '', '--listen', '127.0.0.1:0'], 'tokens'],
   ];
   for (const [args, flag] of flags) {
     const r = pdp(...args);
@@ -318,6 +322,7 @@ test('an empty path argument or path flag is bad usage (exit 2), never the curre
     assert.match(r.stderr, new RegExp(`\`--${flag}\` is empty; name a path`), args.join(' '));
   }
   assert.equal(fs.existsSync(path.join(WORK, 'tokens.db')), false);
+  assert.equal(fs.existsSync(path.join(WORK, 'audit.db')), false);
   fs.rmSync(path.join(WORK, 'policies'), { recursive: true }); // the next test needs there to be none
 });
 

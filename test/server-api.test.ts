@@ -266,7 +266,7 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'a certificate without a trust store', body: { ...valid, credentials: { certificate: 'not-a-pem' } }, status: 400, code: 'invalid_request', field: 'credentials.certificate', message: /--client-ca/ },
       // Text that would disguise the audit row: the sqlite3 shell stops printing at a NUL, and
       // zero-width and bidi characters make two identities look alike.
-      { name: 'NUL in identity', body: { ...valid, identity: 'team:ops\u0000-forged' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+0000 at position 8/ },
+      { name: 'NUL in identity', body: { ...valid, identity: 'team:ops\u0000-forged' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+0000 \(null\) at position 8/ },
       { name: 'ESC in identity', body: { ...valid, identity: 'team:\u001b[2Jops' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+001B/ },
       { name: 'zero-width space in identity', body: { ...valid, identity: 'team:ops\u200b' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+200B/ },
       { name: 'bidi override in identity', body: { ...valid, identity: 'team:\u202espo' }, status: 400, code: 'invalid_request', field: 'identity', message: /U\+202E/ },

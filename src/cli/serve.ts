@@ -8,7 +8,7 @@ import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine, readPolicyDir } from '../engine';
 import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader, describePolicyDiff } from '../server';
-import { parse, parseDuration } from './args';
+import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
 import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
@@ -105,6 +105,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   }
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
+  refuseEmptyPaths([], { policies: values.policies, audit: values.audit, 'tls-cert': values['tls-cert'], 'tls-key': values['tls-key'], 'client-ca': values['client-ca'], tokens: values.tokens });
   const tls = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['client-ca'] !== undefined;
   if (tls && (values['tls-cert'] === undefined || values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
   if (!tls && !isLoopback(host)) {

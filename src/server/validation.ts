@@ -2,6 +2,7 @@
 // was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { SERVER_EVENT_TYPES } from '../audit/event';
+import { describeCharacter, disguisingIdentityCharacter } from '../syntax/characters';
 import type { AuthorizeBody } from './server';
 
 /** How many characters of a field name the caller chose (an unknown key) an error quotes. */
@@ -109,21 +110,13 @@ export function forbiddenKey(value: unknown, at = ''): string | undefined {
 }
 
 /**
- * Characters an identity may not hold: controls (NUL, ESC, DEL, C1), invisible format characters
- * (zero-width spaces, bidi overrides) and line/paragraph separators. No identity pdp can match holds
- * one (identity patterns refuse them too), and in the audit log they disguise a row: the `sqlite3`
- * shell prints text only up to a NUL, so `team:ops\u0000-forged` reads as `team:ops`; a zero-width
- * space or a bidi override makes two different identities look alike in any viewer.
- */
-const DISGUISING_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
-
-/**
  * Why a check cannot be audited as sent, or undefined: `field` names the field (relative to the
  * check) and `message` says what is wrong with it, in words.
  * - A lone UTF-16 surrogate (JSON's `\ud800` escape) would reach SQLite as invalid UTF-8 and break
  *   other readers of the audit log. Every string that becomes an audit column or part of `details` is
  *   checked; `isWellFormed` returns at once for one-byte strings.
- * - The identity, a column security teams group and read by, must not hold a DISGUISING_CHARACTER.
+ * - The identity, a column security teams group and read by, must hold no character that would
+ *   disguise it there (`disguisingIdentityCharacter`: controls, zero-width and bidi characters).
  *   (The other columns are names, addresses and enums their own patterns already restrict; `details`
  *   is JSON text, in which every control character is escaped.)
  */
@@ -134,10 +127,9 @@ export function unauditableText(body: AuthorizeBody): { field: string; message: 
   });
   if (body.identity !== undefined) {
     if (!body.identity.isWellFormed()) return surrogate('identity');
-    const found = DISGUISING_CHARACTER.exec(body.identity);
+    const found = disguisingIdentityCharacter(body.identity);
     if (found) {
-      const cp = found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
-      return { field: 'identity', message: `holds the invisible or control character U+${cp} at position ${found.index}; identities are printable text without controls, zero-width or bidi characters` };
+      return { field: 'identity', message: `holds ${describeCharacter(found.char)} at position ${found.index}; identities are printable text without controls, zero-width or bidi characters` };
     }
   }
   if (!body.resource.isWellFormed()) return surrogate('resource');

@@ -47,3 +47,16 @@ export function unseenIdentityCharacter(identity: string): { char: string; kind:
   const char = String.fromCodePoint(m[0].codePointAt(0)!);
   return { char, kind: /\p{Cf}/u.test(char) ? 'invisible' : /\p{Cc}/u.test(char) ? 'control' : 'whitespace' };
 }
+
+/**
+ * The first character of a *presented* identity (a request's, not a pattern) that would disguise it
+ * in the audit log, with its position, or undefined: a control (Unicode Cc: NUL, ESC, DEL, C1), an
+ * invisible format character (Cf) or a line or paragraph separator. The `sqlite3` shell prints text
+ * only up to a NUL, so `team:ops\u0000-forged` reads as `team:ops`; zero-width and bidi characters make
+ * two identities look alike in any viewer. Spaces are not refused here: one is visible in a quoted
+ * value and cannot make one identity pass for another. (No pattern can match any of these.)
+ */
+export function disguisingIdentityCharacter(identity: string): { char: string; index: number } | undefined {
+  const m = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.exec(identity);
+  return m ? { char: m[0], index: m.index } : undefined;
+}
