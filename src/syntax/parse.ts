@@ -56,7 +56,20 @@ export function parsePolicy(source: string, path: string): ParseResult {
   // An unterminated `/*` runs to the end of the file, so whatever it swallowed (the `}` of the block
   // it is in, the rest of a list) is missing too: that is one mistake, reported once, as the comment.
   const cutByComment = diagnostics.some((d) => d.code === 'unterminated-comment');
-  return { file: policyFile(text, path, body, comments), diagnostics: cutByComment ? diagnostics.filter((d) => !AT_END_OF_FILE.has(d)) : diagnostics };
+  const reported = cutByComment ? diagnostics.filter((d) => !AT_END_OF_FILE.has(d)) : diagnostics;
+  return { file: policyFile(text, path, body, comments), diagnostics: reported.filter((d) => !followsInvalidCharacter(d, reported, text)) };
+}
+
+/**
+ * A syntax error at the token right after an unexpected character (only spaces between them) is the
+ * same mistake seen twice: `policy: "read"` is an unexpected `:` and then a string where `=` was
+ * expected; `1.5` is an unexpected `.` and then a stray `5`. The character's error, with its hint,
+ * is the one kept.
+ */
+function followsInvalidCharacter(d: Diagnostic, all: readonly Diagnostic[], text: string): boolean {
+  if (d.code !== 'syntax-error') return false;
+  return all.some((c) => c.code === 'invalid-character' && c.span.end.offset <= d.span.start.offset
+    && /^[ \t]*$/.test(text.slice(c.span.end.offset, d.span.start.offset)));
 }
 
 /** The diagnostics unexpectedEnd made: the file ended inside a block or list. */
@@ -104,7 +117,7 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
         continue;
       }
       case 'invalid': {
-        diagnostics.push(error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, tokenSpan(t, path), invalidCharacterHint(t.text, t.offset)));
+        diagnostics.push(error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, tokenSpan(t, path), invalidCharacterHint(t.text, t.offset, text)));
         continue;
       }
       default:
@@ -127,13 +140,19 @@ function firstTooDeep(tokens: Token[]): Token | undefined {
   return undefined;
 }
 
-function invalidCharacterHint(ch: string, offset: number): string | undefined {
+function invalidCharacterHint(ch: string, offset: number, text: string): string | undefined {
   const cp = ch.codePointAt(0)!;
   if (cp === 0xfeff && offset === 0) return 'save the file as UTF-8 without a byte-order mark';
   if (cp === 0xa0 || cp === 0x202f || cp === 0x3000 || (cp >= 0x2000 && cp <= 0x200a)) return 'replace it with an ordinary space';
   if (describeCharacter(ch).startsWith('U+')) return 'remove it (it may be invisible in your editor)';
   if (ch === ';') return 'attributes need no separator; remove the `;`';
-  if (ch === ':') return 'attributes are written `name = value`';
+  if (ch === ':') {
+    // `identity: "team:ops"` → `write identity = "team:ops"`, the fix itself when both sides are there.
+    const name = /([A-Za-z_][A-Za-z0-9_-]*)[ \t]*$/.exec(text.slice(Math.max(0, offset - 64), offset))?.[1];
+    const value = /^[ \t]*("[^"\n]*"|[^\s]+)/.exec(text.slice(offset + 1, offset + 200))?.[1];
+    return name && value ? `attributes are written \`name = value\`: write \`${name} = ${value}\`` : 'attributes are written `name = value`';
+  }
+  if (ch === '.' && /[0-9]/.test(text[offset - 1] ?? '') && /[0-9]/.test(text[offset + 1] ?? '')) return 'numbers are whole numbers here; a version or a decimal is written as a string (`"1.5"`)';
   if (ch === "'") return 'strings use double quotes';
   return undefined;
 }
