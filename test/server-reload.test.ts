@@ -405,6 +405,62 @@ describe('reload through `pdp serve`', () => {
     const vEdited = versionOf({ 'nested/extra.hcl': nestedText, 'svc.hcl': `${WEB_READ}# edited in place\n` });
     assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === vEdited, 8000), `in-place edit reloaded; stderr: ${serve.stderr()}`);
   });
+
+  test('the policy directory deleted while serving: the server stays up on the last good set, and picks up the directory when it comes back', async (t) => {
+    const root = makeTempDir();
+    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ });
+    const serve = await startServe(['--policies', policyDir, '--audit', path.join(root, 'audit.db')]);
+    t.after(async () => {
+      await serve.stop();
+      removeTempDir(root);
+    });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+    const v1 = versionOf({ 'svc.hcl': WEB_READ });
+    fs.rmSync(policyDir, { recursive: true });
+    assert.ok(await waitFor(() => /reload refused \(file-change\)/.test(serve.stderr()), 8000), serve.stderr());
+    const still = await authorize(serve.url, webWrite);
+    assert.equal(still.status, 200, 'still serving');
+    assert.equal(still.json.policy_version, v1);
+    // The deploy that deleted it writes the new set in its place (`rm -rf policies && cp -r new policies`).
+    fs.mkdirSync(`${policyDir}.new`);
+    writePolicyFile(`${policyDir}.new`, 'svc.hcl', WEB_WRITE_AND_API);
+    fs.renameSync(`${policyDir}.new`, policyDir);
+    const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === v2, 8000), `recreated directory reloaded; stderr: ${serve.stderr()}`);
+    // And it is watched again: an edit inside the new directory is seen.
+    writePolicyFile(policyDir, 'svc.hcl', WEB_READ);
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === v1, 8000), `edit in the recreated directory reloaded; stderr: ${serve.stderr()}`);
+  });
+
+  test('a symlinked policy directory re-pointed atomically (current -> releases/v2) reloads, and later edits in the new target are seen', async (t) => {
+    const root = makeTempDir();
+    const releases = path.join(root, 'releases');
+    for (const [name, text] of [['v1', WEB_READ], ['v2', WEB_WRITE_AND_API]] as const) {
+      fs.mkdirSync(path.join(releases, name), { recursive: true });
+      writePolicyFile(path.join(releases, name), 'svc.hcl', text);
+    }
+    const current = path.join(root, 'current');
+    fs.symlinkSync(path.join(releases, 'v1'), current);
+    const serve = await startServe(['--policies', current, '--audit', path.join(root, 'audit.db')]);
+    t.after(async () => {
+      await serve.stop();
+      removeTempDir(root);
+    });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+    assert.equal((await authorize(serve.url, webWrite)).json.policy_version, versionOf({ 'svc.hcl': WEB_READ }));
+    // The swap as deploy tools make it: a new link beside the old one, renamed over it.
+    fs.symlinkSync(path.join(releases, 'v2'), `${current}.tmp`);
+    fs.renameSync(`${current}.tmp`, current);
+    const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === v2, 8000), `re-pointed link reloaded; stderr: ${serve.stderr()}`);
+    const edited = `${WEB_WRITE_AND_API}# edited in the new release\n`;
+    writePolicyFile(path.join(releases, 'v2'), 'svc.hcl', edited);
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === versionOf({ 'svc.hcl': edited }), 8000), `edit in the new target reloaded; stderr: ${serve.stderr()}`);
+    // The old target is no longer watched: editing it changes nothing.
+    writePolicyFile(path.join(releases, 'v1'), 'svc.hcl', WEB_WRITE_AND_API);
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal((await authorize(serve.url, webWrite)).json.policy_version, versionOf({ 'svc.hcl': edited }));
+  });
 });
 
 // Sanity for the version arithmetic the tests rely on: the server's version is policyVersion of the directory.

@@ -1,4 +1,5 @@
-// Policy directory watching that survives files being replaced by rename (how editors save).
+// Policy directory watching that survives files being replaced by rename (how editors save), the
+// directory itself being deleted and recreated, and a symlinked directory being re-pointed.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -7,35 +8,45 @@ import path from 'node:path';
  * (new subdirectories are picked up on the next event): Node 20's `{ recursive: true }` on Linux
  * watches each file's inode, so a file replaced by rename (editors, config management, ConfigMap
  * updates) stops being watched after the first replacement and later edits are silently missed.
+ *
+ * `root` must exist when watching starts (else this throws). Afterwards nothing here throws: the
+ * root's parent directory is watched too, for events naming the root, so a root that is deleted
+ * (`rm -rf policies && cp -r new policies`), renamed away and back, or a symlink re-pointed to
+ * another directory (`current -> releases/v2`, swapped with `mv -T`) is a change like any other.
+ * The caller's reload then refuses a missing directory and the last good policy keeps serving.
  */
 export function watchDirectories(root: string, onChange: () => void): { close(): void } {
   // Keyed by real path: directories reached through symbolic links (followed, as the loader does)
   // are watched once, and a link cycle ends.
   const watchers = new Map<string, fs.FSWatcher>();
-  const add = (dir: string, visited = new Set<string>()) => {
+  let closed = false;
+
+  const changed = () => {
+    if (closed) return;
+    refresh();
+    onChange();
+  };
+
+  /** Watches `dir` and what it reaches; records every real path reached in `reached`. */
+  const walk = (dir: string, reached: Set<string>) => {
     let real: string;
     try {
       real = fs.realpathSync(dir);
     } catch {
-      if (dir === root) throw new Error(`cannot watch \`${root}\``);
-      return;
+      return; // gone (or a dangling link): the loader reports what matters
     }
-    if (visited.has(real)) return; // walked in this pass already (a cycle, or two links to one place)
-    visited.add(real);
+    if (reached.has(real)) return; // walked in this pass already (a cycle, or two links to one place)
+    reached.add(real);
     if (!watchers.has(real)) {
       let watcher: fs.FSWatcher;
       try {
-        watcher = fs.watch(dir, () => {
-          add(root);
-          onChange();
-        });
-      } catch (e) {
-        if (dir === root) throw e;
-        return;
+        watcher = fs.watch(dir, changed);
+      } catch {
+        return; // vanished between realpath and watch; the parent's event brings it back
       }
       watcher.on('error', () => {
         watcher.close();
-        watchers.delete(real);
+        if (watchers.get(real) === watcher) watchers.delete(real);
       });
       watchers.set(real, watcher);
     }
@@ -47,19 +58,55 @@ export function watchDirectories(root: string, onChange: () => void): { close():
     }
     for (const entry of entries) {
       const child = path.join(dir, entry.name);
-      if (entry.isDirectory()) add(child, visited);
+      if (entry.isDirectory()) walk(child, reached);
       else if (entry.isSymbolicLink()) {
         try {
-          if (fs.statSync(child).isDirectory()) add(child, visited);
+          if (fs.statSync(child).isDirectory()) walk(child, reached);
         } catch {
           // a dangling link: the loader reports it if it is named like a policy file
         }
       }
     }
   };
-  add(root);
+
+  /** Watches what `root` reaches now, and stops watching what it no longer reaches (an old symlink target). */
+  const refresh = () => {
+    const reached = new Set<string>();
+    walk(root, reached);
+    for (const [real, watcher] of watchers) {
+      if (!reached.has(real)) {
+        watcher.close();
+        watchers.delete(real);
+      }
+    }
+  };
+
+  try {
+    fs.realpathSync(root);
+  } catch {
+    throw new Error(`cannot watch \`${root}\``);
+  }
+  refresh();
+  if (watchers.size === 0) throw new Error(`cannot watch \`${root}\``);
+
+  // The root's own name lives in its parent: deleting, recreating, renaming or re-pointing it is an
+  // event there. Other names in the parent are ignored (it may be a busy directory).
+  const absolute = path.resolve(root);
+  const name = path.basename(absolute);
+  let parentWatcher: fs.FSWatcher | undefined;
+  try {
+    parentWatcher = fs.watch(path.dirname(absolute), (_event, filename) => {
+      if (filename === null || filename.toString() === name) changed();
+    });
+    parentWatcher.on('error', () => parentWatcher?.close());
+  } catch {
+    // an unwatchable parent (permissions): changes inside the root are still seen
+  }
+
   return {
     close() {
+      closed = true;
+      parentWatcher?.close();
       for (const w of watchers.values()) w.close();
       watchers.clear();
     },
