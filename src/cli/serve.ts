@@ -12,6 +12,7 @@ import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
 import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
+import { probeListen } from './listen-probe';
 import { watchDirectories } from './watch';
 export { watchDirectories };
 
@@ -120,6 +121,17 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   // Operator files are checked before anything is opened: a wrong path or a key that does not match
   // its certificate is a usage error naming the flag, not an `internal error: ENOENT`.
   checkSecurityFiles(values, io.cwd);
+  if (!isClusterWorker(io.env)) {
+    // Before the start-up row is written (and before workers fork): a port taken by another process
+    // must not leave an ACL_CHANGE row for a version that never served. (Workers bind through the
+    // primary, which asked here.) Another process can still take the port between this and listen;
+    // then the row stays and the next start records the change back, as after a crash.
+    const bindError = await probeListen(host, port);
+    if (bindError) {
+      io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${bindError.code ?? bindError.message}\n`);
+      return EXIT_FINDING;
+    }
+  }
   const nodeName = (values['node-name'] ?? os.hostname()) + (isClusterWorker(io.env) ? `/w${io.env.PDP_WORKER_ID ?? '?'}` : '');
   if (workers > 1 && !isClusterWorker(io.env)) {
     // Validate the policy set once before forking, so a broken set fails fast with its diagnostics.
