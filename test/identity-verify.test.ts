@@ -210,6 +210,34 @@ test('verifies a chain through an intermediate and honours path length', async (
   assert.ok(!verifyClientCertificate(fakeLeaf.pem + fakeInter.pem, both, NOW).ok);
 });
 
+test('an intermediate bundled beside its root completes chains but never anchors: the root\'s trust domain, and every CA\'s on the way, still binds the SPIFFE ID', async () => {
+  // A partner CA: a root naming spiffe://partner, its issuing intermediate (naming none), leaves under it.
+  const root = await custom({ subject: 'CN=partner root', ca: true, pathLength: 1, sans: [{ type: 'url', value: 'spiffe://partner' }] });
+  const inter = await custom({ issuerKeyPem: root.keyPem, issuerName: 'CN=partner root', subject: 'CN=partner issuing CA', ca: true, pathLength: 0 });
+  const leafFor = (id: string) => custom({ issuerKeyPem: inter.keyPem, issuerName: 'CN=partner issuing CA', subject: 'CN=leaf', eku: ['1.3.6.1.5.5.7.3.2'], sans: [{ type: 'url', value: id }] });
+  // The bundle as CA files are often shipped: our root, the partner's root and its intermediate.
+  const bundleWithIntermediate = loadTrustBundle(caPem + root.pem + inter.pem);
+  const impostor = await leafFor('spiffe://cluster/ns/ops/sa/evil');
+  for (const chain of [impostor.pem, impostor.pem + inter.pem]) {
+    const r = verifyClientCertificate(chain, bundleWithIntermediate, NOW);
+    assert.ok(!r.ok && r.code === 'trust-domain', `the partner's CA cannot mint our identities: ${JSON.stringify(r)}`);
+  }
+  const own = await leafFor('spiffe://partner/ns/a/sa/b');
+  const ok = verifyClientCertificate(own.pem, bundleWithIntermediate, NOW);
+  assert.ok(ok.ok && ok.spiffeId === 'spiffe://partner/ns/a/sa/b', 'the bundled intermediate completes a chain sent without it');
+
+  // An intermediate that names a trust domain binds the leaves under it too, whatever its root names.
+  const anyRoot = await custom({ subject: 'CN=any root', ca: true, pathLength: 1 });
+  const teamInter = await custom({ issuerKeyPem: anyRoot.keyPem, issuerName: 'CN=any root', subject: 'CN=team CA', ca: true, pathLength: 0, sans: [{ type: 'url', value: 'spiffe://team' }] });
+  const outside = await custom({ issuerKeyPem: teamInter.keyPem, issuerName: 'CN=team CA', subject: 'CN=l', eku: ['1.3.6.1.5.5.7.3.2'], sans: [{ type: 'url', value: 'spiffe://cluster/x' }] });
+  const r = verifyClientCertificate(outside.pem + teamInter.pem, loadTrustBundle(anyRoot.pem), NOW);
+  assert.ok(!r.ok && r.code === 'trust-domain', JSON.stringify(r));
+
+  // An intermediate without its root anchors nothing, so a bundle holding one is refused when loaded
+  // (OpenSSL would refuse every chain through it at the handshake, too).
+  assert.throws(() => loadTrustBundle(caPem + inter.pem, 'the bundle'), /certificate 2 in the bundle \(`CN=partner issuing CA`\) is an intermediate CA whose root is not in the bundle/);
+});
+
 test('loadTrustBundle refuses non-CA certificates and empty text', () => {
   assert.throws(() => loadTrustBundle('nothing here'), TrustBundleError);
   assert.throws(() => loadTrustBundle(read('workload').cert), /is not a CA certificate/);

@@ -28,6 +28,13 @@ export interface TrustedCa {
   trustDomains: string[];
   /** Its basicConstraints path length, when set. */
   pathLength?: number;
+  /**
+   * Self-signed: a root, the only kind of CA a chain may end at. A CA in the bundle that is not (an
+   * intermediate, bundled beside its root as CA files often are) only completes chains: anchoring at
+   * it would skip the trust domain its root names, and OpenSSL would refuse such a chain at the
+   * handshake anyway (no partial chains), so both paths must refuse it.
+   */
+  root: boolean;
 }
 
 export interface TrustBundle {
@@ -117,7 +124,17 @@ export function loadTrustBundle(pemText: string, source = 'trust bundle'): Trust
     }
     if (!cert.ca) throw new TrustBundleError(`certificate ${i + 1} in ${source} (\`${oneLine(cert.subject)}\`) is not a CA certificate`);
     const trustDomains = facts.uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
-    cas.push({ cert, pem, subject: oneLine(cert.subject), trustDomains, pathLength: facts.pathLength });
+    cas.push({ cert, pem, subject: oneLine(cert.subject), trustDomains, pathLength: facts.pathLength, root: signedBy(cert, cert) });
+  });
+  // An intermediate whose root is not in the bundle anchors nothing (see `root`): a bundle that holds
+  // one is a mistake the operator should hear about at start-up, not at the first refused caller.
+  cas.forEach((ca, i) => {
+    if (ca.root) return;
+    const reachesRoot = (cert: NodeX509, depth: number): boolean => depth <= MAX_CHAIN_CERTS
+      && cas.some((issuer) => issuer.cert !== cert && signedBy(cert, issuer.cert) && (issuer.root || reachesRoot(issuer.cert, depth + 1)));
+    if (!reachesRoot(ca.cert, 0)) {
+      throw new TrustBundleError(`certificate ${i + 1} in ${source} (\`${ca.subject}\`) is an intermediate CA whose root is not in the bundle; add the root CA certificate (a chain is trusted only when it ends at a self-signed root in the bundle)`);
+    }
   });
   return { cas, pems: cas.map((c) => c.pem) };
 }
@@ -130,6 +147,11 @@ export function loadTrustBundleFile(file: string): TrustBundle {
     throw new TrustBundleError(`cannot read the trust bundle \`${file}\``);
   }
   return loadTrustBundle(text, `\`${file}\``);
+}
+
+/** The SPIFFE trust domains a CA certificate names in its URI SANs. */
+function trustDomainsOf(cert: NodeX509): string[] {
+  return factsOf(cert.toString()).uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
 }
 
 function oneLine(dn: string): string {
@@ -177,18 +199,26 @@ function verifyParsedChain(certs: NodeX509[], pems: string[], bundle: TrustBundl
   const leaf = certs[0]!;
   const leafPem = pems[0]!;
 
-  // 1. Chain: leaf -> intermediates (from the PEM) -> a CA in the bundle, every signature checked.
+  // 1. Chain: leaf -> intermediates (from the PEM, or bundled beside their root) -> a root in the
+  // bundle, every signature checked. Only a self-signed root anchors (TrustedCa.root).
   const path: NodeX509[] = [leaf];
   const used = new Set<number>();
+  const usedFromBundle = new Set<TrustedCa>();
   let anchor: TrustedCa | undefined;
   let current = leaf;
   for (let depth = 0; depth <= MAX_CHAIN_CERTS; depth++) {
-    anchor = bundle.cas.find((ca) => signedBy(current, ca.cert));
+    anchor = bundle.cas.find((ca) => ca.root && signedBy(current, ca.cert));
     if (anchor) break;
     const next = certs.findIndex((c, i) => i > 0 && !used.has(i) && c.ca && signedBy(current, c));
-    if (next < 0) break;
-    used.add(next);
-    current = certs[next]!;
+    if (next >= 0) {
+      used.add(next);
+      current = certs[next]!;
+    } else {
+      const bundled = bundle.cas.find((ca) => !ca.root && !usedFromBundle.has(ca) && signedBy(current, ca.cert));
+      if (!bundled) break;
+      usedFromBundle.add(bundled);
+      current = bundled.cert;
+    }
     path.push(current);
   }
   if (!anchor) return fail('untrusted', 'certificate is not signed by a trusted CA');
@@ -228,12 +258,16 @@ function verifyParsedChain(certs: NodeX509[], pems: string[], bundle: TrustBundl
     return fail('not-client', 'certificate is not valid for client authentication (its key usage lacks digitalSignature)');
   }
 
-  // 4. Exactly one URI SAN, a SPIFFE ID in the anchor's trust domain.
+  // 4. Exactly one URI SAN, a SPIFFE ID in the trust domain of the root, and of every intermediate
+  // on the way that names one (the strictest CA on the chain wins).
   const identity = spiffeIdFromUris(leafFacts.uris);
   if (!identity.ok) return identity;
   const trustDomain = spiffeTrustDomain(identity.spiffeId)!;
-  if (anchor.trustDomains.length > 0 && !anchor.trustDomains.includes(trustDomain)) {
-    return fail('trust-domain', `certificate's SPIFFE ID \`${identity.spiffeId}\` is outside the trust domain of the CA that signed it (\`${anchor.trustDomains.join('`, `')}\`)`);
+  const issuers = [...path.slice(1).map((c) => trustDomainsOf(c)), anchor.trustDomains];
+  for (const domains of issuers) {
+    if (domains.length > 0 && !domains.includes(trustDomain)) {
+      return fail('trust-domain', `certificate's SPIFFE ID \`${identity.spiffeId}\` is outside the trust domain of the CA that signed it (\`${domains.join('`, `')}\`)`);
+    }
   }
   return {
     ok: true,
