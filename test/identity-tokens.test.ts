@@ -86,6 +86,24 @@ test('ttl longer than 1h and bad identities are refused', () => {
   }
 });
 
+test('a token pasted into an identity or a description is refused, never stored or quoted', () => {
+  const file = tmpfile();
+  const store = openTokenStore(file);
+  try {
+    const live = store.create({ identity: 'team:ops', now: T0 });
+    const secret = live.token.slice(`pdp_${live.id}_`.length);
+    for (const identity of [live.token, `user:${live.token}`, `PDP_${live.token.slice(4)}`]) {
+      assert.throws(() => store.create({ identity, now: T0 }), (e: unknown) => e instanceof TokenError && /holds a pdp token/.test(e.message) && !e.message.includes(secret), identity.slice(0, 20));
+    }
+    assert.throws(() => store.create({ identity: 'team:ci', description: `replaces ${live.token}`, now: T0 }), (e: unknown) => e instanceof TokenError && /refer to a token by its id/.test(e.message) && !e.message.includes(secret));
+    assert.equal(store.list(T0).length, 1, 'nothing was stored');
+  } finally {
+    store.close();
+  }
+  const bytes = Buffer.concat(['', '-wal'].filter((x) => fs.existsSync(file + x)).map((x) => fs.readFileSync(file + x)));
+  assert.ok(!bytes.includes(Buffer.from('replaces')), 'no trace of the refused description');
+});
+
 test('only the SHA-256 of the secret is stored', () => {
   const file = tmpfile();
   const store = openTokenStore(file);

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
 import { issueCertificate } from '../src/identity/ca';
 import {
   ID, auditRows, call, details, fileBytes, makePki, metricValue, pdp, pdpOk, refused, sleep, startServe, tempDir, waitFor, writePolicies,
@@ -351,6 +353,40 @@ test('subject credentials: the verified identity decides, not the body\'s; a bad
   assert.equal(still.status, 200, `the PEP is not locked out by its subjects' bad credentials: ${still.text}`);
 });
 
+test('a presented certificate must verify even when a valid token comes with it: 401 and an AUTHN_FAILURE row, not the token\'s identity', async () => {
+  const registryToken = await createToken(ID.registry);
+  const withToken = (id: ClientIdentity) => call(`${url}/v1/authorize`, { ...id, token: registryToken.token, body: register(ID.payment) });
+  // A good certificate beside the token: the token names the caller (AuthenticateRequest's order).
+  const good = await withToken(as('ops'));
+  assert.equal(good.status, 200, good.text);
+  // Signed by the trusted CA, fit for client authentication (so OpenSSL accepts it at the handshake),
+  // but with two URI SANs, which only pdp refuses: refused although the token is valid, and audited.
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const caKey = await webcrypto.subtle.importKey('pkcs8', createPrivateKey(fs.readFileSync(path.join(root, 'ca', 'ca.key'))).export({ type: 'pkcs8', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  const twoUris = await x509.X509CertificateGenerator.create({
+    serialNumber: `01${randomBytes(8).toString('hex')}`, subject: 'CN=two uris', issuer: new x509.X509Certificate(fs.readFileSync(pki.caCert, 'utf8')).subject,
+    notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000), publicKey: keys.publicKey, signingKey: caKey, signingAlgorithm: alg,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension(['1.3.6.1.5.5.7.3.2']),
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: ID.registry }, { type: 'url', value: 'spiffe://cluster/ns/x/sa/y' }]),
+    ],
+  });
+  const twoUrisCert = path.join(root, 'two-uris.crt');
+  const twoUrisKey = path.join(root, 'two-uris.key');
+  fs.writeFileSync(twoUrisCert, twoUris.toString('pem'));
+  fs.writeFileSync(twoUrisKey, Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64').replace(/(.{64})/g, '$1\n').replace(/^/, '-----BEGIN PRIVATE KEY-----\n').replace(/\n?$/, '\n-----END PRIVATE KEY-----\n'));
+  const before = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'").length;
+  const twoUriCaller = await withToken({ ca: pki.caCert, cert: twoUrisCert, key: twoUrisKey });
+  assert.equal(twoUriCaller.status, 401, twoUriCaller.text);
+  assert.match(twoUriCaller.json.error.message, /client certificate rejected: .*more than one URI SAN/);
+  const rows = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'");
+  assert.equal(rows.length, before + 1);
+  assert.equal(details(rows.at(-1)).kind, 'certificate-bad-spiffe-id');
+});
+
 test('curl as a real client: --cert gets a 200 JSON decision; without --cert a 401', async () => {
   const body = JSON.stringify(register(ID.payment));
   const curl = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
@@ -435,6 +471,14 @@ test('a pdp token outside a credential-looking key is neither stored nor echoed 
       assert.ok(!res.text.includes(secret) && !res.text.includes(encodedSecret), `${target}: ${res.text}`);
     }
   }
+
+  // Spelled `PDP_`: not a token pdp accepts, but its secret is a real one.
+  const upper = await call(`${url}/v1/PDP_${live.token.slice(4)}`, as('registry'));
+  assert.equal(upper.status, 404);
+  assert.ok(!upper.text.includes(secret), upper.text);
+  // In the Host header, which the request log writes beside the URL.
+  const hosted = await call(`${url}/v1/health`, { ...as('registry'), headers: { host: live.token } });
+  assert.equal(hosted.status, 200, hosted.text);
 
   assert.equal(fileBytes(auditPath).includes(secret), false, 'no byte of the audit store holds the secret');
   assert.ok(await waitFor(() => (server.stdout() + server.stderr()).includes(masked), 2_000), 'the request log names the path with the secret redacted');

@@ -275,7 +275,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
       serializers: {
         req: (req: { method: string; url: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
-          method: req.method, url: redactTokensAlsoEncoded(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort,
+          method: req.method, url: redactTokensAlsoEncoded(req.url), host: req.host === undefined ? undefined : redactTokensAlsoEncoded(req.host), remoteAddress: req.ip, remotePort: req.socket?.remotePort,
         }),
       },
     },

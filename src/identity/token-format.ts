@@ -12,21 +12,29 @@ export const TOKEN_RE = /^pdp_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$/;
  * is matched greedily (not just 43 characters) so that a token with extra characters glued on, or a
  * truncated one, leaves nothing of its secret behind.
  */
-const TOKEN_ANYWHERE = /pdp_([A-Za-z0-9]{12})_[A-Za-z0-9_-]+/g;
+const TOKEN_ANYWHERE = /pdp_([A-Za-z0-9]{12})_[A-Za-z0-9_-]+/gi;
 export const REDACTED_SECRET = '[redacted]';
 
 /**
- * `text` with the secret of every pdp token in it replaced by `[redacted]`; the token id is kept
- * (it is not secret, and it says which token leaked). Cheap when there is none: one indexOf.
+ * Whether `text` may hold a token, in any letter case (`PDP_…` is not a token pdp accepts, but its
+ * secret part is a real secret all the same). One indexOf for a text without `_`, as most are.
+ */
+export function mayHoldToken(text: string): boolean {
+  return text.indexOf(TOKEN_PREFIX) >= 0 || (text.indexOf('_') >= 0 && /pdp_/i.test(text));
+}
+
+/**
+ * `text` with the secret of every pdp token in it (any letter case) replaced by `[redacted]`; the
+ * token id is kept (it is not secret, and it says which token leaked). Cheap when there is none.
  */
 export function redactTokens(text: string): string {
-  if (text.indexOf(TOKEN_PREFIX) < 0) return text;
+  if (!mayHoldToken(text)) return text;
   return text.replace(TOKEN_ANYWHERE, `${TOKEN_PREFIX}$1_${REDACTED_SECRET}`);
 }
 
 /** True when `text` holds something shaped like a pdp token (id and secret). */
 export function containsToken(text: string): boolean {
-  if (text.indexOf(TOKEN_PREFIX) < 0) return false;
+  if (!mayHoldToken(text)) return false;
   TOKEN_ANYWHERE.lastIndex = 0;
   const found = TOKEN_ANYWHERE.test(text);
   TOKEN_ANYWHERE.lastIndex = 0;

@@ -10,7 +10,7 @@ import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto
 import Database from 'better-sqlite3';
 import { describeCharacter, unseenIdentityCharacter } from '../syntax/characters';
 import { isSpiffeId } from '../syntax/identity-pattern';
-import { TOKEN_PREFIX, TOKEN_RE } from './token-format';
+import { containsToken, TOKEN_PREFIX, TOKEN_RE } from './token-format';
 
 export const DEFAULT_TOKENS_FILE = 'tokens.db';
 export const DEFAULT_TOKEN_TTL_MS = 60 * 60 * 1000;
@@ -77,6 +77,8 @@ export interface TokenStore {
 export function checkTokenIdentity(identity: unknown): string | undefined {
   if (typeof identity !== 'string' || identity.length === 0) return 'identity must be a non-empty string (e.g. `team:ops` or a SPIFFE ID)';
   if (identity.length > MAX_IDENTITY_LENGTH) return `identity is longer than ${MAX_IDENTITY_LENGTH} characters`;
+  // Checked before anything quotes the identity: a pasted token must not be echoed or stored.
+  if (containsToken(identity)) return 'identity holds a pdp token (`pdp_<id>_<secret>`); an identity names who holds a token, e.g. `team:ops`, and a token is never stored in clear';
   const unseen = unseenIdentityCharacter(identity);
   if (unseen?.kind === 'invisible') return `identity contains the invisible character ${describeCharacter(unseen.char)}; remove it (your terminal may not show it)`;
   if (unseen) return `identity \`${identity}\` contains whitespace or control characters`;
@@ -163,6 +165,8 @@ export function openTokenStore(file: string = DEFAULT_TOKENS_FILE, options: Open
       if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new TokenError('ttl must be a positive duration', 'ttl');
       if (ttlMs > MAX_TOKEN_TTL_MS) throw new TokenError(`ttl is longer than the maximum of 1h (tokens are short-lived; create a new one when it expires)`, 'ttl');
       if (description !== undefined && description.length > MAX_DESCRIPTION_LENGTH) throw new TokenError(`description is longer than ${MAX_DESCRIPTION_LENGTH} characters`, 'invalid');
+      // The store keeps hashes only, so that a stolen copy yields no usable token: not even one pasted here.
+      if (description !== undefined && containsToken(description)) throw new TokenError('description holds a pdp token (`pdp_<id>_<secret>`); refer to a token by its id (`pdp token list`), never by the token itself', 'invalid');
       const secret = randomBytes(SECRET_BYTES).toString('base64url');
       const t = now.getTime();
       const expiresAt = t + ttlMs;

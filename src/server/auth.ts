@@ -63,7 +63,7 @@ export function createSecurity(options: SecurityOptions) {
   const certPath = options.tlsCert && resolve(options.tlsCert);
   const keyPath = options.tlsKey && resolve(options.tlsKey);
   const caPath = options.clientCa && resolve(options.clientCa);
-  const verifiedConnections = new WeakMap<TLSSocket, { bundle: TrustBundle; spiffeId: string; notAfter: number }>();
+  const verifiedConnections = new WeakMap<TLSSocket, { bundle: TrustBundle; spiffeId: string | undefined; notAfter: number }>();
   let bundle: TrustBundle | undefined = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
   const tokens: TokenStore | undefined = options.tokens ? openTokenStore(resolve(options.tokens)) : undefined;
   const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
@@ -133,6 +133,38 @@ export function createSecurity(options: SecurityOptions) {
     throw new AuthnError(message, attempted, kind, 'invalid_subject_credentials', {}, { details });
   }
 
+  /**
+   * The SPIFFE ID of the connection's client certificate, undefined when it presented none; throws
+   * (a counted, audited failure) when the one it presented does not verify. A connection's
+   * certificate cannot change, so the full verification (or "none presented") is done once per
+   * connection and trust bundle; later requests on it only check that it has not expired.
+   */
+  function verifiedPeerIdentity(socket: TLSSocket, trust: TrustBundle, source: string): string | undefined {
+    if (typeof socket.getPeerCertificate !== 'function') return undefined;
+    const known = verifiedConnections.get(socket);
+    if (known && known.bundle === trust && now().getTime() < known.notAfter) return known.spiffeId;
+    const peer = socket.getPeerCertificate(true);
+    const presented = peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
+    if (!presented) {
+      verifiedConnections.set(socket, { bundle: trust, spiffeId: undefined, notAfter: Infinity });
+      return undefined;
+    }
+    // Normally dropped at `secureConnection`; refused here too, should one ever get this far.
+    if (!socket.authorized) {
+      const claims = peerCertificateClaims(peer);
+      failed(source, `client certificate rejected: ${String(socket.authorizationError ?? 'it does not verify')}`, claims.spiffeId ?? null, 'certificate-untrusted', claimedDetails(claims));
+    }
+    // The handshake checked the chain once; a keep-alive connection can outlive the certificate, so
+    // validity, purpose and SPIFFE ID are checked again once the cached verdict expires.
+    const result = verifyPeerCertificate(peer, trust, now());
+    if (!result.ok) {
+      const claims = peerCertificateClaims(peer);
+      failed(source, `client certificate rejected: ${result.reason}`, claims.spiffeId ?? null, `certificate-${result.code}`, claimedDetails(claims));
+    }
+    verifiedConnections.set(socket, { bundle: trust, spiffeId: result.spiffeId, notAfter: Math.min(result.notAfter.getTime(), chainNotAfter(peer)) });
+    return result.spiffeId;
+  }
+
   // The seed's AuthenticateRequest order: token, then certificate, then (never, for callers) anonymous.
   const authenticator: Authenticator | undefined = bundle || tokens ? {
     authenticateCaller(request: FastifyRequest): Caller {
@@ -144,6 +176,9 @@ export function createSecurity(options: SecurityOptions) {
       const raw = request.raw.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === 'authorization') authorizationHeaders++;
       if (authorizationHeaders > 1) failed(source, 'more than one `Authorization` header; send exactly one', null, 'token-malformed');
+      // A certificate that is presented must verify, even when a token comes with it (the token then
+      // names the caller, but a bad certificate is still refused and audited, as docs/identity.md says).
+      const peerIdentity = bundle ? verifiedPeerIdentity(request.raw.socket as TLSSocket, bundle, source) : undefined;
       const header = request.headers.authorization;
       if (header !== undefined) {
         const m = /^Bearer\s+(\S+)$/i.exec(header);
@@ -151,31 +186,7 @@ export function createSecurity(options: SecurityOptions) {
         const identity = validateToken(m[1]!, source);
         return { identity, via: 'token' };
       }
-      const socket = request.raw.socket as TLSSocket;
-      if (bundle && typeof socket.getPeerCertificate === 'function') {
-        // A connection's certificate cannot change, so its full verification is done once per
-        // connection and trust bundle; later requests on it only check that it has not expired.
-        const verified = verifiedConnections.get(socket);
-        if (verified && verified.bundle === bundle && now().getTime() < verified.notAfter) return { identity: verified.spiffeId, via: 'mtls' };
-        const peer = socket.getPeerCertificate(true);
-        const presented = peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
-        // Normally dropped at `secureConnection`; refused here too, should one ever get this far.
-        if (presented && !socket.authorized) {
-          const claims = peerCertificateClaims(peer);
-          failed(source, `client certificate rejected: ${String(socket.authorizationError ?? 'it does not verify')}`, claims.spiffeId ?? null, 'certificate-untrusted', claimedDetails(claims));
-        }
-        if (presented) {
-          // The handshake checked the chain once; a keep-alive connection can outlive the
-          // certificate, so validity, purpose and SPIFFE ID are checked on every request.
-          const result = verifyPeerCertificate(peer, bundle, now());
-          if (!result.ok) {
-            const claims = peerCertificateClaims(peer);
-            failed(source, `client certificate rejected: ${result.reason}`, claims.spiffeId ?? null, `certificate-${result.code}`, claimedDetails(claims));
-          }
-            verifiedConnections.set(socket, { bundle, spiffeId: result.spiffeId, notAfter: Math.min(result.notAfter.getTime(), chainNotAfter(peer)) });
-          return { identity: result.spiffeId, via: 'mtls' };
-        }
-      }
+      if (peerIdentity !== undefined) return { identity: peerIdentity, via: 'mtls' };
       failed(source, bundle ? 'a client certificate or a bearer token is required' : 'a bearer token is required', null, 'missing');
     },
     verifiesSubject: { token: tokens !== undefined, certificate: bundle !== undefined },

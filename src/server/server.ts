@@ -11,7 +11,7 @@ import type { AuditRecorder } from '../audit/recorder';
 import type { Checkpointer } from '../audit/checkpointer';
 import type { ApiScope } from '../check/schema';
 import { decideWith, type Engine, type LoadedPolicy } from '../engine';
-import { redactTokens, redactTokensAlsoEncoded } from '../identity/token-format';
+import { mayHoldToken, redactTokens, redactTokensAlsoEncoded } from '../identity/token-format';
 import type { DecisionResult } from '../syntax';
 import { normalizeIp } from '../syntax/request'; // per decision: the defining module, not the barrel's getter
 import { DecisionCache, type CachedDecision } from './cache';
@@ -122,7 +122,7 @@ declare module 'fastify' {
  */
 function fail(reply: FastifyReply, code: ErrorCode, message: string, extra: Record<string, unknown> = {}) {
   const field = extra.field;
-  const safeExtra = typeof field === 'string' && (field.includes('pdp') || field.includes('%')) ? { ...extra, field: redactTokensAlsoEncoded(field) } : extra;
+  const safeExtra = typeof field === 'string' && (mayHoldToken(field) || field.includes('%')) ? { ...extra, field: redactTokensAlsoEncoded(field) } : extra;
   return reply.code(ERRORS[code].status).send(errorBody(code, redactTokensAlsoEncoded(message), safeExtra));
 }
 
@@ -534,13 +534,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     }
     const d = cached.decision;
     const decisionId = randomUUID();
-    // The reason quotes the identity and resource as sent: a pdp token there is not echoed (one indexOf).
-    const reason = d.reason.indexOf('pdp_') < 0 ? d.reason : redactTokens(d.reason);
+    // The reason quotes the identity and resource as sent: a pdp token there is not echoed.
+    const reason = redactTokens(d.reason);
     const response: Record<string, unknown> = {
       decision_id: decisionId, allow: d.allow, result: d.result, reason, rule: d.rule, policy_version: policy.version,
     };
     if (body.credentials) response.identity = cached.identity;
-    if (d.considered) response.considered = JSON.stringify(d.considered).includes('pdp_') ? JSON.parse(redactTokens(JSON.stringify(d.considered))) : d.considered;
+    if (d.considered) response.considered = mayHoldToken(JSON.stringify(d.considered)) ? JSON.parse(redactTokens(JSON.stringify(d.considered))) : d.considered;
     // details: the caller's context minus the fields that have columns of their own.
     let details: Record<string, unknown> | null = null;
     for (const k in context) {
@@ -552,7 +552,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       // The verified identity decides; an `identity` the PEP sent that says otherwise is kept, so the
       // log shows who was asserted as well as who was proven (a confused or lying PEP).
       if (body.identity !== undefined && body.identity !== cached.identity) {
-        details.asserted_identity = body.identity.indexOf('pdp_') < 0 ? body.identity : redactTokens(body.identity);
+        details.asserted_identity = redactTokens(body.identity);
       }
     }
     const event: AuditEvent = {

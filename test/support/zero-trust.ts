@@ -164,6 +164,8 @@ export interface CallOptions extends ClientIdentity {
   /** A keep-alive agent to reuse one connection; default: a fresh connection per call. */
   agent?: https.Agent;
   timeoutMs?: number;
+  /** Extra request headers (e.g. a hostile `Host`). */
+  headers?: Record<string, string>;
 }
 
 export function tlsOptions(id: ClientIdentity): tls.ConnectionOptions {
@@ -178,7 +180,7 @@ export function tlsOptions(id: ClientIdentity): tls.ConnectionOptions {
 /** One HTTPS request. Rejects when no HTTP answer comes back (a TLS failure, a dropped connection). */
 export function call(url: string, options: CallOptions): Promise<Reply> {
   const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
   return new Promise((resolve, reject) => {

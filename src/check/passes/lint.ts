@@ -500,7 +500,7 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
     out.push(warning('redundant-rule',
       `this rule is redundant: ${who} ${rule.identities.length === 1 ? 'is' : 'are'} already ${what} by a rule whose scope contains this one`,
       rule.label.span,
-      `${by.map((b) => `\`${b.type} "${b.label.value}"\` at ${at(b.block)}`).join(' and ')} already ${rule.level === 'deny' ? 'deny' : 'grant'}${by.length === 1 ? 's' : ''} it; remove this rule`));
+      `${by.map((b) => `\`${b.type} "${b.label.value}"\` at ${at(b.block)}`).join(' and ')} already ${rule.level === 'deny' ? (by.length === 1 ? 'denies' : 'deny') : (by.length === 1 ? 'grants' : 'grant')} it; remove this rule`));
   }
 }
 
