@@ -58,6 +58,31 @@ test('a file change refused while the audit store is locked is retried and lands
   assert.equal(serve.child.exitCode, null);
 });
 
+test('an audit outage is logged once when it starts and once when it ends, not once per refused request', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch']);
+  t.after(() => serve.stop());
+  const read = { identity: 'team:web', action: 'read', resource: 'service:web' };
+  assert.equal((await authorize(serve.url, read)).status, 200);
+  const holder = new Database(auditPath);
+  t.after(() => {
+    if (holder.open && holder.inTransaction) holder.exec('ROLLBACK');
+    if (holder.open) holder.close();
+  });
+  holder.exec('BEGIN IMMEDIATE');
+  // Refused requests and background probes for a couple of seconds: SQLite words this one lock two
+  // ways (the recorder's own check and SQLITE_BUSY), which used to alternate in the log.
+  for (let i = 0; i < 10; i++) {
+    assert.equal((await authorize(serve.url, read)).status, 503);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(serve.stderr().match(/the audit store cannot be written/g)?.length, 1, serve.stderr());
+  holder.exec('ROLLBACK');
+  holder.close();
+  assert.ok(await waitFor(async () => (await authorize(serve.url, read)).status === 200, 10_000, 200), serve.stderr());
+  assert.match(serve.stderr(), /the audit store can be written again after \d+\.\d s; decisions are answered again/);
+});
+
 test('a port in use with the watcher and the token store on: exits 1 promptly, before writing anything', async (t) => {
   const { root, policyDir, auditPath } = tempSet(t);
   const blocker = net.createServer();

@@ -44,6 +44,8 @@ export interface RecorderOptions {
   onFlush?(rows: number, seconds: number): void;
   /** After each failed flush or failed probe, with the underlying SQLite error (logs). */
   onError?(err: Error): void;
+  /** When writing works again after a failure: the outage is over (logs). */
+  onRecovered?(): void;
   /** How often the background probe tests writing while the store is unwritable. Default 1000 ms. */
   probeIntervalMs?: number;
   /**
@@ -168,6 +170,11 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
     if (probeTimer !== undefined) {
       clearInterval(probeTimer);
       probeTimer = undefined;
+    }
+    try {
+      options.onRecovered?.();
+    } catch {
+      // as for onError
     }
   };
 

@@ -165,16 +165,29 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   }
   const auditStore = store;
   // Why the audit store refuses writes (locked, disk full, file deleted) is what an operator needs
-  // when the PDP answers 503; said once per distinct reason every 10 s, not once per request.
-  let lastAuditError = '';
-  let lastAuditErrorAt = 0;
+  // when the PDP answers 503: said when the outage starts, again at most once a minute while it lasts
+  // (SQLite words one lock two ways, so a per-wording limit would flap), and when it ends.
+  let outageSince: number | undefined;
+  let outageLoggedAt = 0;
+  let outageErrors = 0;
   const recorderOptions: RecorderOptions = {
     onError: (err) => {
       const at = Date.now();
-      if (err.message === lastAuditError && at - lastAuditErrorAt < 10_000) return;
-      lastAuditError = err.message;
-      lastAuditErrorAt = at;
-      io.stderr.write(`pdp serve: the audit store cannot be written (decisions are refused with 503 until it can): ${err.message}\n`);
+      outageErrors++;
+      if (outageSince === undefined) {
+        outageSince = at;
+        outageLoggedAt = at;
+        io.stderr.write(`pdp serve: the audit store cannot be written (decisions are refused with 503 until it can): ${err.message}\n`);
+      } else if (at - outageLoggedAt >= 60_000) {
+        outageLoggedAt = at;
+        io.stderr.write(`pdp serve: the audit store still cannot be written after ${Math.round((at - outageSince) / 1000)} s (${outageErrors} failed writes and probes): ${err.message}\n`);
+      }
+    },
+    onRecovered: () => {
+      if (outageSince === undefined) return;
+      io.stderr.write(`pdp serve: the audit store can be written again after ${((Date.now() - outageSince) / 1000).toFixed(1)} s; decisions are answered again\n`);
+      outageSince = undefined;
+      outageErrors = 0;
     },
   };
   let recorder: AuditRecorder;
