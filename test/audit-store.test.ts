@@ -4,12 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import {
   APPEND_ONLY_MESSAGE,
   applyMigrations,
   AUDIT_ROW_COLUMNS,
   AUTHORIZATION_FAILURES_SQL,
+  AuditStoreError,
   AuditUnavailableError,
   createRecorder,
   deriveEventType,
@@ -592,6 +594,15 @@ test('each windowed analysis is answered from an index, not a table scan', () =>
     }
   }
   store.close();
+});
+
+test('an audit path that cannot be opened is named with its cause: a directory, a missing directory', () => {
+  const dir = path.dirname(tempDb());
+  fs.mkdirSync(dir, { recursive: true });
+  assert.throws(() => openAuditStore(dir), (e: Error) => e instanceof AuditStoreError && /it is a directory; name a file in it/.test(e.message), 'a directory');
+  const nowhere = path.join(dir, 'no-such-dir', 'audit.db');
+  assert.throws(() => openAuditStore(nowhere), (e: Error) => e instanceof AuditStoreError && e.message.includes(`the directory \`${path.dirname(nowhere)}\` does not exist`));
+  assert.equal(fs.existsSync(path.dirname(nowhere)), false, 'nothing created');
 });
 
 test('read-only open refuses missing files and non-audit databases and never writes', () => {

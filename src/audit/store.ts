@@ -2,6 +2,7 @@
 // synchronous (better-sqlite3 has no async API); the recorder batches them so the event loop pays
 // for one transaction per turn, not one per decision.
 import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import { AUDIT_ROW_COLUMNS, toAuditRow, type AuditEvent, type AuditRow } from './event';
 import { APPEND_ONLY_GUARD_FUNCTION, applyMigrations, schemaVersion } from './migrations';
@@ -149,14 +150,51 @@ function pauseThread(ms: number): void {
 }
 const DAY_MS = 86_400_000;
 
+/** Whether this process may write `target` (a file or a directory); false when it does not exist. */
+function writable(target: string): boolean {
+  try {
+    fs.accessSync(target, fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why the database cannot be opened, in words that name the file or directory at fault. SQLite's own
+ * messages name the database even when the cause is its directory (where it must create the file
+ * and its `-wal` and `-shm`) or a read-only `-shm` an earlier run left behind.
+ */
 function describeOpenError(path: string, error: unknown): AuditStoreError {
   const code = (error as { code?: string }).code ?? '';
   const message = (error as Error).message ?? String(error);
+  const prefix = `cannot open audit database \`${path}\``;
   if (code === 'SQLITE_NOTADB') return new AuditStoreError(`\`${path}\` is not an SQLite database`);
-  if (code === 'SQLITE_CANTOPEN' || /unable to open|does not exist/i.test(message)) {
-    return new AuditStoreError(`cannot open audit database \`${path}\`: ${fs.existsSync(path) ? 'permission denied or unreadable' : 'no such file'}`);
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.statSync(path);
+  } catch {
+    stat = undefined;
   }
-  return new AuditStoreError(`cannot open audit database \`${path}\`: ${message}`);
+  if (stat?.isDirectory()) return new AuditStoreError(`${prefix}: it is a directory; name a file in it, e.g. \`${path.replace(/\/+$/, '')}/audit.db\``);
+  const dir = nodePath.dirname(nodePath.resolve(path));
+  const readOnly = code.startsWith('SQLITE_READONLY') || /readonly database/i.test(message);
+  if (code.startsWith('SQLITE_CANTOPEN') || /unable to open|does not exist/i.test(message) || readOnly) {
+    if (!fs.existsSync(dir)) return new AuditStoreError(`${prefix}: the directory \`${dir}\` does not exist`);
+    if (stat === undefined) {
+      return new AuditStoreError(writable(dir) ? `${prefix}: no such file` : `${prefix}: the directory \`${dir}\` is not writable, so the database cannot be created there`);
+    }
+    if (!writable(path)) return new AuditStoreError(`${prefix}: the file is read-only for this user`);
+    for (const sidecar of [`${path}-wal`, `${path}-shm`]) {
+      if (fs.existsSync(sidecar) && !writable(sidecar)) {
+        return new AuditStoreError(`${prefix}: \`${sidecar}\` is read-only (left by an earlier run?); make it writable, or delete it while no pdp has the database open`);
+      }
+    }
+    if (!writable(dir)) return new AuditStoreError(`${prefix}: the directory \`${dir}\` is not writable (SQLite creates \`-wal\` and \`-shm\` files beside the database)`);
+    if (readOnly) return new AuditStoreError(`${prefix}: ${message}`);
+    return new AuditStoreError(`${prefix}: permission denied or unreadable`);
+  }
+  return new AuditStoreError(`${prefix}: ${message}`);
 }
 
 export function retentionCutoffs(now: Date): PruneCutoffs {
