@@ -16,7 +16,8 @@ function tempSet(t: { after(fn: () => void): void }, files?: Record<string, stri
 
 test('--listen 0.0.0.0:0 without TLS is refused: exit 2, says loopback and TLS, opens nothing', async (t) => {
   const { policyDir, auditPath } = tempSet(t);
-  const listens = ['0.0.0.0:0', '[::]:0', '10.1.2.3:0'];
+  // Legacy IPv4 spellings of 127.0.0.1 are not read as loopback (nor as addresses at all).
+  const listens = ['0.0.0.0:0', '[::]:0', '10.1.2.3:0', '127.1:0', '0x7f000001:0', '[::ffff:10.0.0.1]:0'];
   const runs = await Promise.all(listens.map((listen) => runPdp(['serve', '--policies', policyDir, '--audit', auditPath, '--listen', listen])));
   for (const [i, r] of runs.entries()) {
     assert.equal(r.code, 2, `${listens[i]}: ${r.stderr}`);
@@ -25,6 +26,15 @@ test('--listen 0.0.0.0:0 without TLS is refused: exit 2, says loopback and TLS, 
     assert.equal(r.stdout.includes('listening'), false);
   }
   assert.equal(fs.existsSync(auditPath), false, 'no audit store is created by a refused start');
+});
+
+test('every canonical loopback spelling may serve plain HTTP: [0:0:0:0:0:0:0:1], [::ffff:127.0.0.1]', async (t) => {
+  const { policyDir, auditPath } = tempSet(t);
+  for (const listen of ['[0:0:0:0:0:0:0:1]:0', '[::ffff:127.0.0.1]:0']) {
+    const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--listen', listen]);
+    assert.match(serve.stderr(), /serving plain HTTP on loopback/, listen);
+    await serve.stop();
+  }
 });
 
 test('PDP_LISTEN mirrors --listen, so a public address from the environment is refused too', async (t) => {

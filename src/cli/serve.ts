@@ -14,6 +14,7 @@ import { printDiagnostics } from './policy-input';
 import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
 import { probeListen } from './listen-probe';
 import { watchDirectories } from './watch';
+import { normalizeIp } from '../syntax/request';
 export { watchDirectories };
 
 export const HELP = `usage: pdp serve [--policies DIR] [--audit FILE] [--listen HOST:PORT] [options]
@@ -60,8 +61,15 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
+/**
+ * A loopback address in any canonical spelling (`127.x.y.z`, `::1`, `0:0:0:0:0:0:0:1`,
+ * `::ffff:127.0.0.1`), or `localhost`. Legacy IPv4 forms (`127.1`, `0x7f000001`) are not addresses
+ * pdp reads (normalizeIp), so they are not loopback either: plain HTTP stays refused for them.
+ */
 export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  if (host === 'localhost') return true;
+  const address = normalizeIp(host);
+  return address !== undefined && (address === '::1' || /^127\.\d+\.\d+\.\d+$/.test(address));
 }
 
 export const run: Command = async (args, io) => {
