@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, errnoText, readPolicyDir } from '../engine';
-import { describeCharacter, disguisingIdentityCharacter } from '../syntax/characters';
+import { disguisedIdentityProblem } from '../syntax/characters';
 import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
 import { printDiagnostics } from './policy-input';
@@ -48,8 +48,8 @@ export const run: Command = async (args, io) => {
     return EXIT_FINDING;
   }
   // Refused as the server refuses it (docs/server.md), so eval never answers what serve would not.
-  const disguised = values.identity === undefined ? undefined : disguisingIdentityCharacter(values.identity);
-  if (disguised) throw new UsageError(`--identity holds ${describeCharacter(disguised.char)} at position ${disguised.index}; identities are printable text without controls, zero-width or bidi characters`);
+  const disguised = values.identity === undefined ? undefined : disguisedIdentityProblem(values.identity);
+  if (disguised) throw new UsageError(`--identity ${disguised}`);
   const outcome = decideWith(built.policy, {
     identity: values.identity, action: values.action, resource: values.resource,
     namespace: values.namespace, sourceIp: values['source-ip'],

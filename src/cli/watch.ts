@@ -81,13 +81,8 @@ export function watchDirectories(root: string, onChange: () => void): { close():
     }
   };
 
-  try {
-    fs.realpathSync(root);
-  } catch {
-    throw new Error(`cannot watch \`${root}\``);
-  }
   refresh();
-  if (watchers.size === 0) throw new Error(`cannot watch \`${root}\``);
+  if (watchers.size === 0) throw new Error(`cannot watch \`${root}\``); // missing, or not watchable
 
   // The root's own name lives in its parent: deleting, recreating, renaming or re-pointing it is an
   // event there. Other names in the parent are ignored (it may be a busy directory).

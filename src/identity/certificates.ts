@@ -123,8 +123,7 @@ export function loadTrustBundle(pemText: string, source = 'trust bundle'): Trust
       throw new TrustBundleError(`certificate ${i + 1} in ${source} cannot be parsed`);
     }
     if (!cert.ca) throw new TrustBundleError(`certificate ${i + 1} in ${source} (\`${oneLine(cert.subject)}\`) is not a CA certificate`);
-    const trustDomains = facts.uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
-    cas.push({ cert, pem, subject: oneLine(cert.subject), trustDomains, pathLength: facts.pathLength, root: signedBy(cert, cert) });
+    cas.push({ cert, pem, subject: oneLine(cert.subject), trustDomains: trustDomainsIn(facts.uris), pathLength: facts.pathLength, root: signedBy(cert, cert) });
   });
   // An intermediate whose root is not in the bundle anchors nothing (see `root`): a bundle that holds
   // one is a mistake the operator should hear about at start-up, not at the first refused caller.
@@ -149,9 +148,9 @@ export function loadTrustBundleFile(file: string): TrustBundle {
   return loadTrustBundle(text, `\`${file}\``);
 }
 
-/** The SPIFFE trust domains a CA certificate names in its URI SANs. */
-function trustDomainsOf(cert: NodeX509): string[] {
-  return factsOf(cert.toString()).uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
+/** The SPIFFE trust domains a CA certificate names in its URI SANs (`spiffe://DOMAIN`). */
+function trustDomainsIn(uris: string[]): string[] {
+  return uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
 }
 
 function oneLine(dn: string): string {
@@ -263,7 +262,7 @@ function verifyParsedChain(certs: NodeX509[], pems: string[], bundle: TrustBundl
   const identity = spiffeIdFromUris(leafFacts.uris);
   if (!identity.ok) return identity;
   const trustDomain = spiffeTrustDomain(identity.spiffeId)!;
-  const issuers = [...path.slice(1).map((c) => trustDomainsOf(c)), anchor.trustDomains];
+  const issuers = [...path.slice(1).map((c) => trustDomainsIn(factsOf(c.toString()).uris)), anchor.trustDomains];
   for (const domains of issuers) {
     if (domains.length > 0 && !domains.includes(trustDomain)) {
       return fail('trust-domain', `certificate's SPIFFE ID \`${identity.spiffeId}\` is outside the trust domain of the CA that signed it (\`${domains.join('`, `')}\`)`);

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import type { ServerOptions } from 'node:https';
 import path from 'node:path';
-import type { DetailedPeerCertificate, Server as TlsServer, TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, PeerCertificate, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import {
@@ -51,10 +51,13 @@ function claimedDetails(claims: CertificateClaims): Record<string, unknown> {
   };
 }
 
-function hasPeerCertificate(socket: TLSSocket): boolean {
-  if (typeof socket.getPeerCertificate !== 'function') return false;
-  const peer = socket.getPeerCertificate();
+/** node:tls answers `{}` (not null) for a connection without a client certificate. */
+function presented<T extends PeerCertificate>(peer: T | null | undefined): peer is T {
   return peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
+}
+
+function hasPeerCertificate(socket: TLSSocket): boolean {
+  return typeof socket.getPeerCertificate === 'function' && presented(socket.getPeerCertificate());
 }
 
 export function createSecurity(options: SecurityOptions) {
@@ -144,8 +147,7 @@ export function createSecurity(options: SecurityOptions) {
     const known = verifiedConnections.get(socket);
     if (known && known.bundle === trust && now().getTime() < known.notAfter) return known.spiffeId;
     const peer = socket.getPeerCertificate(true);
-    const presented = peer !== null && typeof peer === 'object' && Object.keys(peer).length > 0;
-    if (!presented) {
+    if (!presented(peer)) {
       verifiedConnections.set(socket, { bundle: trust, spiffeId: undefined, notAfter: Infinity });
       return undefined;
     }

@@ -2,7 +2,7 @@
 // was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { SERVER_EVENT_TYPES } from '../audit/event';
-import { describeCharacter, disguisingIdentityCharacter } from '../syntax/characters';
+import { disguisedIdentityProblem } from '../syntax/characters';
 import type { AuthorizeBody } from './server';
 
 /** How many characters of a field name the caller chose (an unknown key) an error quotes. */
@@ -127,10 +127,8 @@ export function unauditableText(body: AuthorizeBody): { field: string; message: 
   });
   if (body.identity !== undefined) {
     if (!body.identity.isWellFormed()) return surrogate('identity');
-    const found = disguisingIdentityCharacter(body.identity);
-    if (found) {
-      return { field: 'identity', message: `holds ${describeCharacter(found.char)} at position ${found.index}; identities are printable text without controls, zero-width or bidi characters` };
-    }
+    const disguised = disguisedIdentityProblem(body.identity);
+    if (disguised) return { field: 'identity', message: disguised };
   }
   if (!body.resource.isWellFormed()) return surrogate('resource');
   if (body.namespace !== undefined && !body.namespace.isWellFormed()) return surrogate('namespace');

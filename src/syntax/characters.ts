@@ -60,3 +60,9 @@ export function disguisingIdentityCharacter(identity: string): { char: string; i
   const m = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.exec(identity);
   return m ? { char: m[0], index: m.index } : undefined;
 }
+
+/** Why `identity` is refused, in words (the character named, never printed), or undefined. */
+export function disguisedIdentityProblem(identity: string): string | undefined {
+  const found = disguisingIdentityCharacter(identity);
+  return found && `holds ${describeCharacter(found.char)} at position ${found.index}; identities are printable text without controls, zero-width or bidi characters`;
+}
