@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -7,8 +7,16 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { CaError, initCa, issueCertificate, loadCa } from '../src/identity/ca';
 
+// Every directory made here is removed when the file's tests end.
+const madeDirs: string[] = [];
+after(() => {
+  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 function tmpdir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-ca-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-ca-'));
+  madeDirs.push(dir);
+  return dir;
 }
 
 const hasOpenssl = spawnSync('openssl', ['version']).status === 0;

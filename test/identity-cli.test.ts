@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,8 +27,16 @@ function capture(cwd: string, env: NodeJS.ProcessEnv = {}): CliIo & { out: () =>
   };
 }
 
+// Every directory made here is removed when the file's tests end.
+const madeDirs: string[] = [];
+after(() => {
+  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 function tmpdir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-id-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-id-'));
+  madeDirs.push(dir);
+  return dir;
 }
 
 test('pdp ca init and issue, in-process', async () => {

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -12,8 +12,16 @@ const MIN = 60_000;
 const T0 = new Date('2030-01-01T00:00:00Z');
 const at = (ms: number) => new Date(T0.getTime() + ms);
 
+// Every directory made here is removed when the file's tests end.
+const madeDirs: string[] = [];
+after(() => {
+  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 function tmpfile(): string {
-  return path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-tokens-')), 'tokens.db');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-tokens-'));
+  madeDirs.push(dir);
+  return path.join(dir, 'tokens.db');
 }
 
 test('create and validate a token; its text has the documented shape', () => {

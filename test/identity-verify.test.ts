@@ -1,4 +1,4 @@
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -71,6 +71,8 @@ async function custom(options: {
   const keyPem = createPrivateKey({ key: Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)), format: 'der', type: 'pkcs8' }).export({ type: 'pkcs8', format: 'pem' }).toString();
   return { pem: cert.toString('pem') + '\n', keyPem };
 }
+
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-verify-'));
