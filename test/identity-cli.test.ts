@@ -178,6 +178,11 @@ test('pdp token: --ttl over 1h, bad identity and other usage errors; PDP_TOKENS'
   for (const [c, name] of [['\u200b', 'U+200B (zero-width space)'], ['\u202e', 'U+202E (right-to-left override)'], ['\u00ad', 'U+00AD (soft hyphen)'], ['\u2064', 'U+2064 (format character)']]) {
     await assert.rejects(token(['create', '--identity', `team:ops${c}`], capture(cwd)), (e: unknown) => e instanceof UsageError && e.message.includes(`contains the invisible character ${name}`) && !e.message.includes(c!));
   }
+  // A token pasted into either text argument is bad usage (exit 2), refused before anything is opened, and never echoed.
+  const pasted = `pdp_AbCdEfGh1234_${'s'.repeat(43)}`;
+  for (const args of [['--identity', pasted], ['--identity', 'team:ops', '--description', `rotated from ${pasted}`], ['--identity', 'team:ops', '--description', 'x'.repeat(1025)]]) {
+    await assert.rejects(token(['create', ...args], capture(cwd)), (e: unknown) => e instanceof UsageError && !e.message.includes('s'.repeat(43)), args.join(' ').slice(0, 40));
+  }
   await assert.rejects(token([], capture(cwd)), UsageError);
   await assert.rejects(token(['rotate'], capture(cwd)), UsageError);
   await assert.rejects(token(['revoke'], capture(cwd)), UsageError);

@@ -5,6 +5,7 @@ import {
   DEFAULT_TOKEN_TTL_MS,
   MAX_TOKEN_TTL_MS,
   TokenError,
+  checkTokenDescription,
   checkTokenIdentity,
   openTokenStore,
   tokenId,
@@ -68,7 +69,7 @@ async function create(args: string[], io: CliIo): Promise<number> {
   if (positionals.length > 0) throw new UsageError(`unexpected argument \`${positionals[0]}\``);
   const format = formatOption(values.format, ['text', 'json'], 'text');
   if (values.identity === undefined) throw new UsageError('`--identity` is required, e.g. `--identity team:ops`');
-  const bad = checkTokenIdentity(values.identity);
+  const bad = checkTokenIdentity(values.identity) ?? (values.description === undefined ? undefined : checkTokenDescription(values.description));
   if (bad) throw new UsageError(bad);
   const ttlMs = values.ttl === undefined ? DEFAULT_TOKEN_TTL_MS : parseDuration(values.ttl, '--ttl');
   if (ttlMs <= 0) throw new UsageError('`--ttl` must be longer than zero');

@@ -73,6 +73,14 @@ export interface TokenStore {
   close(): void;
 }
 
+/** A token's note (`--description`): bounded, and never a token itself. */
+export function checkTokenDescription(description: string): string | undefined {
+  if (description.length > MAX_DESCRIPTION_LENGTH) return `description is longer than ${MAX_DESCRIPTION_LENGTH} characters`;
+  // The store keeps hashes only, so that a stolen copy yields no usable token: not even one pasted here.
+  if (containsToken(description)) return 'description holds a pdp token (`pdp_<id>_<secret>`); refer to a token by its id (`pdp token list`), never by the token itself';
+  return undefined;
+}
+
 /** The identity a token stands for: a plain identity string, not a pattern or a role reference. */
 export function checkTokenIdentity(identity: unknown): string | undefined {
   if (typeof identity !== 'string' || identity.length === 0) return 'identity must be a non-empty string (e.g. `team:ops` or a SPIFFE ID)';
@@ -164,9 +172,8 @@ export function openTokenStore(file: string = DEFAULT_TOKENS_FILE, options: Open
       if (bad) throw new TokenError(bad, 'invalid');
       if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new TokenError('ttl must be a positive duration', 'ttl');
       if (ttlMs > MAX_TOKEN_TTL_MS) throw new TokenError(`ttl is longer than the maximum of 1h (tokens are short-lived; create a new one when it expires)`, 'ttl');
-      if (description !== undefined && description.length > MAX_DESCRIPTION_LENGTH) throw new TokenError(`description is longer than ${MAX_DESCRIPTION_LENGTH} characters`, 'invalid');
-      // The store keeps hashes only, so that a stolen copy yields no usable token: not even one pasted here.
-      if (description !== undefined && containsToken(description)) throw new TokenError('description holds a pdp token (`pdp_<id>_<secret>`); refer to a token by its id (`pdp token list`), never by the token itself', 'invalid');
+      const badDescription = description === undefined ? undefined : checkTokenDescription(description);
+      if (badDescription) throw new TokenError(badDescription, 'invalid');
       const secret = randomBytes(SECRET_BYTES).toString('base64url');
       const t = now.getTime();
       const expiresAt = t + ttlMs;
