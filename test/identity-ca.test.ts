@@ -1,22 +1,15 @@
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { CaError, initCa, issueCertificate, loadCa } from '../src/identity/ca';
+import { scratchDir } from './support/cli';
 
-// Every directory made here is removed when the file's tests end.
-const madeDirs: string[] = [];
-after(() => {
-  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
-
+/** A fresh directory, removed when the test (or hook) that made it ends. */
 function tmpdir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-ca-'));
-  madeDirs.push(dir);
-  return dir;
+  return scratchDir('pdp-ca-').dir;
 }
 
 const hasOpenssl = spawnSync('openssl', ['version']).status === 0;

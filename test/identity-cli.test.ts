@@ -1,7 +1,6 @@
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -9,6 +8,7 @@ import { run as ca, HELP as CA_HELP } from '../src/cli/ca';
 import { run as token, HELP as TOKEN_HELP } from '../src/cli/token';
 import { UsageError, type CliIo } from '../src/cli/io';
 import { openTokenStore } from '../src/identity/tokens';
+import { scratchDir } from './support/cli';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'bin', 'pdp.js');
@@ -27,16 +27,9 @@ function capture(cwd: string, env: NodeJS.ProcessEnv = {}): CliIo & { out: () =>
   };
 }
 
-// Every directory made here is removed when the file's tests end.
-const madeDirs: string[] = [];
-after(() => {
-  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
-
+/** A fresh directory, removed when the test (or hook) that made it ends. */
 function tmpdir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-cli-id-'));
-  madeDirs.push(dir);
-  return dir;
+  return scratchDir('pdp-cli-id-').dir;
 }
 
 test('pdp ca init and issue, in-process', async () => {

@@ -1,27 +1,20 @@
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { openTokenStore, TokenError, MAX_TOKEN_TTL_MS, tokenId, checkTokenIdentity } from '../src/identity/tokens';
 import { FailureTracker } from '../src/identity/lockout';
+import { scratchDir } from './support/cli';
 
 const MIN = 60_000;
 const T0 = new Date('2030-01-01T00:00:00Z');
 const at = (ms: number) => new Date(T0.getTime() + ms);
 
-// Every directory made here is removed when the file's tests end.
-const madeDirs: string[] = [];
-after(() => {
-  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
-
+/** A database path in a fresh directory, removed when the test (or hook) that made it ends. */
 function tmpfile(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-tokens-'));
-  madeDirs.push(dir);
-  return path.join(dir, 'tokens.db');
+  return path.join(scratchDir('pdp-tokens-').dir, 'tokens.db');
 }
 
 test('create and validate a token; its text has the documented shape', () => {

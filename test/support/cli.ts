@@ -25,7 +25,7 @@ export function runPdp(args: string[], options: { cwd?: string; timeoutMs?: numb
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** A fresh temporary directory (removed after the test file) and a writer of files inside it. */
+/** A fresh temporary directory (removed when the test that made it ends; made at top level, when the file ends) and a writer of files inside it. */
 export function scratchDir(prefix: string): { dir: string; write(rel: string, content: string | Buffer): string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
