@@ -304,6 +304,13 @@ test('pdp eval: no identity without `anonymous = true` is bad usage naming --ide
   noStackTrace(r);
 });
 
+test('pdp eval: --identity anonymous without `anonymous = true` is bad usage too, saying why', () => {
+  const r = pdp('eval', '--policies', GOOD, '--identity', 'anonymous', '--action', 'read', '--resource', 'service:inventory');
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /`anonymous` is the identity of unauthenticated subjects/);
+  noStackTrace(r);
+});
+
 test('pdp eval: a missing policy directory exits 2', () => {
   const r = pdp('eval', '--policies', path.join(WORK, 'nope'), '--identity', 'team:a', '--action', 'read', '--resource', 'service:a');
   assert.equal(r.status, 2);

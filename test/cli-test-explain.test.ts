@@ -129,6 +129,13 @@ test "namespace contradicts the resource" {
   namespace = "b"
   expect    = "DENY"
 }
+
+test "anonymous named outright" {
+  identity = "anonymous"
+  action   = "read"
+  resource = "service:payment"
+  expect   = "DENY"
+}
 `);
   const check = await runPdp(['check', dir]);
   assert.equal(check.code, 1);
@@ -136,6 +143,7 @@ test "namespace contradicts the resource" {
   assert.match(check.stderr, /= hint: add `identity = "\.\.\."`, or allow anonymous requests with `settings \{ anonymous = true \}`/);
   assert.match(check.stderr, /tests\.hcl:11:15: error\[invalid-test\]: this test's request would be refused: `b` contradicts the resource `namespace:a\/\*`\n/);
   assert.match(check.stderr, /\n11 \|   namespace = "b"\n {3}\| {15}\^{3}\n {3}= hint: omit `namespace` or make them equal/);
+  assert.match(check.stderr, /tests\.hcl:16:14: error\[invalid-test\]: this test's `identity` is `anonymous`, the identity of unauthenticated subjects, and the policy set does not allow anonymous requests\n/);
 
   const run = await runPdp(['test', dir]);
   assert.equal(run.code, 1);

@@ -128,6 +128,12 @@ const CASES: Case[] = [
   { name: 'identities that are not SPIFFE IDs', policy: `settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'team:ops')}`, expect: [] },
   { name: 'test blocks may use foreign identities', policy: `settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'team:ops')}\ntest "outsider" {\n  identity = "spiffe://other/ns/a/sa/b"\n  action = "read"\n  resource = "service:a"\n  expect = "DENY"\n}`, expect: [] },
 
+  // ---- anonymous-not-allowed
+  { name: 'a rule naming anonymous without the setting', policy: `service "a" ${r('read', 'anonymous')}`, expect: [{ code: 'anonymous-not-allowed', line: 1, column: 42 }] },
+  { name: 'a role member anonymous with anonymous = false', policy: `settings { anonymous = false }\nrole "guests" { identities = ["team:x", "anonymous"] }\nservice "a" ${r('read', 'role:guests')}`, expect: [{ code: 'anonymous-not-allowed', line: 2, column: 41 }] },
+  { name: 'a rule naming anonymous with anonymous = true', policy: `settings { anonymous = true }\nservice "a" ${r('read', 'anonymous')}`, expect: [] },
+  { name: 'an identity that only starts with anonymous', policy: `service "a" ${r('read', 'anonymous-looking')}`, expect: [] },
+
   // ---- duplicate-block
   { name: 'the same service block twice', policy: `service "a" {\n  policy = "read"\n  identity = "team:x"\n}\n\nservice "a" {\n  identity = "team:x"\n  policy = "read"\n}`, expect: [{ code: 'duplicate-block', line: 6, column: 9 }] },
   { name: 'duplicates across files', policy: { 'a.hcl': `service "a" ${r('read', 'team:x')}\n`, 'b.hcl': `# again\nservice "a" ${r('read', 'team:x')}\n` }, expect: [{ code: 'duplicate-block', line: 2, column: 9, file: 'b.hcl' }] },

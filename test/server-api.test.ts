@@ -261,6 +261,8 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'identity of 2049 characters', body: { ...valid, identity: 'x'.repeat(2049) }, status: 400, code: 'invalid_request', field: 'identity', message: /longer than 2048/ },
       { name: 'empty identity', body: { ...valid, identity: '' }, status: 400, code: 'invalid_request', field: 'identity' },
       { name: 'no identity, anonymous off', body: { action: 'read', resource: 'service:payment-service' }, status: 400, code: 'invalid_request', field: 'identity', message: /anonymous/ },
+      // `anonymous` named outright is the unauthenticated subject too: no rule naming it may grant to whoever asserts it.
+      { name: 'identity `anonymous`, anonymous off', body: { ...valid, identity: 'anonymous' }, status: 400, code: 'invalid_request', field: 'identity', message: /`anonymous` is the identity of unauthenticated subjects/ },
       { name: 'emoji in a service name', body: { ...valid, resource: 'service:pay😀' }, status: 400, code: 'invalid_request', field: 'resource' },
       { name: 'credentials without a trust store', body: { ...valid, credentials: { token: 'secret-token-value' } }, status: 400, code: 'invalid_request', field: 'credentials.token', message: /`credentials\.token` cannot be verified/ },
       { name: 'a certificate without a trust store', body: { ...valid, credentials: { certificate: 'not-a-pem' } }, status: 400, code: 'invalid_request', field: 'credentials.certificate', message: /--client-ca/ },

@@ -65,3 +65,18 @@ export function* allStrings(files: readonly PolicyFile[]): Generator<StringLiter
     }
   }
 }
+
+/** The policy set's `settings` block (the first one; a second is an error of its own). */
+export function settingsBlock(files: readonly PolicyFile[]): Block | undefined {
+  for (const file of files) {
+    for (const item of file.body) if (item.kind === 'block' && item.type.name === 'settings') return item;
+  }
+  return undefined;
+}
+
+/** `settings { anonymous = true }`: whether the set decides requests for unauthenticated subjects. */
+export function anonymousAllowed(files: readonly PolicyFile[]): boolean {
+  const settings = settingsBlock(files);
+  const value = settings === undefined ? undefined : attribute(settings, 'anonymous')?.value;
+  return value?.kind === 'boolean' && value.value;
+}

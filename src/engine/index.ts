@@ -11,7 +11,7 @@ import { buildDecisionTable, type Decision, type RawRequest, type Request, type 
 // decideWith runs per decision: its callees come from their defining modules, not the barrels (a
 // re-exported binding is a getter call per use in CommonJS output).
 import { evaluate } from '../eval/evaluate';
-import { ANONYMOUS_REFUSED, prepareRequest, subjectIdentity } from '../eval/request';
+import { anonymousRefusal, prepareRequest, subjectIdentity } from '../eval/request';
 import { parsePolicy, type PolicyFile } from '../syntax';
 import { errnoText, readPolicyDir, type PolicySource } from './files';
 
@@ -110,7 +110,7 @@ export function decideWith(policy: LoadedPolicy, raw: RawRequest, options: { exp
   if (!prepared.ok) return prepared;
   const request = prepared.request;
   const identity = subjectIdentity(request.identity, policy.compiled.settings.anonymous);
-  if (identity === undefined) return { ok: false, error: ANONYMOUS_REFUSED };
+  if (identity === undefined) return { ok: false, error: anonymousRefusal(request.identity) };
   return { ok: true, decision: evaluate(policy.compiled, request, identity, options), identity, request, version: policy.version };
 }
 

@@ -265,7 +265,8 @@ export function referenceDecide(inputFiles: readonly PolicyFile[], request: Refe
   }
   if (request.identity === '') return fail('identity', 'empty identity');
   let identity = request.identity;
-  if (identity === undefined) {
+  // `anonymous` is the unauthenticated subject, whether the identity is left out or named.
+  if (identity === undefined || identity === 'anonymous') {
     if (!settings.anonymous) return fail('identity', 'identity is required');
     identity = 'anonymous';
   }

@@ -94,12 +94,25 @@ export const ANONYMOUS_REFUSED: RequestError = {
   message: 'identity is required: this policy set does not allow anonymous requests (`settings { anonymous = true }`)',
 };
 
+/** Why a request that names `anonymous` itself is refused by such a policy set. */
+export const ANONYMOUS_NAMED_REFUSED: RequestError = {
+  field: 'identity',
+  message: '`anonymous` is the identity of unauthenticated subjects, and this policy set does not allow anonymous requests; send the subject\'s own identity, or allow them with `settings { anonymous = true }`',
+};
+
 /**
  * The identity a request is decided for: its own, or `anonymous` when it has none and the policy set
- * allows anonymous requests; undefined when it is refused (ANONYMOUS_REFUSED). The engine and the
- * check of `test` blocks both ask this, so a test `pdp check` accepts is one the engine can decide.
+ * allows anonymous requests; undefined when it is refused (`anonymousRefusal` says why). A request
+ * that names `anonymous` itself is an anonymous request: with `anonymous = false` no rule naming
+ * `anonymous` may grant to whoever asserts that name. The engine and the check of `test` blocks
+ * both ask this, so a test `pdp check` accepts is one the engine can decide.
  */
 export function subjectIdentity(identity: string | undefined, anonymousAllowed: boolean): string | undefined {
-  if (identity !== undefined) return identity;
+  if (identity !== undefined && identity !== ANONYMOUS) return identity;
   return anonymousAllowed ? ANONYMOUS : undefined;
+}
+
+/** Why `subjectIdentity` refused `identity`. */
+export function anonymousRefusal(identity: string | undefined): RequestError {
+  return identity === ANONYMOUS ? ANONYMOUS_NAMED_REFUSED : ANONYMOUS_REFUSED;
 }

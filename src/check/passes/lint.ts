@@ -13,7 +13,7 @@ import {
   type Block, type IdentityPattern, type Level, type PolicyFile, type StringLiteral, type Value,
 } from '../../syntax';
 import { isRuleBlock, type RuleBlockType } from '../schema';
-import { attribute, blocks, identityStrings, stringValue } from '../walk';
+import { anonymousAllowed, attribute, blocks, identityStrings, settingsBlock, stringValue } from '../walk';
 
 /** Every code this pass emits, with a one-line description (SARIF `shortDescription`, docs). */
 export const LINT_CODES = {
@@ -25,6 +25,7 @@ export const LINT_CODES = {
   'foreign-trust-domain': 'a SPIFFE ID outside the trust domain named in settings',
   'duplicate-block': 'the same block written twice',
   'deny-cidrs-blocks-default': 'under a default allow, a deny with cidrs also denies its identities from every other address',
+  'anonymous-not-allowed': 'a rule or role naming `anonymous` in a policy set that does not allow anonymous requests',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -65,6 +66,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   for (const { block, parent } of blocks(files)) checkPrefix(block, parent, out);
   for (const rule of rules) checkBroadGrant(rule, roles, out);
   checkSettingsAndTrustDomain(files, out);
+  checkAnonymousNotAllowed(files, out);
   checkDenyCidrs(files, rules, out);
   checkCoverage(rules, roles, duplicates, out);
   return out;
@@ -184,13 +186,6 @@ function checkBroadGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, 
 // ---- default-allow, foreign-trust-domain, deny-cidrs-blocks-default ---------------------------
 
 /** The first `settings` block (a second one is an error reported elsewhere). */
-function settingsBlock(files: readonly PolicyFile[]): Block | undefined {
-  for (const file of files) {
-    for (const item of file.body) if (item.kind === 'block' && item.type.name === 'settings') return item;
-  }
-  return undefined;
-}
-
 /**
  * Step 3 of the decision: a rule naming the identity and resource keeps the default policy out even
  * when its condition fails. Under a default allow, "deny from 10.0.0.0/8" therefore denies from
@@ -231,6 +226,28 @@ function checkSettingsAndTrustDomain(files: readonly PolicyFile[], out: Diagnost
         `${q(s.value)} is in trust domain ${q(domain)}, not ${q(trustDomain)} (\`settings.trust_domain\`)`,
         s.span,
         `no workload of \`${trustDomain}\` can present this ID; write \`spiffe://${trustDomain}/…\`, or change \`trust_domain\` if \`${domain}\` is meant`));
+    }
+  }
+}
+
+// ---- anonymous-not-allowed -----------------------------------------------------------------------
+
+/**
+ * `anonymous` is the identity of unauthenticated subjects: without `settings { anonymous = true }`
+ * a request naming it (or no identity) is refused before any rule is read, so a rule or role that
+ * names it grants nothing. Usually the author meant to allow anonymous requests and forgot the setting.
+ */
+function checkAnonymousNotAllowed(files: readonly PolicyFile[], out: Diagnostic[]): void {
+  if (anonymousAllowed(files)) return;
+  for (const { block, parent } of blocks(files)) {
+    const type = block.type.name;
+    if (!isRuleBlock(type) && !(!parent && type === 'role')) continue;
+    for (const s of identityStrings(block)) {
+      if (s.value !== 'anonymous') continue;
+      out.push(warning('anonymous-not-allowed',
+        `\`anonymous\` never reaches this ${type === 'role' ? 'role' : 'rule'}: the policy set does not allow anonymous requests`,
+        s.span,
+        'requests with no identity, or naming `anonymous`, are refused (400); add `settings { anonymous = true }` if unauthenticated subjects are meant to get this access, or remove `anonymous`'));
     }
   }
 }

@@ -7,7 +7,7 @@ import {
 } from '../../syntax';
 import { prepareRequest, subjectIdentity } from '../../eval/request';
 import { API_SCOPES, DEFAULT_POLICIES, isRuleBlock } from '../schema';
-import { attribute, blocks, identityStrings, stringValue } from '../walk';
+import { anonymousAllowed, attribute, blocks, identityStrings, stringValue } from '../walk';
 import { describeCharacter, unseenIdentityCharacter } from '../../syntax/characters';
 import { hasInvalidEscape } from './strings';
 
@@ -96,18 +96,6 @@ function checkSettings(block: Block, out: Diagnostic[]): void {
   }
 }
 
-/** `settings { anonymous = … }` of the policy set (the first `settings` block; a second is an error). */
-function anonymousAllowed(files: readonly PolicyFile[]): boolean {
-  for (const file of files) {
-    for (const item of file.body) {
-      if (item.kind !== 'block' || item.type.name !== 'settings') continue;
-      const value = attribute(item, 'anonymous')?.value;
-      return value?.kind === 'boolean' && value.value;
-    }
-  }
-  return false;
-}
-
 function checkTest(block: Block, out: Diagnostic[], anonymous: boolean): void {
   const before = out.length;
   const identity = stringValue(block, 'identity');
@@ -147,7 +135,12 @@ function checkTest(block: Block, out: Diagnostic[], anonymous: boolean): void {
     return;
   }
   if (subjectIdentity(prepared.request.identity, anonymous) === undefined) {
-    out.push(error('invalid-test', 'this test has no `identity`, and the policy set does not allow anonymous requests', block.label?.span ?? block.type.span,
-      'add `identity = "..."`, or allow anonymous requests with `settings { anonymous = true }`'));
+    if (identity !== undefined) {
+      out.push(error('invalid-test', 'this test\'s `identity` is `anonymous`, the identity of unauthenticated subjects, and the policy set does not allow anonymous requests', identity.span,
+        'test a real identity, or allow anonymous requests with `settings { anonymous = true }`'));
+    } else {
+      out.push(error('invalid-test', 'this test has no `identity`, and the policy set does not allow anonymous requests', block.label?.span ?? block.type.span,
+        'add `identity = "..."`, or allow anonymous requests with `settings { anonymous = true }`'));
+    }
   }
 }
