@@ -106,6 +106,10 @@ test('pdp ca usage errors', async () => {
   for (const args of usage) {
     await assert.rejects(ca(args, capture(cwd)), UsageError, args.join(' '));
   }
+  // The trust domain alone is not a workload ID: said as such whether or not `--name` is given.
+  for (const name of [[], ['--name', 'x']]) {
+    await assert.rejects(ca(['issue', 'workload', '--spiffe-id', 'spiffe://cluster', ...name], capture(cwd)), (e: unknown) => e instanceof UsageError && /names the trust domain itself/.test(e.message), name.join(' '));
+  }
   assert.match(CA_HELP, /pdp ca init --trust-domain/);
   assert.match(CA_HELP, /pdp ca issue workload --spiffe-id/);
 });
@@ -218,7 +222,8 @@ test('subprocess: node bin/pdp.js ca init / token create', { skip: !cliBuilt && 
       assert.ok(r.stderr.startsWith(`pdp ca: \`${id}\` is not a valid SPIFFE ID; write \`spiffe://cluster/path\`\n`), r.stderr);
     }
   }
-  r = pdp('ca', 'issue', 'workload', '--dir', 'pki', '--spiffe-id', 'spiffe://cluster');
+  // A last path segment too long for a file name: the name has to be given.
+  r = pdp('ca', 'issue', 'workload', '--dir', 'pki', '--spiffe-id', `spiffe://cluster/ns/prod/sa/${'x'.repeat(70)}`);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /`--name` is required \(the SPIFFE ID has no usable last path segment\)/);
   r = pdp('ca', '--help');

@@ -130,7 +130,10 @@ async function issue(args: string[], io: CliIo): Promise<number> {
     // From a valid SPIFFE ID's last path segment. An invalid ID goes on without a name, so that
     // issueCertificate reports the ID itself (with the CA's trust domain in the hint), not `--name`.
     name = defaultCertificateName(spiffeId!);
-    if (name === undefined && isSpiffeId(spiffeId!)) throw new UsageError('`--name` is required (the SPIFFE ID has no usable last path segment)');
+    // An ID of the trust domain alone (`spiffe://cluster`) is refused by issueCertificate for what it is.
+    if (name === undefined && isSpiffeId(spiffeId!) && spiffeId!.slice('spiffe://'.length).includes('/')) {
+      throw new UsageError('`--name` is required (the SPIFFE ID has no usable last path segment)');
+    }
   }
   const validityMs = values.validity === undefined ? undefined : parseDuration(values.validity, '--validity');
   const caDir = path.resolve(io.cwd, values.dir ?? (io.env.PDP_CA_DIR || 'ca'));
