@@ -342,7 +342,20 @@ test('an empty PDP_POLICIES is treated as unset; check --help lists every lint r
   assert.equal(r.status, 2);
   assert.match(r.stderr, /`policies`/);
   const help = pdp('check', '--help').stdout.replace(/\s+/g, ' ');
-  for (const code of ['prefix-not-at-delimiter', 'broad-prefix-grant', 'default-allow', 'dead-grant', 'redundant-rule', 'foreign-trust-domain', 'duplicate-block', 'deny-cidrs-blocks-default']) {
+  for (const code of ['prefix-not-at-delimiter', 'broad-prefix-grant', 'default-allow', 'dead-grant', 'redundant-rule', 'foreign-trust-domain', 'duplicate-block', 'deny-cidrs-blocks-default', 'anonymous-not-allowed']) {
     assert.ok(help.includes(code), code);
   }
+});
+
+test('pdp help CMD prints that command\'s help; an unknown name is reported as by pdp NAME', () => {
+  const viaHelp = pdp('help', 'check');
+  assert.equal(viaHelp.status, 0);
+  assert.equal(viaHelp.stdout, pdp('check', '--help').stdout);
+  const unknown = pdp('help', 'chek');
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /^pdp: unknown command `chek`; did you mean `check`\?/);
+  assert.equal(pdp('help', 'check', 'fmt').status, 2);
+  const plain = pdp('help');
+  assert.equal(plain.status, 0);
+  assert.match(plain.stdout, /`pdp help <command>`/);
 });

@@ -23,11 +23,20 @@ export const HELP = `usage: pdp <command> [options]
 commands:
 ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`).join('\n')}
 
-Run \`pdp <command> --help\` for a command's options.
+Run \`pdp <command> --help\` (or \`pdp help <command>\`) for a command's options.
 Exit codes: 0 success, 1 a finding or failure, 2 bad usage.
 `;
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
+  // `pdp help CMD` is `pdp CMD --help`, as git and go have it.
+  if (argv[0] === 'help' && argv.length > 1) {
+    if (argv.length > 2) {
+      io.stderr.write(`pdp help: expected one command, got ${argv.length - 1}\n\n${HELP}`);
+      return EXIT_USAGE;
+    }
+    // An unknown name is reported as by `pdp NAME`, with its did-you-mean.
+    return Object.hasOwn(COMMANDS, argv[1]!) ? main([argv[1]!, '--help'], io) : main([argv[1]!], io);
+  }
   const [name, ...args] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     (name === undefined ? io.stderr : io.stdout).write(HELP);
