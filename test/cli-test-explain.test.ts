@@ -98,6 +98,26 @@ test('pdp test: a policy set with errors runs no tests and exits 1', async (t) =
   assert.ok(body.not_run[0]!.endsWith('p'));
 });
 
+test('pdp test: a set without any test block is a finding (exit 1), in text and json', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const tested = path.join(root, 'tested');
+  const untested = path.join(root, 'untested');
+  suite(tested, 'test "payment registers" {\n  identity = "spiffe://c/ns/prod/sa/payment"\n  action = "write"\n  resource = "service:payment"\n  expect = "ALLOW"\n}\n');
+  fs.mkdirSync(untested, { recursive: true });
+  fs.writeFileSync(path.join(untested, 'p.hcl'), 'service "a" {\n  policy = "read"\n  identity = "team:a"\n}\n');
+  const alone = await runPdp(['test', untested]);
+  assert.equal(alone.code, 1);
+  assert.match(alone.stdout, /^0 passed, 0 failed$/m);
+  assert.match(alone.stderr, /^pdp test: `.*untested` has no `test` blocks; nothing in it was tested$/m);
+  const both = await runPdp(['test', tested, untested, '--format', 'json']);
+  assert.equal(both.code, 1, 'the tested set passing does not hide the untested one');
+  const body = JSON.parse(both.stdout) as { passed: number; failed: number; no_tests: string[] };
+  assert.deepEqual([body.passed, body.failed, body.no_tests.length], [1, 0, 1]);
+  assert.ok(body.no_tests[0]!.endsWith('untested'));
+  assert.equal((await runPdp(['test', tested])).code, 0);
+});
+
 test('pdp test: with one set broken and one fine, the count covers only the set that ran', async (t) => {
   const root = makeTempDir('pdp-cli-test-');
   t.after(() => removeTempDir(root));

@@ -10,9 +10,11 @@ export const HELP = `usage: pdp test [PATH…] [--format text|json]
 Runs every \`test\` block in each policy set (default: $PDP_POLICIES or ./policies) and prints
 pass/fail per test, the deciding rule of each failure, and a closing \`N passed, N failed\` line.
 A policy set with errors is not tested: its errors go to stderr and, instead of the count, stdout
-says \`tests not run: …\` (json: the set is listed in \`not_run\`).
+says \`tests not run: …\` (json: the set is listed in \`not_run\`). A set without any \`test\`
+block is a finding too (stderr says so; json: \`no_tests\`), so a CI job whose tests file was
+renamed or commented out does not stay green.
 
-Exit codes: 0 all passed, 1 any failure (or a policy set with errors), 2 bad usage.
+Exit codes: 0 all passed, 1 any failure (or a set with errors, or one without tests), 2 bad usage.
 `;
 
 interface TestOutcome {
@@ -32,6 +34,7 @@ export const run: Command = async (args, io) => {
   const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'], io);
   const outcomes: TestOutcome[] = [];
   const notRun: string[] = [];
+  const noTests: string[] = [];
   for (const input of inputs) {
     const built = buildPolicySet(input.sources);
     if (!built.policy) {
@@ -39,6 +42,10 @@ export const run: Command = async (args, io) => {
       printDiagnostics(withDisplayPaths(input, built.diagnostics).filter((d) => d.severity === 'error'), [input], io);
       io.stderr.write(`pdp test: \`${input.label}\` has errors; its tests were not run\n`);
       continue;
+    }
+    if (built.policy.compiled.tests.length === 0) {
+      noTests.push(input.label);
+      io.stderr.write(`pdp test: \`${input.label}\` has no \`test\` blocks; nothing in it was tested\n`);
     }
     for (const t of built.policy.compiled.tests) {
       const at = `${displayPath(input.base, t.file)}:${t.line}`;
@@ -57,8 +64,9 @@ export const run: Command = async (args, io) => {
   const passed = outcomes.filter((o) => o.passed).length;
   const failed = outcomes.length - passed;
   if (format === 'json') {
-    // `not_run`: the policy sets whose tests were not run because the set has errors.
-    io.stdout.write(`${JSON.stringify({ passed, failed, not_run: notRun, tests: outcomes }, null, 2)}\n`);
+    // `not_run`: the policy sets whose tests were not run because the set has errors;
+    // `no_tests`: the sets that loaded but hold no `test` block.
+    io.stdout.write(`${JSON.stringify({ passed, failed, not_run: notRun, no_tests: noTests, tests: outcomes }, null, 2)}\n`);
   } else {
     const out = io.stdout;
     for (const outcome of outcomes) {
@@ -76,5 +84,5 @@ export const run: Command = async (args, io) => {
     if (notRun.length === 0) out.write(`${passed} passed, ${failed} failed\n`);
     else out.write(`tests not run: ${notRun.map((l) => `\`${l}\``).join(', ')} ${notRun.length === 1 ? 'has' : 'have'} errors${outcomes.length ? ` (of the others: ${passed} passed, ${failed} failed)` : ''}\n`);
   }
-  return failed > 0 || notRun.length > 0 ? EXIT_FINDING : EXIT_OK;
+  return failed > 0 || notRun.length > 0 || noTests.length > 0 ? EXIT_FINDING : EXIT_OK;
 };
