@@ -2,7 +2,7 @@
 // SARIF). `pdp check --replay AUDIT_DB --policies DIR`: re-decides recorded decisions under a new
 // policy set and reports the ones that would flip.
 import path from 'node:path';
-import { LINT_CODES } from '../check';
+import { LINT_CODES, type Acknowledged } from '../check';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
 import { buildPolicySet, errnoText, readPolicyDir, type LoadedPolicy } from '../engine';
 import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
@@ -20,7 +20,9 @@ every error and warning, sorted by location. Each directory is checked as one po
 named together are checked together as one set. Warnings come from the lint rules (docs/lint.md):
 ${wrap(Object.keys(LINT_CODES).join(', ') + '.')}
 
-  --strict          warnings fail the check too
+  --strict          warnings fail the check too; a warning that is meant is acknowledged in the
+                    policy, next to its rule, with \`# pdp:allow CODE -- why\` (docs/lint.md): it is
+                    then reported apart (json \`acknowledged\`, SARIF suppressions) and does not fail
   --format FORMAT   text (default), json, or sarif (SARIF 2.1.0, for code-scanning tools)
 
 Replay (docs/replay.md): re-decides every decision recorded in the audit database under the policy
@@ -66,6 +68,7 @@ export const run: Command = async (args, io) => {
   const paths = positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'];
   const inputs = readPolicyInputs(paths, io);
   const diagnostics: Diagnostic[] = [];
+  const acknowledged: Acknowledged[] = [];
   let files = 0;
   let rules = 0;
   for (const input of inputs) {
@@ -73,19 +76,22 @@ export const run: Command = async (args, io) => {
     files += input.sources.length;
     rules += built.policy?.ruleCount ?? 0;
     diagnostics.push(...withDisplayPaths(input, built.diagnostics));
+    for (const a of built.acknowledged ?? []) acknowledged.push({ diagnostic: withDisplayPaths(input, [a.diagnostic])[0]!, reason: a.reason });
   }
   const sorted = sortDiagnostics(diagnostics);
   const errors = sorted.filter((d) => d.severity === 'error').length;
   const warnings = sorted.length - errors;
+  // Acknowledged warnings (`# pdp:allow CODE -- why`) are reported apart and never fail --strict.
   const failed = hasErrors(sorted) || (values.strict === true && warnings > 0);
   if (format === 'json') {
-    io.stdout.write(`${JSON.stringify({ ok: !failed, files, rules, errors, warnings, diagnostics: sorted.map(diagnosticToJson) }, null, 2)}\n`);
+    const acknowledgedJson = acknowledged.map((a) => ({ ...diagnosticToJson(a.diagnostic), reason: a.reason }));
+    io.stdout.write(`${JSON.stringify({ ok: !failed, files, rules, errors, warnings, diagnostics: sorted.map(diagnosticToJson), acknowledged: acknowledgedJson }, null, 2)}\n`);
   } else if (format === 'sarif') {
     const { toSarif } = await import('./sarif');
-    io.stdout.write(`${JSON.stringify(toSarif(sorted, { version: packageVersion() }), null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(toSarif(sorted, { version: packageVersion() }, acknowledged), null, 2)}\n`);
   } else {
     printDiagnostics(sorted, inputs, io);
-    const summary = `${files} file${files === 1 ? '' : 's'}, ${rules} rule${rules === 1 ? '' : 's'}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}`;
+    const summary = `${files} file${files === 1 ? '' : 's'}, ${rules} rule${rules === 1 ? '' : 's'}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}${acknowledged.length ? ` (${acknowledged.length} more acknowledged by \`pdp:allow\`)` : ''}`;
     (failed ? io.stderr : io.stdout).write(`${failed ? 'check failed' : 'ok'}: ${summary}\n`);
   }
   return failed ? EXIT_FINDING : EXIT_OK;

@@ -2,7 +2,7 @@
 // scanning, IDE SARIF viewers) read. One run, tool `pdp`, one reporting descriptor per code used.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { LINT_CODES } from '../check';
+import { ACKNOWLEDGEMENT_CODES, LINT_CODES, type Acknowledged } from '../check';
 import type { Diagnostic } from '../diagnostics';
 
 export const SARIF_SCHEMA = 'https://json.schemastore.org/sarif-2.1.0.json';
@@ -43,6 +43,7 @@ const DESCRIPTIONS: Record<string, string> = {
   'invalid-test': 'an invalid field in a `test` block',
   'undefined-role': 'a reference to a role that is not defined',
   ...LINT_CODES,
+  ...ACKNOWLEDGEMENT_CODES,
 };
 
 export interface SarifOptions {
@@ -58,7 +59,13 @@ function artifactLocation(file: string): { uri: string; uriBaseId?: string } {
   return { uri: file.split(/[\\/]/).map(encodeURIComponent).join('/'), uriBaseId: '%SRCROOT%' };
 }
 
-export function toSarif(diagnostics: readonly Diagnostic[], options: SarifOptions = {}): object {
+/**
+ * `acknowledged`: warnings a `# pdp:allow CODE -- why` comment accepts. They are results with an
+ * in-source suppression carrying the reason, which code-scanning tools show as dismissed.
+ */
+export function toSarif(diagnostics: readonly Diagnostic[], options: SarifOptions = {}, acknowledged: readonly Acknowledged[] = []): object {
+  const suppressedBy = new Map(acknowledged.map((a) => [a.diagnostic, a.reason]));
+  diagnostics = [...diagnostics, ...acknowledged.map((a) => a.diagnostic)];
   const codes = [...new Set(diagnostics.map((d) => d.code))].sort();
   const ruleIndex = new Map(codes.map((c, i) => [c, i]));
   const severityOf = new Map<string, 'error' | 'warning'>();
@@ -99,6 +106,7 @@ export function toSarif(diagnostics: readonly Diagnostic[], options: SarifOption
               },
             },
           ],
+          ...(suppressedBy.has(d) ? { suppressions: [{ kind: 'inSource', justification: suppressedBy.get(d) }] } : {}),
         })),
       },
     ],

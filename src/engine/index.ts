@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ERROR_PASSES, PASSES, checkPolicySet } from '../check';
+import { ERROR_PASSES, PASSES, checkPolicySetAcknowledging, type Acknowledged } from '../check';
 import type { ApiScope } from '../check/schema';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
@@ -33,6 +33,8 @@ export interface BuildResult {
   policy?: LoadedPolicy;
   /** Parsed files (also for broken sets), for tools such as lint and fmt. */
   files: PolicyFile[];
+  /** Lint warnings acknowledged by `# pdp:allow CODE -- why` comments (only with `lint: true`). */
+  acknowledged?: Acknowledged[];
 }
 
 export function policyVersion(sources: readonly PolicySource[]): string {
@@ -79,9 +81,11 @@ export function buildPolicySet(sources: readonly PolicySource[], options: BuildO
     files.push(options.tests === false ? withoutTests(parsed.file) : parsed.file);
     diagnostics.push(...parsed.diagnostics);
   }
-  diagnostics.push(...checkPolicySet(files, options.lint ? PASSES : ERROR_PASSES));
+  const checked = checkPolicySetAcknowledging(files, options.lint ? PASSES : ERROR_PASSES);
+  diagnostics.push(...checked.diagnostics);
   const sorted = sortDiagnostics(diagnostics);
-  if (hasErrors(sorted)) return { diagnostics: sorted, files };
+  const acknowledged = checked.acknowledged.length > 0 ? { acknowledged: checked.acknowledged } : {};
+  if (hasErrors(sorted)) return { diagnostics: sorted, files, ...acknowledged };
   const compiled = withDecisionTable(compilePolicySet(files));
   const perFile = new Map<string, number>();
   for (const rule of compiled.rules) perFile.set(rule.file, (perFile.get(rule.file) ?? 0) + 1);
@@ -89,6 +93,7 @@ export function buildPolicySet(sources: readonly PolicySource[], options: BuildO
   return {
     diagnostics: sorted,
     files,
+    ...acknowledged,
     policy: {
       version: policyVersion(sources),
       compiled,
