@@ -6,7 +6,8 @@ import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 
 export const HELP = `usage: pdp ca init --trust-domain DOMAIN [--dir DIR] [--validity 365d] [--force]
-       pdp ca issue server --name NAME --dns HOST… --ip ADDR… [--spiffe-id ID] [options]
+       pdp ca issue server --name NAME [--dns HOST]… [--ip ADDR]… [--spiffe-id ID] [options]
+                           (at least one --dns or --ip)
        pdp ca issue workload --spiffe-id ID [--name NAME] [options]
        pdp ca issue user --spiffe-id ID [--name NAME] [options]
 
