@@ -29,7 +29,7 @@ options:
   --out DIR          where to write the issued files (default: the CA directory)
   --dns HOST         server: a DNS name (repeatable)
   --ip ADDR          server: an IP address (repeatable)
-  --spiffe-id ID     the SPIFFE ID, e.g. spiffe://cluster/ns/prod/sa/registry
+  --spiffe-id ID     the SPIFFE ID, e.g. spiffe://cluster/ns/platform/sa/registry
   --force            overwrite existing files
   --format FORMAT    text (default) or json
 
