@@ -6,7 +6,8 @@ import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 
 export const HELP = `usage: pdp ca init --trust-domain DOMAIN [--dir DIR] [--validity 365d] [--force]
-       pdp ca issue server --name NAME --dns HOST… --ip ADDR… [--spiffe-id ID] [options]
+       pdp ca issue server --name NAME [--dns HOST]… [--ip ADDR]… [--spiffe-id ID] [options]
+                           (at least one --dns or --ip)
        pdp ca issue workload --spiffe-id ID [--name NAME] [options]
        pdp ca issue user --spiffe-id ID [--name NAME] [options]
 
@@ -28,7 +29,7 @@ options:
   --out DIR          where to write the issued files (default: the CA directory)
   --dns HOST         server: a DNS name (repeatable)
   --ip ADDR          server: an IP address (repeatable)
-  --spiffe-id ID     the SPIFFE ID, e.g. spiffe://cluster/ns/prod/sa/registry
+  --spiffe-id ID     the SPIFFE ID, e.g. spiffe://cluster/ns/platform/sa/registry
   --force            overwrite existing files
   --format FORMAT    text (default) or json
 
