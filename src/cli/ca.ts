@@ -120,7 +120,7 @@ async function issue(args: string[], io: CliIo): Promise<number> {
   const format = formatOption(values.format, ['text', 'json'], 'text');
   const spiffeId = values['spiffe-id'];
   if (kind !== 'server') {
-    if (!spiffeId) throw new UsageError(`\`--spiffe-id\` is required for a ${kind} certificate, e.g. \`--spiffe-id spiffe://cluster/ns/prod/sa/registry\``);
+    if (!spiffeId) throw new UsageError(`\`--spiffe-id\` is required for a ${kind} certificate, e.g. \`--spiffe-id spiffe://cluster/ns/platform/sa/registry\``);
     if (values.dns || values.ip) throw new UsageError(`\`--dns\` and \`--ip\` are for server certificates; a ${kind} certificate carries only its SPIFFE ID`);
   } else if (!values.dns?.length && !values.ip?.length) {
     throw new UsageError('a server certificate needs at least one `--dns` name or `--ip` address');
