@@ -221,6 +221,13 @@ test('a deny whose cidrs do not hold still keeps the default policy out, and the
   assert.equal(evalJson('denycidr', '--identity', 'team:other', '--action', 'read', '--resource', 'service:d1', '--source-ip', '11.1.1.1').result, 'ALLOW_DEFAULT');
 });
 
+test('under the default deny, the same case says that nothing grants, not that a default is kept out', () => {
+  write('denycidr-deny/a.hcl', `service "d1" {\n  policy   = "deny"\n  identity = "team:d"\n  cidrs    = ["10.0.0.0/8"]\n}\n`);
+  const out = evalJson('denycidr-deny', '--identity', 'team:d', '--action', 'read', '--resource', 'service:d1');
+  assert.equal(out.result, 'DENY');
+  assert.equal(out.reason, 'the deny at a.hcl:1 applies only from 10.0.0.0/8 and the request has no source_ip, and no rule grants team:d read on service:d1');
+});
+
 // ---- the shipped examples ----
 
 test('the example policies/ are in canonical format (the README tells users to run fmt --check in CI)', () => {

@@ -252,8 +252,12 @@ export function decide(policy: { settings: Settings }, request: Request, identit
     if (rule.level === 'deny') {
       // Step 3: the deny does not apply from here, but naming this identity and resource it still
       // keeps the default policy out; say so rather than call the deny's cidrs a requirement.
+      // Under the default deny there is no default to keep out: the reason is that nothing grants.
       const outside = request.sourceIp === undefined ? 'the request has no source_ip' : `source_ip ${request.sourceIp} is outside them`;
-      return cite(rule, { result: 'DENY', allow: false, reason: `the deny at ${where(rule)} applies only from ${rule.cidrTexts!.join(', ')} and ${outside}, but a rule naming ${identity} on ${resource} keeps the default policy from applying`, rule: ref(rule) }, cited);
+      const why = policy.settings.defaultPolicy === 'allow'
+        ? `but a rule naming ${identity} on ${resource} keeps the default policy from applying`
+        : `and no rule grants ${identity} ${request.action} on ${resource}`;
+      return cite(rule, { result: 'DENY', allow: false, reason: `the deny at ${where(rule)} applies only from ${rule.cidrTexts!.join(', ')} and ${outside}, ${why}`, rule: ref(rule) }, cited);
     }
     return cite(rule, { result: 'DENY', allow: false, reason: cidrReason(rule), rule: ref(rule) }, cited);
   }
