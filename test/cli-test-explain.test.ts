@@ -71,9 +71,12 @@ test "audit reads payroll" {
 
   const json = await runPdp(['test', dir, '--format', 'json']);
   assert.equal(json.code, 1);
-  const body = JSON.parse(json.stdout) as { passed: number; failed: number; tests: { name: string; passed: boolean; rule: string | null }[] };
+  const body = JSON.parse(json.stdout) as { passed: number; failed: number; tests: { name: string; passed: boolean; rule: { file: string; line: number } | null }[] };
   assert.deepEqual([body.passed, body.failed], [2, 1]);
-  assert.equal(body.tests.find((x) => !x.passed)?.rule?.endsWith('rules.hcl:11'), true);
+  // The same shape as `pdp eval --format json` and the HTTP answer give.
+  const failedRule = body.tests.find((x) => !x.passed)?.rule;
+  assert.equal(failedRule?.file.endsWith('rules.hcl'), true);
+  assert.equal(failedRule?.line, 11);
 });
 
 test('pdp test: a policy set with errors runs no tests and exits 1', async (t) => {

@@ -24,7 +24,8 @@ interface TestOutcome {
   expected: string;
   actual: string;
   reason: string;
-  rule: string | null;
+  /** The deciding rule, shaped as in `pdp eval --format json` and the HTTP answer. */
+  rule: { file: string; line: number } | null;
 }
 
 export const run: Command = async (args, io) => {
@@ -57,7 +58,7 @@ export const run: Command = async (args, io) => {
       const d = outcome.decision;
       outcomes.push({
         name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: withDisplayLocations(input, d.reason),
-        rule: d.rule ? `${displayPath(input.base, d.rule.file)}:${d.rule.line}` : null,
+        rule: d.rule ? { file: displayPath(input.base, d.rule.file), line: d.rule.line } : null,
       });
     }
   }
@@ -77,7 +78,8 @@ export const run: Command = async (args, io) => {
         // Refused before any rule was looked at: nothing decided it.
         out.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ERROR: the request was refused: ${o.reason}\n`);
       } else {
-        out.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ${o.actual}: ${o.reason}\n      decided by ${o.rule ?? 'the default policy'}\n`);
+        const rule = o.rule ? escapeForTerminal(`${o.rule.file}:${o.rule.line}`) : 'the default policy';
+        out.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ${o.actual}: ${o.reason}\n      decided by ${rule}\n`);
       }
     }
     // No count when some set was not run: `0 passed, 0 failed` would read as a result.
