@@ -204,7 +204,7 @@ interface EvalJson {
   reason: string;
   rule: { file: string; line: number } | null;
   policy_version: string;
-  considered?: { rule: { file: string; line: number }; outcome: string }[];
+  considered?: { rule: { file: string; line: number }; outcome: string; why: string }[];
 }
 
 function evalJson(...args: string[]): { r: Run; out: EvalJson } {
@@ -353,4 +353,20 @@ test('pdp eval --explain: of two rules on one line, only the cited one is `decid
   const out = JSON.parse(r.stdout) as EvalJson;
   assert.deepEqual(out.rule, { file: 'p.hcl', line: 1 });
   assert.deepEqual(out.considered!.map((c) => c.outcome), ['decided', 'granted']);
+});
+
+test('pdp eval --explain: a grant that loses on file order is called equally specific, one that loses on scope more specific', () => {
+  const rule = (type: string, label: string) => `${type} "${label}" {\n  policy   = "read"\n  identity = "team:x"\n}\n`;
+  write('order/B.hcl', rule('service', 's'));
+  write('order/a-b.hcl', rule('service', 's'));
+  write('order/c.hcl', rule('service_prefix', 's'));
+  const r = pdp('eval', '--policies', path.join(WORK, 'order'), '--format', 'json', '--identity', 'team:x', '--action', 'read', '--resource', 'service:s', '--explain');
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as EvalJson;
+  assert.deepEqual(out.rule, { file: 'B.hcl', line: 1 });
+  assert.deepEqual(out.considered!.map((c) => c.why), [
+    'grants read; the most specific matching grant',
+    'grants read; an equally specific, earlier rule is cited (B.hcl:1)',
+    'grants read; a more specific rule is cited (B.hcl:1)',
+  ]);
 });

@@ -189,6 +189,10 @@ export function moreSpecific(a: Rule, b: Rule): number {
   return a.order - b.order;
 }
 
+function sameSpecificity(a: Rule, b: Rule): boolean {
+  return a.specificity.length === b.specificity.length && a.specificity.every((v, i) => v === b.specificity[i]);
+}
+
 
 export function cidrsHold(rule: Rule, request: Request): boolean {
   // Called for rules with cidrs; a rule without any always applies.
@@ -300,7 +304,11 @@ function explain(index: DecisionIndex, request: Request, identity: string, match
       why = `grants ${rule.level}, overridden by an explicit deny`;
     } else {
       outcome = isCited ? 'decided' : 'granted';
-      why = isCited ? `grants ${rule.level}; the most specific matching grant` : `grants ${rule.level}; a more specific rule is cited`;
+      // The cited grant wins on specificity, or, as specific as this one, on file and source order.
+      if (isCited) why = `grants ${rule.level}; the most specific matching grant`;
+      else if (cited === undefined) why = `grants ${rule.level}; a more specific rule is cited`;
+      else if (sameSpecificity(rule, cited)) why = `grants ${rule.level}; an equally specific, earlier rule is cited (${where(cited)})`;
+      else why = `grants ${rule.level}; a more specific rule is cited (${where(cited)})`;
     }
     const entry: ConsideredRule = { rule: { file: rule.file, line: rule.line, column: rule.column }, block: rule.label, policy: rule.level, outcome, why };
     if (rule.description !== undefined) entry.description = rule.description;
