@@ -355,6 +355,30 @@ test('pdp eval --explain: of two rules on one line, only the cited one is `decid
   assert.deepEqual(out.considered!.map((c) => c.outcome), ['decided', 'granted']);
 });
 
+test('pdp eval --explain: a mismatch quotes a placeholder pattern as filled in (or why it cannot be), and a role with its members', () => {
+  write('placeholders/a.hcl', `role "sre" { identities = ["team:sre", "spiffe://acme/ns/ops/sa/*"] }
+namespace "shop" {
+  policy   = "write"
+  identity = "spiffe://acme/ns/shop/sa/{service}"
+}
+namespace "shop" {
+  policy   = "admin"
+  identity = "role:sre"
+}
+`);
+  const why = (...resource: string[]) => {
+    const r = pdp('eval', '--policies', path.join(WORK, 'placeholders'), '--format', 'json', '--identity', 'spiffe://acme/ns/shop/sa/cart', '--action', 'write', ...resource, '--explain');
+    assert.equal(r.status, 0, r.stderr);
+    return (JSON.parse(r.stdout) as EvalJson).considered!.map((c) => c.why);
+  };
+  assert.deepEqual(why('--resource', 'namespace:shop/*'), [
+    'spiffe://acme/ns/shop/sa/cart does not match `spiffe://acme/ns/shop/sa/{service}` (`{service}` cannot be filled for `namespace:shop/*`, so this pattern matches no one here)',
+    'spiffe://acme/ns/shop/sa/cart does not match `role:sre` (members `team:sre`, `spiffe://acme/ns/ops/sa/*`)',
+  ]);
+  assert.equal(why('--resource', 'service:checkout', '--namespace', 'shop')[0],
+    'spiffe://acme/ns/shop/sa/cart does not match `spiffe://acme/ns/shop/sa/{service}` (here `spiffe://acme/ns/shop/sa/checkout`)');
+});
+
 test('pdp eval --explain: a grant that loses on file order is called equally specific, one that loses on scope more specific', () => {
   const rule = (type: string, label: string) => `${type} "${label}" {\n  policy   = "read"\n  identity = "team:x"\n}\n`;
   write('order/B.hcl', rule('service', 's'));

@@ -1,6 +1,6 @@
 // The decision procedure of policy-language.md over the compiled index. Pure: no I/O, no clock.
 import type { CompiledPolicy, DecisionIndex, IdentityIndex, NamespaceBucket, NamespaceEntry, PrefixMap, ResourceEntry, Rule, Settings, TableEntry } from '../compile/model';
-import type { DecisionResult, Level } from '../syntax';
+import type { DecisionResult, IdentityPattern, Level } from '../syntax';
 // Direct module imports: the hot path should not go through re-export getters.
 import { ANONYMOUS } from '../syntax/identity-pattern';
 import { ACTION_RANK, ipInCidr } from '../syntax/request';
@@ -93,7 +93,7 @@ export function evaluateGeneral(policy: CompiledPolicy, request: Request, identi
   if (!options.explain) return decide(policy, request, identity, matched);
   const cited: { rule?: Rule } = {};
   const decision = decide(policy, request, identity, matched, cited);
-  decision.considered = explain(policy.index, request, identity, matched, cited.rule);
+  decision.considered = explain(policy.index, policy.roles, request, identity, matched, cited.rule);
   return decision;
 }
 
@@ -273,7 +273,32 @@ export function decide(policy: { settings: Settings }, request: Request, identit
 
 // ---- explanations ------------------------------------------------------------------------------
 
-function explain(index: DecisionIndex, request: Request, identity: string, matched: Rule[], cited: Rule | undefined): ConsideredRule[] {
+/**
+ * A pattern as an explanation quotes it: a placeholder pattern with what it became for this request
+ * (or why it cannot be filled), a role with its members, so "does not match" can be checked by eye.
+ */
+function describePattern(pattern: IdentityPattern, request: Request, roles: ReadonlyMap<string, IdentityPattern[]>): string {
+  const quoted = `\`${pattern.source}\``;
+  if (pattern.kind === 'role') {
+    const members = roles.get(pattern.role) ?? [];
+    const shown = members.slice(0, 5).map((m) => `\`${m.source}\``).join(', ');
+    return members.length === 0 ? `${quoted} (no members)` : `${quoted} (members ${shown}${members.length > 5 ? `, and ${members.length - 5} more` : ''})`;
+  }
+  if (pattern.kind !== 'glob' || !pattern.placeholders) return quoted;
+  let text = '';
+  for (const part of pattern.parts) {
+    if (part.kind === 'literal') text += part.text;
+    else if (part.kind === 'star') text += '*';
+    else if (part.kind === 'doubleStar') text += '**';
+    else if (part.name === 'service') {
+      if (request.service === undefined) return `${quoted} (\`{service}\` cannot be filled for \`${request.resourceText}\`, so this pattern matches no one here)`;
+      text += request.service;
+    } else text += request.namespace;
+  }
+  return `${quoted} (here \`${text}\`)`;
+}
+
+function explain(index: DecisionIndex, roles: ReadonlyMap<string, IdentityPattern[]>, request: Request, identity: string, matched: Rule[], cited: Rule | undefined): ConsideredRule[] {
   const inScope = new Set<Rule>();
   for (const ids of identityIndexesFor(index, request.namespace, request.service)) {
     for (const rules of ids.exact.values()) for (const r of rules) inScope.add(r);
@@ -289,7 +314,7 @@ function explain(index: DecisionIndex, request: Request, identity: string, match
     const isCited = rule === cited;
     if (!matchedSet.has(rule)) {
       outcome = 'identity-mismatch';
-      why = `${identity} does not match ${rule.identities.map((p) => `\`${p.source}\``).join(', ')}`;
+      why = `${identity} does not match ${rule.identities.map((p) => describePattern(p, request, roles)).join(', ')}`;
     } else if (!cidrsHold(rule, request)) {
       outcome = 'cidr-mismatch';
       why = request.sourceIp === undefined ? `applies only from ${rule.cidrTexts!.join(', ')}; no source_ip` : `source_ip ${request.sourceIp} is outside ${rule.cidrTexts!.join(', ')}`;
