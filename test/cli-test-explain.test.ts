@@ -121,6 +121,50 @@ test('pdp test: a set without any test block is a finding (exit 1), in text and 
   assert.equal((await runPdp(['test', tested])).code, 0);
 });
 
+test('pdp test and pdp eval: a default decision notes the rules for the service in other namespaces (a namespace mix-up)', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const dir = path.join(root, 'mix');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'p.hcl'), `service "inventory" {
+  policy   = "read"
+  identity = "spiffe://acme/ns/shop/sa/inventory"
+}
+
+namespace "staging" {
+  service_prefix "" {
+    policy   = "read"
+    identity = "team:qa"
+  }
+}
+
+test "inventory reads itself in shop" {
+  identity  = "spiffe://acme/ns/shop/sa/inventory"
+  action    = "read"
+  resource  = "service:inventory"
+  namespace = "shop"
+  expect    = "ALLOW"
+}
+
+test "inventory reads itself" {
+  identity = "spiffe://acme/ns/shop/sa/inventory"
+  action   = "read"
+  resource = "service:inventory"
+  expect   = "ALLOW"
+}
+`);
+  const note = /rules for service `inventory` exist in namespace `default` \(.*p\.hcl:1\), but this request is in namespace `shop`/;
+  const text = await runPdp(['test', dir]);
+  assert.equal(text.code, 1);
+  assert.match(text.stdout, new RegExp(`FAIL  inventory reads itself in shop .*\\n.*\\n      decided by the default policy\\n      note: ${note.source}\\n`));
+  assert.equal(text.stdout.match(/note:/g)?.length, 1, 'the catch-all prefix of staging names no service: no note for it');
+  const json = JSON.parse((await runPdp(['test', dir, '--format', 'json'])).stdout) as { tests: { name: string; note?: string }[] };
+  assert.match(json.tests.find((x) => x.name === 'inventory reads itself in shop')!.note!, note);
+  assert.equal(json.tests.find((x) => x.name === 'inventory reads itself')!.note, undefined, 'a passing test has no note');
+  const evalText = await runPdp(['eval', '--policies', dir, '--identity', 'spiffe://acme/ns/shop/sa/inventory', '--action', 'read', '--resource', 'service:inventory', '--namespace', 'shop']);
+  assert.match(evalText.stdout, /^  note: {3}rules for service `inventory` exist in namespace `default` \(p\.hcl:1\), but this request is in namespace `shop`$/m);
+});
+
 test('pdp test: with one set broken and one fine, the count covers only the set that ran', async (t) => {
   const root = makeTempDir('pdp-cli-test-');
   t.after(() => removeTempDir(root));

@@ -2,7 +2,7 @@
 // every rule considered.
 import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
-import { buildPolicySet, decideWith, errnoText, readPolicyDir } from '../engine';
+import { buildPolicySet, decideWith, defaultDecisionNote, errnoText, readPolicyDir } from '../engine';
 import { disguisedIdentityProblem } from '../syntax/characters';
 import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
@@ -66,6 +66,8 @@ export const run: Command = async (args, io) => {
     return EXIT_OK;
   }
   const lines = [d.result, `  reason: ${d.reason}`, `  rule:   ${d.rule ? `${d.rule.file}:${d.rule.line}` : '(default policy)'}`, `  policy: ${outcome.version}`];
+  const note = defaultDecisionNote(built.policy, outcome);
+  if (note !== undefined) lines.push(`  note:   ${note}`);
   if (d.considered) {
     lines.push('', d.considered.length ? 'rules considered:' : 'no rule reaches this resource');
     for (const c of d.considered) {

@@ -1,6 +1,6 @@
 // `pdp test [PATH…]`: runs the `test` blocks of each policy set against that set.
 import { escapeForTerminal } from '../diagnostics';
-import { buildPolicySet, decideWith } from '../engine';
+import { buildPolicySet, decideWith, defaultDecisionNote } from '../engine';
 import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, type Command } from './io';
 import { displayPath, printDiagnostics, readPolicyInputs, withDisplayLocations, withDisplayPaths } from './policy-input';
@@ -26,6 +26,8 @@ interface TestOutcome {
   reason: string;
   /** The deciding rule, shaped as in `pdp eval --format json` and the HTTP answer. */
   rule: { file: string; line: number } | null;
+  /** For a failure the default policy decided: the rules for its service in other namespaces. */
+  note?: string;
 }
 
 export const run: Command = async (args, io) => {
@@ -56,9 +58,12 @@ export const run: Command = async (args, io) => {
         continue;
       }
       const d = outcome.decision;
+      const passed = d.result === t.expect;
+      const note = passed ? undefined : defaultDecisionNote(built.policy, outcome);
       outcomes.push({
-        name: t.name, at, passed: d.result === t.expect, expected: t.expect, actual: d.result, reason: withDisplayLocations(input, d.reason),
+        name: t.name, at, passed, expected: t.expect, actual: d.result, reason: withDisplayLocations(input, d.reason),
         rule: d.rule ? { file: displayPath(input.base, d.rule.file), line: d.rule.line } : null,
+        ...(note === undefined ? {} : { note: withDisplayLocations(input, note) }),
       });
     }
   }
@@ -80,6 +85,7 @@ export const run: Command = async (args, io) => {
       } else {
         const rule = o.rule ? escapeForTerminal(`${o.rule.file}:${o.rule.line}`) : 'the default policy';
         out.write(`FAIL  ${o.name}  (${o.at})\n      expected ${o.expected}, got ${o.actual}: ${o.reason}\n      decided by ${rule}\n`);
+        if (outcome.note !== undefined) out.write(`      note: ${escapeForTerminal(outcome.note)}\n`);
       }
     }
     // No count when some set was not run: `0 passed, 0 failed` would read as a result.

@@ -7,7 +7,7 @@ import { ERROR_PASSES, PASSES, checkPolicySetAcknowledging, type Acknowledged } 
 import type { ApiScope } from '../check/schema';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { buildDecisionTable, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
+import { buildDecisionTable, namespaceMixupNote, type Decision, type RawRequest, type Request, type RequestError } from '../eval';
 // decideWith runs per decision: its callees come from their defining modules, not the barrels (a
 // re-exported binding is a getter call per use in CommonJS output).
 import { evaluate } from '../eval/evaluate';
@@ -117,6 +117,14 @@ export function decideWith(policy: LoadedPolicy, raw: RawRequest, options: { exp
   const identity = subjectIdentity(request.identity, policy.compiled.settings.anonymous);
   if (identity === undefined) return { ok: false, error: anonymousRefusal(request.identity) };
   return { ok: true, decision: evaluate(policy.compiled, request, identity, options), identity, request, version: policy.version };
+}
+
+/**
+ * For a decision the default policy made: a note naming the rules written for the request's service
+ * in other namespaces, if any (`pdp eval`, `pdp test`), since that is the usual reason.
+ */
+export function defaultDecisionNote(policy: LoadedPolicy, decided: { decision: Decision; request: Request }): string | undefined {
+  return decided.decision.rule === null ? namespaceMixupNote(policy.compiled, decided.request) : undefined;
 }
 
 /** A rule's meaning without its position, so moving text around is not reported as a change. */

@@ -274,6 +274,32 @@ export function decide(policy: { settings: Settings }, request: Request, identit
 // ---- explanations ------------------------------------------------------------------------------
 
 /**
+ * For a request decided by the default policy: the rules written for its service in other
+ * namespaces, the most common authoring mistake (a top-level block is in `default`, a test or a PEP
+ * forgot `namespace`). Only for explanations and `pdp test`; it walks every rule.
+ */
+export function namespaceMixupNote(policy: CompiledPolicy, request: Request): string | undefined {
+  const service = request.service;
+  if (service === undefined) return undefined;
+  const elsewhere = new Map<string, string[]>();
+  for (const rule of policy.rules) {
+    // `service_prefix ""` names no service in particular: it would make every default decision noisy.
+    if (rule.service === null || rule.service.value === '' || !nameMatches(rule.service, service) || nameMatches(rule.namespace, request.namespace)) continue;
+    const ns = rule.namespace.kind === 'exact' ? `namespace \`${rule.namespace.value}\`` : `namespaces starting with \`${rule.namespace.value}\``;
+    const at = elsewhere.get(ns) ?? [];
+    at.push(where(rule));
+    elsewhere.set(ns, at);
+  }
+  if (elsewhere.size === 0) return undefined;
+  const places = [...elsewhere].slice(0, 3).map(([ns, at]) => `${ns} (${at.slice(0, 3).join(', ')}${at.length > 3 ? ', …' : ''})`);
+  return `rules for service \`${service}\` exist in ${places.join(', ')}${elsewhere.size > 3 ? ', …' : ''}, but this request is in namespace \`${request.namespace}\``;
+}
+
+function nameMatches(scope: { kind: 'exact' | 'prefix'; value: string }, name: string): boolean {
+  return scope.kind === 'exact' ? scope.value === name : name.startsWith(scope.value);
+}
+
+/**
  * A pattern as an explanation quotes it: a placeholder pattern with what it became for this request
  * (or why it cannot be filled), a role with its members, so "does not match" can be checked by eye.
  */
