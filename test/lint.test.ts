@@ -65,6 +65,19 @@ const CASES: Case[] = [
   { name: 'a role of self-scoped members is self-scoped', policy: `role "self" { identities = ["spiffe://c/ns/a/sa/{service}", "spiffe://c/ns/b/sa/{service}"] }\nservice_prefix "" ${r('write', 'role:self')}`, expect: [] },
   { name: 'a role with one broad member is broad', policy: `role "mixed" { identities = ["spiffe://c/ns/a/sa/{service}", "team:ops"] }\nservice_prefix "" ${r('write', 'role:mixed')}`, expect: [{ code: 'broad-prefix-grant', line: 2, column: 16 }] },
   { name: 'a non-empty prefix is not broad', policy: `service_prefix "pay-" ${r('admin', 'team:a')}`, expect: [] },
+  // Self-scoped only when the placeholder is a whole segment at a fixed position (docs/lint.md).
+  { name: '{service}* lets a workload write services named by a prefix of its name', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}*')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: '*{service} lets a workload write services named by a suffix of its name', policy: `service_prefix "" ${r('write', 'team:*{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: 'a ** before {service} lets the segment float', policy: `service_prefix "" ${r('admin', 'spiffe://acme/ns/x/sa/**/{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: 'a * before {service} in its own /-part floats over `:`', policy: `service_prefix "" ${r('write', 'team:*:{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: 'two placeholders in one segment', policy: `namespace_prefix "" ${r('admin', 'team:{namespace}{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 18 }] },
+  { name: 'a ** before {namespace} lets the segment float', policy: `namespace_prefix "" ${r('admin', 'spiffe://c/**/ns/{namespace}/sa/ops')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 18 }] },
+  { name: 'a role whose member has {service}* is broad', policy: `role "r" { identities = ["spiffe://c/ns/a/sa/{service}", "spiffe://c/ns/b/sa/{service}-*"] }\nservice_prefix "" ${r('write', 'role:r')}`, expect: [{ code: 'broad-prefix-grant', line: 2, column: 16 }] },
+  { name: 'self-scoped: {namespace} and {service} each a whole segment', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/{namespace}/sa/{service}')}`, expect: [] },
+  { name: 'self-scoped: {service} after `:`, at the end', policy: `service_prefix "" ${r('write', 'team:{service}')}`, expect: [] },
+  { name: 'self-scoped: a * in an earlier /-part does not move the segment', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/*/sa/{service}')}`, expect: [] },
+  { name: 'self-scoped: wildcards after the segment do not move it', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}/**')}\nservice_prefix "" ${r('write', 'svc:{service}:*')}`, expect: [] },
+  { name: 'self-scoped: one whole-segment occurrence is enough', policy: `service_prefix "" ${r('write', 'spiffe://acme/sa/{service}/v/{service}-*')}`, expect: [] },
 
   // ---- default-allow
   { name: 'default allow', policy: `settings {\n  default_policy = "allow"\n}`, expect: [{ code: 'default-allow', line: 2, column: 20 }] },
@@ -185,6 +198,10 @@ describe('lint rules', () => {
     assert.match(redundant!.hint!, /namespace "prod"` at p\.hcl:1/);
     const [foreign] = lint(`settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'spiffe://other/ns/a/sa/b')}`);
     assert.match(foreign!.message, /trust domain `other`, not `cluster`/);
+    const [misplaced] = lint(`service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}*')}`);
+    assert.equal(misplaced!.message, '`service_prefix ""` grants `write` on every service in namespace `default` to `spiffe://acme/ns/default/sa/{service}*`');
+    assert.match(misplaced!.hint!, /only as a whole segment at a fixed position, as in `…\/sa\/\{service\}`/);
+    assert.match(misplaced!.hint!, /`sa\/payment-api` may write `payment`/);
     // The span covers the label, quotes included.
     assert.equal(prefix!.span.end.column - prefix!.span.start.column, '"secure-foo"'.length);
   });

@@ -10,7 +10,7 @@
 import { warning, type Diagnostic } from '../../diagnostics';
 import {
   isValidName, LEVELS, parseIdentityPattern, spiffeTrustDomain,
-  type Block, type IdentityPattern, type Level, type PolicyFile, type StringLiteral, type Value,
+  type Block, type IdentityPattern, type Level, type PatternPart, type PolicyFile, type StringLiteral, type Value,
 } from '../../syntax';
 import { isRuleBlock, type RuleBlockType } from '../schema';
 import { anonymousAllowed, attribute, blocks, identityStrings, settingsBlock, stringValue } from '../walk';
@@ -154,7 +154,32 @@ function selfScoped(pattern: IdentityPattern, roles: Map<string, IdentityPattern
     const members = roles.get(pattern.role) ?? [];
     return members.length > 0 && members.every((m) => selfScoped(m, roles, placeholders));
   }
-  return pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'placeholder' && placeholders.includes(p.name));
+  return pattern.kind === 'glob' && pattern.parts.some((p, i) => p.kind === 'placeholder' && placeholders.includes(p.name) && pinsSegment(pattern.parts, i));
+}
+
+/**
+ * Whether the placeholder at `parts[i]` is a whole segment at a fixed position (docs/lint.md,
+ * "Self-scoped"), so that one identity supplies exactly one name, its own.
+ *
+ * Segments are separated by `/` and `:`; a name (service or namespace) holds neither. Whole: the
+ * placeholder's neighbours are the pattern's start or end or a literal `/` or `:`, never a `*`, a
+ * `**`, another placeholder or more name characters (`{service}*` lets `sa/payment-api` write
+ * `payment` and `pay`). Fixed: nothing before it matches a varying number of separators, i.e. no
+ * `**` anywhere before it (`**` then `/{service}` lets `sa/x/y/pay` write `pay`), and no `*` before it
+ * within its own `/`-separated part (`*` stops at `/` but runs over `:`, so `team:*:{service}` floats).
+ */
+function pinsSegment(parts: readonly PatternPart[], i: number): boolean {
+  const before = parts[i - 1];
+  const after = parts[i + 1];
+  if (before !== undefined && !(before.kind === 'literal' && /[/:]$/.test(before.text))) return false;
+  if (after !== undefined && !(after.kind === 'literal' && /^[/:]/.test(after.text))) return false;
+  let samePart = true; // still in the placeholder's own `/`-separated part
+  for (let j = i - 1; j >= 0; j--) {
+    const part = parts[j]!;
+    if (part.kind === 'doubleStar' || (part.kind === 'star' && samePart)) return false;
+    if (part.kind === 'literal' && part.text.includes('/')) samePart = false;
+  }
+  return true;
 }
 
 function describeNamespace(ns: NameMatch): string {
@@ -173,14 +198,25 @@ function checkBroadGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, 
     what = 'every namespace and every service in it';
     placeholders = ['namespace', 'service'];
   } else return;
-  const broad = rule.identities.filter((i) => !selfScoped(i.pattern, roles, placeholders)).map((i) => q(i.text.value));
+  const broad = rule.identities.filter((i) => !selfScoped(i.pattern, roles, placeholders));
   if (broad.length === 0) return;
+  // An identity that has the placeholder, but not as a whole segment at a fixed position: say why it does not count.
+  const misplaced = broad.some((i) => hasPlaceholder(i.pattern, roles, placeholders));
   out.push(warning('broad-prefix-grant',
-    `\`${rule.type} ""\` grants ${q(rule.level)} on ${what} to ${broad.join(', ')}`,
+    `\`${rule.type} ""\` grants ${q(rule.level)} on ${what} to ${broad.map((i) => q(i.text.value)).join(', ')}`,
     rule.label.span,
-    placeholders.length === 1
-      ? 'name the services (an exact `service` block or a prefix such as `"payment-"`), or use `{service}` in the identity so each workload may write only its own service'
-      : 'name the namespaces (an exact `namespace` block or a prefix), or use `{namespace}` in the identity so each workload is confined to its own namespace'));
+    misplaced
+      ? placeholders.length === 1
+        ? '`{service}` confines each workload to its own service only as a whole segment at a fixed position, as in `…/sa/{service}`; beside a `*` or after a `**`, a workload also gets services whose names are only part of its own (with `sa/{service}*`, `sa/payment-api` may write `payment`)'
+        : '`{namespace}` or `{service}` confines each workload to its own namespace or service only as a whole segment at a fixed position, as in `…/ns/{namespace}/…`; beside a `*` or after a `**`, a workload also gets names that are only part of its own'
+      : placeholders.length === 1
+        ? 'name the services (an exact `service` block or a prefix such as `"payment-"`), or use `{service}` in the identity so each workload may write only its own service'
+        : 'name the namespaces (an exact `namespace` block or a prefix), or use `{namespace}` in the identity so each workload is confined to its own namespace'));
+}
+
+function hasPlaceholder(pattern: IdentityPattern, roles: Map<string, IdentityPattern[]>, placeholders: readonly string[]): boolean {
+  if (pattern.kind === 'role') return (roles.get(pattern.role) ?? []).some((m) => hasPlaceholder(m, roles, placeholders));
+  return pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'placeholder' && placeholders.includes(p.name));
 }
 
 // ---- default-allow, foreign-trust-domain, deny-cidrs-blocks-default ---------------------------
