@@ -130,6 +130,12 @@ const CASES: Case[] = [
   { name: 'a deny with cidrs under the default deny', policy: `service "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`, expect: [] },
   { name: 'a deny without cidrs under a default allow', policy: `settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x')}`, expect: [{ code: 'default-allow', line: 1, column: 29 }] },
 
+  // ---- cidr-host-bits
+  { name: 'an IPv4 CIDR with host bits set', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["10.1.2.3/16"]')}`, expect: [{ code: 'cidr-host-bits', line: 1, column: 60 }] },
+  { name: 'an IPv6 CIDR with host bits set, after a clean one', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["fd00::/8", "fd00::1:2/64"]')}`, expect: [{ code: 'cidr-host-bits', line: 1, column: 72 }] },
+  { name: 'networks and single hosts are clean', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["10.1.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "fd00::1/128", "2001:db8::/32", "::ffff:10.1.0.0/112"]')}`, expect: [] },
+  { name: 'a deny with host bits set, nested in a namespace', policy: `namespace "prod" {\n  service "a" ${r('deny', 'team:x', 'cidrs = ["192.168.1.1/24"]')}\n}`, expect: [{ code: 'cidr-host-bits', line: 2, column: 62 }] },
+
   // ---- foreign-trust-domain
   {
     name: 'SPIFFE IDs of another trust domain in a rule, a role and an api block',
@@ -198,6 +204,12 @@ describe('lint rules', () => {
     assert.match(redundant!.hint!, /namespace "prod"` at p\.hcl:1/);
     const [foreign] = lint(`settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'spiffe://other/ns/a/sa/b')}`);
     assert.match(foreign!.message, /trust domain `other`, not `cluster`/);
+    const [hostBits, hostBits6] = lint(`service "a" ${r('read', 'team:x', 'cidrs = ["10.1.2.3/16", "fd00::1:2/64"]')}`);
+    assert.equal(hostBits!.message, '`10.1.2.3/16` has host bits set, so it is treated as the network `10.1.0.0/16`');
+    assert.equal(hostBits!.hint, 'write `10.1.0.0/16` for the network, or `10.1.2.3/32` for the one address');
+    assert.equal(hostBits!.span.end.column - hostBits!.span.start.column, '"10.1.2.3/16"'.length);
+    assert.equal(hostBits6!.message, '`fd00::1:2/64` has host bits set, so it is treated as the network `fd00::/64`');
+    assert.equal(hostBits6!.hint, 'write `fd00::/64` for the network, or `fd00::1:2/128` for the one address');
     const [misplaced] = lint(`service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}*')}`);
     assert.equal(misplaced!.message, '`service_prefix ""` grants `write` on every service in namespace `default` to `spiffe://acme/ns/default/sa/{service}*`');
     assert.match(misplaced!.hint!, /only as a whole segment at a fixed position, as in `…\/sa\/\{service\}`/);

@@ -7,9 +7,10 @@
 // sides), and they flag a rule only when removing it could not change any decision's allow/deny.
 // They run over an index keyed by identity, then by scope, so a set of 10,000 rules lints in
 // milliseconds rather than comparing every pair.
+import ipaddr from 'ipaddr.js';
 import { warning, type Diagnostic } from '../../diagnostics';
 import {
-  isValidName, LEVELS, parseIdentityPattern, spiffeTrustDomain,
+  isValidName, LEVELS, parseCidrText, parseIdentityPattern, spiffeTrustDomain,
   type Block, type IdentityPattern, type Level, type PatternPart, type PolicyFile, type StringLiteral, type Value,
 } from '../../syntax';
 import { isRuleBlock, type RuleBlockType } from '../schema';
@@ -26,6 +27,7 @@ export const LINT_CODES = {
   'duplicate-block': 'the same block written twice',
   'deny-cidrs-blocks-default': 'under a default allow, a deny with cidrs also denies its identities from every other address',
   'anonymous-not-allowed': 'a rule or role naming `anonymous` in a policy set that does not allow anonymous requests',
+  'cidr-host-bits': 'a CIDR with bits set after its prefix length, silently widened to its network',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -69,6 +71,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   checkAnonymousNotAllowed(files, out);
   checkDenyCidrs(files, rules, out);
   checkCoverage(rules, roles, duplicates, out);
+  checkCidrHostBits(rules, out);
   return out;
 }
 
@@ -593,4 +596,33 @@ function firstCover(index: ScopeIndex | undefined, rule: LintRule, rank: number)
     }
   }
   return best;
+}
+
+// ---- cidr-host-bits ------------------------------------------------------------------------------
+
+/**
+ * `10.1.2.3/16` matches as `10.1.0.0/16` (the address bits after the prefix length are dropped);
+ * its author meant either that network or the one host, and pdp should not pick the wider silently.
+ * Invalid CIDRs are `invalid-cidr` errors of the values pass, not looked at here.
+ */
+function checkCidrHostBits(rules: readonly LintRule[], out: Diagnostic[]): void {
+  for (const rule of rules) {
+    const cidrs = attribute(rule.block, 'cidrs')?.value;
+    if (cidrs?.kind !== 'list') continue;
+    for (const item of cidrs.items) {
+      if (item.kind !== 'string') continue;
+      const parsed = parseCidrText(item.value);
+      if (!parsed.ok) continue;
+      const [address, bits] = parsed.cidr;
+      const bytes = address.toByteArray();
+      const network = bytes.map((byte, i) => byte & (0xff << Math.max(0, Math.min(8, 8 * (i + 1) - bits))) & 0xff);
+      if (network.every((byte, i) => byte === bytes[i])) continue;
+      const asNetwork = `${ipaddr.fromByteArray(network).toString()}/${bits}`;
+      const asHost = `${address.toString()}/${bytes.length * 8}`;
+      out.push(warning('cidr-host-bits',
+        `${q(item.value)} has host bits set, so it is treated as the network ${q(asNetwork)}`,
+        item.span,
+        `write ${q(asNetwork)} for the network, or ${q(asHost)} for the one address`));
+    }
+  }
 }
