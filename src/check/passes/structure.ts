@@ -43,11 +43,14 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
     }
 
     const seen = new Map<string, Attribute>();
+    /** Did-you-mean suggestions of this block's unknown attributes: each already names a missing attribute. */
+    const suggested = new Set<string>();
     for (const attr of attributes(block)) {
       const name = attr.name.name;
       const expected = schema.attributes[name];
       if (!expected) {
         const suggestion = closest(name, Object.keys(schema.attributes));
+        if (suggestion) suggested.add(suggestion);
         out.push(error('unknown-attribute', `unknown attribute \`${name}\` in a \`${type}\` block`, attr.name.span,
           suggestion ? `did you mean \`${suggestion}\`?` : `\`${type}\` blocks take ${Object.keys(schema.attributes).map((a) => `\`${a}\``).join(', ')}`));
         continue;
@@ -83,7 +86,9 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
       ? BLOCKS.service!.required
       : schema.required;
     for (const names of required) {
-      if (!names.some((n) => seen.has(n))) {
+      // A misspelt required attribute (`polcy`) is one mistake: its unknown-attribute error already
+      // says `did you mean \`policy\`?`, so no missing-policy error on top.
+      if (!names.some((n) => seen.has(n) || suggested.has(n))) {
         const code = names.includes('policy') ? 'missing-policy' : names.includes('identity') || names.includes('identities') ? 'missing-identity' : 'missing-attribute';
         const what = names.map((n) => `\`${n}\``).join(' or ');
         out.push(error(code, `this \`${type}\` block has no ${what}`, block.type.span, missingHint(type, names)));
