@@ -168,6 +168,16 @@ const CASES: Case[] = [
     expect: [{ code: 'duplicate-block', line: 7, column: 11 }],
   },
   { name: 'the same service block in different namespaces', policy: `namespace "prod" {\n  service "a" ${r('read', 'team:x')}\n}\nnamespace "staging" {\n  service "a" ${r('read', 'team:x')}\n}`, expect: [] },
+  {
+    name: 'a duplicated dead grant: the first copy is dead, the second only a duplicate',
+    policy: `service "a" ${r('deny', 'team:x')}\nservice "a" ${r('read', 'team:x')}\nservice "a" ${r('read', 'team:x')}`,
+    expect: [{ code: 'dead-grant', line: 2, column: 9 }, { code: 'duplicate-block', line: 3, column: 9 }],
+  },
+  {
+    name: 'a dead grant inside a duplicated namespace block is not reported in the copy',
+    policy: `namespace_prefix "" ${r('deny', 'team:x')}\nnamespace "prod" {\n  service "a" ${r('read', 'team:x')}\n}\nnamespace "prod" {\n  service "a" ${r('read', 'team:x')}\n}`,
+    expect: [{ code: 'dead-grant', line: 3, column: 11 }, { code: 'duplicate-block', line: 5, column: 11 }],
+  },
   { name: 'different values are different blocks', policy: `service "a" ${r('read', 'team:x')}\nservice "a" ${r('read', 'team:y')}`, expect: [] },
 ];
 

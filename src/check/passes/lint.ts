@@ -519,6 +519,8 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
 
   for (const rule of rules) {
     if (rule.identities.length === 0) continue;
+    // A copy reported as duplicate-block gets no second warning: removing it is the one fix.
+    if (duplicates.has(rule.block)) continue;
 
     // dead-grant: every identity of this grant meets a deny (no cidrs) whose scope contains this one.
     if (rule.level !== 'deny') {
@@ -540,7 +542,6 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
     }
 
     // redundant-rule: every identity already gets at least this much from a broader (or earlier equal) rule.
-    if (duplicates.has(rule.block)) continue;
     const byIdentity = rule.level === 'deny' ? denies : grants;
     const rank = rankOf(rule.level);
     const covers = new Set<LintRule>();
