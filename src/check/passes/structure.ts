@@ -31,15 +31,15 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
       continue;
     }
     if (!allowedHere.includes(type)) {
-      const where = parent ? `inside a \`${parent.type.name}\` block` : 'at the top level';
-      out.push(error('misplaced-block', `a \`${type}\` block is not allowed ${where}`, block.type.span,
+      const where = parent ? `inside ${aBlock(parent.type.name)}` : 'at the top level';
+      out.push(error('misplaced-block', `${aBlock(type)} is not allowed ${where}`, block.type.span,
         parent && allowedHere.length ? `only ${allowedHere.map((b) => `\`${b}\``).join(' and ')} blocks may be nested here` : parent ? `\`${parent.type.name}\` blocks hold attributes only` : undefined));
       continue;
     }
     if (schema.label === 'required' && !block.label) {
-      out.push(error('missing-label', `a \`${type}\` block needs a label`, block.type.span, `write \`${type} "NAME" { ... }\``));
+      out.push(error('missing-label', `${aBlock(type)} needs a label`, block.type.span, `write \`${type} "NAME" { ... }\``));
     } else if (schema.label === 'none' && block.label) {
-      out.push(error('unexpected-label', `a \`${type}\` block takes no label`, block.label.span, `write \`${type} { ... }\``));
+      out.push(error('unexpected-label', `${aBlock(type)} takes no label`, block.label.span, `write \`${type} { ... }\``));
     }
 
     const seen = new Map<string, Attribute>();
@@ -51,7 +51,7 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
       if (!expected) {
         const suggestion = closest(name, Object.keys(schema.attributes));
         if (suggestion) suggested.add(suggestion);
-        out.push(error('unknown-attribute', `unknown attribute \`${name}\` in a \`${type}\` block`, attr.name.span,
+        out.push(error('unknown-attribute', `unknown attribute \`${name}\` in ${aBlock(type)}`, attr.name.span,
           suggestion ? `did you mean \`${suggestion}\`?` : `\`${type}\` blocks take ${Object.keys(schema.attributes).map((a) => `\`${a}\``).join(', ')}`));
         continue;
       }
@@ -76,7 +76,7 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
     }
     for (const [a, b] of schema.exclusive) {
       if (seen.has(a) && seen.has(b)) {
-        out.push(error('conflicting-attributes', `a \`${type}\` block cannot set both \`${a}\` and \`${b}\``, seen.get(b)!.name.span,
+        out.push(error('conflicting-attributes', `${aBlock(type)} cannot set both \`${a}\` and \`${b}\``, seen.get(b)!.name.span,
           `put every identity in \`${b}\``));
       }
     }
@@ -118,4 +118,13 @@ function missingHint(type: string, names: readonly string[]): string | undefined
   if (names.includes('identity')) return type === 'api' ? 'add `identities = [...]` naming the callers allowed' : 'add `identity = "..."` or `identities = [...]`';
   if (type === 'test') return `a test needs \`action\`, \`resource\` and \`expect\``;
   return undefined;
+}
+
+/**
+ * "a `service` block", "an `api` block": the article goes by the sound of the type's name. A vowel
+ * letter sounds as a vowel except in `u` + consonant + vowel (`user`, `unit`), `eu` and `one`.
+ */
+function aBlock(type: string): string {
+  const vowelSound = /^[aeiou]/i.test(type) && !/^(?:u[^aeiou\W_][aeiou]|eu|one)/i.test(type);
+  return `${vowelSound ? 'an' : 'a'} \`${type}\` block`;
 }
