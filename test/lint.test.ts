@@ -136,6 +136,12 @@ const CASES: Case[] = [
   { name: 'networks and single hosts are clean', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["10.1.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "fd00::1/128", "2001:db8::/32", "::ffff:10.1.0.0/112"]')}`, expect: [] },
   { name: 'a deny with host bits set, nested in a namespace', policy: `namespace "prod" {\n  service "a" ${r('deny', 'team:x', 'cidrs = ["192.168.1.1/24"]')}\n}`, expect: [{ code: 'cidr-host-bits', line: 2, column: 62 }] },
 
+  // ---- duplicate-identity
+  { name: 'an identity twice in a rule\'s identities', policy: `service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`, expect: [{ code: 'duplicate-identity', line: 3, column: 37 }] },
+  { name: 'an identity twice in a role and in an api block, the same string however escaped', policy: `role "r" { identities = ["team:a", "team:\\u0061"] }\napi "admin" { identities = ["role:r", "team:b", "role:r"] }\nservice "a" ${r('read', 'role:r')}`, expect: [{ code: 'duplicate-identity', line: 1, column: 36 }, { code: 'duplicate-identity', line: 2, column: 49 }] },
+  { name: 'a third copy is reported too; different strings are not', policy: `service "a" { policy = "read" identities = ["team:x", "team:x", "team:x", "team:X", "team:*"] }`, expect: [{ code: 'duplicate-identity', line: 1, column: 55 }, { code: 'duplicate-identity', line: 1, column: 65 }] },
+  { name: 'the same identity in two rules is not a duplicate identity', policy: `service "a" ${r('read', 'team:x')}\nservice "b" { policy = "read" identities = ["team:x"] }`, expect: [] },
+
   // ---- foreign-trust-domain
   {
     name: 'SPIFFE IDs of another trust domain in a rule, a role and an api block',
@@ -220,6 +226,10 @@ describe('lint rules', () => {
     assert.equal(hostBits!.span.end.column - hostBits!.span.start.column, '"10.1.2.3/16"'.length);
     assert.equal(hostBits6!.message, '`fd00::1:2/64` has host bits set, so it is treated as the network `fd00::/64`');
     assert.equal(hostBits6!.hint, 'write `fd00::/64` for the network, or `fd00::1:2/128` for the one address');
+    const [dupIdentity] = lint(`service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`);
+    assert.equal(dupIdentity!.message, '`team:f` is already in this `identities` list');
+    assert.equal(dupIdentity!.hint, 'the first is at line 3, column 17; remove this one, or name the identity that was meant');
+    assert.equal(dupIdentity!.span.end.column - dupIdentity!.span.start.column, '"team:f"'.length);
     const [misplaced] = lint(`service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}*')}`);
     assert.equal(misplaced!.message, '`service_prefix ""` grants `write` on every service in namespace `default` to `spiffe://acme/ns/default/sa/{service}*`');
     assert.match(misplaced!.hint!, /only as a whole segment at a fixed position, as in `…\/sa\/\{service\}`/);

@@ -28,6 +28,7 @@ export const LINT_CODES = {
   'deny-cidrs-blocks-default': 'under a default allow, a deny with cidrs also denies its identities from every other address',
   'anonymous-not-allowed': 'a rule or role naming `anonymous` in a policy set that does not allow anonymous requests',
   'cidr-host-bits': 'a CIDR with bits set after its prefix length, silently widened to its network',
+  'duplicate-identity': 'the same identity twice in one identities list, usually in place of another',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -72,6 +73,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   checkDenyCidrs(files, rules, out);
   checkCoverage(rules, roles, duplicates, out);
   checkCidrHostBits(rules, out);
+  checkDuplicateIdentities(files, rules, out);
   return out;
 }
 
@@ -624,6 +626,35 @@ function checkCidrHostBits(rules: readonly LintRule[], out: Diagnostic[]): void 
         `${q(item.value)} has host bits set, so it is treated as the network ${q(asNetwork)}`,
         item.span,
         `write ${q(asNetwork)} for the network, or ${q(asHost)} for the one address`));
+    }
+  }
+}
+
+// ---- duplicate-identity --------------------------------------------------------------------------
+
+/**
+ * `identities = ["team:f", "team:g", "team:f"]`: harmless to decisions, but usually a copy-paste
+ * that stands where another identity was meant. In rules (those linted at all), roles and `api`
+ * blocks; identities that do not parse are errors of the values pass and are left out.
+ */
+function checkDuplicateIdentities(files: readonly PolicyFile[], rules: readonly LintRule[], out: Diagnostic[]): void {
+  const holders: Block[] = rules.map((r) => r.block);
+  for (const file of files) {
+    for (const item of file.body) if (item.kind === 'block' && (item.type.name === 'role' || item.type.name === 'api')) holders.push(item);
+  }
+  for (const block of holders) {
+    const list = attribute(block, 'identities')?.value;
+    if (list?.kind !== 'list') continue;
+    const first = new Map<string, StringLiteral>();
+    for (const item of list.items) {
+      if (item.kind !== 'string' || !parseIdentityPattern(item.value).ok) continue;
+      const earlier = first.get(item.value);
+      if (!earlier) {
+        first.set(item.value, item);
+        continue;
+      }
+      out.push(warning('duplicate-identity', `${q(item.value)} is already in this \`identities\` list`, item.span,
+        `the first is at line ${earlier.span.start.line}, column ${earlier.span.start.column}; remove this one, or name the identity that was meant`));
     }
   }
 }
