@@ -226,6 +226,9 @@ describe('lint rules', () => {
     assert.equal(hostBits!.span.end.column - hostBits!.span.start.column, '"10.1.2.3/16"'.length);
     assert.equal(hostBits6!.message, '`fd00::1:2/64` has host bits set, so it is treated as the network `fd00::/64`');
     assert.equal(hostBits6!.hint, 'write `fd00::/64` for the network, or `fd00::1:2/128` for the one address');
+    // deny-cidrs-blocks-default underlines the whole `cidrs = [...]` attribute (docs/lint.md says so).
+    const denyCidrs = lint(`settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`).find((d) => d.code === 'deny-cidrs-blocks-default');
+    assert.equal(denyCidrs!.span.end.column - denyCidrs!.span.start.column, 'cidrs = ["10.0.0.0/8"]'.length);
     const [dupIdentity] = lint(`service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`);
     assert.equal(dupIdentity!.message, '`team:f` is already in this `identities` list');
     assert.equal(dupIdentity!.hint, 'the first is at line 3, column 17; remove this one, or name the identity that was meant');
