@@ -79,6 +79,13 @@ const CASES: Case[] = [
   { name: 'self-scoped: wildcards after the segment do not move it', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}/**')}\nservice_prefix "" ${r('write', 'svc:{service}:*')}`, expect: [] },
   { name: 'self-scoped: one whole-segment occurrence is enough', policy: `service_prefix "" ${r('write', 'spiffe://acme/sa/{service}/v/{service}-*')}`, expect: [] },
 
+  // `description` in role, api and test blocks: an extension (docs/policy-language.md), no error and no warning.
+  {
+    name: 'description is accepted in role, api and test blocks',
+    policy: `role "r" {\n  description = "on-call"\n  identities = ["team:x"]\n}\napi "admin" {\n  description = "operators"\n  identity = "role:r"\n}\nservice "a" ${r('read', 'role:r')}\ntest "r reads a" {\n  description = "the role grants read"\n  identity = "team:x"\n  action = "read"\n  resource = "service:a"\n  expect = "ALLOW"\n}`,
+    expect: [],
+  },
+
   // ---- default-allow
   { name: 'default allow', policy: `settings {\n  default_policy = "allow"\n}`, expect: [{ code: 'default-allow', line: 2, column: 20 }] },
   { name: 'default deny', policy: `settings { default_policy = "deny" }`, expect: [] },

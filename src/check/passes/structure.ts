@@ -101,7 +101,11 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
           `the first is at ${firstSettings.span.file}:${firstSettings.span.start.line}; merge them`));
       } else firstSettings = block;
     }
-    if ((type === 'role' || type === 'test') && block.label) {
+    if (type === 'test' && !parent && block.label && block.label.value.trim() === '') {
+      // `pdp test` prints the name on each PASS/FAIL line and matches duplicates by it.
+      out.push(error('invalid-test', block.label.value === '' ? 'a test needs a name; `test ""` has none' : 'a test needs a name; this one is only whitespace', block.label.span,
+        'say what the test checks, e.g. `test "payment may register itself" { ... }`: `pdp test` prints the name on its PASS or FAIL line'));
+    } else if ((type === 'role' || type === 'test') && block.label) {
       const names = type === 'role' ? roleNames : testNames;
       const first = names.get(block.label.value);
       if (first) {
