@@ -349,7 +349,7 @@ test('an empty PDP_POLICIES is treated as unset; check --help lists every lint r
   assert.equal(r.status, 2);
   assert.match(r.stderr, /`policies`/);
   const help = pdp('check', '--help').stdout.replace(/\s+/g, ' ');
-  for (const code of ['prefix-not-at-delimiter', 'broad-prefix-grant', 'default-allow', 'dead-grant', 'redundant-rule', 'foreign-trust-domain', 'duplicate-block', 'deny-cidrs-blocks-default', 'anonymous-not-allowed']) {
+  for (const code of ['prefix-not-at-delimiter', 'broad-prefix-grant', 'default-allow', 'dead-grant', 'redundant-rule', 'foreign-trust-domain', 'duplicate-block', 'deny-cidrs-blocks-default', 'anonymous-not-allowed', 'cidr-host-bits', 'duplicate-identity']) {
     assert.ok(help.includes(code), code);
   }
 });

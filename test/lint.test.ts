@@ -65,6 +65,26 @@ const CASES: Case[] = [
   { name: 'a role of self-scoped members is self-scoped', policy: `role "self" { identities = ["spiffe://c/ns/a/sa/{service}", "spiffe://c/ns/b/sa/{service}"] }\nservice_prefix "" ${r('write', 'role:self')}`, expect: [] },
   { name: 'a role with one broad member is broad', policy: `role "mixed" { identities = ["spiffe://c/ns/a/sa/{service}", "team:ops"] }\nservice_prefix "" ${r('write', 'role:mixed')}`, expect: [{ code: 'broad-prefix-grant', line: 2, column: 16 }] },
   { name: 'a non-empty prefix is not broad', policy: `service_prefix "pay-" ${r('admin', 'team:a')}`, expect: [] },
+  // Self-scoped only when the placeholder is a whole segment at a fixed position (docs/lint.md).
+  { name: '{service}* lets a workload write services named by a prefix of its name', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}*')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: '*{service} lets a workload write services named by a suffix of its name', policy: `service_prefix "" ${r('write', 'team:*{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: 'a ** before {service} lets the segment float', policy: `service_prefix "" ${r('admin', 'spiffe://acme/ns/x/sa/**/{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: 'a * before {service} in its own /-part floats over `:`', policy: `service_prefix "" ${r('write', 'team:*:{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 16 }] },
+  { name: 'two placeholders in one segment', policy: `namespace_prefix "" ${r('admin', 'team:{namespace}{service}')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 18 }] },
+  { name: 'a ** before {namespace} lets the segment float', policy: `namespace_prefix "" ${r('admin', 'spiffe://c/**/ns/{namespace}/sa/ops')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 18 }] },
+  { name: 'a role whose member has {service}* is broad', policy: `role "r" { identities = ["spiffe://c/ns/a/sa/{service}", "spiffe://c/ns/b/sa/{service}-*"] }\nservice_prefix "" ${r('write', 'role:r')}`, expect: [{ code: 'broad-prefix-grant', line: 2, column: 16 }] },
+  { name: 'self-scoped: {namespace} and {service} each a whole segment', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/{namespace}/sa/{service}')}`, expect: [] },
+  { name: 'self-scoped: {service} after `:`, at the end', policy: `service_prefix "" ${r('write', 'team:{service}')}`, expect: [] },
+  { name: 'self-scoped: a * in an earlier /-part does not move the segment', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/*/sa/{service}')}`, expect: [] },
+  { name: 'self-scoped: wildcards after the segment do not move it', policy: `service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}/**')}\nservice_prefix "" ${r('write', 'svc:{service}:*')}`, expect: [] },
+  { name: 'self-scoped: one whole-segment occurrence is enough', policy: `service_prefix "" ${r('write', 'spiffe://acme/sa/{service}/v/{service}-*')}`, expect: [] },
+
+  // `description` in role, api and test blocks: an extension (docs/policy-language.md), no error and no warning.
+  {
+    name: 'description is accepted in role, api and test blocks',
+    policy: `role "r" {\n  description = "on-call"\n  identities = ["team:x"]\n}\napi "admin" {\n  description = "operators"\n  identity = "role:r"\n}\nservice "a" ${r('read', 'role:r')}\ntest "r reads a" {\n  description = "the role grants read"\n  identity = "team:x"\n  action = "read"\n  resource = "service:a"\n  expect = "ALLOW"\n}`,
+    expect: [],
+  },
 
   // ---- default-allow
   { name: 'default allow', policy: `settings {\n  default_policy = "allow"\n}`, expect: [{ code: 'default-allow', line: 2, column: 20 }] },
@@ -117,6 +137,18 @@ const CASES: Case[] = [
   { name: 'a deny with cidrs under the default deny', policy: `service "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`, expect: [] },
   { name: 'a deny without cidrs under a default allow', policy: `settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x')}`, expect: [{ code: 'default-allow', line: 1, column: 29 }] },
 
+  // ---- cidr-host-bits
+  { name: 'an IPv4 CIDR with host bits set', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["10.1.2.3/16"]')}`, expect: [{ code: 'cidr-host-bits', line: 1, column: 60 }] },
+  { name: 'an IPv6 CIDR with host bits set, after a clean one', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["fd00::/8", "fd00::1:2/64"]')}`, expect: [{ code: 'cidr-host-bits', line: 1, column: 72 }] },
+  { name: 'networks and single hosts are clean', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["10.1.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "fd00::1/128", "2001:db8::/32", "::ffff:10.1.0.0/112"]')}`, expect: [] },
+  { name: 'a deny with host bits set, nested in a namespace', policy: `namespace "prod" {\n  service "a" ${r('deny', 'team:x', 'cidrs = ["192.168.1.1/24"]')}\n}`, expect: [{ code: 'cidr-host-bits', line: 2, column: 62 }] },
+
+  // ---- duplicate-identity
+  { name: 'an identity twice in a rule\'s identities', policy: `service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`, expect: [{ code: 'duplicate-identity', line: 3, column: 37 }] },
+  { name: 'an identity twice in a role and in an api block, the same string however escaped', policy: `role "r" { identities = ["team:a", "team:\\u0061"] }\napi "admin" { identities = ["role:r", "team:b", "role:r"] }\nservice "a" ${r('read', 'role:r')}`, expect: [{ code: 'duplicate-identity', line: 1, column: 36 }, { code: 'duplicate-identity', line: 2, column: 49 }] },
+  { name: 'a third copy is reported too; different strings are not', policy: `service "a" { policy = "read" identities = ["team:x", "team:x", "team:x", "team:X", "team:*"] }`, expect: [{ code: 'duplicate-identity', line: 1, column: 55 }, { code: 'duplicate-identity', line: 1, column: 65 }] },
+  { name: 'the same identity in two rules is not a duplicate identity', policy: `service "a" ${r('read', 'team:x')}\nservice "b" { policy = "read" identities = ["team:x"] }`, expect: [] },
+
   // ---- foreign-trust-domain
   {
     name: 'SPIFFE IDs of another trust domain in a rule, a role and an api block',
@@ -149,6 +181,16 @@ const CASES: Case[] = [
     expect: [{ code: 'duplicate-block', line: 7, column: 11 }],
   },
   { name: 'the same service block in different namespaces', policy: `namespace "prod" {\n  service "a" ${r('read', 'team:x')}\n}\nnamespace "staging" {\n  service "a" ${r('read', 'team:x')}\n}`, expect: [] },
+  {
+    name: 'a duplicated dead grant: the first copy is dead, the second only a duplicate',
+    policy: `service "a" ${r('deny', 'team:x')}\nservice "a" ${r('read', 'team:x')}\nservice "a" ${r('read', 'team:x')}`,
+    expect: [{ code: 'dead-grant', line: 2, column: 9 }, { code: 'duplicate-block', line: 3, column: 9 }],
+  },
+  {
+    name: 'a dead grant inside a duplicated namespace block is not reported in the copy',
+    policy: `namespace_prefix "" ${r('deny', 'team:x')}\nnamespace "prod" {\n  service "a" ${r('read', 'team:x')}\n}\nnamespace "prod" {\n  service "a" ${r('read', 'team:x')}\n}`,
+    expect: [{ code: 'dead-grant', line: 3, column: 11 }, { code: 'duplicate-block', line: 5, column: 11 }],
+  },
   { name: 'different values are different blocks', policy: `service "a" ${r('read', 'team:x')}\nservice "a" ${r('read', 'team:y')}`, expect: [] },
 ];
 
@@ -185,6 +227,23 @@ describe('lint rules', () => {
     assert.match(redundant!.hint!, /namespace "prod"` at p\.hcl:1/);
     const [foreign] = lint(`settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'spiffe://other/ns/a/sa/b')}`);
     assert.match(foreign!.message, /trust domain `other`, not `cluster`/);
+    const [hostBits, hostBits6] = lint(`service "a" ${r('read', 'team:x', 'cidrs = ["10.1.2.3/16", "fd00::1:2/64"]')}`);
+    assert.equal(hostBits!.message, '`10.1.2.3/16` has host bits set, so it is treated as the network `10.1.0.0/16`');
+    assert.equal(hostBits!.hint, 'write `10.1.0.0/16` for the network, or `10.1.2.3/32` for the one address');
+    assert.equal(hostBits!.span.end.column - hostBits!.span.start.column, '"10.1.2.3/16"'.length);
+    assert.equal(hostBits6!.message, '`fd00::1:2/64` has host bits set, so it is treated as the network `fd00::/64`');
+    assert.equal(hostBits6!.hint, 'write `fd00::/64` for the network, or `fd00::1:2/128` for the one address');
+    // deny-cidrs-blocks-default underlines the whole `cidrs = [...]` attribute (docs/lint.md says so).
+    const denyCidrs = lint(`settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`).find((d) => d.code === 'deny-cidrs-blocks-default');
+    assert.equal(denyCidrs!.span.end.column - denyCidrs!.span.start.column, 'cidrs = ["10.0.0.0/8"]'.length);
+    const [dupIdentity] = lint(`service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`);
+    assert.equal(dupIdentity!.message, '`team:f` is already in this `identities` list');
+    assert.equal(dupIdentity!.hint, 'the first is at line 3, column 17; remove this one, or name the identity that was meant');
+    assert.equal(dupIdentity!.span.end.column - dupIdentity!.span.start.column, '"team:f"'.length);
+    const [misplaced] = lint(`service_prefix "" ${r('write', 'spiffe://acme/ns/default/sa/{service}*')}`);
+    assert.equal(misplaced!.message, '`service_prefix ""` grants `write` on every service in namespace `default` to `spiffe://acme/ns/default/sa/{service}*`');
+    assert.match(misplaced!.hint!, /only as a whole segment at a fixed position, as in `…\/sa\/\{service\}`/);
+    assert.match(misplaced!.hint!, /`sa\/payment-api` may write `payment`/);
     // The span covers the label, quotes included.
     assert.equal(prefix!.span.end.column - prefix!.span.start.column, '"secure-foo"'.length);
   });

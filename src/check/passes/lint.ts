@@ -7,10 +7,11 @@
 // sides), and they flag a rule only when removing it could not change any decision's allow/deny.
 // They run over an index keyed by identity, then by scope, so a set of 10,000 rules lints in
 // milliseconds rather than comparing every pair.
+import ipaddr from 'ipaddr.js';
 import { warning, type Diagnostic } from '../../diagnostics';
 import {
-  isValidName, LEVELS, parseIdentityPattern, spiffeTrustDomain,
-  type Block, type IdentityPattern, type Level, type PolicyFile, type StringLiteral, type Value,
+  isValidName, LEVELS, parseCidrText, parseIdentityPattern, spiffeTrustDomain,
+  type Block, type IdentityPattern, type Level, type PatternPart, type PolicyFile, type StringLiteral, type Value,
 } from '../../syntax';
 import { isRuleBlock, type RuleBlockType } from '../schema';
 import { anonymousAllowed, attribute, blocks, identityStrings, settingsBlock, stringValue } from '../walk';
@@ -26,6 +27,8 @@ export const LINT_CODES = {
   'duplicate-block': 'the same block written twice',
   'deny-cidrs-blocks-default': 'under a default allow, a deny with cidrs also denies its identities from every other address',
   'anonymous-not-allowed': 'a rule or role naming `anonymous` in a policy set that does not allow anonymous requests',
+  'cidr-host-bits': 'a CIDR with bits set after its prefix length, silently widened to its network',
+  'duplicate-identity': 'the same identity twice in one identities list, usually in place of another',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -69,6 +72,8 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   checkAnonymousNotAllowed(files, out);
   checkDenyCidrs(files, rules, out);
   checkCoverage(rules, roles, duplicates, out);
+  checkCidrHostBits(rules, out);
+  checkDuplicateIdentities(files, rules, out);
   return out;
 }
 
@@ -154,7 +159,32 @@ function selfScoped(pattern: IdentityPattern, roles: Map<string, IdentityPattern
     const members = roles.get(pattern.role) ?? [];
     return members.length > 0 && members.every((m) => selfScoped(m, roles, placeholders));
   }
-  return pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'placeholder' && placeholders.includes(p.name));
+  return pattern.kind === 'glob' && pattern.parts.some((p, i) => p.kind === 'placeholder' && placeholders.includes(p.name) && pinsSegment(pattern.parts, i));
+}
+
+/**
+ * Whether the placeholder at `parts[i]` is a whole segment at a fixed position (docs/lint.md,
+ * "Self-scoped"), so that one identity supplies exactly one name, its own.
+ *
+ * Segments are separated by `/` and `:`; a name (service or namespace) holds neither. Whole: the
+ * placeholder's neighbours are the pattern's start or end or a literal `/` or `:`, never a `*`, a
+ * `**`, another placeholder or more name characters (`{service}*` lets `sa/payment-api` write
+ * `payment` and `pay`). Fixed: nothing before it matches a varying number of separators, i.e. no
+ * `**` anywhere before it (`**` then `/{service}` lets `sa/x/y/pay` write `pay`), and no `*` before it
+ * within its own `/`-separated part (`*` stops at `/` but runs over `:`, so `team:*:{service}` floats).
+ */
+function pinsSegment(parts: readonly PatternPart[], i: number): boolean {
+  const before = parts[i - 1];
+  const after = parts[i + 1];
+  if (before !== undefined && !(before.kind === 'literal' && /[/:]$/.test(before.text))) return false;
+  if (after !== undefined && !(after.kind === 'literal' && /^[/:]/.test(after.text))) return false;
+  let samePart = true; // still in the placeholder's own `/`-separated part
+  for (let j = i - 1; j >= 0; j--) {
+    const part = parts[j]!;
+    if (part.kind === 'doubleStar' || (part.kind === 'star' && samePart)) return false;
+    if (part.kind === 'literal' && part.text.includes('/')) samePart = false;
+  }
+  return true;
 }
 
 function describeNamespace(ns: NameMatch): string {
@@ -173,14 +203,25 @@ function checkBroadGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, 
     what = 'every namespace and every service in it';
     placeholders = ['namespace', 'service'];
   } else return;
-  const broad = rule.identities.filter((i) => !selfScoped(i.pattern, roles, placeholders)).map((i) => q(i.text.value));
+  const broad = rule.identities.filter((i) => !selfScoped(i.pattern, roles, placeholders));
   if (broad.length === 0) return;
+  // An identity that has the placeholder, but not as a whole segment at a fixed position: say why it does not count.
+  const misplaced = broad.some((i) => hasPlaceholder(i.pattern, roles, placeholders));
   out.push(warning('broad-prefix-grant',
-    `\`${rule.type} ""\` grants ${q(rule.level)} on ${what} to ${broad.join(', ')}`,
+    `\`${rule.type} ""\` grants ${q(rule.level)} on ${what} to ${broad.map((i) => q(i.text.value)).join(', ')}`,
     rule.label.span,
-    placeholders.length === 1
-      ? 'name the services (an exact `service` block or a prefix such as `"payment-"`), or use `{service}` in the identity so each workload may write only its own service'
-      : 'name the namespaces (an exact `namespace` block or a prefix), or use `{namespace}` in the identity so each workload is confined to its own namespace'));
+    misplaced
+      ? placeholders.length === 1
+        ? '`{service}` confines each workload to its own service only as a whole segment at a fixed position, as in `…/sa/{service}`; beside a `*` or after a `**`, a workload also gets services whose names are only part of its own (with `sa/{service}*`, `sa/payment-api` may write `payment`)'
+        : '`{namespace}` or `{service}` confines each workload to its own namespace or service only as a whole segment at a fixed position, as in `…/ns/{namespace}/…`; beside a `*` or after a `**`, a workload also gets names that are only part of its own'
+      : placeholders.length === 1
+        ? 'name the services (an exact `service` block or a prefix such as `"payment-"`), or use `{service}` in the identity so each workload may write only its own service'
+        : 'name the namespaces (an exact `namespace` block or a prefix), or use `{namespace}` in the identity so each workload is confined to its own namespace'));
+}
+
+function hasPlaceholder(pattern: IdentityPattern, roles: Map<string, IdentityPattern[]>, placeholders: readonly string[]): boolean {
+  if (pattern.kind === 'role') return (roles.get(pattern.role) ?? []).some((m) => hasPlaceholder(m, roles, placeholders));
+  return pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'placeholder' && placeholders.includes(p.name));
 }
 
 // ---- default-allow, foreign-trust-domain, deny-cidrs-blocks-default ---------------------------
@@ -480,6 +521,8 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
 
   for (const rule of rules) {
     if (rule.identities.length === 0) continue;
+    // A copy reported as duplicate-block gets no second warning: removing it is the one fix.
+    if (duplicates.has(rule.block)) continue;
 
     // dead-grant: every identity of this grant meets a deny (no cidrs) whose scope contains this one.
     if (rule.level !== 'deny') {
@@ -501,7 +544,6 @@ function checkCoverage(rules: LintRule[], roles: Map<string, IdentityPattern[]>,
     }
 
     // redundant-rule: every identity already gets at least this much from a broader (or earlier equal) rule.
-    if (duplicates.has(rule.block)) continue;
     const byIdentity = rule.level === 'deny' ? denies : grants;
     const rank = rankOf(rule.level);
     const covers = new Set<LintRule>();
@@ -557,4 +599,62 @@ function firstCover(index: ScopeIndex | undefined, rule: LintRule, rank: number)
     }
   }
   return best;
+}
+
+// ---- cidr-host-bits ------------------------------------------------------------------------------
+
+/**
+ * `10.1.2.3/16` matches as `10.1.0.0/16` (the address bits after the prefix length are dropped);
+ * its author meant either that network or the one host, and pdp should not pick the wider silently.
+ * Invalid CIDRs are `invalid-cidr` errors of the values pass, not looked at here.
+ */
+function checkCidrHostBits(rules: readonly LintRule[], out: Diagnostic[]): void {
+  for (const rule of rules) {
+    const cidrs = attribute(rule.block, 'cidrs')?.value;
+    if (cidrs?.kind !== 'list') continue;
+    for (const item of cidrs.items) {
+      if (item.kind !== 'string') continue;
+      const parsed = parseCidrText(item.value);
+      if (!parsed.ok) continue;
+      const [address, bits] = parsed.cidr;
+      const bytes = address.toByteArray();
+      const network = bytes.map((byte, i) => byte & (0xff << Math.max(0, Math.min(8, 8 * (i + 1) - bits))) & 0xff);
+      if (network.every((byte, i) => byte === bytes[i])) continue;
+      const asNetwork = `${ipaddr.fromByteArray(network).toString()}/${bits}`;
+      const asHost = `${address.toString()}/${bytes.length * 8}`;
+      out.push(warning('cidr-host-bits',
+        `${q(item.value)} has host bits set, so it is treated as the network ${q(asNetwork)}`,
+        item.span,
+        `write ${q(asNetwork)} for the network, or ${q(asHost)} for the one address`));
+    }
+  }
+}
+
+// ---- duplicate-identity --------------------------------------------------------------------------
+
+/**
+ * `identities = ["team:f", "team:g", "team:f"]`: harmless to decisions, but usually a copy-paste
+ * that stands where another identity was meant. In rules (those linted at all), roles and `api`
+ * blocks; identities that do not parse are errors of the values pass and are left out.
+ */
+function checkDuplicateIdentities(files: readonly PolicyFile[], rules: readonly LintRule[], out: Diagnostic[]): void {
+  const holders: Block[] = rules.map((r) => r.block);
+  for (const file of files) {
+    for (const item of file.body) if (item.kind === 'block' && (item.type.name === 'role' || item.type.name === 'api')) holders.push(item);
+  }
+  for (const block of holders) {
+    const list = attribute(block, 'identities')?.value;
+    if (list?.kind !== 'list') continue;
+    const first = new Map<string, StringLiteral>();
+    for (const item of list.items) {
+      if (item.kind !== 'string' || !parseIdentityPattern(item.value).ok) continue;
+      const earlier = first.get(item.value);
+      if (!earlier) {
+        first.set(item.value, item);
+        continue;
+      }
+      out.push(warning('duplicate-identity', `${q(item.value)} is already in this \`identities\` list`, item.span,
+        `the first is at line ${earlier.span.start.line}, column ${earlier.span.start.column}; remove this one, or name the identity that was meant`));
+    }
+  }
 }

@@ -31,24 +31,27 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
       continue;
     }
     if (!allowedHere.includes(type)) {
-      const where = parent ? `inside a \`${parent.type.name}\` block` : 'at the top level';
-      out.push(error('misplaced-block', `a \`${type}\` block is not allowed ${where}`, block.type.span,
+      const where = parent ? `inside ${aBlock(parent.type.name)}` : 'at the top level';
+      out.push(error('misplaced-block', `${aBlock(type)} is not allowed ${where}`, block.type.span,
         parent && allowedHere.length ? `only ${allowedHere.map((b) => `\`${b}\``).join(' and ')} blocks may be nested here` : parent ? `\`${parent.type.name}\` blocks hold attributes only` : undefined));
       continue;
     }
     if (schema.label === 'required' && !block.label) {
-      out.push(error('missing-label', `a \`${type}\` block needs a label`, block.type.span, `write \`${type} "NAME" { ... }\``));
+      out.push(error('missing-label', `${aBlock(type)} needs a label`, block.type.span, `write \`${type} "NAME" { ... }\``));
     } else if (schema.label === 'none' && block.label) {
-      out.push(error('unexpected-label', `a \`${type}\` block takes no label`, block.label.span, `write \`${type} { ... }\``));
+      out.push(error('unexpected-label', `${aBlock(type)} takes no label`, block.label.span, `write \`${type} { ... }\``));
     }
 
     const seen = new Map<string, Attribute>();
+    /** Did-you-mean suggestions of this block's unknown attributes: each already names a missing attribute. */
+    const suggested = new Set<string>();
     for (const attr of attributes(block)) {
       const name = attr.name.name;
       const expected = schema.attributes[name];
       if (!expected) {
         const suggestion = closest(name, Object.keys(schema.attributes));
-        out.push(error('unknown-attribute', `unknown attribute \`${name}\` in a \`${type}\` block`, attr.name.span,
+        if (suggestion) suggested.add(suggestion);
+        out.push(error('unknown-attribute', `unknown attribute \`${name}\` in ${aBlock(type)}`, attr.name.span,
           suggestion ? `did you mean \`${suggestion}\`?` : `\`${type}\` blocks take ${Object.keys(schema.attributes).map((a) => `\`${a}\``).join(', ')}`));
         continue;
       }
@@ -73,7 +76,7 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
     }
     for (const [a, b] of schema.exclusive) {
       if (seen.has(a) && seen.has(b)) {
-        out.push(error('conflicting-attributes', `a \`${type}\` block cannot set both \`${a}\` and \`${b}\``, seen.get(b)!.name.span,
+        out.push(error('conflicting-attributes', `${aBlock(type)} cannot set both \`${a}\` and \`${b}\``, seen.get(b)!.name.span,
           `put every identity in \`${b}\``));
       }
     }
@@ -83,7 +86,9 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
       ? BLOCKS.service!.required
       : schema.required;
     for (const names of required) {
-      if (!names.some((n) => seen.has(n))) {
+      // A misspelt required attribute (`polcy`) is one mistake: its unknown-attribute error already
+      // says `did you mean \`policy\`?`, so no missing-policy error on top.
+      if (!names.some((n) => seen.has(n) || suggested.has(n))) {
         const code = names.includes('policy') ? 'missing-policy' : names.includes('identity') || names.includes('identities') ? 'missing-identity' : 'missing-attribute';
         const what = names.map((n) => `\`${n}\``).join(' or ');
         out.push(error(code, `this \`${type}\` block has no ${what}`, block.type.span, missingHint(type, names)));
@@ -96,7 +101,11 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
           `the first is at ${firstSettings.span.file}:${firstSettings.span.start.line}; merge them`));
       } else firstSettings = block;
     }
-    if ((type === 'role' || type === 'test') && block.label) {
+    if (type === 'test' && !parent && block.label && block.label.value.trim() === '') {
+      // `pdp test` prints the name on each PASS/FAIL line and matches duplicates by it.
+      out.push(error('invalid-test', block.label.value === '' ? 'a test needs a name; `test ""` has none' : 'a test needs a name; this one is only whitespace', block.label.span,
+        'say what the test checks, e.g. `test "payment may register itself" { ... }`: `pdp test` prints the name on its PASS or FAIL line'));
+    } else if ((type === 'role' || type === 'test') && block.label) {
       const names = type === 'role' ? roleNames : testNames;
       const first = names.get(block.label.value);
       if (first) {
@@ -113,4 +122,13 @@ function missingHint(type: string, names: readonly string[]): string | undefined
   if (names.includes('identity')) return type === 'api' ? 'add `identities = [...]` naming the callers allowed' : 'add `identity = "..."` or `identities = [...]`';
   if (type === 'test') return `a test needs \`action\`, \`resource\` and \`expect\``;
   return undefined;
+}
+
+/**
+ * "a `service` block", "an `api` block": the article goes by the sound of the type's name. A vowel
+ * letter sounds as a vowel except in `u` + consonant + vowel (`user`, `unit`), `eu` and `one`.
+ */
+function aBlock(type: string): string {
+  const vowelSound = /^[aeiou]/i.test(type) && !/^(?:u[^aeiou\W_][aeiou]|eu|one)/i.test(type);
+  return `${vowelSound ? 'an' : 'a'} \`${type}\` block`;
 }
