@@ -354,6 +354,28 @@ test('an empty PDP_POLICIES is treated as unset; check --help lists every lint r
   }
 });
 
+test('pdp check --within DIR FILE…: the whole set is checked, only the named files are reported (pre-commit hooks)', () => {
+  write('within/policies/roles.hcl', 'role "sre" { identities = ["team:sre"] }\n');
+  write('within/policies/a.hcl', 'service "a" {\n  policy   = "read"\n  identity = "role:sre"\n}\nservice "b" {\n  polcy = "read"\n  identity = "team:x"\n}\n');
+  write('within/policies/c.hcl', 'service "c" {\n  policy   = "raed"\n  identity = "team:x"\n}\n');
+  write('within/elsewhere.hcl', 'service "d" {\n  policy   = "read"\n  identity = "team:x"\n}\n');
+  const cwd = path.join(WORK, 'within');
+  const run = (...args: string[]) => spawnSync(process.execPath, [BIN, 'check', ...args], { cwd, encoding: 'utf8' });
+  // Alone, a.hcl cannot see the role it uses.
+  assert.match(run('policies/a.hcl').stderr, /error\[undefined-role\]/);
+  const within = run('--within', 'policies', 'policies/a.hcl', '--format', 'json');
+  assert.equal(within.status, 1);
+  const body = JSON.parse(within.stdout) as { files: number; diagnostics: { code: string; file: string; line: number }[] };
+  assert.deepEqual(body.diagnostics.map((d) => [d.code, d.file, d.line]), [['unknown-attribute', 'policies/a.hcl', 6]], 'no undefined-role, and nothing of c.hcl');
+  assert.equal(body.files, 1);
+  assert.equal(run('--within', 'policies', 'policies/roles.hcl').status, 0, 'a clean file passes although another file of the set has errors');
+  assert.match(run('--within', 'policies').stderr, /policies\/c\.hcl:2:14: error\[invalid-value\]|policies\/c\.hcl:2/, 'no file named: the whole set');
+  const outside = run('--within', 'policies', 'elsewhere.hcl');
+  assert.equal(outside.status, 2);
+  assert.match(outside.stderr, /`elsewhere\.hcl` is not a policy file of the set in `policies`/);
+  assert.equal(run('--within', 'policies/a.hcl').status, 2);
+});
+
 test('pdp help CMD prints that command\'s help; an unknown name is reported as by pdp NAME', () => {
   const viaHelp = pdp('help', 'check');
   assert.equal(viaHelp.status, 0);

@@ -1,6 +1,7 @@
 // `pdp check [PATH…]`: every error and warning of every file, sorted by location (text, json or
 // SARIF). `pdp check --replay AUDIT_DB --policies DIR`: re-decides recorded decisions under a new
 // policy set and reports the ones that would flip.
+import fs from 'node:fs';
 import path from 'node:path';
 import { LINT_CODES, type Acknowledged } from '../check';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
@@ -13,6 +14,7 @@ import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths,
 const wrap = (text: string, width = 96): string => text.replace(new RegExp(`(.{1,${width}})(?: |$)`, 'g'), '$1\n').trimEnd();
 
 export const HELP = `usage: pdp check [PATH…] [--strict] [--format text|json|sarif]
+       pdp check --within DIR [FILE…] [--strict] [--format text|json|sarif]
        pdp check --replay AUDIT_DB [--policies DIR] [--since DURATION] [--fail-on-change] [--format text|json]
 
 Parses and checks policy files or directories (default: $PDP_POLICIES or ./policies) and prints
@@ -20,6 +22,9 @@ every error and warning, sorted by location. Each directory is checked as one po
 named together are checked together as one set. Warnings come from the lint rules (docs/lint.md):
 ${wrap(Object.keys(LINT_CODES).join(', ') + '.')}
 
+  --within DIR      check the whole policy set in DIR, but report only what lies in the FILEs
+                    named (all of DIR when none is): for pre-commit hooks, which pass the
+                    changed files only, while roles and settings live in other files of the set
   --strict          warnings fail the check too; a warning that is meant is acknowledged in the
                     policy, next to its rule, with \`# pdp:allow CODE -- why\` (docs/lint.md): it is
                     then reported apart (json \`acknowledged\`, SARIF suppressions) and does not fail
@@ -48,8 +53,9 @@ export const run: Command = async (args, io) => {
     policies: { type: 'string' },
     since: { type: 'string' },
     'fail-on-change': { type: 'boolean' },
+    within: { type: 'string' },
   });
-  refuseEmptyPaths(positionals, { policies: values.policies });
+  refuseEmptyPaths(positionals, { policies: values.policies, within: values.within });
   if (values.replay !== undefined) {
     if (positionals.length) throw new UsageError(`--replay takes the new policy set from --policies, not a path argument (got \`${positionals[0]}\`)`);
     if (values.strict) throw new UsageError('--strict does not apply to --replay');
@@ -65,7 +71,8 @@ export const run: Command = async (args, io) => {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --replay AUDIT_DB`);
   }
   const format = formatOption(values.format, ['text', 'json', 'sarif'], 'text');
-  const paths = positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'];
+  const within = values.within === undefined ? undefined : namedFilesWithin(values.within, positionals, io);
+  const paths = within ? [values.within!] : positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'];
   const inputs = readPolicyInputs(paths, io);
   const diagnostics: Diagnostic[] = [];
   const acknowledged: Acknowledged[] = [];
@@ -78,7 +85,11 @@ export const run: Command = async (args, io) => {
     diagnostics.push(...withDisplayPaths(input, built.diagnostics));
     for (const a of built.acknowledged ?? []) acknowledged.push({ diagnostic: withDisplayPaths(input, [a.diagnostic])[0]!, reason: a.reason });
   }
-  const sorted = sortDiagnostics(diagnostics);
+  // --within: the whole set is checked, and what is reported is what lies in the named files.
+  const reported = (d: Diagnostic) => within === undefined || within.size === 0 || within.has(realFile(path.resolve(io.cwd, d.span.file)));
+  const sorted = sortDiagnostics(diagnostics.filter(reported));
+  acknowledged.splice(0, acknowledged.length, ...acknowledged.filter((a) => reported(a.diagnostic)));
+  if (within !== undefined && within.size > 0) files = within.size;
   const errors = sorted.filter((d) => d.severity === 'error').length;
   const warnings = sorted.length - errors;
   // Acknowledged warnings (`# pdp:allow CODE -- why`) are reported apart and never fail --strict.
@@ -96,6 +107,40 @@ export const run: Command = async (args, io) => {
   }
   return failed ? EXIT_FINDING : EXIT_OK;
 };
+
+const realFile = (file: string): string => {
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return file;
+  }
+};
+
+/**
+ * `--within DIR FILE…`: the named files (as real paths), each of which must be a policy file of the
+ * set in DIR. Empty when none is named (the whole set is reported).
+ */
+function namedFilesWithin(dir: string, files: readonly string[], io: CliIo): Set<string> {
+  const root = path.resolve(io.cwd, dir);
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(root);
+  } catch {
+    throw new UsageError(`--within: no such directory: \`${dir}\``);
+  }
+  if (!stat.isDirectory()) throw new UsageError(`--within takes the policy set's directory; \`${dir}\` is a file`);
+  const realRoot = realFile(root);
+  const named = new Set<string>();
+  for (const file of files) {
+    const real = realFile(path.resolve(io.cwd, file));
+    if (!fs.existsSync(real)) throw new UsageError(`no such file: \`${file}\``);
+    if (!real.startsWith(realRoot + path.sep) || !real.endsWith('.hcl') || fs.statSync(real).isDirectory()) {
+      throw new UsageError(`\`${file}\` is not a policy file of the set in \`${dir}\` (a \`*.hcl\` file under it)`);
+    }
+    named.add(real);
+  }
+  return named;
+}
 
 function packageVersion(): string | undefined {
   try {
