@@ -30,7 +30,9 @@ export function checkStructure(files: readonly PolicyFile[]): Diagnostic[] {
         suggestion ? `did you mean \`${suggestion}\`?` : `the block types are ${TOP_LEVEL_BLOCKS.map((b) => `\`${b}\``).join(', ')}`));
       continue;
     }
-    if (!allowedHere.includes(type)) {
+    // Inside an unknown block (already an error) nothing can be said about where a block may go.
+    const parentUnknown = parent !== null && BLOCKS[parent.type.name] === undefined;
+    if (!parentUnknown && !allowedHere.includes(type)) {
       const where = parent ? `inside ${aBlock(parent.type.name)}` : 'at the top level';
       out.push(error('misplaced-block', `${aBlock(type)} is not allowed ${where}`, block.type.span,
         parent && allowedHere.length ? `only ${allowedHere.map((b) => `\`${b}\``).join(' and ')} blocks may be nested here` : parent ? `\`${parent.type.name}\` blocks hold attributes only` : undefined));

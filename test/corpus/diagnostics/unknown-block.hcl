@@ -5,3 +5,9 @@ servce "pay" {
 namespace "prod" {
   servise_prefix "" { policy = "read" identity = "team:ops" }
 }
+extra "x" {
+  service "a" {
+    policy = "read"
+    identity = "team:x"
+  }
+}
