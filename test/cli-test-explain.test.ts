@@ -27,6 +27,22 @@ function suite(dir: string, tests: string): void {
   fs.writeFileSync(path.join(dir, 'tests.hcl'), tests);
 }
 
+test('pdp test --run REGEXP: only the matching tests run; matching none is a finding; a bad pattern is bad usage', async () => {
+  const some = await runPdp(['test', 'policies', '--run', '^staging|cannot reach staging$', '--format', 'json']);
+  assert.equal(some.code, 0, some.stderr);
+  const body = JSON.parse(some.stdout) as { passed: number; tests: { name: string }[] };
+  assert.ok(body.tests.length >= 2, `${body.tests.length} tests`);
+  for (const t of body.tests) assert.match(t.name, /^staging|cannot reach staging$/);
+  const all = JSON.parse((await runPdp(['test', 'policies', '--format', 'json'])).stdout) as { tests: unknown[] };
+  assert.ok(all.tests.length > body.tests.length);
+  const none = await runPdp(['test', 'policies', '--run', 'no such test']);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /^pdp test: no test name matches `no such test`$/m);
+  const bad = await runPdp(['test', 'policies', '--run', '(']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--run: `\(` is not a regular expression/);
+});
+
 test('pdp test: the shipped policies pass, with a closing count line', async () => {
   const r = await runPdp(['test', 'policies']);
   assert.equal(r.code, 0, r.stderr);

@@ -2,10 +2,10 @@
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, defaultDecisionNote } from '../engine';
 import { parse, formatOption, refuseEmptyPaths } from './args';
-import { EXIT_FINDING, EXIT_OK, type Command } from './io';
+import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
 import { displayPath, printDiagnostics, readPolicyInputs, withDisplayLocations, withDisplayPaths } from './policy-input';
 
-export const HELP = `usage: pdp test [PATH…] [--format text|json]
+export const HELP = `usage: pdp test [PATH…] [--run REGEXP] [--format text|json]
 
 Runs every \`test\` block in each policy set (default: $PDP_POLICIES or ./policies) and prints
 pass/fail per test, the deciding rule of each failure, and a closing \`N passed, N failed\` line.
@@ -13,6 +13,10 @@ A policy set with errors is not tested: its errors go to stderr and, instead of 
 says \`tests not run: …\` (json: the set is listed in \`not_run\`). A set without any \`test\`
 block is a finding too (stderr says so; json: \`no_tests\`), so a CI job whose tests file was
 renamed or commented out does not stay green.
+
+  --run REGEXP   run only the tests whose name matches REGEXP (JavaScript syntax, as \`go test -run\`);
+                 matching no test at all is a finding
+  --format FMT   text (default) or json
 
 Exit codes: 0 all passed, 1 any failure (or a set with errors, or one without tests), 2 bad usage.
 `;
@@ -31,9 +35,17 @@ interface TestOutcome {
 }
 
 export const run: Command = async (args, io) => {
-  const { values, positionals } = parse(args, { format: { type: 'string' } });
+  const { values, positionals } = parse(args, { format: { type: 'string' }, run: { type: 'string' } });
   refuseEmptyPaths(positionals);
   const format = formatOption(values.format, ['text', 'json'], 'text');
+  let selected: RegExp | undefined;
+  if (values.run !== undefined) {
+    try {
+      selected = new RegExp(values.run, 'u');
+    } catch (e) {
+      throw new UsageError(`--run: \`${values.run}\` is not a regular expression: ${(e as Error).message}`);
+    }
+  }
   const inputs = readPolicyInputs(positionals.length ? positionals : [io.env.PDP_POLICIES || 'policies'], io);
   const outcomes: TestOutcome[] = [];
   const notRun: string[] = [];
@@ -51,6 +63,7 @@ export const run: Command = async (args, io) => {
       io.stderr.write(`pdp test: \`${input.label}\` has no \`test\` blocks; nothing in it was tested\n`);
     }
     for (const t of built.policy.compiled.tests) {
+      if (selected !== undefined && !selected.test(t.name)) continue;
       const at = `${displayPath(input.base, t.file)}:${t.line}`;
       const outcome = decideWith(built.policy, { identity: t.identity, action: t.action, resource: t.resource, namespace: t.namespace, sourceIp: t.sourceIp });
       if (!outcome.ok) {
@@ -67,6 +80,9 @@ export const run: Command = async (args, io) => {
       });
     }
   }
+  // --run that selects nothing tested nothing: said, and a finding (a typo must not pass a CI job).
+  const noneSelected = selected !== undefined && outcomes.length === 0 && noTests.length === 0 && notRun.length === 0;
+  if (noneSelected) io.stderr.write(`pdp test: no test name matches \`${values.run}\`\n`);
   const passed = outcomes.filter((o) => o.passed).length;
   const failed = outcomes.length - passed;
   if (format === 'json') {
@@ -92,5 +108,5 @@ export const run: Command = async (args, io) => {
     if (notRun.length === 0) out.write(`${passed} passed, ${failed} failed\n`);
     else out.write(`tests not run: ${notRun.map((l) => `\`${l}\``).join(', ')} ${notRun.length === 1 ? 'has' : 'have'} errors${outcomes.length ? ` (of the others: ${passed} passed, ${failed} failed)` : ''}\n`);
   }
-  return failed > 0 || notRun.length > 0 || noTests.length > 0 ? EXIT_FINDING : EXIT_OK;
+  return failed > 0 || notRun.length > 0 || noTests.length > 0 || noneSelected ? EXIT_FINDING : EXIT_OK;
 };
