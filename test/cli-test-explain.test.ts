@@ -127,7 +127,7 @@ test('pdp test: a set without any test block is a finding (exit 1), in text and 
   fs.writeFileSync(path.join(untested, 'p.hcl'), 'service "a" {\n  policy = "read"\n  identity = "team:a"\n}\n');
   const alone = await runPdp(['test', untested]);
   assert.equal(alone.code, 1);
-  assert.match(alone.stdout, /^0 passed, 0 failed$/m);
+  assert.match(alone.stdout, /^0 passed, 0 failed; no `test` blocks in `.*untested`$/m);
   assert.match(alone.stderr, /^pdp test: `.*untested` has no `test` blocks; nothing in it was tested$/m);
   const both = await runPdp(['test', tested, untested, '--format', 'json']);
   assert.equal(both.code, 1, 'the tested set passing does not hide the untested one');
@@ -179,6 +179,9 @@ test "inventory reads itself" {
   assert.equal(json.tests.find((x) => x.name === 'inventory reads itself')!.note, undefined, 'a passing test has no note');
   const evalText = await runPdp(['eval', '--policies', dir, '--identity', 'spiffe://acme/ns/shop/sa/inventory', '--action', 'read', '--resource', 'service:inventory', '--namespace', 'shop']);
   assert.match(evalText.stdout, /^  note: {3}rules for service `inventory` exist in namespace `default` \(p\.hcl:1\), but this request is in namespace `shop`$/m);
+  // When a rule for the service does reach the request's namespace, the namespace is right: no note.
+  fs.appendFileSync(path.join(dir, 'p.hcl'), '\nnamespace "shop" {\n  service "inventory" {\n    policy   = "read"\n    identity = "team:shop-readers"\n  }\n}\n');
+  assert.doesNotMatch((await runPdp(['test', dir])).stdout, /note:/);
 });
 
 test('pdp test: with one set broken and one fine, the count covers only the set that ran', async (t) => {

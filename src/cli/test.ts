@@ -105,7 +105,9 @@ export const run: Command = async (args, io) => {
       }
     }
     // No count when some set was not run: `0 passed, 0 failed` would read as a result.
-    if (notRun.length === 0) out.write(`${passed} passed, ${failed} failed\n`);
+    // A set without tests is named on the count line too: `0 passed, 0 failed` alone would read as green.
+    const untested = noTests.length ? `; no \`test\` blocks in ${noTests.map((l) => `\`${l}\``).join(', ')}` : '';
+    if (notRun.length === 0) out.write(`${passed} passed, ${failed} failed${untested}\n`);
     else out.write(`tests not run: ${notRun.map((l) => `\`${l}\``).join(', ')} ${notRun.length === 1 ? 'has' : 'have'} errors${outcomes.length ? ` (of the others: ${passed} passed, ${failed} failed)` : ''}\n`);
   }
   return failed > 0 || notRun.length > 0 || noTests.length > 0 || noneSelected ? EXIT_FINDING : EXIT_OK;

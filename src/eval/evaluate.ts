@@ -282,6 +282,8 @@ export function namespaceMixupNote(policy: CompiledPolicy, request: Request): st
   const service = request.service;
   if (service === undefined) return undefined;
   const elsewhere = new Map<string, string[]>();
+  // Rules for the service that do reach this namespace: the namespace is right, the identity is not.
+  if (policy.rules.some((rule) => rule.service !== null && rule.service.value !== '' && nameMatches(rule.service, service) && nameMatches(rule.namespace, request.namespace))) return undefined;
   for (const rule of policy.rules) {
     // `service_prefix ""` names no service in particular: it would make every default decision noisy.
     if (rule.service === null || rule.service.value === '' || !nameMatches(rule.service, service) || nameMatches(rule.namespace, request.namespace)) continue;
@@ -292,7 +294,8 @@ export function namespaceMixupNote(policy: CompiledPolicy, request: Request): st
   }
   if (elsewhere.size === 0) return undefined;
   const places = [...elsewhere].slice(0, 3).map(([ns, at]) => `${ns} (${at.slice(0, 3).join(', ')}${at.length > 3 ? ', …' : ''})`);
-  return `rules for service \`${service}\` exist in ${places.join(', ')}${elsewhere.size > 3 ? ', …' : ''}, but this request is in namespace \`${request.namespace}\``;
+  const listed = places.length === 1 ? places[0]! : `${places.slice(0, -1).join(', ')}${elsewhere.size > 3 ? ', …' : ''} and ${places[places.length - 1]!}`;
+  return `rules for service \`${service}\` exist in ${listed}, but this request is in namespace \`${request.namespace}\``;
 }
 
 function nameMatches(scope: { kind: 'exact' | 'prefix'; value: string }, name: string): boolean {
