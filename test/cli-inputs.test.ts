@@ -384,6 +384,10 @@ test('pdp help CMD prints that command\'s help; an unknown name is reported as b
   assert.equal(unknown.status, 2);
   assert.match(unknown.stderr, /^pdp: unknown command `chek`; did you mean `check`\?/);
   assert.equal(pdp('help', 'check', 'fmt').status, 2);
+  const nested = pdp('help', 'audit', 'prune');
+  assert.equal(nested.status, 0);
+  assert.equal(nested.stdout, pdp('audit', 'prune', '--help').stdout);
+  assert.equal(pdp('help', 'audit', 'prune', 'now').status, 2);
   const plain = pdp('help');
   assert.equal(plain.status, 0);
   assert.match(plain.stdout, /`pdp help <command>`/);

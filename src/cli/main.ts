@@ -18,6 +18,9 @@ const COMMANDS: Record<string, { summary: string; load: () => CommandModule }> =
   token: { summary: 'create, list and revoke short-lived bearer tokens', load: () => require('./token') },
 };
 
+/** Commands whose first argument is a subcommand (`pdp audit prune`): `pdp help` takes it too. */
+const WITH_SUBCOMMANDS = new Set(['audit', 'ca', 'token']);
+
 export const HELP = `usage: pdp <command> [options]
 
 commands:
@@ -30,10 +33,13 @@ Exit codes: 0 success, 1 a finding or failure, 2 bad usage.
 export async function main(argv: string[], io: CliIo): Promise<number> {
   // `pdp help CMD` is `pdp CMD --help`, as git and go have it.
   if (argv[0] === 'help' && argv.length > 1) {
-    if (argv.length > 2) {
-      io.stderr.write(`pdp help: expected one command, got ${argv.length - 1}\n\n${HELP}`);
+    // `pdp help audit prune`: a command with subcommands takes one more word (its help covers them).
+    const nested = argv.length === 3 && WITH_SUBCOMMANDS.has(argv[1]!);
+    if (argv.length > 2 && !nested) {
+      io.stderr.write(`pdp help: expected one command${WITH_SUBCOMMANDS.has(argv[1]!) ? ' and at most one subcommand' : ''}, got ${argv.length - 1} words\n\n${HELP}`);
       return EXIT_USAGE;
     }
+    if (nested) return main([argv[1]!, argv[2]!, '--help'], io);
     // An unknown name is reported as by `pdp NAME`, with its did-you-mean.
     return Object.hasOwn(COMMANDS, argv[1]!) ? main([argv[1]!, '--help'], io) : main([argv[1]!], io);
   }
