@@ -125,6 +125,14 @@ function rerender(file: string, resultsDir: string): number {
 export async function main(argv = process.argv.slice(2)): Promise<number> {
   const args = parseArgs(argv);
   if (args.render) return rerender(args.render, path.resolve(__dirname, '../../bench/results'));
+  // A misspelt suite must not run nothing and report that as a result.
+  const unknown = [...(args.only ?? []), ...args.skip].filter((name) => !SUITES.includes(name));
+  if (unknown.length > 0 || (args.only !== null && args.only.length === 0)) {
+    process.stderr.write(`run.js: ${unknown.length ? `unknown suite ${unknown.map((n) => `\`${n}\``).join(', ')}` : '--only names no suite'}; the suites are ${SUITES.join(', ')}\n`);
+    return 2;
+  }
+  // A partial run (--only, --skip) never replaces a full run's files: its names say `-partial`.
+  const partial = args.only !== null || args.skip.length > 0;
   const machine = machineStamp();
   const resultsDir = path.resolve(__dirname, '../../bench/results');
   fs.mkdirSync(resultsDir, { recursive: true });
@@ -158,13 +166,18 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   }
 
   const stamp = machine.date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
-  const suffix = args.quick ? '-quick' : '';
+  const suffix = `${partial ? '-partial' : ''}${args.quick ? '-quick' : ''}`;
   const jsonPath = path.join(resultsDir, `results-${stamp}${suffix}.json`);
-  fs.writeFileSync(jsonPath, JSON.stringify({ machine, quick: args.quick, suites: results.map(({ files: _f, ...rest }) => rest), skipped, failed }, null, 2) + '\n');
+  fs.writeFileSync(jsonPath, JSON.stringify({ machine, quick: args.quick, partial, suites: results.map(({ files: _f, ...rest }) => rest), skipped, failed }, null, 2) + '\n');
   const mdPath = path.join(resultsDir, `latest${suffix}.md`);
   fs.writeFileSync(mdPath, renderReport(machine, args.quick, results, skipped));
-  for (const s of results) for (const f of s.files ?? []) fs.writeFileSync(path.join(resultsDir, path.basename(f.name)), f.content);
-  log(`wrote ${path.relative(process.cwd(), jsonPath)}, ${path.relative(process.cwd(), mdPath)}${results.flatMap((s) => s.files ?? []).map((f) => `, bench/results/${f.name}`).join('')}`);
+  // The suites name their files (`…-quick` for a quick run); a partial run adds `-partial` before the extension.
+  const fileName = (name: string) => (partial ? path.basename(name).replace(/(-quick)?(\.[a-z]+)$/, '-partial$1$2') : path.basename(name));
+  const written = results.flatMap((s) => s.files ?? []).map((f) => {
+    fs.writeFileSync(path.join(resultsDir, fileName(f.name)), f.content);
+    return fileName(f.name);
+  });
+  log(`wrote ${path.relative(process.cwd(), jsonPath)}, ${path.relative(process.cwd(), mdPath)}${written.map((n) => `, bench/results/${n}`).join('')}`);
   return failed.length ? 1 : 0;
 }
 

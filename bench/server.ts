@@ -240,10 +240,12 @@ async function makeFixture(config: ServerBenchConfig): Promise<Fixture> {
 
 // ---- scenarios -----------------------------------------------------------------------------------
 
-export type ScenarioId =
-  | 'node-http' | 'fastify' | 'pdp-hit' | 'pdp-miss' | 'pdp-audit-off' | 'pdp-audit-off-miss'
-  | 'pdp-batch-hit' | 'pdp-batch-miss' | 'pdp-hit-thread' | 'pdp-batch-hit-thread' | 'pdp-hit-no-checkpointer'
-  | 'pdp-plain' | 'pdp-mtls' | 'fastify-plain' | 'fastify-mtls';
+export const SCENARIO_IDS = [
+  'node-http', 'fastify', 'pdp-hit', 'pdp-miss', 'pdp-audit-off', 'pdp-audit-off-miss',
+  'pdp-batch-hit', 'pdp-batch-miss', 'pdp-hit-thread', 'pdp-batch-hit-thread', 'pdp-hit-no-checkpointer',
+  'pdp-plain', 'pdp-mtls', 'fastify-plain', 'fastify-mtls',
+] as const;
+export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 interface Scenario {
   id: ScenarioId;
@@ -891,12 +893,13 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
     };
     let markdown = renderMarkdown(data);
     const files: SuiteFile[] = [];
+    // A quick or partial (`--only`) run never replaces a full run's files: it gets names of its own.
+    const suffix = `${opts.only ? '-partial' : ''}${opts.quick ? '-quick' : ''}`;
     if (opts.profile) {
       const profileMd = `# pdp server CPU profiles (\`node --cpu-prof\` on the target process)\n\n${markdown}\n\n## Profiles (self time)\n\n${profiles.join('\n')}`;
-      files.push({ name: 'server-profile-latest.md', content: profileMd });
+      files.push({ name: `server-profile-latest${suffix}.md`, content: profileMd });
       markdown = profileMd;
     } else {
-      const suffix = opts.quick ? '-quick' : '';
       files.push({ name: `server-latest${suffix}.md`, content: `# pdp HTTP server benchmarks${opts.quick ? ' (quick smoke run)' : ''}\n\n${markdown}\n` });
       files.push({ name: `server-${dateStamp(stamp.date)}${suffix}.json`, content: JSON.stringify(data, null, 2) + '\n' });
     }
@@ -915,6 +918,11 @@ if (require.main === module) {
   const argv = process.argv.slice(2);
   const onlyIdx = argv.indexOf('--only');
   const only = onlyIdx >= 0 ? (argv[onlyIdx + 1] ?? '').split(',').filter(Boolean) as ScenarioId[] : undefined;
+  const unknown = only?.filter((id) => !SCENARIO_IDS.includes(id));
+  if (only !== undefined && (only.length === 0 || unknown!.length > 0)) {
+    process.stderr.write(`server.js --only: ${only.length === 0 ? 'no target named' : `unknown target ${unknown!.map((id) => `\`${id}\``).join(', ')}`}; the targets are ${SCENARIO_IDS.join(', ')}\n`);
+    process.exit(2);
+  }
   run({ quick: argv.includes('--quick'), profile: argv.includes('--profile'), ...(only ? { only } : {}) }).then((r) => {
     const dir = path.resolve(__dirname, '../../bench/results');
     fs.mkdirSync(dir, { recursive: true });
