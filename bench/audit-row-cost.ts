@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { AUDIT_ROW_COLUMNS, APPEND_ONLY_GUARD_FUNCTION, PRUNE_GUARD_FUNCTION, openAuditStore, toAuditRow, type AuditEvent, type AuditRow } from '../src/audit';
 import { machineStamp } from './run';
+import { benchTempDir } from './suite';
 
 interface Variant {
   name: string;
@@ -98,7 +99,7 @@ function median(xs: number[]): number {
 }
 
 export function runRowCost(quick: boolean): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-bench-row-'));
+  const dir = benchTempDir('pdp-bench-row-');
   try {
     // The real schema, as the migrations leave it.
     const schemaFile = path.join(dir, 'schema.db');

@@ -20,6 +20,7 @@ import {
   type AuditRow,
 } from '../src/audit';
 import type { SuiteOptions, SuiteResult } from './suite';
+import { benchTempDir } from './suite';
 import { formatTick, lineChart, type Series } from './svg';
 
 export interface AuditBenchOptions {
@@ -272,7 +273,7 @@ const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed
 
 export async function run(opts: SuiteOptions): Promise<SuiteResult> {
   const started = Date.now();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-bench-'));
+  const dir = benchTempDir('pdp-audit-bench-');
   try {
     const data = await runAuditBench({ rows: opts.quick ? SIZES.quick : SIZES.full, dir, log: opts.log });
     return { ...render({ ...data, quick: opts.quick }), durationMs: Date.now() - started };
@@ -371,7 +372,7 @@ function printTable(report: { results: SizeResult[] }): void {
 
 if (require.main === module) {
   const quick = process.argv.includes('--quick');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-audit-bench-'));
+  const dir = benchTempDir('pdp-audit-bench-');
   runAuditBench({ rows: quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000], dir })
     .then((report) => {
       printTable(report);

@@ -11,6 +11,7 @@ import type { PairedResult, PairedTask } from './engine-paired';
 import { PEERS, type PeerId, type WorkerResult, type WorkerTask } from './engine-worker';
 import { makeFamily, serviceCountFor } from './policy-family';
 import type { SuiteOptions, SuiteResult } from './suite';
+import { benchTempDir } from './suite';
 import { formatNs, lineChart, type Series } from './svg';
 
 export const LABELS: Record<PeerId, string> = {
@@ -111,7 +112,7 @@ let snapshot: CodeSnapshot | undefined;
 function takeSnapshot(): CodeSnapshot {
   const dist = path.resolve(__dirname, '..');
   const repo = path.resolve(dist, '..');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-bench-code-'));
+  const dir = benchTempDir('pdp-bench-code-');
   const copy = () => {
     for (const sub of ['src', 'bench']) {
       fs.rmSync(path.join(dir, sub), { recursive: true, force: true });

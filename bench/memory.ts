@@ -14,6 +14,7 @@ import path from 'node:path';
 import { hclSources, makeFamily, sampleRequests } from './policy-family';
 import { machineStamp, type Machine } from './run';
 import type { SuiteOptions, SuiteResult } from './suite';
+import { benchTempDir } from './suite';
 import { lineChart, type Series } from './svg';
 
 export const SIZES = { quick: [10, 1_000, 10_000], full: [10, 1_000, 10_000, 100_000] };
@@ -172,7 +173,7 @@ export async function run(opts: SuiteOptions): Promise<SuiteResult> {
   const started = Date.now();
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const machine = machineStamp();
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-memory-bench-'));
+  const root = benchTempDir('pdp-memory-bench-');
   const rows: MemoryRow[] = [];
   try {
     for (const n of opts.quick ? SIZES.quick : SIZES.full) {

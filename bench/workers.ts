@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { SuiteOptions, SuiteResult } from './suite';
+import { benchTempDir } from './suite';
 
 const root = path.join(__dirname, '../..');
 
@@ -65,7 +66,7 @@ async function startServe(workers: number, dir: string): Promise<{ url: string; 
 }
 
 async function measure(workers: number, seconds: number): Promise<WorkerResult> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-bench-workers-'));
+  const dir = benchTempDir('pdp-bench-workers-');
   try {
     const server = await startServe(workers, dir);
     let answered = 0;
