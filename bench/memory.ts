@@ -9,7 +9,6 @@
 // Linux only (/proc); elsewhere the RSS columns are empty.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { hclSources, makeFamily, sampleRequests } from './policy-family';
 import { machineStamp, type Machine } from './run';
