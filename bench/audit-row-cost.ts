@@ -5,7 +5,7 @@
 // row (user + system), median and range over the rounds. It reports; it asserts nothing.
 //
 //   node dist/bench/audit-row-cost.js [--quick]
-//   → bench/results/audit-row-cost-latest.md (quick: audit-row-cost-latest-quick.md)
+//   → bench/results/audit-row-cost-latest.md and audit-row-cost-<date>.json (quick: …-quick names, not committed)
 //
 // Statements as the store's (src/audit/store.ts): multi-row INSERTs of up to 64 rows, positional
 // parameters, one transaction per group; WAL, synchronous=NORMAL, wal_autocheckpoint 10,000 pages.
@@ -98,7 +98,7 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-export function runRowCost(quick: boolean): string {
+export function runRowCost(quick: boolean): { markdown: string; data: unknown } {
   const dir = benchTempDir('pdp-bench-row-');
   try {
     // The real schema, as the migrations leave it.
@@ -143,7 +143,8 @@ export function runRowCost(quick: boolean): string {
       out.push(`| \`${v.name}\` | ${v.what} | ${cell(8)} | ${cell(100)} |`);
     }
     out.push('', 'What this says: the difference between `real` and `bare` is what pdp\'s guarantees (append-only triggers, CHECKs, the time index, AUTOINCREMENT) cost per row; `bare` is SQLite\'s own work for the row (the record, the B-tree, the WAL frames, binding 16 values); `real-in-memory` against `real` is what the file and its WAL add. A shared host moves single rounds by tens of percent: compare within a column of one run.', '');
-    return out.join('\n');
+    const perRow = Object.fromEntries([...samples].map(([key, xs]) => [key, { median_us: median(xs), rounds_us: xs }]));
+    return { markdown: out.join('\n'), data: { machine: m, quick, rounds, rowsPerRound, groups, variants: list.map((v) => ({ name: v.name, what: v.what })), perRow } };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -151,8 +152,12 @@ export function runRowCost(quick: boolean): string {
 
 if (require.main === module) {
   const quick = process.argv.includes('--quick');
-  const md = runRowCost(quick);
-  const file = path.join(__dirname, '..', '..', 'bench', 'results', `audit-row-cost-latest${quick ? '-quick' : ''}.md`);
-  fs.writeFileSync(file, `${md}\n`);
-  process.stdout.write(`${md}\nwrote ${path.relative(process.cwd(), file)}\n`);
+  const { markdown, data } = runRowCost(quick);
+  const results = path.join(__dirname, '..', '..', 'bench', 'results');
+  const suffix = quick ? '-quick' : '';
+  const file = path.join(results, `audit-row-cost-latest${suffix}.md`);
+  const json = path.join(results, `audit-row-cost-${new Date().toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}${suffix}.json`);
+  fs.writeFileSync(file, `${markdown}\n`);
+  fs.writeFileSync(json, `${JSON.stringify(data, null, 2)}\n`);
+  process.stdout.write(`${markdown}\nwrote ${path.relative(process.cwd(), file)}, ${path.relative(process.cwd(), json)}\n`);
 }

@@ -8,6 +8,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { SuiteOptions, SuiteResult } from './suite';
 import { benchTempDir } from './suite';
+import { machineStamp } from './run';
 
 const root = path.join(__dirname, '../..');
 
@@ -118,9 +119,10 @@ export async function run(opts: SuiteOptions & { maxWorkers?: number }): Promise
     `|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
     ...results.map((r) => `| ${r.workers} | ${r.requestsPerSecond.toLocaleString('en')} | ${(r.requestsPerSecond / base).toFixed(2)}× | ${r.p50} | ${r.p99} | ${r.answered.toLocaleString('en')} | ${r.auditRows.toLocaleString('en')} | ${r.lost} | ${r.commits.toLocaleString('en')} | ${r.lockWaits.toLocaleString('en')} | ${r.lockWaitSeconds.toFixed(2)} |`),
   ];
-  const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, Node ${process.version}, ${new Date().toISOString()}`;
+  const stamp = machineStamp();
+  const machine = `${stamp.cpu}, ${stamp.cores} cores, Node ${stamp.node}, ${stamp.date}, commit ${stamp.commit?.slice(0, 12) ?? 'unknown'}${stamp.dirty ? ' (with uncommitted changes)' : ''}`;
   const markdown = `${machine}. \`pdp serve --workers N\` (node:cluster, one SQLite connection per worker), the example \`policies/\`, one cache-hit request; autocannon with 16 connections per worker, in this process, on the same machine (it competes for the cores), ${opts.quick ? 3 : 10} s per count. "lost": answers without their audit row (must be 0). A worker whose group commit finds another worker holding the write lock retries it with its event loop free (docs/audit.md, Concurrency); the last columns say how often and for how long.\n\n${lines.join('\n')}\n`;
-  return { name: 'workers', title: 'pdp serve --workers N', durationMs: Date.now() - started, markdown, data: { results } };
+  return { name: 'workers', title: 'pdp serve --workers N', durationMs: Date.now() - started, markdown, data: { machine: stamp, quick: opts.quick, results } };
 }
 
 if (require.main === module) {
@@ -134,7 +136,8 @@ if (require.main === module) {
       // A smoke run (3 s per count) does not replace the last full run's figures (bench/results/.gitignore keeps it out of git).
       const suffix = quick ? '-quick' : '';
       fs.writeFileSync(path.join(root, `bench/results/workers-latest${suffix}.md`), markdown);
-      fs.writeFileSync(path.join(root, `bench/results/workers-${new Date().toISOString().replace(/[:.]/g, '-')}${suffix}.json`), JSON.stringify((r.data as { results: unknown }).results, null, 2));
+      // Stamped like every results file: machine (CPU, cores, Node, date, commit), quick, the rows.
+      fs.writeFileSync(path.join(root, `bench/results/workers-${new Date().toISOString().replace(/[:.]/g, '-')}${suffix}.json`), `${JSON.stringify(r.data, null, 2)}\n`);
     })
     .catch((e) => { console.error(e); process.exitCode = 1; });
 }
