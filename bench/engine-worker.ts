@@ -60,8 +60,10 @@ export interface WorkerResult {
   rssAfterMB: number;
   heapAfterMB: number;
   agreement: { checked: number; disagreements: Disagreement[]; errors: number };
-  /** Our engine: its allow/deny on the agreement slice (the reference for peers). */
+  /** Our engine: its allow/deny on the agreement slice. */
   decisions?: boolean[];
+  /** Our engine's run: the family's hand-derived intent on the agreement slice, the reference every peer is checked against. */
+  intents?: boolean[];
   /** Our engine: disagreements with the hand-derived intent of each request. */
   intentMismatches?: Disagreement[];
   decisionsMeasured: number;
@@ -367,10 +369,10 @@ async function main(task: WorkerTask): Promise<WorkerResult> {
     agreement: { checked: agreeCount, disagreements, errors },
     notes: subject.notes,
     ...(engineHash ? { engineHash } : {}),
-    ...(task.expected ? {} : { decisions, intentMismatches }),
+    ...(task.expected ? {} : { decisions, intents: sample.slice(0, agreeCount).map((r) => r.intended), intentMismatches }),
   };
-  if (errors > 0 || disagreements.length > 0) {
-    // A peer that disagrees is reported as such, not timed.
+  if (errors > 0 || disagreements.length > 0 || intentMismatches.length > 0) {
+    // An engine that decides wrongly (a peer against the intent, pdp against the intent) is reported as such, not timed.
     return { ...base, decisionsMeasured: 0, measuredMs: 0, opsPerSec: NaN, opsPerCpuSec: NaN, cpuShare: NaN, meanNs: NaN, p50Ns: NaN, p99Ns: NaN, blockSize: 0, cappedByTime: false };
   }
 

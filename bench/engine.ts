@@ -175,8 +175,12 @@ function runWorker(task: WorkerTask, cfg: EngineConfig): Promise<Outcome> {
         arm(cfg.warmupMs + cfg.runCapMs * 2 + (task.phases ? cfg.loadBudgetMs : 0) + 30_000, 'run-timeout', 'did not finish its timed run within budget');
       } else if (m.type === 'result' && m.result) {
         const r = m.result;
-        const disagrees = r.agreement.disagreements.length > 0 || r.agreement.errors > 0;
-        finish({ status: disagrees ? 'disagrees' : 'ok', result: r, loadMs: r.loadMs, ...(disagrees ? { message: `disagrees with pdp on ${r.agreement.disagreements.length} of ${r.agreement.checked} requests (${r.agreement.errors} errors); not timed` } : {}) });
+        const offIntent = r.intentMismatches?.length ?? 0;
+        const disagrees = r.agreement.disagreements.length > 0 || r.agreement.errors > 0 || offIntent > 0;
+        const why = offIntent > 0
+          ? `differs from the family's hand-derived intent on ${offIntent} of ${r.agreement.checked} requests; not timed`
+          : `disagrees with the family's intent on ${r.agreement.disagreements.length} of ${r.agreement.checked} requests (${r.agreement.errors} errors); not timed`;
+        finish({ status: disagrees ? 'disagrees' : 'ok', result: r, loadMs: r.loadMs, ...(disagrees ? { message: why } : {}) });
       } else if (m.type === 'error') {
         finish({ status: 'error', message: (m.message ?? 'unknown error').split('\n').slice(0, 3).join(' | ') });
       }
@@ -274,7 +278,7 @@ async function runEngineSuiteWith(cfg: EngineConfig, opts: SuiteOptions, log: (l
         }
       }
       if (!isOurs(peer) && !expected) {
-        cells.push({ ...cellBase, status: 'skipped', message: 'not attempted: no reference decisions from pdp at this N', wallMs: 0, attempts: 0 });
+        cells.push({ ...cellBase, status: 'skipped', message: 'not attempted: no run of pdp at this N carried the reference (the family\'s intent)', wallMs: 0, attempts: 0 });
         continue;
       }
       const task: WorkerTask = {
@@ -310,8 +314,9 @@ async function runEngineSuiteWith(cfg: EngineConfig, opts: SuiteOptions, log: (l
       cells.push(cell);
       if (outcome.loadMs !== undefined) lastLoad.set(peer, { n, ms: outcome.loadMs });
 
-      if (peer === 'ours-decide' && outcome.result?.decisions) expected = outcome.result.decisions;
-      if (peer === 'ours-evaluate' && !expected && outcome.result?.decisions) expected = outcome.result.decisions;
+      // Peers are checked against the family's intent (which pdp's run carries), not against pdp's
+      // answers: a wrong pdp must not make the right peers look wrong.
+      if (isOurs(peer) && !expected && outcome.result?.intents) expected = outcome.result.intents;
       if (outcome.status === 'load-timeout' || outcome.status === 'agree-timeout' || outcome.status === 'crashed' || outcome.status === 'run-timeout') {
         stopped.set(peer, `not attempted: ${outcome.status === 'load-timeout' ? 'did not load within budget' : outcome.status === 'crashed' ? 'crashed' : 'ran out of budget'} at N = ${n.toLocaleString('en-US')}`);
       }
@@ -364,7 +369,7 @@ export function render(data: EngineData): Omit<SuiteResult, 'durationMs'> {
   return {
     name: 'engine',
     title: 'In-process engine: decisions per rule count, vs the Map.get floor and the peers',
-    markdown: (data.codeHash ? `Engine code: the compiled \`dist/src\` (hash ${data.codeHash}), copied once at the start so every process of the run loads the same build.\n\n` : '') + renderMarkdown(cells, cfg, summary, svgName, paired, data.quick),
+    markdown: agreementLine(cells) + (data.codeHash ? `Engine code: the compiled \`dist/src\` (hash ${data.codeHash}), copied once at the start so every process of the run loads the same build.\n\n` : '') + renderMarkdown(cells, cfg, summary, svgName, paired, data.quick),
     data: { ...data, pairedProblems: problems, summary },
     files: [{ name: svgName, content: renderSvg(cells, cfg) }],
   };
@@ -538,6 +543,14 @@ function cellText(c: Cell | undefined, what: 'latency' | 'rate' | 'load'): strin
   }
 }
 
+/** The first line of the report: whether every engine decided the agreement sample as intended. */
+function agreementLine(cells: Cell[]): string {
+  const failed = cells.filter((c) => c.result && (c.result.agreement.disagreements.length > 0 || c.result.agreement.errors > 0 || (c.result.intentMismatches?.length ?? 0) > 0));
+  return failed.length === 0
+    ? '**Agreement: OK**: every engine that loaded decided the agreement sample as the policy family intends (see "Agreement").\n\n'
+    : `**Agreement: FAILED** for ${failed.map((c) => `${LABELS[c.peer]} at N = ${c.n}`).join(', ')}: not timed (see "Agreement").\n\n`;
+}
+
 function renderMarkdown(cells: Cell[], cfg: EngineConfig, s: Summary, svgName: string, paired: PairedResult[], quick = false): string {
   const out: string[] = [];
   const ns = cfg.ns;
@@ -612,7 +625,7 @@ function renderMarkdown(cells: Cell[], cfg: EngineConfig, s: Summary, svgName: s
     }
     out.push('');
   }
-  out.push('### Agreement (allow/deny vs pdp before timing)');
+  out.push('### Agreement (allow/deny vs the family\'s hand-derived intent, before timing)');
   out.push('');
   const agreeRows: string[] = [];
   for (const c of cells) {
@@ -624,11 +637,11 @@ function renderMarkdown(cells: Cell[], cfg: EngineConfig, s: Summary, svgName: s
       continue;
     }
     if (a.disagreements.length || a.errors) {
-      agreeRows.push(`- ${LABELS[c.peer]}, N = ${c.n}: **disagrees on ${a.disagreements.length} of ${a.checked}**, e.g. ${a.disagreements.slice(0, 3).map((d) => `\`${d.request}\` (${d.kind}) pdp ${d.expected}, peer ${d.got}`).join('; ')}`);
+      agreeRows.push(`- ${LABELS[c.peer]}, N = ${c.n}: **disagrees on ${a.disagreements.length} of ${a.checked}**, e.g. ${a.disagreements.slice(0, 3).map((d) => `\`${d.request}\` (${d.kind}) intended ${d.expected}, got ${d.got}`).join('; ')}`);
     }
   }
   const checked = cells.filter((c) => c.result && !isOurs(c.peer)).length;
-  out.push(agreeRows.length ? agreeRows.join('\n') : `Every peer run that loaded (${checked} runs) agreed with pdp on all ${cfg.agreeCount} requests of the agreement sample; pdp agreed with the family's hand-derived intent on every request.`);
+  out.push(agreeRows.length ? agreeRows.join('\n') : `Every peer run that loaded (${checked} runs) decided all ${cfg.agreeCount} requests of the agreement sample as the family intends, and so did pdp: the engines agree.`);
   out.push('');
   const problems = cells.filter((c) => c.status !== 'ok' && c.message);
   if (problems.length) {
