@@ -63,6 +63,8 @@ interface Subject {
   name: PairedSubject;
   decide: (x: unknown) => boolean;
   inputs: unknown[];
+  /** The policy family's hand-derived answer for each input: checked before anything is timed. */
+  intents: boolean[];
   loop: Loop;
   blockSize: number;
   p50s: number[];
@@ -78,9 +80,10 @@ function oursSubjects(policy: LoadedPolicy, n: number, sampleSize: number, suffi
     return p.request;
   });
   const compiled = policy.compiled;
+  const intents = sample.map((r) => r.intended);
   return [
-    { name: `evaluate${suffix}` as PairedSubject, decide: (x) => evaluate(compiled, x as Request, (x as Request).identity!).allow, inputs: prepared, loop: newLoop(), blockSize: 1, p50s: [] },
-    { name: `decide${suffix}` as PairedSubject, decide: (x) => { const d = decideWith(policy, x as RawRequest); return d.ok && d.decision.allow; }, inputs: raws, loop: newLoop(), blockSize: 1, p50s: [] },
+    { name: `evaluate${suffix}` as PairedSubject, decide: (x) => evaluate(compiled, x as Request, (x as Request).identity!).allow, inputs: prepared, intents, loop: newLoop(), blockSize: 1, p50s: [] },
+    { name: `decide${suffix}` as PairedSubject, decide: (x) => { const d = decideWith(policy, x as RawRequest); return d.ok && d.decision.allow; }, inputs: raws, intents, loop: newLoop(), blockSize: 1, p50s: [] },
   ];
 }
 
@@ -102,7 +105,7 @@ export function runPaired(task: PairedTask): PairedResult {
   const keys = sample.map((r) => floorKey(r.identity, r.action, r.service, r.namespace));
   const subjects: Subject[] = [
     ...oursSubjects(build(task.n), task.n, task.sampleSize, '@N'),
-    { name: 'map-prebuilt@N', decide: (key) => map.get(key as string) === true, inputs: keys, loop: newLoop(), blockSize: 100, p50s: [] },
+    { name: 'map-prebuilt@N', decide: (key) => map.get(key as string) === true, inputs: keys, intents: sample.map((r) => r.intended), loop: newLoop(), blockSize: 100, p50s: [] },
     {
       name: 'map-key@N',
       decide: (x) => {
@@ -110,12 +113,18 @@ export function runPaired(task: PairedTask): PairedResult {
         return map.get(`${r.identity}|${r.action}|${r.service}|${r.namespace}`) === true;
       },
       inputs: sample,
+      intents: sample.map((r) => r.intended),
       loop: newLoop(),
       blockSize: 1,
       p50s: [],
     },
   ];
   subjects.push(...oursSubjects(build(10), 10, task.sampleSize, '@10'));
+  // Nothing is timed that decides wrongly: every subject against the family's intent, on every input.
+  for (const s of subjects) {
+    const wrong = s.inputs.filter((input, i) => s.decide(input) !== s.intents[i]).length;
+    if (wrong > 0) throw new Error(`paired subject ${s.name} decides ${wrong} of ${s.inputs.length} requests against the policy family's intent; nothing was timed`);
+  }
 
   const overhead = timerOverhead();
   const mask = task.sampleSize - 1;
