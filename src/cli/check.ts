@@ -88,21 +88,21 @@ export const run: Command = async (args, io) => {
   // --within: the whole set is checked, and what is reported is what lies in the named files.
   const reported = (d: Diagnostic) => within === undefined || within.size === 0 || within.has(realFile(path.resolve(io.cwd, d.span.file)));
   const sorted = sortDiagnostics(diagnostics.filter(reported));
-  acknowledged.splice(0, acknowledged.length, ...acknowledged.filter((a) => reported(a.diagnostic)));
+  const reportedAcknowledged = acknowledged.filter((a) => reported(a.diagnostic));
   if (within !== undefined && within.size > 0) files = within.size;
   const errors = sorted.filter((d) => d.severity === 'error').length;
   const warnings = sorted.length - errors;
   // Acknowledged warnings (`# pdp:allow CODE -- why`) are reported apart and never fail --strict.
   const failed = hasErrors(sorted) || (values.strict === true && warnings > 0);
   if (format === 'json') {
-    const acknowledgedJson = acknowledged.map((a) => ({ ...diagnosticToJson(a.diagnostic), reason: a.reason }));
+    const acknowledgedJson = reportedAcknowledged.map((a) => ({ ...diagnosticToJson(a.diagnostic), reason: a.reason }));
     io.stdout.write(`${JSON.stringify({ ok: !failed, files, rules, errors, warnings, diagnostics: sorted.map(diagnosticToJson), acknowledged: acknowledgedJson }, null, 2)}\n`);
   } else if (format === 'sarif') {
     const { toSarif } = await import('./sarif');
-    io.stdout.write(`${JSON.stringify(toSarif(sorted, { version: packageVersion() }, acknowledged), null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(toSarif(sorted, { version: packageVersion() }, reportedAcknowledged), null, 2)}\n`);
   } else {
     printDiagnostics(sorted, inputs, io);
-    const summary = `${files} file${files === 1 ? '' : 's'}, ${rules} rule${rules === 1 ? '' : 's'}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}${acknowledged.length ? ` (${acknowledged.length} more acknowledged by \`pdp:allow\`)` : ''}`;
+    const summary = `${files} file${files === 1 ? '' : 's'}, ${rules} rule${rules === 1 ? '' : 's'}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}${reportedAcknowledged.length ? ` (${reportedAcknowledged.length} more acknowledged by \`pdp:allow\`)` : ''}`;
     (failed ? io.stderr : io.stdout).write(`${failed ? 'check failed' : 'ok'}: ${summary}\n`);
   }
   return failed ? EXIT_FINDING : EXIT_OK;

@@ -193,7 +193,6 @@ function sameSpecificity(a: Rule, b: Rule): boolean {
   return a.specificity.length === b.specificity.length && a.specificity.every((v, i) => v === b.specificity[i]);
 }
 
-
 export function cidrsHold(rule: Rule, request: Request): boolean {
   // Called for rules with cidrs; a rule without any always applies.
   if (rule.cidrs === null) return true;
@@ -281,12 +280,12 @@ export function decide(policy: { settings: Settings }, request: Request, identit
 export function namespaceMixupNote(policy: CompiledPolicy, request: Request): string | undefined {
   const service = request.service;
   if (service === undefined) return undefined;
+  // `service_prefix ""` names no service in particular: it would make every default decision noisy.
+  const forService = policy.rules.filter((rule) => rule.service !== null && rule.service.value !== '' && nameMatches(rule.service, service));
+  // Some reach this namespace: the namespace is right, the identity is not.
+  if (forService.some((rule) => nameMatches(rule.namespace, request.namespace))) return undefined;
   const elsewhere = new Map<string, string[]>();
-  // Rules for the service that do reach this namespace: the namespace is right, the identity is not.
-  if (policy.rules.some((rule) => rule.service !== null && rule.service.value !== '' && nameMatches(rule.service, service) && nameMatches(rule.namespace, request.namespace))) return undefined;
-  for (const rule of policy.rules) {
-    // `service_prefix ""` names no service in particular: it would make every default decision noisy.
-    if (rule.service === null || rule.service.value === '' || !nameMatches(rule.service, service) || nameMatches(rule.namespace, request.namespace)) continue;
+  for (const rule of forService) {
     const ns = rule.namespace.kind === 'exact' ? `namespace \`${rule.namespace.value}\`` : `namespaces starting with \`${rule.namespace.value}\``;
     const at = elsewhere.get(ns) ?? [];
     at.push(where(rule));

@@ -255,7 +255,6 @@ function checkWildcardNamespaceGrant(rule: LintRule, roles: Map<string, Identity
 
 // ---- default-allow, foreign-trust-domain, deny-cidrs-blocks-default ---------------------------
 
-/** The first `settings` block (a second one is an error reported elsewhere). */
 /**
  * Step 3 of the decision: a rule naming the identity and resource keeps the default policy out even
  * when its condition fails. Under a default allow, "deny from 10.0.0.0/8" therefore denies from
