@@ -22,6 +22,7 @@ import { decideWith, Engine } from '../src/engine';
 import { initCa, issueCertificate } from '../src/identity/ca';
 import type { ChildMessage, ParentMessage, TargetConfig } from './server-targets';
 import type { SuiteFile, SuiteOptions, SuiteResult, SuiteRunner } from './suite';
+import { benchTempDir } from './suite';
 
 // autocannon 8 ships no type declarations; this is the part of its programmatic API used here.
 interface CannonRequest {
@@ -189,7 +190,7 @@ function missPool(services: GenService[], size: number) {
 }
 
 async function makeFixture(config: ServerBenchConfig): Promise<Fixture> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pdp-bench-server-'));
+  const dir = benchTempDir('pdp-bench-server-');
   const policyDir = path.join(dir, 'policies');
   fs.mkdirSync(policyDir);
   const examples = path.resolve(__dirname, '../../policies');
@@ -857,10 +858,8 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
   log(`  server: ${stamp.cpu}, ${stamp.cores} cores, Node ${stamp.node}; ${config.connections} connections, ${config.warmupSeconds} s warmup, then ${config.rounds} interleaved rounds of ${config.durationSeconds / config.rounds} s per target (plain/mTLS group: ${config.transportRounds} of ${config.durationSeconds / config.transportRounds} s)${opts.profile ? ' (profiling)' : ''}`);
   const fixture = await makeFixture(config);
   const profileDir = path.join(fixture.dir, 'profiles');
+  // benchTempDir also removes the fixture on Ctrl-C and SIGTERM.
   const cleanup = () => fs.rmSync(fixture.dir, { recursive: true, force: true });
-  const onSignal = () => { cleanup(); process.exit(130); };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   try {
     log(`  policy: ${fixture.ruleCount} rules; miss pool ${fixture.missBodies.length} requests (${JSON.stringify(fixture.missMix)})`);
     const list = scenarios(fixture, config).filter((s) => !opts.only || opts.only.includes(s.id));
@@ -905,8 +904,6 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
     }
     return { name: 'server', title: 'HTTP server (autocannon, side by side)', durationMs: Date.now() - started, markdown, data, results: data, files };
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     cleanup();
   }
 }
