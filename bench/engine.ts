@@ -62,15 +62,15 @@ export const QUICK: EngineConfig = {
   ns: [10, 1_000, 10_000],
   sampleSize: 1024,
   agreeCount: 240,
-  warmupMs: 150,
-  runMs: 300,
+  warmupMs: 80,
+  runMs: 150,
   minDecisions: 200,
   runCapMs: 1500,
   loadBudgetMs: 8_000,
   agreeBudgetMs: 8_000,
-  peerMaxN: 1_000,
+  peerMaxN: 10,
   peers: PEERS,
-  paired: { rounds: 3, roundMs: 100, warmupMs: 100 },
+  paired: { rounds: 2, roundMs: 80, warmupMs: 80 },
 };
 
 export type Status = 'ok' | 'disagrees' | 'load-timeout' | 'agree-timeout' | 'run-timeout' | 'crashed' | 'error' | 'skipped';

@@ -111,7 +111,7 @@ export async function run(opts: SuiteOptions & { maxWorkers?: number }): Promise
   const results: WorkerResult[] = [];
   for (const n of counts) {
     opts.log?.(`workers: ${n} worker(s)`);
-    results.push(await measure(n, opts.quick ? 3 : 10));
+    results.push(await measure(n, opts.quick ? 1.5 : 10));
   }
   const base = results[0]!.requestsPerSecond;
   const lines = [
@@ -121,7 +121,7 @@ export async function run(opts: SuiteOptions & { maxWorkers?: number }): Promise
   ];
   const stamp = machineStamp();
   const machine = `${stamp.cpu}, ${stamp.cores} cores, Node ${stamp.node}, ${stamp.date}, commit ${stamp.commit?.slice(0, 12) ?? 'unknown'}${stamp.dirty ? ' (with uncommitted changes)' : ''}`;
-  const markdown = `${machine}. \`pdp serve --workers N\` (node:cluster, one SQLite connection per worker), the example \`policies/\`, one cache-hit request; autocannon with 16 connections per worker, in this process, on the same machine (it competes for the cores), ${opts.quick ? 3 : 10} s per count. "lost": answers without their audit row (must be 0). A worker whose group commit finds another worker holding the write lock retries it with its event loop free (docs/audit.md, Concurrency); the last columns say how often and for how long.\n\n${lines.join('\n')}\n`;
+  const markdown = `${machine}. \`pdp serve --workers N\` (node:cluster, one SQLite connection per worker), the example \`policies/\`, one cache-hit request; autocannon with 16 connections per worker, in this process, on the same machine (it competes for the cores), ${opts.quick ? 1.5 : 10} s per count. "lost": answers without their audit row (must be 0). A worker whose group commit finds another worker holding the write lock retries it with its event loop free (docs/audit.md, Concurrency); the last columns say how often and for how long.\n\n${lines.join('\n')}\n`;
   return { name: 'workers', title: 'pdp serve --workers N', durationMs: Date.now() - started, markdown, data: { machine: stamp, quick: opts.quick, results } };
 }
 
