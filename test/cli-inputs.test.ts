@@ -27,16 +27,52 @@ function evalJson(dir: string, ...args: string[]): { result: string; reason: str
 
 // ---- which files make a policy set ----
 
-test('symbolic links to files and directories are followed; each file is read once', () => {
-  write('real/a.hcl', RULE('a'));
+test('symbolic links to files and directories inside the policy directory are followed; each file is read once', () => {
+  write('links/real/a.hcl', RULE('a'));
   write('links/b.hcl', RULE('b'));
-  fs.symlinkSync('../real/a.hcl', path.join(WORK, 'links/a.hcl'));
-  fs.symlinkSync('../real', path.join(WORK, 'links/shared')); // a.hcl again, through a directory link
-  fs.symlinkSync('.', path.join(WORK, 'real/loop'), 'dir'); // a cycle: real/loop -> real
+  fs.symlinkSync('real/a.hcl', path.join(WORK, 'links/a.hcl'));
+  fs.symlinkSync('real', path.join(WORK, 'links/shared')); // a.hcl again, through a directory link
+  fs.symlinkSync('.', path.join(WORK, 'links/real/loop'), 'dir'); // a cycle: real/loop -> real
   const r = pdp('check', 'links');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /ok: 2 files, 2 rules: 0 errors, 0 warnings/);
   assert.equal(evalJson('links', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a').result, 'ALLOW');
+  // The directory itself may be a link (an operator's /etc/pdp/policies -> /srv/policies).
+  fs.symlinkSync('links', path.join(WORK, 'links-alias'));
+  assert.match(pdp('check', 'links-alias').stdout, /ok: 2 files, 2 rules/);
+});
+
+test('a link out of the policy directory is refused, not read: a pull request cannot make `pdp check` print a secret', () => {
+  // What a hostile pull request adds: a "policy file" that is a link to the CI job's environment or
+  // a key file. Read, its text would be quoted by the parse errors (and in SARIF) into the build log.
+  write('outside/secret.txt', 'ghs_FAKEsecretForTheTest123 = not a policy\n');
+  write('pr/a.hcl', RULE('a'));
+  fs.symlinkSync('../outside/secret.txt', path.join(WORK, 'pr/zz-env.hcl'));
+  fs.symlinkSync('/proc/self/environ', path.join(WORK, 'pr/zz-proc.hcl'));
+  fs.symlinkSync('../outside', path.join(WORK, 'pr/vendor'));
+  for (const format of ['text', 'json', 'sarif']) {
+    const r = pdp('check', '--strict', '--format', format, 'pr');
+    assert.equal(r.status, 1, r.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr, /ghs_FAKE|PATH=|HOME=/, `${format} output quotes the link target's content`);
+  }
+  const text = pdp('check', 'pr');
+  assert.match(text.stderr, /pr\/zz-env\.hcl:1:1: error\[read-error\]: cannot read policy file `zz-env\.hcl`: it is a symbolic link to `\.\.\/outside\/secret\.txt`, outside the policy directory/);
+  assert.match(text.stderr, /pr\/zz-proc\.hcl:1:1: error\[read-error\]: cannot read policy file `zz-proc\.hcl`: it is a symbolic link to `\/proc\/self\/environ`, outside/);
+  assert.match(text.stderr, /pr\/vendor:1:1: error\[read-error\]: cannot read directory `vendor`: it is a symbolic link to `\.\.\/outside`, outside/);
+  assert.match(text.stderr, /hint: name a directory that holds every policy file/);
+  // The server's load and reload read the set the same way: refused with the same diagnostics.
+  const ev = pdp('eval', '--policies', 'pr', '--identity', 'team:x', '--action', 'read', '--resource', 'service:a');
+  assert.equal(ev.status, 1, ev.stderr);
+  assert.match(ev.stderr, /zz-env\.hcl.*outside the policy directory/);
+});
+
+test('a *.hcl name that is not a regular file (a FIFO) is refused at once instead of blocking the read', (t) => {
+  write('fifo/a.hcl', RULE('a'));
+  const made = spawnSync('mkfifo', [path.join(WORK, 'fifo/b.hcl')]);
+  if (made.status !== 0) return t.skip('mkfifo is not available');
+  const r = pdp('check', 'fifo');
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /fifo\/b\.hcl:1:1: error\[read-error\]: cannot read policy file `b\.hcl`: it is not a regular file/);
 });
 
 test('a Kubernetes ConfigMap mount (visible links into a hidden ..data directory) loads each file once', () => {

@@ -52,8 +52,9 @@ export const run: Command = async (args, io) => {
   for (const file of files) {
     const source = file.problem ?? readPolicyFile(file.absolute, file.display);
     if (source.problem) {
-      // Unreadable or not UTF-8: reported, and never rewritten (a rewrite would lose the bytes).
-      sources.set(file.display, source.text);
+      // Unreadable or not UTF-8: reported, and never rewritten (a rewrite would lose the bytes). An
+      // unreadable file has no text to show under its diagnostic (as in `pdp check`).
+      if (source.problem.code !== 'read-error') sources.set(file.display, source.text);
       errors.push(source.problem);
       continue;
     }

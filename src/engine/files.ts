@@ -6,6 +6,9 @@
 //   (`a.hcl -> ..data/a.hcl`), and skipping them would drop grants without a word. A directory reached
 //   twice (a link cycle, two links to one place) is walked once, and a file reached by two paths is
 //   read once, under the first path in sorted order.
+// - Only inside the directory: a link whose target lies outside it is refused, not read. CI runs
+//   `pdp check` on pull requests from anyone, and diagnostics quote the text they complain about: a
+//   link to `/proc/self/environ` or a key file would print the job's secrets into the build log.
 // - Names starting with `.` are skipped: editor lock and swap files, and the `..data` directory and its
 //   timestamped siblings in a ConfigMap mount, which the visible links already cover.
 // - A file that cannot be read, a dangling `*.hcl` link, a directory that cannot be listed, or text
@@ -131,32 +134,52 @@ export interface ListedFile {
 }
 
 /**
- * Every `*.hcl` file under `root`, recursively, sorted by path, following symbolic links, skipping
- * names that start with `.`, each file and directory once. Throws only when `root` itself cannot be
- * listed (the caller's "cannot read policy directory").
+ * Every `*.hcl` file under `root`, recursively, sorted by path, following symbolic links that stay
+ * inside `root`, skipping names that start with `.`, each file and directory once. Throws only when
+ * `root` itself cannot be listed (the caller's "cannot read policy directory").
  */
 export function listPolicyFiles(root: string): ListedFile[] {
   const found: ListedFile[] = [];
   const walkedDirs = new Set<string>();
+  const rootReal = fs.realpathSync(root);
+  const inside = (real: string) => real === rootReal || real.startsWith(rootReal.endsWith(path.sep) ? rootReal : rootReal + path.sep);
+  const refuse = (rel: string, abs: string, message: string, hint?: string) => {
+    found.push({ rel, absolute: abs, problem: { path: rel, text: '', problem: error('read-error', message, atStart(rel), hint) } });
+  };
   const walk = (relative: string, absolute: string, entries: fs.Dirent[]) => {
     for (const entry of entries) {
       if (entry.name.startsWith('.')) continue;
       const rel = relative ? `${relative}/${entry.name}` : entry.name;
       const abs = path.join(absolute, entry.name);
+      const named = entry.name.endsWith('.hcl');
       let isDir = entry.isDirectory();
       let isFile = entry.isFile();
       if (entry.isSymbolicLink()) {
+        let real: string;
         try {
-          const target = fs.statSync(abs);
+          real = fs.realpathSync(abs);
+          const target = fs.statSync(real);
           isDir = target.isDirectory();
           isFile = target.isFile();
         } catch (e) {
           // A dangling link named like a policy file was meant to be one: refuse, do not skip.
-          if (entry.name.endsWith('.hcl')) found.push({ rel, absolute: abs, problem: readErrorSource(rel, 'policy file', e) });
+          if (named) found.push({ rel, absolute: abs, problem: readErrorSource(rel, 'policy file', e) });
+          continue;
+        }
+        // Refused rather than skipped: a link that leads out was meant to add something (see the top).
+        if (!inside(real) && (isDir || named)) {
+          refuse(
+            rel, abs,
+            `cannot read ${isDir ? 'directory' : 'policy file'} \`${rel}\`: it is a symbolic link to \`${fs.readlinkSync(abs)}\`, outside the policy directory; links are followed only within it`,
+            'name a directory that holds every policy file (links inside it are fine), or copy the file in',
+          );
           continue;
         }
       }
-      if (isFile && entry.name.endsWith('.hcl')) found.push({ rel, absolute: abs });
+      if (named && !isFile && !isDir) {
+        // A FIFO would block the read; a device or socket holds no policy.
+        refuse(rel, abs, `cannot read policy file \`${rel}\`: it is not a regular file`);
+      } else if (isFile && named) found.push({ rel, absolute: abs });
       else if (isDir) enter(rel, abs);
     }
   };
@@ -174,7 +197,7 @@ export function listPolicyFiles(root: string): ListedFile[] {
     walkedDirs.add(real);
     walk(rel, abs, entries);
   };
-  walkedDirs.add(fs.realpathSync(root));
+  walkedDirs.add(rootReal);
   walk('', root, fs.readdirSync(root, { withFileTypes: true }));
   found.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
   // One file reached by two paths (two links, a link and its target) is read once.
