@@ -86,3 +86,35 @@ test('an HTTP/1.1 request without `Host` is a 400 naming the header; HTTP/1.0 ne
   const withHost = await raw('POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1');
   assert.equal(withHost.status, 200, withHost.body);
 });
+
+test('a client trickling its request a byte at a time is answered 408 and disconnected after --request-timeout', async (t) => {
+  const root = makeTempDir('pdp-edges-');
+  t.after(() => removeTempDir(root));
+  const serve = await startServe(['--policies', makePolicyDir(root, { 'web.hcl': WEB }), '--audit', path.join(root, 'audit.db'), '--request-timeout', '1s']);
+  t.after(() => serve.stop());
+  // Slowloris: the headers promise a body that never finishes arriving. Without a bound the
+  // connection (and its file descriptor) is held forever and no authentication ever fails.
+  const slow = (head: string) => new Promise<{ ms: number; text: string }>((resolve, reject) => {
+    const started = Date.now();
+    let text = '';
+    const socket = net.connect(Number(new URL(serve.url).port), '127.0.0.1', () => {
+      socket.write(`${head}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{`);
+    });
+    const drip = setInterval(() => { if (!socket.destroyed) socket.write(' '); }, 100);
+    const giveUp = setTimeout(() => { socket.destroy(); reject(new Error(`still open after 10 s: ${text}`)); }, 10_000);
+    socket.setEncoding('utf8').on('data', (c: string) => { text += c; }).on('error', () => undefined)
+      .on('close', () => { clearInterval(drip); clearTimeout(giveUp); resolve({ ms: Date.now() - started, text }); });
+  });
+  for (const head of ['POST /v1/authorize HTTP/1.1', 'GET /v1/ready HTTP/1.1']) {
+    const r = await slow(head);
+    assert.ok(r.ms < 8_000, `${head}: closed after ${r.ms} ms`);
+    assert.match(r.text, /HTTP\/1\.1 408 Request Timeout[\s\S]*"code":"request_timeout"/, head);
+  }
+  // The server still answers everyone else.
+  const ok = await fetch(`${serve.url}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ identity: 'team:web', action: 'read', resource: 'service:web' }) });
+  assert.equal(ok.status, 200);
+  // A bound under a second is refused: legitimate slow links need time.
+  const tooShort = await runPdp(['serve', '--policies', root, '--request-timeout', '500ms']);
+  assert.equal(tooShort.code, 2);
+  assert.match(tooShort.stderr, /--request-timeout must be at least 1s; got `500ms`/);
+});

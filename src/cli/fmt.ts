@@ -97,7 +97,7 @@ function fileError(code: string, message: string, file: string): Diagnostic {
 
 /**
  * The files PATHs name, in order, each once. A directory contributes its `*.hcl` files as a policy
- * set is loaded (engine/files.ts: recursively, sorted, symbolic links followed, `.` names skipped).
+ * set is loaded (engine/files.ts: recursively, sorted, symbolic links within it followed, `.` names skipped).
  * A file named explicitly is formatted whatever its name.
  */
 export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {

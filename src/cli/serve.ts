@@ -7,7 +7,7 @@ import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, o
 import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine, readPolicyDir } from '../engine';
 import { loadTrustBundle } from '../identity';
-import { buildServer, createReloader, describePolicyDiff } from '../server';
+import { buildServer, createReloader, DEFAULT_REQUEST_TIMEOUT_MS, describePolicyDiff } from '../server';
 import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
@@ -45,6 +45,8 @@ row at start-up and on each reload; if the start-up row cannot be written, it ex
   --max-failures N      failed authentications from one address before it is locked out (default 5)
   --lockout DUR         how long a locked-out address is refused, and the window in which its
                         failures count (default 15m; e.g. 30s, 15m, 1h; at most 30d)
+  --request-timeout DUR how long a client has to send a whole request before it is answered 408
+                        and disconnected (default 30s; at most 10m)
   --log-level LEVEL     fatal, error, warn (default), info, debug
   --workers N           N worker processes sharing the port (node:cluster); default 1
 
@@ -92,6 +94,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
     'rate-limit': { type: 'string' }, 'max-failures': { type: 'string' }, lockout: { type: 'string' },
     workers: { type: 'string' }, 'audit-writer': { type: 'string' }, 'audit-checkpoint': { type: 'string' },
+    'request-timeout': { type: 'string' },
   }, false);
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
@@ -112,6 +115,9 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (auditCheckpoint !== 'inline' && auditCheckpoint !== 'thread') {
     throw new UsageError(`--audit-checkpoint must be \`thread\` or \`inline\`; got \`${auditCheckpoint}\``);
   }
+  const requestTimeoutText = values['request-timeout'];
+  const requestTimeoutMs = requestTimeoutText === undefined ? DEFAULT_REQUEST_TIMEOUT_MS : parseDuration(requestTimeoutText, '--request-timeout', { ms: 600_000, text: '10m' });
+  if (requestTimeoutMs < 1000) throw new UsageError(`--request-timeout must be at least 1s; got \`${requestTimeoutText}\``);
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
   refuseEmptyPaths([], { policies: values.policies, audit: values.audit, 'tls-cert': values['tls-cert'], 'tls-key': values['tls-key'], 'client-ca': values['client-ca'], tokens: values.tokens });
@@ -288,7 +294,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     }
   };
   app = buildServer({
-    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, ...(checkpointer ? { checkpointer } : {}),
+    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, requestTimeoutMs, ...(checkpointer ? { checkpointer } : {}),
     // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
     ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
     logger: {

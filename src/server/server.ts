@@ -70,6 +70,12 @@ export interface ServerDeps {
   cacheEntries?: number;
   nodeName?: string;
   bodyLimit?: number;
+  /**
+   * Milliseconds a client has to send a whole request (headers and body); then 408 and the
+   * connection is closed. Default 30 s. Without a bound, a client trickling a body a byte at a time
+   * holds its connection (and file descriptor) forever without ever failing authentication.
+   */
+  requestTimeoutMs?: number;
   /** Absent: the loopback development default (every local caller may use authorize and operations). */
   authenticator?: Authenticator;
   logger?: FastifyServerOptions['logger'];
@@ -135,17 +141,32 @@ function rawErrorResponse(code: ErrorCode, message: string, extra: Record<string
   return { status: ERRORS[code].status, headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }, body };
 }
 
+/** How long a client has to send a whole request: a 1 MiB batch at 35 KB/s. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
 export function buildServer(deps: ServerDeps): FastifyInstance {
   const now = deps.now ?? (() => new Date());
   const nodeName = deps.nodeName ?? 'pdp';
   const cache = new DecisionCache(deps.cacheEntries ?? 10_000);
+  const requestTimeout = deps.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  // Given to Node's server itself: fastify sets `requestTimeout` after the server exists, which
+  // skips Node's rule that headersTimeout (60 s by default) be at most requestTimeout, and with a
+  // longer headersTimeout Node never times out a body trickled a byte at a time (measured). Node
+  // looks for overdue requests every `connectionsCheckingInterval` (30 s by default, as long as the
+  // default timeout itself): a tenth of the timeout keeps the bound close to what was asked.
+  const timeouts = {
+    requestTimeout,
+    headersTimeout: Math.min(60_000, requestTimeout),
+    connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.round(requestTimeout / 10))),
+  };
   const app = Fastify({
     logger: deps.logger ?? false,
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    requestTimeout,
     // Node's own answer to an HTTP/1.1 request without `Host` is an empty 400; ours names the header
     // (see the request listener below), so Node is told not to check.
-    http: { requireHostHeader: false },
-    ...(deps.https ? { https: { ...deps.https, requireHostHeader: false } } : {}),
+    http: { requireHostHeader: false, ...timeouts },
+    ...(deps.https ? { https: { ...deps.https, requireHostHeader: false, ...timeouts } } : {}),
     // Strict validation: no silent type coercion, no silently dropped unknown fields.
     // `verbose`: an error carries the value that failed (describeValidation words a few cases by it).
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true, verbose: true } },
