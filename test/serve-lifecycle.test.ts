@@ -287,3 +287,23 @@ test('`pdp audit prune` while serving leaves the write lock free between chunks:
   assert.ok(statuses.length > 10, `only ${statuses.length} decisions while pruning`);
   assert.deepEqual([...new Set(statuses)], [200], `statuses while pruning: ${JSON.stringify(statuses.filter((s) => s !== 200).slice(0, 5))}`);
 });
+
+test('a log sink that goes away (the shipper reading stderr is killed) does not take the PDP down: it keeps answering and exits 0 on SIGTERM', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--log-level', 'info']);
+  t.after(() => serve.stop());
+  // Our end of the child's stderr pipe is the log shipper: close it, so the child's next log line meets EPIPE.
+  serve.child.stderr!.destroy();
+  // Lines to write: a refused reload (and, at info, the request lines of these calls).
+  fs.writeFileSync(path.join(policyDir, 'broken.hcl'), 'service "x" { policy = "raed" }\n');
+  for (let i = 0; i < 3; i++) {
+    const reload = await fetch(`${serve.url}/v1/policies/reload`, { method: 'POST' });
+    assert.equal(reload.status, 422, await reload.text());
+  }
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(serve.child.exitCode, null, 'pdp exited after its log sink failed');
+  assert.equal((await authorize(serve.url, { identity: 'team:web', action: 'read', resource: 'service:web' })).json.result, 'ALLOW');
+  assert.equal((await fetch(`${serve.url}/v1/health`)).status, 200);
+  serve.child.kill('SIGTERM');
+  assert.deepEqual(await serve.exited, { code: 0, signal: null });
+});

@@ -132,6 +132,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     throw new UsageError(`refusing to serve on \`${host}\` without caller authentication: add --client-ca (mutual TLS) and/or --tokens; only loopback may run without it`);
   }
   const limits = securityLimits(values);
+  keepServingWhenLogsFail();
   // Operator files are checked before anything is opened: a wrong path or a key that does not match
   // its certificate is a usage error naming the flag, not an `internal error: ENOENT`.
   checkSecurityFiles(values, io.cwd);
@@ -452,6 +453,18 @@ interface SecurityLimits {
   rateLimitPerSecond?: number;
   maxFailures?: number;
   lockoutMs?: number;
+}
+
+/**
+ * A log sink that fails (the log shipper reading stderr was killed: EPIPE; the disk holding the log
+ * file is full: ENOSPC) must not take the PDP down with it: the decisions are in the audit store,
+ * which fails closed on its own. Without a listener the stream's 'error' event is unhandled and
+ * Node exits. Lines that cannot be written are dropped; the stream stays unusable once it failed.
+ */
+function keepServingWhenLogsFail(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount('error') === 0) stream.on('error', () => undefined);
+  }
 }
 
 /** --rate-limit, --max-failures, --lockout (validated before anything is opened). */
