@@ -173,6 +173,18 @@ test('rejects a certificate without a SPIFFE ID, with several URI SANs, or with 
   assert.ok(!r7.ok && r7.code === 'not-client' && /lacks clientAuth/.test(r7.reason), JSON.stringify(r7));
 });
 
+test('a refusal quotes the presenter\'s URI SAN and names with control, bidi and zero-width characters escaped (they are stored in audit rows)', async () => {
+  const keyPem = fs.readFileSync(path.join(dir, 'ca', 'ca.key'), 'utf8');
+  const issuerName = 'CN=pdp root CA cluster';
+  // A URI SAN is an IA5String: ASCII only, so the threat is ASCII controls (escape sequences, newlines).
+  const hostile = 'spiffe://cluster/ns/a/sa/\u001b[2J\u001b[1;31mALL CLEAR\u001b[0m\nforged line\u007f';
+  const cert = await custom({ issuerKeyPem: keyPem, issuerName, subject: 'CN=esc', eku: ['1.3.6.1.5.5.7.3.2'], sans: [{ type: 'url', value: hostile }] });
+  const r = verifyClientCertificate(cert.pem, bundle, NOW);
+  assert.ok(!r.ok && r.code === 'bad-spiffe-id', JSON.stringify(r));
+  assert.doesNotMatch(r.reason, /[\u0000-\u001f\u007f-\u009f\u202a-\u202e]/, 'the reason holds a raw control character');
+  assert.match(r.reason, /certificate's URI SAN `spiffe:\/\/cluster\/ns\/a\/sa\/\\u\{1b\}\[2J.*\\u\{a\}forged line\\u\{7f\}` is not a valid SPIFFE ID/);
+});
+
 test('rejects garbage, empty and oversized input without throwing', () => {
   const cases: Array<[string, RegExp]> = [
     ['', /^certificate is empty$/],

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import type * as tls from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { LRUCache } from 'lru-cache';
+import { escapeForTerminal } from '../diagnostics';
 import { isSpiffeId, spiffeTrustDomain } from '../syntax/identity-pattern';
 
 export const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -153,8 +154,12 @@ function trustDomainsIn(uris: string[]): string[] {
   return uris.map(spiffeTrustDomain).filter((d): d is string => d !== undefined);
 }
 
+/**
+ * A distinguished name on one line, its control, bidi and zero-width characters escaped: certificate
+ * text is the presenter's to choose, and it ends up in audit rows that people read in a terminal.
+ */
 function oneLine(dn: string): string {
-  return dn.split('\n').filter(Boolean).join(', ');
+  return escapeForTerminal(dn.split('\n').filter(Boolean).join(', '));
 }
 
 function signedBy(child: NodeX509, issuer: NodeX509): boolean {
@@ -283,7 +288,8 @@ function spiffeIdFromUris(uris: string[]): { ok: true; spiffeId: string } | { ok
   if (spiffe.length === 0) return { ok: false, code: 'no-spiffe-id', reason: 'certificate has no SPIFFE ID (no `spiffe://` URI SAN)' };
   if (uris.length > 1) return { ok: false, code: 'bad-spiffe-id', reason: 'certificate has more than one URI SAN; a SPIFFE certificate has exactly one' };
   const id = spiffe[0]!;
-  if (!isSpiffeId(id)) return { ok: false, code: 'bad-spiffe-id', reason: `certificate's URI SAN \`${id.slice(0, 300)}\` is not a valid SPIFFE ID` };
+  // Quoted escaped: the URI is the presenter's text, and the reason is stored in the audit log.
+  if (!isSpiffeId(id)) return { ok: false, code: 'bad-spiffe-id', reason: `certificate's URI SAN \`${escapeForTerminal(id.slice(0, 300))}\` is not a valid SPIFFE ID` };
   if (id === `spiffe://${spiffeTrustDomain(id)}`) return { ok: false, code: 'bad-spiffe-id', reason: `certificate's SPIFFE ID \`${id}\` names a trust domain, not a workload` };
   return { ok: true, spiffeId: id };
 }
