@@ -206,6 +206,24 @@ test('api grants: no grant is 403 forbidden with an API_DENIED row; admin endpoi
   assert.equal(viaToken.status, 200, viaToken.text);
   // Health and readiness stay open for probes (what they say: the health and readiness test).
   assert.equal((await call(`${url}/v1/ready`, anonymous())).status, 200);
+
+  // `explain` shows the rules in scope (patterns, role members, CIDRs): reading the policy, so an
+  // authorize-only PEP gets 403 naming the field (and an API_DENIED row), one with api "admin" the answer.
+  const adminRowsBefore = auditRows(auditPath, "event_type = 'API_DENIED' AND identity = ? AND resource = 'api:admin'", ID.registry).length;
+  const explainAsPep = await call(`${url}/v1/authorize`, { ...as('registry'), body: { ...register(ID.payment), explain: true } });
+  assert.equal(explainAsPep.status, 403, explainAsPep.text);
+  assert.equal(explainAsPep.json.error.field, 'explain');
+  assert.match(explainAsPep.json.error.message, /`explain` shows the policy's rules.*needs an `api "admin"` grant/);
+  assert.equal(explainAsPep.json.considered, undefined);
+  const batchAsPep = await call(`${url}/v1/authorize/batch`, { ...as('registry'), body: { checks: [register(ID.payment), { ...register(ID.payment), explain: true }] } });
+  assert.equal(batchAsPep.status, 403, batchAsPep.text);
+  assert.equal(batchAsPep.json.error.field, 'checks[1].explain');
+  assert.equal(auditRows(auditPath, "event_type = 'API_DENIED' AND identity = ? AND resource = 'api:admin'", ID.registry).length, adminRowsBefore + 2);
+  const explainAsOps = await call(`${url}/v1/authorize`, { ...as('ops'), body: { ...register(ID.payment), explain: true } });
+  assert.equal(explainAsOps.status, 200, explainAsOps.text);
+  assert.ok(Array.isArray(explainAsOps.json.considered) && explainAsOps.json.considered.length > 0, explainAsOps.text);
+  // Without explain the PEP is answered as before.
+  assert.equal((await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.payment) })).status, 200);
 });
 
 test('tokens: a bearer token works until it expires, then 401; revoke is immediate; the secret is never stored or logged', async () => {

@@ -351,15 +351,28 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     });
   }
 
-  async function checkGrant(request: FastifyRequest, scope: ApiScope): Promise<void> {
+  /** Refuses (403, and an API_DENIED row) a caller without an `api "<scope>"` grant; `explainField`: the refusal is for that field, not the endpoint. */
+  async function checkGrant(request: FastifyRequest, scope: ApiScope, explainField?: string): Promise<void> {
     const caller = request.caller;
     if (!caller) throw new ApiError('unauthenticated', 'the caller is not authenticated'); // fail closed
     const policy = deps.engine.current();
     const grants = policy?.compiled.api[scope] ?? [];
     if (!grants.some((m) => m.test(caller.identity, undefined, ''))) {
       await recordOrFail([apiDeniedEvent(request, caller, scope, policy)]);
+      if (explainField !== undefined) {
+        throw new ApiError('forbidden', `\`${explainField}\` shows the policy's rules, role members and addresses, as \`GET /v1/policies\` does: it needs an \`api "${scope}"\` grant, which \`${caller.identity}\` has not`, { field: explainField });
+      }
       throw new ApiError('forbidden', `\`${caller.identity}\` has no \`api "${scope}"\` grant for this endpoint`);
     }
+  }
+
+  /**
+   * `explain` answers with the rules in scope (identity patterns, role members, CIDRs, descriptions):
+   * reading the policy set, which needs `api "admin"` like `GET /v1/policies`. Without an
+   * authenticator (the loopback development mode) every caller has every grant.
+   */
+  async function checkExplainGrant(request: FastifyRequest, field: string): Promise<void> {
+    if (deps.authenticator) await checkGrant(request, 'admin', field);
   }
 
   /** The row of one authentication failure: `identity` is the attempted identity (unverified), never a credential. */
@@ -611,6 +624,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       config: { scope: 'authorize' },
     }, async (request) => {
       const started = performance.now();
+      if (request.body.explain === true) await checkExplainGrant(request, 'explain');
       const policy = activePolicy();
       const decided = decideOne(request.body, request, policy, -1, now().toISOString());
       const one = decided instanceof Promise ? await decided : decided;
@@ -627,6 +641,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       config: { scope: 'authorize' },
     }, async (request) => {
       const started = performance.now();
+      const checks = request.body.checks;
+      for (let i = 0; i < checks.length; i++) {
+        if (checks[i]!.explain === true) {
+          await checkExplainGrant(request, `checks[${i}].explain`);
+          break;
+        }
+      }
       const policy = activePolicy();
       const decided: Decided[] = [];
       // One request, one moment: every check of a batch is stamped with the same time.
