@@ -316,6 +316,22 @@ test('subject credentials: the verified identity decides, not the body\'s; a bad
   assert.equal(agreeing.status, 200, agreeing.text);
   assert.equal(details(auditRows(auditPath, 'decision_id = ?', agreeing.json.decision_id)[0]).asserted_identity, undefined);
 
+  // A batch carrying the same certificate many times (verified once per request) and a payment
+  // token: every check is decided as the credential's identity, each audited on its own.
+  const repeated = Array.from({ length: 40 }, () => register(ID.payment, { credentials: { certificate: order } }));
+  const sameCert = await call(`${url}/v1/authorize/batch`, { ...as('registry'), body: { checks: [...repeated, register(ID.order, { credentials: { token: pay.token } })] } });
+  assert.equal(sameCert.status, 200, sameCert.text);
+  const results = sameCert.json.results as { identity: string; allow: boolean; decision_id: string }[];
+  assert.equal(results.length, 41);
+  assert.ok(results.slice(0, 40).every((r) => r.identity === ID.order && r.allow === false), sameCert.text.slice(0, 500));
+  assert.equal(results[40]!.identity, ID.payment);
+  assert.equal(new Set(results.map((r) => r.decision_id)).size, 41);
+  assert.equal(auditRows(auditPath, `decision_id IN (${results.map(() => '?').join(', ')}) AND json_extract(details, '$.authenticated_by') = 'certificate'`, ...results.map((r) => r.decision_id)).length, 40);
+  // A bad certificate among good ones is still refused (only what verified is remembered).
+  const mixed = await call(`${url}/v1/authorize/batch`, { ...as('registry'), body: { checks: [repeated[0], register(ID.payment, { credentials: { certificate: fs.readFileSync(pki.files.forged!.cert, 'utf8') } }), repeated[1]] } });
+  assert.equal(mixed.status, 422, mixed.text);
+  assert.equal(mixed.json.error.field, 'checks[1].credentials');
+
   // Bad subject credentials: forged certificate, expired certificate, wrong token secret, garbage.
   const bad = [
     { certificate: fs.readFileSync(pki.files.forged!.cert, 'utf8') },
