@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import Database from 'better-sqlite3';
 import { makePolicyDir, makeTempDir, removeTempDir, runPdp, startServe } from './support/server';
 
 const API = 'api "authorize" {\n  identity = "team:pep"\n}\n';
@@ -117,4 +118,36 @@ test('a client trickling its request a byte at a time is answered 408 and discon
   const tooShort = await runPdp(['serve', '--policies', root, '--request-timeout', '500ms']);
   assert.equal(tooShort.code, 2);
   assert.match(tooShort.stderr, /--request-timeout must be at least 1s; got `500ms`/);
+});
+
+test('a context.event_type that contradicts the action is refused (a write labelled DISCOVERY would hide from the registration analyses and be kept 30 days, not 90)', async (t) => {
+  const root = makeTempDir('pdp-edges-');
+  t.after(() => removeTempDir(root));
+  const OWN = 'service "web" {\n  policy   = "write"\n  identity = "team:web"\n}\n';
+  const serve = await startServe(['--policies', makePolicyDir(root, { 'web.hcl': OWN }), '--audit', path.join(root, 'audit.db')]);
+  t.after(() => serve.stop());
+  const post = (route: string, body: unknown) => fetch(`${serve.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const check = (action: string, event_type?: string) => ({ identity: 'team:web', action, resource: 'service:web', ...(event_type ? { context: { event_type } } : {}) });
+  for (const [action, eventType] of [['write', 'DISCOVERY'], ['read', 'REGISTRATION'], ['read', 'DEREGISTRATION'], ['write', 'ADMIN']] as const) {
+    const r = await post('/v1/authorize', check(action, eventType));
+    assert.equal(r.status, 400, `${action} + ${eventType}`);
+    const error = ((await r.json()) as { error: { code: string; field: string; message: string } }).error;
+    assert.equal(error.code, 'invalid_request');
+    assert.equal(error.field, 'context.event_type');
+    assert.match(error.message, new RegExp(`\`context\\.event_type\` is \`${eventType}\`, the event of a \`\\w+\`, but the check asks \`${action}\``));
+  }
+  const batch = await post('/v1/authorize/batch', { checks: [check('write', 'REGISTRATION'), check('write', 'DISCOVERY')] });
+  assert.equal(batch.status, 400);
+  assert.equal(((await batch.json()) as { error: { field: string } }).error.field, 'checks[1].context.event_type');
+  // The matching labels, a name of the PEP's own, and none at all are answered as before.
+  for (const [action, eventType] of [['write', 'REGISTRATION'], ['write', 'DEREGISTRATION'], ['read', 'DISCOVERY'], ['write', 'HEALTH_CHECK'], ['write', undefined]] as const) {
+    const r = await post('/v1/authorize', check(action, eventType));
+    assert.equal(r.status, 200, `${action} + ${eventType}: ${await r.text()}`);
+  }
+  // Nothing refused was audited: 5 answered decisions, 1 start-up ACL_CHANGE row.
+  const db = new Database(path.join(root, 'audit.db'), { readonly: true });
+  t.after(() => db.close());
+  assert.deepEqual(db.prepare("SELECT event_type, COUNT(*) AS n FROM audit_log GROUP BY event_type ORDER BY event_type").all(), [
+    { event_type: 'ACL_CHANGE', n: 1 }, { event_type: 'DEREGISTRATION', n: 1 }, { event_type: 'DISCOVERY', n: 1 }, { event_type: 'HEALTH_CHECK', n: 1 }, { event_type: 'REGISTRATION', n: 2 },
+  ]);
 });

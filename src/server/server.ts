@@ -20,7 +20,7 @@ import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { describeValidation, forbiddenKey, unauditableText, unreadableBody, type ValidationIssue } from './validation';
+import { describeValidation, forbiddenKey, eventTypeContradiction, unauditableText, unreadableBody, type ValidationIssue } from './validation';
 import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
 
 export interface AuthorizeBody {
@@ -499,6 +499,11 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     if (unauditable !== undefined) {
       const field = `${fieldPrefix(position)}${unauditable.field}`;
       throw new ApiError('invalid_request', `\`${field}\` ${unauditable.message}`, { field });
+    }
+    const contradiction = eventTypeContradiction(body.action, body.context?.event_type);
+    if (contradiction !== undefined) {
+      const field = `${fieldPrefix(position)}context.event_type`;
+      throw new ApiError('invalid_request', `\`${field}\` ${contradiction}`, { field });
     }
     if (!body.credentials) return decideAs(body, body.identity, request, policy, position, timestamp);
     const credentials = body.credentials;

@@ -143,6 +143,23 @@ export function unauditableText(body: AuthorizeBody): { field: string; message: 
   return undefined;
 }
 
+/** The action each of the spec's named event types is: the derived type of that action (audit.md). */
+const EVENT_TYPE_ACTION: Readonly<Record<string, string>> = { DISCOVERY: 'read', REGISTRATION: 'write', DEREGISTRATION: 'write', ADMIN: 'admin' };
+
+/**
+ * Why `context.event_type` contradicts the check's action, or undefined. The monitoring analyses
+ * (registration spikes, unknown services) select `REGISTRATION` rows, and a discovery row is kept
+ * 30 days instead of 90: a PEP that labelled a `write` `DISCOVERY` would hide registrations from
+ * both. Other upper-case names (`HEALTH_CHECK`) go with any action.
+ */
+export function eventTypeContradiction(action: string, eventType: string | undefined): string | undefined {
+  if (eventType === undefined) return undefined;
+  const expected = EVENT_TYPE_ACTION[eventType];
+  if (expected === undefined || expected === action) return undefined;
+  const named = Object.entries(EVENT_TYPE_ACTION).filter(([, a]) => a === action).map(([t]) => `\`${t}\``);
+  return `is \`${eventType}\`, the event of a \`${expected}\`, but the check asks \`${action}\`; a \`${action}\` is ${named.join(' or ')} (or leave \`event_type\` out and it is derived)`;
+}
+
 /**
  * Why a JSON body cannot be read as sent, or undefined: it is read as UTF-8 (RFC 8259) and not
  * decompressed, so another charset or a content coding would be misread rather than refused.
