@@ -63,6 +63,10 @@ function databaseWithFindings(dir: string, name = 'audit.db'): string {
   for (let i = 0; i < 5; i++) events.push(event({ timestamp: recent() }));
   events.push(event({ service_name: 'rogue\u001b[31m-\u202eservice', timestamp: recent() }));
   for (let i = 0; i < 3; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/mallory', timestamp: recent() }));
+  // Someone presenting a self-signed certificate that claims a real workload's SPIFFE ID, three times.
+  for (let i = 0; i < 3; i++) {
+    events.push(event({ event_type: 'AUTHN_FAILURE', result: 'DENY', identity: 'spiffe://x/registry', service_name: null, action: null, resource: null, timestamp: recent(), details: { identity_verified: false } }));
+  }
   const longAgo = new Date(Date.now() - 400 * 86_400_000).toISOString();
   events.push(event({ event_type: 'DISCOVERY', timestamp: longAgo }), event({ event_type: 'ACL_CHANGE', timestamp: longAgo }));
   store.insertBatch(events);
@@ -81,8 +85,11 @@ test('anomalies --format json reports each analysis and exits 1 on findings', as
   assert.deepEqual(report.thresholds, { spike: 4, deny: 2 });
   assert.deepEqual(report.registration_spikes, [{ service_name: 'payment-service', registrations: 5 }]);
   assert.deepEqual(report.unknown_services, [{ service_name: 'rogue\u001b[31m-\u202eservice', registrations: 1 }]);
-  assert.deepEqual(report.authorization_failures, [{ identity: 'spiffe://x/mallory', denials: 3 }]);
-  assert.equal(report.findings, 3);
+  assert.deepEqual(report.authorization_failures, [
+    { identity: 'spiffe://x/mallory', denials: 3, failed_authentications: 0 },
+    { identity: 'spiffe://x/registry', denials: 3, failed_authentications: 3 },
+  ]);
+  assert.equal(report.findings, 4);
   assert.equal(report.allowed_services, 1);
 });
 
@@ -98,6 +105,12 @@ test('anomalies exits 0 when the thresholds are not exceeded; the table escapes 
   assert.match(text, /rogue\\u001b\[31m-\\u202eservice/, 'a right-to-left override is shown escaped too');
   assert.doesNotMatch(text, /[\u001b\u202e]/);
   assert.match(text, /1 finding\n$/);
+
+  // Denials that were failed authentications are counted apart, with a note that they name a claim.
+  const low = capture(dir);
+  assert.equal(await run(['anomalies', '--deny-threshold', '2'], low.io), 1);
+  assert.match(low.stdout(), /identity {13,}denials {2}of them failed authentications\n {2}spiffe:\/\/x\/mallory +3 +0\n {2}spiffe:\/\/x\/registry +3 +3\n/);
+  assert.match(low.stdout(), /note: a failed authentication names the identity that was attempted, not one that was verified/);
 
   const empty = path.join(dir, 'empty.db');
   openAuditStore(empty).close();
@@ -160,7 +173,7 @@ test('prune --dry-run counts, prune removes the expired rows only', async () => 
   assert.equal(await run(['prune', '--db', file], real.io), 0);
   assert.match(real.stdout(), /removed 2 expired rows from /);
   const db = new Database(file, { readonly: true });
-  assert.equal(db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get(), 9);
+  assert.equal(db.prepare('SELECT COUNT(*) FROM audit_log').pluck().get(), 12);
   db.close();
 });
 

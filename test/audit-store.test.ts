@@ -549,7 +549,7 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   assert.equal(hour.since, '2025-01-20T11:00:00.000Z');
   assert.deepEqual(hour.registrationSpikes, [{ service_name: 'payment-service', registrations: 101 }]);
   assert.deepEqual(hour.unknownServices, [{ service_name: 'rogue-service', registrations: 2 }]);
-  assert.deepEqual(hour.authorizationFailures, [{ identity: 'spiffe://x/mallory', denials: 11 }]);
+  assert.deepEqual(hour.authorizationFailures, [{ identity: 'spiffe://x/mallory', denials: 11, failed_authentications: 0 }]);
   assert.equal(hour.findings, 3);
   assert.equal(hour.allowedServices, 2);
 

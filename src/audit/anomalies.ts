@@ -35,9 +35,13 @@ ORDER BY registrations DESC, service_name`;
 
 /**
  * 3. Authorization failures: identities denied more than `@threshold` times since `@since`.
- * Served by the covering time index `audit_log_time` as well.
+ * Served by the covering time index `audit_log_time` as well. Beside the seed's count, how many of
+ * those denials were failed authentications: an `AUTHN_FAILURE` row names the identity that was
+ * *attempted*, which anyone can claim (a self-signed certificate for a real workload's SPIFFE ID), so
+ * an identity whose denials are all failed authentications was named, not proven.
  */
-export const AUTHORIZATION_FAILURES_SQL = `SELECT identity, COUNT(*) AS denials
+export const AUTHORIZATION_FAILURES_SQL = `SELECT identity, COUNT(*) AS denials,
+  SUM(event_type = 'AUTHN_FAILURE') AS failed_authentications
 FROM audit_log
 WHERE result = 'DENY'
   AND timestamp > @since
@@ -87,6 +91,8 @@ export interface UnknownService {
 export interface AuthorizationFailure {
   identity: string | null;
   denials: number;
+  /** Of `denials`, the `AUTHN_FAILURE` rows: the identity was attempted, not verified. */
+  failed_authentications: number;
 }
 
 export interface AnomalyReport {

@@ -66,9 +66,9 @@ function printable(value: string | null): string {
   return value.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-function table(header: [string, string], rows: [string, string][]): string {
-  const width = Math.max(header[0].length, ...rows.map((r) => r[0].length));
-  return [header, ...rows].map(([left, right]) => `  ${left.padEnd(width)}  ${right}\n`).join('');
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((cells) => `  ${cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`).join('');
 }
 
 function formatAnomalyTable(report: AnomalyReport, dbPath: string): string {
@@ -85,7 +85,11 @@ function formatAnomalyTable(report: AnomalyReport, dbPath: string): string {
   out += `\nauthorization failures (more than ${report.thresholds.deny} denials per identity)\n`;
   out += report.authorizationFailures.length === 0
     ? '  none\n'
-    : table(['identity', 'denials'], report.authorizationFailures.map((r) => [printable(r.identity), String(r.denials)]));
+    : table(['identity', 'denials', 'of them failed authentications'], report.authorizationFailures.map((r) => [printable(r.identity), String(r.denials), String(r.failed_authentications)]));
+  if (report.authorizationFailures.some((r) => r.failed_authentications > 0)) {
+    out += '  note: a failed authentication names the identity that was attempted, not one that was verified:\n'
+      + '        anyone can claim an identity (a self-signed certificate will do); see details.identity_verified\n';
+  }
   out += `\n${report.findings === 0 ? 'no findings' : report.findings === 1 ? '1 finding' : `${report.findings} findings`}\n`;
   return out;
 }
