@@ -10,6 +10,8 @@ import { promisify } from 'node:util';
 import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import * as x509 from '@peculiar/x509';
+import * as asn1X509 from '@peculiar/asn1-x509';
+import { AsnConvert, BitString } from '@peculiar/asn1-schema';
 import { initCa, issueCertificate } from '../src/identity/ca';
 import {
   loadTrustBundle,
@@ -46,6 +48,10 @@ async function custom(options: {
   pathLength?: number;
   notBefore?: Date;
   notAfter?: Date;
+  /** keyUsage flags instead of the usual ones (keyCertSign and cRLSign for a CA, else digitalSignature). */
+  keyUsage?: x509.KeyUsageFlags;
+  /** More extensions, after the others. */
+  extensions?: x509.Extension[];
 }): Promise<{ pem: string; keyPem: string }> {
   const keys = (await crypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const signingKey = options.issuerKeyPem
@@ -53,10 +59,11 @@ async function custom(options: {
     : keys.privateKey;
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(options.ca ?? false, options.pathLength, true),
-    new x509.KeyUsagesExtension(options.ca ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature, true),
+    new x509.KeyUsagesExtension(options.keyUsage ?? (options.ca ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature), true),
   ];
   if (options.eku) extensions.push(new x509.ExtendedKeyUsageExtension(options.eku));
   if (options.sans?.length) extensions.push(new x509.SubjectAlternativeNameExtension(options.sans));
+  extensions.push(...(options.extensions ?? []));
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: '01' + randomBytes(8).toString('hex'),
     subject: options.subject,
@@ -250,6 +257,147 @@ test('an intermediate bundled beside its root completes chains but never anchors
   // An intermediate without its root anchors nothing, so a bundle holding one is refused when loaded
   // (OpenSSL would refuse every chain through it at the handshake, too).
   assert.throws(() => loadTrustBundle(caPem + inter.pem, 'the bundle'), /certificate 2 in the bundle \(`CN=partner issuing CA`\) is an intermediate CA whose root is not in the bundle/);
+});
+
+const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
+const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+
+/** A critical nameConstraints extension. */
+function nameConstraints(permitted: asn1X509.GeneralName[], excluded: asn1X509.GeneralName[] = []): x509.Extension {
+  const subtrees = (names: asn1X509.GeneralName[]) => new asn1X509.GeneralSubtrees(names.map((base) => new asn1X509.GeneralSubtree({ base })));
+  return new x509.Extension('2.5.29.30', true, AsnConvert.serialize(new asn1X509.NameConstraints({
+    ...(permitted.length > 0 ? { permittedSubtrees: subtrees(permitted) } : {}),
+    ...(excluded.length > 0 ? { excludedSubtrees: subtrees(excluded) } : {}),
+  })));
+}
+const uri = (value: string) => new asn1X509.GeneralName({ uniformResourceIdentifier: value });
+const dns = (value: string) => new asn1X509.GeneralName({ dNSName: value });
+
+/** `openssl verify -purpose sslclient` (what the mTLS handshake applies): true when it accepts. */
+function opensslAccepts(name: string, leaf: string, intermediates: string[], roots: string[]): { ok: boolean; output: string } {
+  const base = path.join(dir, 'openssl', name);
+  fs.mkdirSync(path.dirname(base), { recursive: true });
+  fs.writeFileSync(`${base}-leaf.pem`, leaf);
+  fs.writeFileSync(`${base}-roots.pem`, roots.join(''));
+  const args = ['verify', '-CAfile', `${base}-roots.pem`, '-purpose', 'sslclient'];
+  if (intermediates.length > 0) {
+    fs.writeFileSync(`${base}-untrusted.pem`, intermediates.join(''));
+    args.push('-untrusted', `${base}-untrusted.pem`);
+  }
+  const r = spawnSync('openssl', [...args, `${base}-leaf.pem`], { encoding: 'utf8' });
+  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
+}
+
+test('name constraints, the extended key usage of every CA, critical extensions and a CA certificate as leaf: the same verdict as openssl verify -purpose sslclient, or a documented stricter one', async () => {
+  // A partner root with no SPIFFE SAN (it vouches for any trust domain), and CAs under it.
+  const partner = await custom({ subject: 'CN=partner root', ca: true, pathLength: 1 });
+  const under = (subject: string, extra: { eku?: string[]; extensions?: x509.Extension[] } = {}) =>
+    custom({ issuerKeyPem: partner.keyPem, issuerName: 'CN=partner root', subject, ca: true, pathLength: 0, ...extra });
+  const root = (subject: string, extra: { eku?: string[]; extensions?: x509.Extension[] }) => custom({ subject, ca: true, pathLength: 1, ...extra });
+  const leafOf = (issuer: { keyPem: string }, issuerName: string, sans: x509.JsonGeneralName[], extra: { subject?: string; extensions?: x509.Extension[] } = {}) =>
+    custom({ issuerKeyPem: issuer.keyPem, issuerName, subject: extra.subject ?? 'CN=leaf', eku: [CLIENT_AUTH], sans, ...(extra.extensions ? { extensions: extra.extensions } : {}) });
+  const id = (value: string): x509.JsonGeneralName => ({ type: 'url', value });
+
+  const cas = {
+    uri: await under('CN=uri', { extensions: [nameConstraints([uri('partner')])] }),
+    uriDot: await under('CN=uri-dot', { extensions: [nameConstraints([uri('.partner')])] }),
+    excluded: await under('CN=excluded', { extensions: [nameConstraints([], [uri('cluster')])] }),
+    dns: await under('CN=dns', { extensions: [nameConstraints([dns('partner.example')])] }),
+    dnsDot: await under('CN=dns-dot', { extensions: [nameConstraints([dns('.partner.example')])] }),
+    ip: await under('CN=ip', { extensions: [nameConstraints([new asn1X509.GeneralName({ iPAddress: '10.0.0.0/8' })])] }),
+    email: await under('CN=email', { extensions: [nameConstraints([new asn1X509.GeneralName({ rfc822Name: 'partner.example' })])] }),
+    ekuServer: await under('CN=eku-server', { eku: ['1.3.6.1.5.5.7.3.1'] }),
+    ekuAny: await under('CN=eku-any', { eku: ['2.5.29.37.0'] }),
+    ekuClient: await under('CN=eku-client', { eku: ['1.3.6.1.5.5.7.3.1', CLIENT_AUTH] }),
+    critical: await under('CN=critical', { extensions: [new x509.Extension('1.2.3.4.5.6.7', true, new Uint8Array([5, 0]))] }),
+    policies: await under('CN=policies', { extensions: [new x509.CertificatePolicyExtension(['1.3.6.1.4.1.99999.1'], true)] }),
+    policyConstraints: await under('CN=policy-constraints', {
+      extensions: [new x509.Extension('2.5.29.36', true, AsnConvert.serialize(new asn1X509.PolicyConstraints({ requireExplicitPolicy: new Uint8Array([0]).buffer })))],
+    }),
+  };
+  const constrainedRoot = await root('CN=constrained root', { extensions: [nameConstraints([uri('partner')])] });
+  const serverRoot = await root('CN=server root', { eku: ['1.3.6.1.5.5.7.3.1'] });
+  const ourKey = fs.readFileSync(path.join(dir, 'ca', 'ca.key'), 'utf8');
+  const ours = { keyPem: ourKey };
+  const ourName = 'CN=pdp root CA cluster';
+  const roots = [caPem, partner.pem, constrainedRoot.pem, serverRoot.pem];
+  const trust = loadTrustBundle(roots.join(''));
+
+  // [name, leaf, intermediates, pdp's verdict (a failure code or 'ok'), what openssl says when it differs]
+  type Case = [string, { pem: string }, Array<{ pem: string }>, string, ('accepts' | undefined)?];
+  const cases: Case[] = [
+    ['URI host permitted', await leafOf(cas.uri, 'CN=uri', [id('spiffe://partner/ns/a/sa/b')]), [cas.uri], 'ok'],
+    ['URI host not permitted', await leafOf(cas.uri, 'CN=uri', [id('spiffe://cluster/ns/prod/sa/payment')]), [cas.uri], 'name-constraints'],
+    ['URI host below a permitted host', await leafOf(cas.uri, 'CN=uri', [id('spiffe://eu.partner/ns/a/sa/b')]), [cas.uri], 'name-constraints'],
+    ['URI host below a permitted `.partner`', await leafOf(cas.uriDot, 'CN=uri-dot', [id('spiffe://eu.partner/ns/a/sa/b')]), [cas.uriDot], 'ok'],
+    ['URI host `partner` is not below `.partner`', await leafOf(cas.uriDot, 'CN=uri-dot', [id('spiffe://partner/ns/a/sa/b')]), [cas.uriDot], 'name-constraints'],
+    ['URI host excluded', await leafOf(cas.excluded, 'CN=excluded', [id('spiffe://cluster/ns/prod/sa/payment')]), [cas.excluded], 'name-constraints'],
+    ['URI host not excluded', await leafOf(cas.excluded, 'CN=excluded', [id('spiffe://partner/ns/a/sa/b')]), [cas.excluded], 'ok'],
+    ['URI constraint on the root itself', await leafOf(constrainedRoot, 'CN=constrained root', [id('spiffe://cluster/ns/prod/sa/payment')]), [], 'name-constraints'],
+    ['URI constraint on the root, leaf inside', await leafOf(constrainedRoot, 'CN=constrained root', [id('spiffe://partner/ns/a/sa/b')]), [], 'ok'],
+    ['DNS name below a permitted domain', await leafOf(cas.dns, 'CN=dns', [id('spiffe://partner/a'), { type: 'dns', value: 'api.partner.example' }]), [cas.dns], 'ok'],
+    ['DNS name outside', await leafOf(cas.dns, 'CN=dns', [id('spiffe://partner/a'), { type: 'dns', value: 'evil.example' }]), [cas.dns], 'name-constraints'],
+    ['DNS-like commonName outside (no DNS SAN)', await leafOf(cas.dns, 'CN=dns', [id('spiffe://partner/a')], { subject: 'CN=evil.example' }), [cas.dns], 'name-constraints'],
+    ['single-label commonName (not DNS-like)', await leafOf(cas.dns, 'CN=dns', [id('spiffe://partner/a')], { subject: 'CN=gateway' }), [cas.dns], 'ok'],
+    ['DNS `.partner.example` excludes the domain itself', await leafOf(cas.dnsDot, 'CN=dns-dot', [id('spiffe://partner/a'), { type: 'dns', value: 'partner.example' }]), [cas.dnsDot], 'name-constraints'],
+    ['IP inside', await leafOf(cas.ip, 'CN=ip', [id('spiffe://partner/a'), { type: 'ip', value: '10.1.2.3' }]), [cas.ip], 'ok'],
+    ['IP outside', await leafOf(cas.ip, 'CN=ip', [id('spiffe://partner/a'), { type: 'ip', value: '192.168.1.1' }]), [cas.ip], 'name-constraints'],
+    ['IPv6 under an IPv4 constraint', await leafOf(cas.ip, 'CN=ip', [id('spiffe://partner/a'), { type: 'ip', value: '::1' }]), [cas.ip], 'name-constraints'],
+    // pdp checks URI, DNS and IP constraints only: a CA with any other form is refused (fail closed).
+    ['email constraint (a form pdp does not check)', await leafOf(cas.email, 'CN=email', [id('spiffe://partner/a')]), [cas.email], 'name-constraints', 'accepts'],
+    ['intermediate EKU serverAuth only', await leafOf(cas.ekuServer, 'CN=eku-server', [id('spiffe://partner/a')]), [cas.ekuServer], 'not-client'],
+    ['intermediate EKU anyExtendedKeyUsage only', await leafOf(cas.ekuAny, 'CN=eku-any', [id('spiffe://partner/a')]), [cas.ekuAny], 'not-client'],
+    ['intermediate EKU with clientAuth', await leafOf(cas.ekuClient, 'CN=eku-client', [id('spiffe://partner/a')]), [cas.ekuClient], 'ok'],
+    ['root EKU serverAuth only', await leafOf(serverRoot, 'CN=server root', [id('spiffe://partner/a')]), [], 'not-client'],
+    ['intermediate with an unknown critical extension', await leafOf(cas.critical, 'CN=critical', [id('spiffe://partner/a')]), [cas.critical], 'unhandled-extension'],
+    ['leaf with an unknown critical extension', await leafOf(ours, ourName, [id('spiffe://cluster/a')], { extensions: [new x509.Extension('1.2.3.4.5.6.7', true, new Uint8Array([5, 0]))] }), [], 'unhandled-extension'],
+    ['leaf with a critical subjectKeyIdentifier', await leafOf(ours, ourName, [id('spiffe://cluster/a')], { extensions: [new x509.SubjectKeyIdentifierExtension('0102030405', true)] }), [], 'unhandled-extension'],
+    ['critical certificatePolicies (accepted: pdp requires no policy)', await leafOf(cas.policies, 'CN=policies', [id('spiffe://partner/a')]), [cas.policies], 'ok'],
+    // OpenSSL does no policy processing at the handshake; pdp does none either, so it refuses a CA that demands it.
+    ['critical policyConstraints', await leafOf(cas.policyConstraints, 'CN=policy-constraints', [id('spiffe://partner/a')]), [cas.policyConstraints], 'unhandled-extension', 'accepts'],
+    ['leaf Netscape certificate type without SSL client', await leafOf(ours, ourName, [id('spiffe://cluster/a')], {
+      extensions: [new x509.Extension('2.16.840.1.113730.1.1', false, AsnConvert.serialize(new BitString(new Uint8Array([0x40]), 6)))],
+    }), [], 'not-client'],
+    // Finding: CA:TRUE without keyCertSign is no CA to node:crypto, but it is one by its basicConstraints.
+    // OpenSSL accepts it as a leaf at the handshake, and pdp answers 401 right after (docs/identity.md).
+    ['leaf with CA:TRUE and keyUsage digitalSignature', await custom({
+      issuerKeyPem: ourKey, issuerName: ourName, subject: 'CN=ca-leaf', ca: true, keyUsage: x509.KeyUsageFlags.digitalSignature, eku: [CLIENT_AUTH], sans: [id('spiffe://cluster/a')],
+    }), [], 'not-client', 'accepts'],
+  ];
+  for (const [name, leaf, intermediates, expected, openssl] of cases) {
+    const chain = leaf.pem + intermediates.map((c) => c.pem).join('');
+    const r = verifyClientCertificate(chain, trust, new Date());
+    assert.equal(r.ok ? 'ok' : r.code, expected, `${name}: ${JSON.stringify(r)}`);
+    // What the mTLS handshake (OpenSSL, purpose sslclient) says about the same chain.
+    if (hasOpenssl) {
+      const o = opensslAccepts(name.replace(/\W+/g, '-'), leaf.pem, intermediates.map((c) => c.pem), roots);
+      assert.equal(o.ok, openssl === 'accepts' || expected === 'ok', `${name}: openssl verify says ${o.output}`);
+    }
+  }
+});
+
+test('name constraints pdp cannot apply exactly are refused, never skipped', async () => {
+  const partner = await custom({ subject: 'CN=partner root', ca: true, pathLength: 1 });
+  const trust = loadTrustBundle(caPem + partner.pem);
+  const withConstraint = async (ext: x509.Extension) => {
+    const inter = await custom({ issuerKeyPem: partner.keyPem, issuerName: 'CN=partner root', subject: 'CN=i', ca: true, pathLength: 0, extensions: [ext] });
+    const leaf = await custom({ issuerKeyPem: inter.keyPem, issuerName: 'CN=i', subject: 'CN=l', eku: [CLIENT_AUTH], sans: [{ type: 'url', value: 'spiffe://partner/a' }] });
+    return verifyClientCertificate(leaf.pem + inter.pem, trust, new Date());
+  };
+  // A directoryName constraint (OpenSSL compares canonical DN encodings; pdp does not).
+  const dirName = await withConstraint(nameConstraints([new asn1X509.GeneralName({ directoryName: new asn1X509.Name([new asn1X509.RelativeDistinguishedName([new asn1X509.AttributeTypeAndValue({ type: '2.5.4.10', value: new asn1X509.AttributeValue({ utf8String: 'Partner' }) })])]) })]));
+  assert.ok(!dirName.ok && dirName.code === 'name-constraints' && /directoryName/.test(dirName.reason), JSON.stringify(dirName));
+  // A subtree with a maximum (RFC 5280: never used for these forms; OpenSSL refuses one).
+  const maxed = new asn1X509.NameConstraints({ permittedSubtrees: new asn1X509.GeneralSubtrees([new asn1X509.GeneralSubtree({ base: uri('partner'), maximum: 2 })]) });
+  const withMax = await withConstraint(new x509.Extension('2.5.29.30', true, AsnConvert.serialize(maxed)));
+  assert.ok(!withMax.ok && withMax.code === 'name-constraints' && /minimum or maximum/.test(withMax.reason), JSON.stringify(withMax));
+  // An IP subtree whose mask is not contiguous cannot be read exactly: refused.
+  const ipNc = AsnConvert.serialize(new asn1X509.NameConstraints({ permittedSubtrees: new asn1X509.GeneralSubtrees([new asn1X509.GeneralSubtree({ base: new asn1X509.GeneralName({ iPAddress: '10.0.0.0/16' }) })]) }));
+  const odd = new Uint8Array(ipNc);
+  const maskAt = Buffer.from(odd).indexOf(Buffer.from([255, 255, 0, 0]));
+  odd.set([255, 0, 255, 0], maskAt);
+  const nonContiguous = await withConstraint(new x509.Extension('2.5.29.30', true, odd));
+  assert.ok(!nonContiguous.ok && nonContiguous.code === 'name-constraints', JSON.stringify(nonContiguous));
 });
 
 test('loadTrustBundle refuses non-CA certificates and empty text', () => {
