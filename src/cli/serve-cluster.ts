@@ -315,6 +315,10 @@ export class WorkerLink {
       for (const listener of this.goneListeners.splice(0)) listener();
     });
     process.on('message', (message: FromPrimary) => this.onMessage(message));
+    // node:cluster answers the primary about every connection it hands over; once the primary is
+    // gone that answer fails with EPIPE, emitted as 'error' on `cluster.worker`, and with no
+    // listener the worker died mid-drain instead of finishing its in-flight requests (seen in CI).
+    cluster.worker?.on('error', () => undefined);
     this.hup = () => { this.hupEarly = true; };
     process.on('SIGHUP', this.hup);
   }
