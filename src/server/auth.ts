@@ -73,18 +73,19 @@ export function createSecurity(options: SecurityOptions) {
   const tokens: TokenStore | undefined = options.tokens ? openTokenStore(resolve(options.tokens)) : undefined;
   const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
 
-  // With a trust bundle the server asks every client for a certificate. Without tokens a client
-  // must present one; with tokens too, a client may connect without one and send
-  // `Authorization: Bearer`. Either way a certificate that is presented must verify. OpenSSL is not
+  // With a trust bundle the server asks every client for a certificate, and one that is presented
+  // must verify. A client may connect without one: the liveness and readiness probes (a kubelet, a
+  // load balancer) present none, and the open routes answer them; every other route answers such a
+  // request 401 (or takes `Authorization: Bearer` with --tokens). Refusing certificate-less
+  // connections at the handshake made --client-ca alone unprobeable, and each probe an AUTHN_FAILURE
+  // that locked the probing node's address (and every caller behind it) out. OpenSSL is not
   // left to refuse a bad certificate inside the handshake (`rejectUnauthorized: false`): a refusal
   // there is invisible to the server (no identity, no address in any record), so service
   // impersonation would leave no evidence. Instead the handshake completes and `watchConnections`
   // (below, the first `secureConnection` listener, before the HTTP parser is attached) destroys every
-  // connection OpenSSL did not authorize, or that has no certificate when one is required, and
-  // reports it: an AUTHN_FAILURE row with the SPIFFE ID the certificate claims (marked unverified),
+  // connection whose certificate OpenSSL did not authorize, and reports it: an AUTHN_FAILURE row with the SPIFFE ID the certificate claims (marked unverified),
   // the metric, and a count towards the source's lockout. No request on such a connection is ever
   // parsed; `authenticateCaller` refuses an unauthorized peer again should one ever get that far.
-  const certificateOptional = tokens !== undefined;
   const tlsMaterial = (trust: TrustBundle | undefined = bundle): ServerOptions => ({
     key: fs.readFileSync(keyPath!),
     cert: fs.readFileSync(certPath!),
@@ -191,6 +192,7 @@ export function createSecurity(options: SecurityOptions) {
         return { identity, via: 'token' };
       }
       if (peerIdentity !== undefined) return { identity: peerIdentity, via: 'mtls' };
+      if (bundle && !tokens) failed(source, 'a client certificate is required', null, 'certificate-missing');
       failed(source, bundle ? 'a client certificate or a bearer token is required' : 'a bearer token is required', null, 'missing');
     },
     verifiesSubject: { token: tokens !== undefined, certificate: bundle !== undefined },
@@ -230,15 +232,13 @@ export function createSecurity(options: SecurityOptions) {
       // request sent along with the handshake (TLS 1.3) would still be parsed and routed.
       server.prependListener('secureConnection', (socket: TLSSocket) => {
         if (socket.authorized) return; // chain verified by OpenSSL; purpose, validity and SPIFFE ID per request
-        const presented = hasPeerCertificate(socket);
-        if (!presented && certificateOptional) return; // a bearer token may follow
+        if (!hasPeerCertificate(socket)) return; // a probe, or a bearer token may follow: decided per request
         const source = socket.remoteAddress ?? 'unknown';
-        const peer = presented ? socket.getPeerCertificate(true) : undefined;
+        const peer = socket.getPeerCertificate(true);
         const authorizationError = String(socket.authorizationError ?? 'it does not verify');
         socket.destroy();
         const locked = lockedOut(source);
         if (locked) return refused(source, locked);
-        if (!peer) return refused(source, failure(source, 'a client certificate is required (refused at the TLS handshake)', null, 'certificate-missing', { transport: 'tls-handshake' }));
         // OpenSSL's verdict stands; our own verification only names the reason in pdp's words.
         const result = verifyPeerCertificate(peer, bundle!, now());
         const claims = peerCertificateClaims(peer);
