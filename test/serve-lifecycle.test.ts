@@ -248,20 +248,31 @@ test('operator input: --tokens in a missing directory, an absurd --lockout, miss
   assert.ok(fs.existsSync(path.join(root, 'new-tokens.db')));
 });
 
-test('an audit database deleted while serving is noticed at the next write: 503 and not ready, never rows nobody can read', async (t) => {
-  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
-  const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
-  t.after(() => serve.stop());
-  const webRead = { identity: 'team:web', action: 'read', resource: 'service:web' };
-  assert.equal((await authorize(serve.url, webRead)).status, 200);
-  for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${auditPath}${suffix}`, { force: true });
-  const after = await authorize(serve.url, webRead);
-  assert.equal(after.status, 503, JSON.stringify(after.json));
-  assert.equal((after.json as { error: { code: string } }).error.code, 'audit_unavailable');
-  const ready = await fetch(`${serve.url}/v1/ready`);
-  assert.equal(ready.status, 503);
-  assert.match(serve.stderr(), /deleted or replaced while open/);
-});
+for (const writer of ['inline', 'thread']) {
+  test(`an audit database moved away while serving (a log rotation) is noticed at the next write: 503, never rows nobody can read, then exit 1 for the supervisor to restart it on the path (--audit-writer ${writer})`, async (t) => {
+    const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+    const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--audit-writer', writer]);
+    t.after(() => serve.stop());
+    const webRead = { identity: 'team:web', action: 'read', resource: 'service:web' };
+    assert.equal((await authorize(serve.url, webRead)).status, 200);
+    for (const suffix of ['', '-wal', '-shm']) fs.renameSync(`${auditPath}${suffix}`, `${auditPath}.1${suffix}`);
+    const after = await authorize(serve.url, webRead);
+    assert.equal(after.status, 503, JSON.stringify(after.json));
+    assert.equal((after.json as { error: { code: string } }).error.code, 'audit_unavailable');
+    // Waiting could not help (503 forever while /v1/health says ok): it drains and exits 1.
+    assert.deepEqual(await serve.exited, { code: 1, signal: null });
+    assert.match(serve.stderr(), /deleted or replaced while open; .*exiting with status 1 so that a supervisor restarts pdp/);
+    assert.match(serve.stderr(), /pdp serve: stopped/);
+    // The moved file holds exactly the rows of the answered decisions (and the start-up row); a
+    // restart on the path creates a new file and serves again.
+    const moved = new Database(`${auditPath}.1`, { readonly: true });
+    t.after(() => moved.close());
+    assert.equal(moved.prepare("SELECT COUNT(*) FROM audit_log WHERE event_type = 'DISCOVERY'").pluck().get(), 1);
+    const restarted = await startServe(['--policies', policyDir, '--audit', auditPath, '--audit-writer', writer]);
+    t.after(() => restarted.stop());
+    assert.equal((await authorize(restarted.url, webRead)).status, 200);
+  });
+}
 
 test('`pdp audit prune` while serving leaves the write lock free between chunks: no decision is refused', async (t) => {
   const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });

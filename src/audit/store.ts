@@ -129,6 +129,16 @@ export class AuditStoreError extends Error {
   override name = 'AuditStoreError';
 }
 
+/**
+ * The file this store has open is no longer the one at its path (deleted, moved away by a log
+ * rotation, replaced): writing would put rows where nobody reads them, and nothing in this process
+ * can recover, so `pdp serve` exits for its supervisor to restart it on the path. Recognised by
+ * `name`, which survives the writer thread's message boundary.
+ */
+export class AuditFileReplacedError extends AuditStoreError {
+  override name = 'AuditFileReplacedError';
+}
+
 const DEFAULT_BUSY_TIMEOUT_MS = 1000;
 const DEFAULT_PRUNE_CHUNK = 2_000;
 /**
@@ -393,7 +403,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     if (opened === undefined) return;
     const now = identityOf(path);
     if (now === undefined || now.dev !== opened.dev || now.ino !== opened.ino) {
-      throw new AuditStoreError(`the audit database \`${path}\` was deleted or replaced while open; refusing to write rows nobody could read (restart pdp to open the new file)`);
+      throw new AuditFileReplacedError(`the audit database \`${path}\` was deleted or replaced while open; refusing to write rows nobody could read (restart pdp to open the new file)`);
     }
   };
 

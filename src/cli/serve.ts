@@ -185,8 +185,19 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   let outageSince: number | undefined;
   let outageLoggedAt = 0;
   let outageErrors = 0;
+  // Set once the server runs: drains and stops with an exit code (see the end of serve).
+  let stopWith: ((reason: string, code: number) => void) | undefined;
   const recorderOptions: RecorderOptions = {
     onError: (err) => {
+      if (err.name === 'AuditFileReplacedError' && stopWith) {
+        // Unrecoverable in this process (a rotation moved the file away, someone deleted it): waiting
+        // would answer 503 forever while /v1/health says ok, so no liveness probe would ever restart
+        // it. Exit 1 instead; a supervisor starts pdp again on the path, which opens (or creates) the
+        // file there and records its start-up ACL_CHANGE row.
+        io.stderr.write(`pdp serve: ${err.message}; exiting with status 1 so that a supervisor restarts pdp on \`${auditPath}\`\n`);
+        stopWith('audit database replaced', EXIT_FINDING);
+        return;
+      }
       const at = Date.now();
       outageErrors++;
       if (outageSince === undefined) {
@@ -363,7 +374,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = async (signal: string) => {
+    const stop = async (signal: string, code: number = EXIT_OK) => {
       if (stopping) return;
       stopping = true;
       io.stderr.write(`pdp serve: ${signal}: draining\n`);
@@ -376,8 +387,9 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       clearTimeout(deadline);
       io.stderr.write('pdp serve: stopped\n');
       // (A cluster worker's IPC channel, which would keep it alive, is released by `run`.)
-      resolve(EXIT_OK);
+      resolve(code);
     };
+    stopWith = (reason, code) => void stop(reason, code);
     // A worker whose primary is gone (even SIGKILLed) drains and stops instead of lingering.
     link?.onPrimaryGone(() => void stop('primary gone'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
