@@ -61,6 +61,12 @@ describe('POST /v1/policies/reload', () => {
     const before = await authorize(server.url, webWrite);
     assert.equal(before.json.policy_version, v1);
     assert.equal(before.json.result, 'DENY');
+    // Before any reload: the start-up load is the last one, every outcome series exists at 0.
+    const startMetrics = (await request(`${server.url}/metrics`)).text;
+    for (const outcome of ['changed', 'unchanged', 'refused', 'audit_unavailable']) assert.match(startMetrics, new RegExp(`^pdp_policy_reloads_total\\{outcome="${outcome}"\\} 0$`, 'm'));
+    assert.match(startMetrics, /^pdp_policy_last_reload_success 1$/m);
+    assert.match(startMetrics, new RegExp(`^pdp_policy_info\\{version="${v1}"\\} 1$`, 'm'));
+    assert.deepEqual((({ outcome, trigger }) => ({ outcome, trigger }))((await request(`${server.url}/v1/policies`)).json.last_reload), { outcome: 'changed', trigger: 'start-up' });
     assert.deepEqual(allowedServices(server.auditPath), [{ name: 'web', namespace: 'default' }]);
 
     // Unchanged: nothing to do, nothing audited.
@@ -124,6 +130,18 @@ describe('POST /v1/policies/reload', () => {
     assert.equal(still.json.result, 'ALLOW');
     assert.equal((await request(`${server.url}/v1/ready`)).status, 200);
     assert.equal(aclChanges(server.auditPath).length, 1, 'a refused reload is not an ACL change');
+    // The refusal stays visible while the broken file is on disk: a gauge at 0, and /v1/policies says when and why.
+    const refusedMetrics = (await request(`${server.url}/metrics`)).text;
+    assert.match(refusedMetrics, /^pdp_policy_last_reload_success 0$/m);
+    assert.match(refusedMetrics, new RegExp(`^pdp_policy_info\\{version="${v2}"\\} 1$`, 'm'));
+    assert.doesNotMatch(refusedMetrics, new RegExp(`pdp_policy_info\\{version="${v1}"`), 'one version series at a time');
+    const lastStamp = Number(/^pdp_policy_last_reload_timestamp_seconds (\S+)$/m.exec(refusedMetrics)?.[1]);
+    assert.ok(Math.abs(lastStamp - Date.now() / 1000) < 60, String(lastStamp));
+    const lastReload = (await request(`${server.url}/v1/policies`)).json.last_reload;
+    assert.equal(lastReload.outcome, 'refused');
+    assert.equal(lastReload.trigger, 'api:loopback');
+    assert.match(lastReload.message, /policy set has errors|error/i);
+    assert.ok(Math.abs(Date.parse(lastReload.at) - Date.now()) < 60_000, lastReload.at);
 
     // Fixed: reloading works again.
     writePolicyFile(server.policyDir, 'svc.hcl', WEB_READ);
@@ -139,6 +157,8 @@ describe('POST /v1/policies/reload', () => {
     assert.match(metrics, /^pdp_policy_reloads_total\{outcome="changed"\} 2$/m);
     assert.match(metrics, /^pdp_policy_reloads_total\{outcome="refused"\} 1$/m);
     assert.match(metrics, /^pdp_policy_reloads_total\{outcome="unchanged"\} 1$/m);
+    assert.match(metrics, /^pdp_policy_last_reload_success 1$/m);
+    assert.equal((await request(`${server.url}/v1/policies`)).json.last_reload.outcome, 'changed');
   });
 
   test('a policy directory emptied of *.hcl files is refused without echoing the server path; the old version keeps serving', async (t) => {

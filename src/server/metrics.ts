@@ -50,7 +50,17 @@ export class FastHistogram {
   }
 }
 
-export function createMetrics(sources: { queueDepth(): number; cacheHits(): number; cacheMisses(): number; rules(): number; auditWritable(): boolean }, defaults = true) {
+/** The last reload attempt, for the gauges below and `GET /v1/policies`. */
+export interface LastReload {
+  /** When it finished (ms since the epoch). */
+  at: number;
+  outcome: 'changed' | 'unchanged' | 'refused' | 'audit_unavailable';
+  trigger: string;
+  /** Why it was refused. */
+  message?: string;
+}
+
+export function createMetrics(sources: { queueDepth(): number; cacheHits(): number; cacheMisses(): number; rules(): number; auditWritable(): boolean; version(): string | undefined; lastReload(): LastReload | undefined }, defaults = true) {
   const registry = new Registry();
   if (defaults) collectDefaultMetrics({ register: registry, prefix: 'pdp_process_' });
   const decisionCounts: Record<DecisionResult, number> = { ALLOW: 0, ALLOW_DEFAULT: 0, DENY: 0 };
@@ -90,7 +100,23 @@ export function createMetrics(sources: { queueDepth(): number; cacheHits(): numb
   const auditRows = new Counter({ name: 'pdp_audit_rows_total', help: 'Audit rows committed.', registers: [registry] });
   const auditFailures = new Counter({ name: 'pdp_audit_failures_total', help: 'Group commits that failed (requests answered 503).', registers: [registry] });
   const authnFailures = new Counter({ name: 'pdp_authn_failures_total', help: 'Authentication failures, by kind.', labelNames: ['kind'], registers: [registry] });
-  const reloads = new Counter({ name: 'pdp_policy_reloads_total', help: 'Policy reloads, by outcome.', labelNames: ['outcome'], registers: [registry] });
+  const reloads = new Counter({ name: 'pdp_policy_reloads_total', help: 'Policy reloads, by outcome (refused: the set has errors; audit_unavailable: its ACL_CHANGE row could not be written).', labelNames: ['outcome'], registers: [registry] });
+  // Every outcome exists from the start at 0, so `increase(…[5m])` has a series to compare against.
+  for (const outcome of ['changed', 'unchanged', 'refused', 'audit_unavailable']) reloads.inc({ outcome }, 0);
+  // A refused reload leaves the last good set serving while the files on disk say otherwise: these
+  // stay 0 until a reload succeeds, however long ago the refusal was (a counter's increase fades).
+  new Gauge({
+    name: 'pdp_policy_last_reload_success', help: '0 when the last reload was refused (the files on disk are not what is served), else 1.', aggregator: 'min', registers: [registry],
+    collect() { const last = sources.lastReload(); this.set(last === undefined || last.outcome === 'changed' || last.outcome === 'unchanged' ? 1 : 0); },
+  });
+  new Gauge({
+    name: 'pdp_policy_last_reload_timestamp_seconds', help: 'When the last reload (or the start-up load) finished, in seconds since the epoch.', aggregator: 'max', registers: [registry],
+    collect() { const last = sources.lastReload(); if (last !== undefined) this.set(last.at / 1000); },
+  });
+  new Gauge({
+    name: 'pdp_policy_info', help: 'The active policy version, as a label; always 1.', labelNames: ['version'], aggregator: 'max', registers: [registry],
+    collect() { this.reset(); const version = sources.version(); if (version !== undefined) this.set({ version }, 1); },
+  });
   return { registry, decisionCounts, decisionSeconds, auditWriteSeconds, auditLockWaitSeconds, auditCheckpointSeconds, auditWalFrames, auditRows, auditFailures, authnFailures, reloads };
 }
 

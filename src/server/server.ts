@@ -17,7 +17,7 @@ import { normalizeIp } from '../syntax/request'; // per decision: the defining m
 import { DecisionCache, type CachedDecision } from './cache';
 import { ApiError, AuthnError, ERRORS, errorBody, type ErrorCode } from './errors';
 import { lazyChildLoggerFactory } from './logging';
-import { createMetrics, type Metrics } from './metrics';
+import { createMetrics, type LastReload, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
 import { describeValidation, forbiddenKey, eventTypeContradiction, unauditableText, unreadableBody, type ValidationIssue } from './validation';
@@ -211,12 +211,17 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     fastifyListener(req, res);
   });
 
+  // The last reload attempt (the start-up load until there is one): for operators, a refused reload
+  // must stay visible while the broken files are on disk, not only in a log line.
+  let lastReload: LastReload | undefined;
   const metrics: Metrics = createMetrics({
     queueDepth: () => deps.recorder.queueDepth(),
     cacheHits: () => cache.hits,
     cacheMisses: () => cache.misses,
     rules: () => deps.engine.current()?.ruleCount ?? 0,
     auditWritable: () => deps.recorder.writable(),
+    version: () => deps.engine.current()?.version,
+    lastReload: () => lastReload ?? startupLoad(),
   }, deps.defaultMetrics ?? true);
   app.decorate('pdpMetrics', metrics);
   // Rows and transaction time per group commit, as the recorder reports them.
@@ -229,7 +234,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     metrics.auditCheckpointSeconds.observe(pass.seconds);
     metrics.auditWalFrames.set(pass.walFrames);
   });
-  deps.reloader.onOutcome((outcome) => metrics.reloads.inc({ outcome: outcome.ok ? (outcome.changed ? 'changed' : 'unchanged') : 'refused' }));
+  deps.reloader.onOutcome((outcome, trigger) => {
+    const kind = outcome.ok ? (outcome.changed ? 'changed' : 'unchanged') : outcome.auditUnavailable ? 'audit_unavailable' : 'refused';
+    metrics.reloads.inc({ outcome: kind });
+    lastReload = { at: now().getTime(), outcome: kind, trigger, ...(outcome.ok ? {} : { message: outcome.message }) };
+  });
+  function startupLoad(): LastReload | undefined {
+    const policy = deps.engine.current();
+    return policy === undefined ? undefined : { at: policy.loadedAt.getTime(), outcome: 'changed', trigger: 'start-up' };
+  }
 
   app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; code?: string; statusCode?: number }, request, reply) => {
     if (err instanceof ApiError) {
@@ -615,6 +628,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return { response, event, cacheOutcome: key === undefined ? undefined : computed ? { key, value: cached } : 'hit' };
   }
 
+  /** `last_reload` of `GET /v1/policies`: when, how it ended, what triggered it, and why it was refused. */
+  function lastReloadJson(last: LastReload | undefined) {
+    if (last === undefined) return null;
+    return { at: new Date(last.at).toISOString(), outcome: last.outcome, trigger: last.trigger, ...(last.message !== undefined ? { message: last.message } : {}) };
+  }
+
   function activePolicy(): LoadedPolicy {
     const policy = deps.engine.current();
     if (!policy) throw new ApiError('policy_unavailable', 'no valid policy set is loaded; fix the policy files and reload');
@@ -746,6 +765,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         load_ms: policy.loadMs,
         settings: { default_policy: policy.compiled.settings.defaultPolicy, anonymous: policy.compiled.settings.anonymous },
         cache_entries: cache.size(policy),
+        last_reload: lastReloadJson(lastReload ?? startupLoad()),
       };
     });
 
