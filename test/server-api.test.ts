@@ -399,6 +399,31 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.ok(metricValue(res.text, 'pdp_audit_rows_total') >= 1);
   });
 
+  test('GET /metrics counts every error answer by code and status (pdp_http_errors_total), the ones written before routing included', async () => {
+    const errors = async () => {
+      const text = (await request(`${server.url}/metrics`)).text;
+      const value = (series: string) => (text.includes(series) ? metricValue(text, series) : 0);
+      return {
+        invalid: value('pdp_http_errors_total{code="invalid_request",status="400"}'),
+        notFound: value('pdp_http_errors_total{code="not_found",status="404"}'),
+        media: value('pdp_http_errors_total{code="unsupported_media_type",status="415"}'),
+      };
+    };
+    const before = await errors();
+    const answers: number[] = [];
+    for (let i = 0; i < 3; i++) answers.push((await request(`${server.url}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"identity":' })).status);
+    answers.push((await request(`${server.url}/v1/nope`)).status);
+    answers.push((await fetch(`${server.url}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' })).status);
+    assert.deepEqual(answers, [400, 400, 400, 404, 415]);
+    // A request without Host is answered before fastify routes it.
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1', () => socket.write('GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n'));
+      socket.on('data', () => undefined).on('end', () => resolve()).on('error', reject);
+    });
+    const after = await errors();
+    assert.deepEqual({ invalid: after.invalid - before.invalid, notFound: after.notFound - before.notFound, media: after.media - before.media }, { invalid: 4, notFound: 1, media: 1 });
+  });
+
   test('unknown route → 404 JSON; a known path with the wrong method → 405 with Allow; HEAD on a GET route still answers', async () => {
     const res = await request(`${server.url}/v1/nope?x=1`);
     assert.equal(res.status, 404);

@@ -71,6 +71,22 @@ export function createMetrics(sources: { queueDepth(): number; cacheHits(): numb
       for (const [result, n] of Object.entries(decisionCounts)) if (n > 0) this.inc({ result }, n);
     },
   });
+  // Every error answer, by the error registry's code (a fixed set: errors.ts) and its status: counted
+  // where the answer is written, so answers that succeed pay nothing. With pdp_decisions_total this
+  // gives an error rate; 429s, 503s (shutting_down, audit_unavailable, policy_unavailable) included.
+  const errorCounts = new Map<string, { status: number; n: number }>();
+  new Counter({
+    name: 'pdp_http_errors_total', help: 'Error answers, by error code and HTTP status.', labelNames: ['code', 'status'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [code, { status, n }] of errorCounts) this.inc({ code, status }, n);
+    },
+  });
+  const countError = (code: string, status: number) => {
+    const known = errorCounts.get(code);
+    if (known) known.n++;
+    else errorCounts.set(code, { status, n: 1 });
+  };
   const decisionSeconds = new FastHistogram('pdp_decision_duration_seconds', 'Time from request to answer, audit commit included.',
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], registry);
   new Counter({ name: 'pdp_cache_hits_total', help: 'Decision cache hits.', registers: [registry], collect() { this.reset(); this.inc(sources.cacheHits()); } });
@@ -117,7 +133,7 @@ export function createMetrics(sources: { queueDepth(): number; cacheHits(): numb
     name: 'pdp_policy_info', help: 'The active policy version, as a label; always 1.', labelNames: ['version'], aggregator: 'max', registers: [registry],
     collect() { this.reset(); const version = sources.version(); if (version !== undefined) this.set({ version }, 1); },
   });
-  return { registry, decisionCounts, decisionSeconds, auditWriteSeconds, auditLockWaitSeconds, auditCheckpointSeconds, auditWalFrames, auditRows, auditFailures, authnFailures, reloads };
+  return { registry, decisionCounts, countError, decisionSeconds, auditWriteSeconds, auditLockWaitSeconds, auditCheckpointSeconds, auditWalFrames, auditRows, auditFailures, authnFailures, reloads };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -127,6 +127,7 @@ declare module 'fastify' {
  * unknown field's name, a bad address, a path): a pdp token in it keeps its id and loses its secret.
  */
 function fail(reply: FastifyReply, code: ErrorCode, message: string, extra: Record<string, unknown> = {}) {
+  (reply.server as FastifyInstance & { pdpMetrics?: Metrics }).pdpMetrics?.countError(code, ERRORS[code].status);
   const field = extra.field;
   const safeExtra = typeof field === 'string' && (mayHoldToken(field) || field.includes('%')) ? { ...extra, field: redactTokensAlsoEncoded(field) } : extra;
   return reply.code(ERRORS[code].status).send(errorBody(code, redactTokensAlsoEncoded(message), safeExtra));
@@ -182,6 +183,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
           : ['invalid_request', 'the request is not valid HTTP/1.1'];
       if (socket.writable) {
         const r = rawErrorResponse(code, message);
+        metrics.countError(code, r.status);
         socket.write(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status]}\r\n${Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${r.body}`);
       }
       socket.destroy(err);
@@ -204,6 +206,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
       const r = rawErrorResponse('invalid_request', 'the request has no `Host` header; HTTP/1.1 requires one', { field: 'Host' });
+      metrics.countError('invalid_request', r.status);
       res.writeHead(r.status, r.headers);
       res.end(r.body);
       return;
@@ -337,6 +340,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     server.removeAllListeners('request');
     server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
       const r = rawErrorResponse('shutting_down', 'the server is shutting down; retry on another instance');
+      metrics.countError('shutting_down', r.status);
       res.writeHead(r.status, r.headers);
       res.end(r.body);
     });
