@@ -111,11 +111,11 @@ function stopServer(child: ChildProcess): Promise<void> {
   });
 }
 
-/** `pdp_process_nodejs_heap_size_used_bytes` from /metrics, in MB (null if the server does not export it). */
+/** `nodejs_heap_size_used_bytes` from /metrics, in MB (null if the server does not export it). */
 async function heapUsedMB(url: string): Promise<number | null> {
   try {
     const text = await (await fetch(`${url}/metrics`)).text();
-    const m = /^pdp_process_nodejs_heap_size_used_bytes(?:\{[^}]*\})?\s+([\d.e+]+)/m.exec(text);
+    const m = /^(?:pdp_process_)?nodejs_heap_size_used_bytes(?:\{[^}]*\})?\s+([\d.e+]+)/m.exec(text);
     return m ? round1(Number(m[1]) / 1024 ** 2) : null;
   } catch {
     return null;

@@ -62,7 +62,9 @@ export interface LastReload {
 
 export function createMetrics(sources: { queueDepth(): number; cacheHits(): number; cacheMisses(): number; rules(): number; auditWritable(): boolean; version(): string | undefined; lastReload(): LastReload | undefined }, defaults = true) {
   const registry = new Registry();
-  if (defaults) collectDefaultMetrics({ register: registry, prefix: 'pdp_process_' });
+  // prom-client's own names (`process_cpu_seconds_total`, `nodejs_heap_size_used_bytes`, …), which
+  // the usual Node.js dashboards and alerts query; a prefix made them `pdp_process_process_…`.
+  if (defaults) collectDefaultMetrics({ register: registry });
   const decisionCounts: Record<DecisionResult, number> = { ALLOW: 0, ALLOW_DEFAULT: 0, DENY: 0 };
   new Counter({
     name: 'pdp_decisions_total', help: 'Decisions answered, by result.', labelNames: ['result'], registers: [registry],
