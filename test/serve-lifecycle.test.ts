@@ -318,3 +318,32 @@ test('a log sink that goes away (the shipper reading stderr is killed) does not 
   serve.child.kill('SIGTERM');
   assert.deepEqual(await serve.exited, { code: 0, signal: null });
 });
+
+test('a policy file rewritten in place more slowly than the debounce is not loaded while empty: a deny in it never stops denying; a file left empty is loaded after 2 s', async (t) => {
+  const QUARANTINE = 'service "web" {\n  policy   = "deny"\n  identity = "team:ops"\n}\n';
+  const { policyDir, auditPath } = tempSet(t, { 'ops.hcl': OPS_WRITE, 'quarantine.hcl': QUARANTINE });
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
+  t.after(() => serve.stop());
+  const opsWrite = { identity: 'team:ops', action: 'write', resource: 'service:web' };
+  const answer = async () => (await authorize(serve.url, opsWrite)).json.result as string;
+  assert.equal(await answer(), 'DENY');
+  const file = path.join(policyDir, 'quarantine.hcl');
+  const seen = new Set<string>();
+  const watchAnswers = async (ms: number) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      seen.add(await answer());
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+  };
+  // `curl … > quarantine.hcl` over a slow link: truncated, then the bytes 0.7 s later.
+  fs.writeFileSync(file, '');
+  await watchAnswers(700);
+  fs.writeFileSync(file, QUARANTINE);
+  await watchAnswers(900);
+  assert.deepEqual([...seen], ['DENY'], 'the deny stopped denying while its file was being rewritten');
+  // Emptied on purpose (and left so): loaded once 2 s have passed.
+  fs.writeFileSync(file, '');
+  assert.ok(await waitFor(async () => (await answer()) === 'ALLOW', 6_000, 100), 'an emptied file was never loaded');
+  assert.match(serve.stderr(), /reloaded \(file-change\): .*1 removed/);
+});

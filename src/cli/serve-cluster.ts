@@ -18,7 +18,7 @@ import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { EXIT_FINDING, EXIT_OK, type CliIo } from './io';
-import { watchDirectories } from './watch';
+import { reloadOnSettledChanges, watchDirectories } from './watch';
 
 export const WORKER_ENV = 'PDP_CLUSTER_WORKER';
 
@@ -84,7 +84,7 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
   let failed = false;
   let address: { address?: string; port: number } | undefined;
   let watcher: { close(): void } | undefined;
-  let debounce: NodeJS.Timeout | undefined;
+  let settledReloads: { cancel(): void } | undefined;
   let killTimer: NodeJS.Timeout | undefined;
   let finish: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => { finish = resolve; });
@@ -132,7 +132,7 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
     failed ||= failure;
     if (stopping) return;
     stopping = true;
-    clearTimeout(debounce);
+    settledReloads?.cancel();
     watcher?.close();
     for (const worker of alive) worker.process.kill('SIGTERM');
     killTimer = setTimeout(() => {
@@ -266,10 +266,9 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
   process.on('SIGINT', onStopSignal);
   if (watch) {
     try {
-      watcher = watchDirectories(policyDir, () => {
-        clearTimeout(debounce);
-        debounce = setTimeout(hupAll, 250);
-      });
+      const reloads = reloadOnSettledChanges(policyDir, hupAll);
+      settledReloads = reloads;
+      watcher = watchDirectories(policyDir, reloads.changed);
     } catch {
       io.stderr.write('pdp serve: cannot watch the policy directory; reload with SIGHUP\n');
     }

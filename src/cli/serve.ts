@@ -13,7 +13,7 @@ import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './i
 import { printDiagnostics } from './policy-input';
 import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
 import { probeListen } from './listen-probe';
-import { watchDirectories } from './watch';
+import { reloadOnSettledChanges, watchDirectories } from './watch';
 import { normalizeIp } from '../syntax/request';
 export { watchDirectories };
 
@@ -340,13 +340,10 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (link) link.installHup(onHup);
   else process.on('SIGHUP', onHup);
   if (!values['no-watch']) {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const watching = watchDirectories(policyDir, () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => void reloader.reload('file-change'), 250);
-      });
-      watcher = { close: () => { clearTimeout(timer); watching.close(); } };
+      const reloads = reloadOnSettledChanges(policyDir, () => void reloader.reload('file-change'));
+      const watching = watchDirectories(policyDir, reloads.changed);
+      watcher = { close: () => { reloads.cancel(); watching.close(); } };
     } catch {
       server.log.warn('cannot watch the policy directory; reload with SIGHUP or the API');
     }

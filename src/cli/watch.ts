@@ -2,6 +2,7 @@
 // directory itself being deleted and recreated, and a symlinked directory being re-pointed.
 import fs from 'node:fs';
 import path from 'node:path';
+import { listPolicyFiles } from '../engine';
 
 /**
  * Calls `onChange` whenever something under `root` changes. One non-recursive watcher per directory
@@ -104,6 +105,67 @@ export function watchDirectories(root: string, onChange: () => void): { close():
       parentWatcher?.close();
       for (const w of watchers.values()) w.close();
       watchers.clear();
+    },
+  };
+}
+
+/** Quiet time after the last file event before a reload. */
+export const DEBOUNCE_MS = 250;
+/** How many debounce periods a policy file that was emptied holds a reload back (2 s). */
+const EMPTIED_FILE_WAITS = 8;
+
+/** Size of every `*.hcl` file of the set under `dir` (as the loader lists them); empty when it cannot be listed. */
+function policyFileSizes(dir: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  let listed: ReturnType<typeof listPolicyFiles>;
+  try {
+    listed = listPolicyFiles(dir);
+  } catch {
+    return sizes;
+  }
+  for (const file of listed) {
+    if (file.problem) continue;
+    try {
+      sizes.set(file.rel, fs.statSync(file.absolute).size);
+    } catch {
+      // gone since it was listed: a removal
+    }
+  }
+  return sizes;
+}
+
+/**
+ * The reload a file change triggers: after DEBOUNCE_MS without events, unless a policy file that had
+ * content is empty now. A file rewritten in place (`scp`, `curl … > file`, `kubectl exec … cat >`)
+ * is empty between its truncation and its first bytes, which over a slow link can outlast the
+ * debounce; loaded then, the empty file is a valid set without its rules, and a `deny` in it stopped
+ * denying until the rest arrived (measured: DENY, ALLOW, DENY). Such a reload is held back for up to
+ * 2 s; a file that stays empty longer was emptied on purpose and is loaded. Writing by rename (what
+ * editors and ConfigMaps do) never shows an empty file at all.
+ */
+export function reloadOnSettledChanges(policyDir: string, reload: () => void): { changed(): void; cancel(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let waits = 0;
+  let before = policyFileSizes(policyDir);
+  const fire = () => {
+    const now = policyFileSizes(policyDir);
+    const emptied = [...before].some(([file, size]) => size > 0 && now.get(file) === 0);
+    if (emptied && waits < EMPTIED_FILE_WAITS) {
+      waits++;
+      timer = setTimeout(fire, DEBOUNCE_MS);
+      return;
+    }
+    waits = 0;
+    before = now;
+    reload();
+  };
+  return {
+    changed() {
+      clearTimeout(timer);
+      timer = setTimeout(fire, DEBOUNCE_MS);
+    },
+    cancel() {
+      clearTimeout(timer);
     },
   };
 }
