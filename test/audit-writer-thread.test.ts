@@ -60,6 +60,35 @@ test('writer thread: fail closed while the file is locked, then recover without 
   await recorder.close();
 });
 
+test('writer thread: a commit that does not finish (a stalled disk) makes the store unwritable and refuses new rows at once, until it finishes', async (t) => {
+  const file = tempDb();
+  openAuditStore(file).close();
+  // The thread's connection waits up to 10 s for a lock another connection holds: its write is in
+  // flight and does not settle, as a write(2) on a frozen disk would not.
+  const recorder = await threadRecorder(file, { stallMs: 200 }, 10_000);
+  await recorder.record(event({ decision_id: 'before' }));
+  const locker = new Database(file);
+  t.after(async () => {
+    if (locker.inTransaction) locker.exec('ROLLBACK');
+    if (locker.open) locker.close();
+    await recorder.close();
+  });
+  locker.exec('BEGIN EXCLUSIVE');
+  const stuck = recorder.record(event({ decision_id: 'stuck' }));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(recorder.writable(), true, 'a commit in progress is not yet a stall');
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  assert.equal(recorder.writable(), false, 'readiness goes false while the commit hangs');
+  const started = Date.now();
+  await assert.rejects(recorder.record(event({ decision_id: 'refused' })), (e: Error) => e instanceof AuditUnavailableError && /a commit has not finished for \d+\.\d s/.test(e.message));
+  assert.ok(Date.now() - started < 100, 'refused at once, not queued behind the stalled commit');
+  locker.exec('ROLLBACK');
+  await stuck;
+  assert.equal(recorder.writable(), true);
+  await recorder.record(event({ decision_id: 'after' }));
+  assert.deepEqual(locker.prepare('SELECT decision_id FROM audit_log ORDER BY id').pluck().all(), ['before', 'stuck', 'after']);
+});
+
 test('writer thread: close() drains what is queued and in flight, then refuses', async () => {
   const file = tempDb();
   const recorder = await threadRecorder(file);

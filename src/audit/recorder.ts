@@ -54,6 +54,13 @@ export interface RecorderOptions {
    * stalling every request for the full timeout during an outage.
    */
   degradedBusyTimeoutMs?: number;
+  /**
+   * An asynchronous sink (the writer thread) whose oldest write has not settled for this long is
+   * stalled (a frozen or hung disk: write(2) blocks instead of failing): `writable()` is false and
+   * new rows are refused at once (503) until it settles. Default 3000 ms. The inline sink cannot
+   * be watched this way: its stalled write blocks the event loop, and probes fail by timing out.
+   */
+  stallMs?: number;
 }
 
 /** The part of the store the recorder needs (tests substitute failing stores). */
@@ -93,6 +100,7 @@ interface Pending {
 }
 
 const DEFAULT_PROBE_INTERVAL_MS = 1000;
+const DEFAULT_STALL_MS = 3000;
 
 /** The inline sink: the store's synchronous transaction, on the event loop's thread. */
 export function storeSink(store: RecorderStore, options: Pick<RecorderOptions, 'degradedBusyTimeoutMs'> = {}): RowSink {
@@ -147,6 +155,10 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
   /** Writes of an asynchronous sink that have not settled yet, and how many rows they carry. */
   const inFlight = new Set<Promise<void>>();
   let inFlightRows = 0;
+  /** When each in-flight write started (performance.now()), oldest first: a pipelined sink settles them in order. */
+  const inFlightSince: number[] = [];
+  const stallMs = options.stallMs ?? DEFAULT_STALL_MS;
+  const stalledFor = () => (inFlightSince.length === 0 ? 0 : performance.now() - inFlightSince[0]!);
   const mustWait = () => inFlight.size > 0 && sink.pipelined !== true;
   let probing = false;
   let isWritable = true;
@@ -297,9 +309,13 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
       return;
     }
     inFlightRows += rowCount;
+    const since = performance.now();
+    inFlightSince.push(since);
+    // No longer a possible stall from the moment it settles, before anyone hears of it.
+    const settledAt = () => inFlightSince.splice(inFlightSince.indexOf(since), 1);
     const settled: Promise<void> = result.then(
-      () => committed(batch, rowCount, started),
-      (e) => failed(batch, e),
+      () => { settledAt(); committed(batch, rowCount, started); },
+      (e) => { settledAt(); failed(batch, e); },
     ).finally(() => {
       inFlight.delete(settled);
       inFlightRows -= rowCount;
@@ -318,6 +334,11 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
       return Promise.reject(e instanceof InvalidAuditEventError ? e : new InvalidAuditEventError(String(e)));
     }
     if (rows.length === 0) return Promise.resolve();
+    const stalled = stalledFor();
+    if (stalled >= stallMs) {
+      // Queued behind a write that does not finish, these rows would hang their requests instead of failing closed.
+      return Promise.reject(new AuditUnavailableError(`audit log unavailable: a commit has not finished for ${(stalled / 1000).toFixed(1)} s (a stalled disk?)`));
+    }
     return new Promise<void>((resolve, reject) => {
       queue.push({ rows, resolve, reject });
       queuedRows += rows.length;
@@ -329,7 +350,7 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
   return {
     record: (event) => enqueue([event]),
     recordAll: (events) => enqueue(events),
-    writable: () => isWritable,
+    writable: () => isWritable && stalledFor() < stallMs,
     queueDepth: () => queuedRows + inFlightRows,
     onFlush: (listener) => {
       flushListeners.push(listener);
