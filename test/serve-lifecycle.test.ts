@@ -94,7 +94,7 @@ test('a port in use with the watcher and the token store on: exits 1 promptly, b
   const r = await runPdp(['serve', '--policies', policyDir, '--audit', auditPath, '--tokens', path.join(root, 'tokens.db'), '--listen', `127.0.0.1:${port}`], { timeoutMs: 10_000 });
   assert.equal(r.signal, null, `exited by itself, not killed after 10 s; stderr: ${r.stderr}`);
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+  assert.match(r.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE \(another process is listening there\)/);
   assert.ok(Date.now() - started < 8000, `exited promptly (${Date.now() - started} ms)`);
   // The port is asked for before anything is written: no audit file, so no ACL_CHANGE row for a
   // version that never served (the next start would otherwise record a change back from it).

@@ -143,7 +143,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     // then the row stays and the next start records the change back, as after a crash.
     const bindError = await probeListen(host, port);
     if (bindError) {
-      io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${bindError.code ?? bindError.message}\n`);
+      io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${bindError.code ?? bindError.message}${bindHint(bindError.code, port)}\n`);
       return EXIT_FINDING;
     }
   }
@@ -352,7 +352,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   try {
     await server.listen({ host, port });
   } catch (e) {
-    io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}${bindHint((e as NodeJS.ErrnoException).code, port)}\n`);
     await closeAll();
     return EXIT_FINDING;
   }
@@ -392,6 +392,14 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     process.once('SIGTERM', () => void stop('SIGTERM'));
     process.once('SIGINT', () => void stop('SIGINT'));
   });
+}
+
+/** What to do about a failed bind, when there is something to say. */
+function bindHint(code: string | undefined, port: number): string {
+  if (code === 'EACCES' && port > 0 && port < 1024) return ' (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability, e.g. systemd\'s AmbientCapabilities=CAP_NET_BIND_SERVICE; or listen on a port of 1024 or more)';
+  if (code === 'EADDRINUSE') return ' (another process is listening there)';
+  if (code === 'EADDRNOTAVAIL') return ' (no interface of this machine has that address)';
+  return '';
 }
 
 /** --lockout (and the failure window that follows it) at most 30 days. */

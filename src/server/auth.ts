@@ -1,6 +1,7 @@
 // Zero-trust transport and identity for `pdp serve`: TLS 1.3, mutual TLS with SPIFFE IDs, bearer
 // tokens, lockout after repeated failures, per-caller rate limits, and certificate rotation
 // without a restart. The server sees only the Authenticator and the fastify options built here.
+import { X509Certificate as NodeX509 } from 'node:crypto';
 import fs from 'node:fs';
 import type { ServerOptions } from 'node:https';
 import path from 'node:path';
@@ -261,9 +262,15 @@ export function createSecurity(options: SecurityOptions) {
   function reload(): boolean {
     try {
       reloadNow();
+      // Said at warn, the default level: a rotation is an operator event worth a line, and the
+      // serial and expiry say which certificate now answers.
+      if (app && certPath) {
+        const served = new NodeX509(fs.readFileSync(certPath));
+        app.log.warn(`TLS files reloaded from ${[certPath, keyPath, caPath].filter(Boolean).join(', ')}: serving certificate serial ${served.serialNumber}, valid until ${new Date(served.validTo).toISOString()}${caPath ? `; trust bundle ${caPath}` : ''}`);
+      }
       return true;
     } catch (e) {
-      app?.log.error(`certificate reload failed, keeping the previous ones: ${(e as Error).message}`);
+      app?.log.error(`certificate reload failed, keeping the previous ones (${[certPath, keyPath, caPath].filter(Boolean).join(', ')}): ${(e as Error).message}`);
       return false;
     }
   }
