@@ -347,3 +347,35 @@ test('a policy file rewritten in place more slowly than the debounce is not load
   assert.ok(await waitFor(async () => (await answer()) === 'ALLOW', 6_000, 100), 'an emptied file was never loaded');
   assert.match(serve.stderr(), /reloaded \(file-change\): .*1 removed/);
 });
+
+test('--shutdown-delay: on SIGTERM /v1/ready fails at once while decisions are still answered for the delay, then it drains and exits 0; a second signal ends the wait', async (t) => {
+  const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
+  const webRead = { identity: 'team:web', action: 'read', resource: 'service:web' };
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '2s']);
+  t.after(() => serve.stop());
+  assert.equal((await fetch(`${serve.url}/v1/ready`)).status, 200);
+  const signalledAt = Date.now();
+  serve.child.kill('SIGTERM');
+  assert.ok(await waitFor(async () => (await fetch(`${serve.url}/v1/ready`)).status === 503, 1_000, 20), 'ready did not fail');
+  const ready = await fetch(`${serve.url}/v1/ready`);
+  assert.equal(ready.status, 503);
+  assert.deepEqual(await ready.json(), { ready: false, policy_loaded: true, policy_version: (await authorize(serve.url, webRead)).json.policy_version, audit_writable: true, shutting_down: true });
+  // Still serving: a load balancer that has not noticed yet loses nothing.
+  const during = await authorize(serve.url, webRead);
+  assert.equal(during.status, 200);
+  assert.equal(during.json.result, 'ALLOW');
+  assert.deepEqual(await serve.exited, { code: 0, signal: null });
+  assert.ok(Date.now() - signalledAt >= 1_900, `exited after ${Date.now() - signalledAt} ms, before the delay`);
+  assert.match(serve.stderr(), /pdp serve: SIGTERM: not ready; draining in 2 s\npdp serve: SIGTERM: draining\n[\s\S]*pdp serve: stopped/);
+  assert.deepEqual(missingDecisions(auditPath, [during.json.decision_id as string]), [], 'answered during the delay, so audited');
+
+  // A second signal skips what is left of the wait.
+  const again = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '5m']);
+  t.after(() => again.stop());
+  again.child.kill('SIGTERM');
+  assert.ok(await waitFor(() => /not ready; draining in 300 s/.test(again.stderr()), 5_000, 20));
+  const secondAt = Date.now();
+  again.child.kill('SIGTERM');
+  assert.deepEqual(await again.exited, { code: 0, signal: null });
+  assert.ok(Date.now() - secondAt < 10_000);
+});

@@ -69,6 +69,8 @@ export interface PrimaryOptions {
   /** Deaths (after start-up) tolerated within `deathWindowMs` before giving up; default: the worker count. */
   maxDeaths?: number;
   deathWindowMs?: number;
+  /** The workers' `--shutdown-delay`: they wait this long before draining, so they are not killed for it. */
+  shutdownDelayMs?: number;
 }
 
 /** Forks `count` workers running `pdp serve` with `workerArgs`; resolves with the exit code. */
@@ -135,12 +137,13 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
     settledReloads?.cancel();
     watcher?.close();
     for (const worker of alive) worker.process.kill('SIGTERM');
+    const killAfterMs = STOP_KILL_MS + (options.shutdownDelayMs ?? 0);
     killTimer = setTimeout(() => {
       for (const worker of alive) {
-        io.stderr.write(`pdp serve: worker pid ${worker.process.pid} still running ${STOP_KILL_MS / 1000} s after SIGTERM; killing it\n`);
+        io.stderr.write(`pdp serve: worker pid ${worker.process.pid} still running ${killAfterMs / 1000} s after SIGTERM; killing it\n`);
         worker.process.kill('SIGKILL');
       }
-    }, STOP_KILL_MS);
+    }, killAfterMs);
     settleIfDone();
   }
 

@@ -47,6 +47,9 @@ row at start-up and on each reload; if the start-up row cannot be written, it ex
                         failures count (default 15m; e.g. 30s, 15m, 1h; at most 30d)
   --request-timeout DUR how long a client has to send a whole request before it is answered 408
                         and disconnected (default 30s; at most 10m)
+  --shutdown-delay DUR  on SIGTERM/SIGINT, first answer /v1/ready with 503 for DUR while still
+                        serving everything else (load balancers stop sending), then drain
+                        (default 0s: drain at once; at most 5m; a second signal skips the wait)
   --log-level LEVEL     fatal, error, warn (default), info, debug
   --workers N           N worker processes sharing the port (node:cluster); default 1
 
@@ -94,7 +97,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
     'rate-limit': { type: 'string' }, 'max-failures': { type: 'string' }, lockout: { type: 'string' },
     workers: { type: 'string' }, 'audit-writer': { type: 'string' }, 'audit-checkpoint': { type: 'string' },
-    'request-timeout': { type: 'string' },
+    'request-timeout': { type: 'string' }, 'shutdown-delay': { type: 'string' },
   }, false);
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
@@ -118,6 +121,8 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const requestTimeoutText = values['request-timeout'];
   const requestTimeoutMs = requestTimeoutText === undefined ? DEFAULT_REQUEST_TIMEOUT_MS : parseDuration(requestTimeoutText, '--request-timeout', { ms: 600_000, text: '10m' });
   if (requestTimeoutMs < 1000) throw new UsageError(`--request-timeout must be at least 1s; got \`${requestTimeoutText}\``);
+  const shutdownDelayMs = values['shutdown-delay'] === undefined ? 0 : parseDuration(values['shutdown-delay'], '--shutdown-delay', { ms: 300_000, text: '5m' });
+  let notReadyForShutdown = false;
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
   refuseEmptyPaths([], { policies: values.policies, audit: values.audit, 'tls-cert': values['tls-cert'], 'tls-key': values['tls-key'], 'client-ca': values['client-ca'], tokens: values.tokens });
@@ -156,7 +161,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       return EXIT_FINDING;
     }
     const workerArgs = args.filter((a, i) => a !== '--workers' && args[i - 1] !== '--workers' && !a.startsWith('--workers='));
-    return runPrimary(workers, workerArgs, policyDir, !values['no-watch'], io);
+    return runPrimary(workers, workerArgs, policyDir, !values['no-watch'], io, { shutdownDelayMs });
   }
 
   const engine = new Engine(policyDir);
@@ -306,7 +311,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     }
   };
   app = buildServer({
-    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, requestTimeoutMs, ...(checkpointer ? { checkpointer } : {}),
+    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, requestTimeoutMs, stopping: () => notReadyForShutdown, ...(checkpointer ? { checkpointer } : {}),
     // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
     ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
     logger: {
@@ -371,9 +376,27 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = async (signal: string, code: number = EXIT_OK) => {
+    const stop = async (signal: string, code: number = EXIT_OK, delayMs = 0) => {
       if (stopping) return;
       stopping = true;
+      if (delayMs > 0) {
+        // Lame duck: readiness fails first, so load balancers and kubelets stop sending here, while
+        // requests still arriving (they notice within a probe period or two) are answered as usual.
+        // A second signal ends the wait; a third has the default effect (the first handlers were `once`).
+        notReadyForShutdown = true;
+        io.stderr.write(`pdp serve: ${signal}: not ready; draining in ${delayMs / 1000} s\n`);
+        await new Promise<void>((resolve) => {
+          const skip = () => {
+            clearTimeout(timer);
+            process.off('SIGTERM', skip);
+            process.off('SIGINT', skip);
+            resolve();
+          };
+          const timer = setTimeout(skip, delayMs);
+          process.once('SIGTERM', skip);
+          process.once('SIGINT', skip);
+        });
+      }
       io.stderr.write(`pdp serve: ${signal}: draining\n`);
       // app.close() (see buildServer's preClose hook): the listener stops accepting, idle keep-alive
       // connections are closed, requests already read finish (and are audited) with `Connection:
@@ -389,8 +412,8 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     stopWith = (reason, code) => void stop(reason, code);
     // A worker whose primary is gone (even SIGKILLed) drains and stops instead of lingering.
     link?.onPrimaryGone(() => void stop('primary gone'));
-    process.once('SIGTERM', () => void stop('SIGTERM'));
-    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM', EXIT_OK, shutdownDelayMs));
+    process.once('SIGINT', () => void stop('SIGINT', EXIT_OK, shutdownDelayMs));
   });
 }
 

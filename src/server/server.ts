@@ -76,6 +76,8 @@ export interface ServerDeps {
    * holds its connection (and file descriptor) forever without ever failing authentication.
    */
   requestTimeoutMs?: number;
+  /** True once a shutdown has begun (`--shutdown-delay`): `/v1/ready` answers 503 while everything else is still served. */
+  stopping?: () => boolean;
   /** Absent: the loopback development default (every local caller may use authorize and operations). */
   authenticator?: Authenticator;
   logger?: FastifyServerOptions['logger'];
@@ -701,7 +703,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     api.get('/v1/ready', { config: { scope: 'open' } }, async (request, reply) => {
       const policy = deps.engine.current();
       const auditWritable = deps.recorder.writable();
-      const ready = policy !== undefined && auditWritable;
+      const stopping = deps.stopping?.() === true;
+      const ready = policy !== undefined && auditWritable && !stopping;
       reply.code(ready ? 200 : 503);
       const authenticator = deps.authenticator;
       if (authenticator) {
@@ -712,7 +715,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         }
         if (!detail) return reply.send({ ready });
       }
-      return reply.send({ ready, policy_loaded: policy !== undefined, policy_version: policy?.version ?? null, audit_writable: auditWritable });
+      return reply.send({ ready, policy_loaded: policy !== undefined, policy_version: policy?.version ?? null, audit_writable: auditWritable, ...(stopping ? { shutting_down: true } : {}) });
     });
 
     // The three anomaly analyses of `pdp audit anomalies`, as its `--format json` prints them.
