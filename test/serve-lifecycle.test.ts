@@ -373,7 +373,7 @@ test('--shutdown-delay: on SIGTERM /v1/ready fails at once while decisions are s
   const again = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '5m']);
   t.after(() => again.stop());
   again.child.kill('SIGTERM');
-  assert.ok(await waitFor(() => /not ready; draining in 300 s/.test(again.stderr()), 5_000, 20));
+  assert.ok(await waitFor(() => /not ready; draining in 300 s/.test(again.stderr()), 5_000, 20), `exit: ${again.child.exitCode} ${again.child.signalCode}; stdout: ${again.stdout()}; stderr: ${again.stderr()}`);
   const secondAt = Date.now();
   again.child.kill('SIGTERM');
   assert.deepEqual(await again.exited, { code: 0, signal: null });

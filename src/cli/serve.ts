@@ -365,15 +365,6 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const shownPort = typeof address === 'object' && address ? address.port : port;
   io.stderr.write(`pdp serve: ${first.policy.ruleCount} rules (${first.policy.version}) from ${policyDir}\n`);
   io.stderr.write(`pdp serve: audit store ${auditPath}\n`);
-  if (!link) io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
-  if (link) {
-    // What the primary relays from the other workers: their API reloads, and metrics scrapes.
-    link.serve('reload', (trigger, sourceIp) => reloader.reload(trigger, sourceIp));
-    const registry = (server as unknown as { pdpMetrics: import('../server').Metrics }).pdpMetrics.registry;
-    link.serve('metrics', () => registry.getMetricsAsJSON());
-    link.ready();
-  }
-
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = async (signal: string, code: number = EXIT_OK, delayMs = 0) => {
@@ -414,6 +405,17 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
     link?.onPrimaryGone(() => void stop('primary gone'));
     process.once('SIGTERM', () => void stop('SIGTERM', EXIT_OK, shutdownDelayMs));
     process.once('SIGINT', () => void stop('SIGINT', EXIT_OK, shutdownDelayMs));
+
+    // Said only now that the signal handlers are in place: a supervisor that sends SIGTERM as soon
+    // as it reads this line must get a drain, not the default action (seen under load in a test).
+    if (!link) io.stdout.write(`pdp serve: listening on ${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}\n`);
+    if (link) {
+      // What the primary relays from the other workers: their API reloads, and metrics scrapes.
+      link.serve('reload', (trigger, sourceIp) => reloader.reload(trigger, sourceIp));
+      const registry = (server as unknown as { pdpMetrics: import('../server').Metrics }).pdpMetrics.registry;
+      link.serve('metrics', () => registry.getMetricsAsJSON());
+      link.ready();
+    }
   });
 }
 
