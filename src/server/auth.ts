@@ -84,8 +84,9 @@ export function createSecurity(options: SecurityOptions) {
   // there is invisible to the server (no identity, no address in any record), so service
   // impersonation would leave no evidence. Instead the handshake completes and `watchConnections`
   // (below, the first `secureConnection` listener, before the HTTP parser is attached) destroys every
-  // connection whose certificate OpenSSL did not authorize, and reports it: an AUTHN_FAILURE row with the SPIFFE ID the certificate claims (marked unverified),
-  // the metric, and a count towards the source's lockout. No request on such a connection is ever
+  // connection whose certificate OpenSSL did not authorize, and reports it: an AUTHN_FAILURE row with
+  // the SPIFFE ID the certificate claims (marked unverified), the metric, and a count towards the
+  // source's lockout. No request on such a connection is ever
   // parsed; `authenticateCaller` refuses an unauthorized peer again should one ever get that far.
   const tlsMaterial = (trust: TrustBundle | undefined = bundle): ServerOptions => ({
     key: fs.readFileSync(keyPath!),
@@ -251,31 +252,37 @@ export function createSecurity(options: SecurityOptions) {
   } : undefined;
 
   let app: FastifyInstance | undefined;
-  /** Re-reads the certificate, key and trust bundle; all or nothing (a bad file keeps the old ones). */
-  function reloadNow(): void {
+  const tlsFiles = [certPath, keyPath, caPath].filter((p): p is string => typeof p === 'string');
+  /**
+   * Re-reads the certificate, key and trust bundle; all or nothing (a bad file keeps the old ones).
+   * Returns the certificate now served (undefined without TLS).
+   */
+  function reloadNow(): NodeX509 | undefined {
     const next = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
-    // setSecureContext throws on a key that does not match the certificate: nothing changes then.
-    if (app && certPath) (app.server as unknown as { setSecureContext(o: ServerOptions): void }).setSecureContext({ ...tlsMaterial(next), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as ServerOptions);
+    let served: NodeX509 | undefined;
+    if (app && certPath) {
+      const material = tlsMaterial(next);
+      // setSecureContext throws on a key that does not match the certificate: nothing changes then.
+      (app.server as unknown as { setSecureContext(o: ServerOptions): void }).setSecureContext({ ...material, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as ServerOptions);
+      served = new NodeX509(material.cert as Buffer);
+    }
     if (next) bundle = next;
+    return served;
   }
   /** Never throws (it runs from a file watcher and from SIGHUP): a failure is logged and the old files keep serving. */
   function reload(): boolean {
     try {
-      reloadNow();
+      const served = reloadNow();
       // Said at warn, the default level: a rotation is an operator event worth a line, and the
       // serial and expiry say which certificate now answers.
-      if (app && certPath) {
-        const served = new NodeX509(fs.readFileSync(certPath));
-        app.log.warn(`TLS files reloaded from ${[certPath, keyPath, caPath].filter(Boolean).join(', ')}: serving certificate serial ${served.serialNumber}, valid until ${new Date(served.validTo).toISOString()}${caPath ? `; trust bundle ${caPath}` : ''}`);
-      }
+      if (served) app?.log.warn(`TLS files reloaded from ${tlsFiles.join(', ')}: serving certificate serial ${served.serialNumber}, valid until ${new Date(served.validTo).toISOString()}`);
       return true;
     } catch (e) {
-      app?.log.error(`certificate reload failed, keeping the previous ones (${[certPath, keyPath, caPath].filter(Boolean).join(', ')}): ${(e as Error).message}`);
+      app?.log.error(`certificate reload failed, keeping the previous ones (${tlsFiles.join(', ')}): ${(e as Error).message}`);
       return false;
     }
   }
   // Rotation without downtime: poll the files (robust to rename-into-place), swap the context.
-  const watched = [certPath, keyPath, caPath].filter((p): p is string => typeof p === 'string');
   let pending: NodeJS.Timeout | undefined;
   const onChange = () => {
     clearTimeout(pending);
@@ -283,7 +290,7 @@ export function createSecurity(options: SecurityOptions) {
       reload();
     }, 200);
   };
-  for (const file of watched) fs.watchFile(file, { interval: 500, persistent: false }, onChange);
+  for (const file of tlsFiles) fs.watchFile(file, { interval: 500, persistent: false }, onChange);
 
   const perSecond = options.rateLimitPerSecond ?? (authenticator ? 1000 : 0);
   const serverOptions: Partial<ServerDeps> = {
@@ -316,7 +323,7 @@ export function createSecurity(options: SecurityOptions) {
     reload,
     close(): void {
       clearTimeout(pending);
-      for (const file of watched) fs.unwatchFile(file, onChange);
+      for (const file of tlsFiles) fs.unwatchFile(file, onChange);
       tokens?.close();
     },
   };

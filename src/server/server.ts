@@ -184,8 +184,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
           ? ['request_timeout', 'the request was not received in time']
           : ['invalid_request', 'the request is not valid HTTP/1.1'];
       if (socket.writable) {
-        const r = rawErrorResponse(code, message);
-        metrics.countError(code, r.status);
+        const r = countedRawError(code, message);
         socket.write(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status]}\r\n${Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${r.body}`);
       }
       socket.destroy(err);
@@ -207,8 +206,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   app.server.removeAllListeners('request');
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
-      const r = rawErrorResponse('invalid_request', 'the request has no `Host` header; HTTP/1.1 requires one', { field: 'Host' });
-      metrics.countError('invalid_request', r.status);
+      const r = countedRawError('invalid_request', 'the request has no `Host` header; HTTP/1.1 requires one', { field: 'Host' });
       res.writeHead(r.status, r.headers);
       res.end(r.body);
       return;
@@ -216,9 +214,16 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     fastifyListener(req, res);
   });
 
+  /** An error answer written outside fastify (before routing, while closing), counted like those `fail` writes. */
+  const countedRawError = (...args: Parameters<typeof rawErrorResponse>) => {
+    const r = rawErrorResponse(...args);
+    metrics.countError(args[0], r.status);
+    return r;
+  };
   // The last reload attempt (the start-up load until there is one): for operators, a refused reload
   // must stay visible while the broken files are on disk, not only in a log line.
   let lastReload: LastReload | undefined;
+  const lastReloadAttempt = () => lastReload ?? startupLoad();
   const metrics: Metrics = createMetrics({
     queueDepth: () => deps.recorder.queueDepth(),
     cacheHits: () => cache.hits,
@@ -226,7 +231,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     rules: () => deps.engine.current()?.ruleCount ?? 0,
     auditWritable: () => deps.recorder.writable(),
     version: () => deps.engine.current()?.version,
-    lastReload: () => lastReload ?? startupLoad(),
+    lastReload: lastReloadAttempt,
   }, deps.defaultMetrics ?? true);
   app.decorate('pdpMetrics', metrics);
   // Rows and transaction time per group commit, as the recorder reports them.
@@ -341,8 +346,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     // Swapped in at the Node level, so that no per-request hook is paid while serving.
     server.removeAllListeners('request');
     server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
-      const r = rawErrorResponse('shutting_down', 'the server is shutting down; retry on another instance');
-      metrics.countError('shutting_down', r.status);
+      const r = countedRawError('shutting_down', 'the server is shutting down; retry on another instance');
       res.writeHead(r.status, r.headers);
       res.end(r.body);
     });
@@ -772,7 +776,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
         load_ms: policy.loadMs,
         settings: { default_policy: policy.compiled.settings.defaultPolicy, anonymous: policy.compiled.settings.anonymous },
         cache_entries: cache.size(policy),
-        last_reload: lastReloadJson(lastReload ?? startupLoad()),
+        last_reload: lastReloadJson(lastReloadAttempt()),
       };
     });
 
