@@ -77,20 +77,23 @@ export class InvalidAuditEventError extends Error {
   override name = 'InvalidAuditEventError';
 }
 
+/** The event type of each action when the request's context names none (audit.md). */
+const DERIVED_EVENT_TYPE: ReadonlyMap<string, string> = new Map([['read', 'DISCOVERY'], ['write', 'REGISTRATION'], ['admin', 'ADMIN']]);
+
+/**
+ * The action each of the spec's named event types belongs to: the derived ones, and
+ * `DEREGISTRATION`, a write. Other names a PEP sends (`HEALTH_CHECK`) belong to no one action.
+ */
+export const EVENT_TYPE_ACTION: ReadonlyMap<string, string> = new Map([
+  ...[...DERIVED_EVENT_TYPE].map(([action, type]) => [type, action] as const),
+  ['DEREGISTRATION', 'write'],
+]);
+
 /** `event_type` derived from the action when the request's context names none (audit.md). */
 export function deriveEventType(action: string, explicitEventType?: string | null): string {
   if (explicitEventType !== undefined && explicitEventType !== null && explicitEventType !== '') return explicitEventType;
-  switch (action) {
-    case 'read':
-      return 'DISCOVERY';
-    case 'write':
-      return 'REGISTRATION';
-    case 'admin':
-      return 'ADMIN';
-    default:
-      // The HTTP schema admits only the three actions; keep whatever else arrives recognisable.
-      return action.toUpperCase();
-  }
+  // The HTTP schema admits only the three actions; keep whatever else arrives recognisable.
+  return DERIVED_EVENT_TYPE.get(action) ?? action.toUpperCase();
 }
 
 /** The audit timestamp format: `Date#toISOString` is already UTC with milliseconds and `Z`. */

@@ -312,10 +312,10 @@ export function createSinkRecorder(sink: RowSink, options: RecorderOptions = {})
     const since = performance.now();
     inFlightSince.push(since);
     // No longer a possible stall from the moment it settles, before anyone hears of it.
-    const settledAt = () => inFlightSince.splice(inFlightSince.indexOf(since), 1);
+    const leaveInFlight = () => inFlightSince.splice(inFlightSince.indexOf(since), 1);
     const settled: Promise<void> = result.then(
-      () => { settledAt(); committed(batch, rowCount, started); },
-      (e) => { settledAt(); failed(batch, e); },
+      () => { leaveInFlight(); committed(batch, rowCount, started); },
+      (e) => { leaveInFlight(); failed(batch, e); },
     ).finally(() => {
       inFlight.delete(settled);
       inFlightRows -= rowCount;

@@ -86,7 +86,7 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
   let failed = false;
   let address: { address?: string; port: number } | undefined;
   let watcher: { close(): void } | undefined;
-  let settledReloads: { cancel(): void } | undefined;
+  let settledReloads: ReturnType<typeof reloadOnSettledChanges> | undefined;
   let killTimer: NodeJS.Timeout | undefined;
   let finish: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => { finish = resolve; });
@@ -269,9 +269,8 @@ export function runPrimary(count: number, workerArgs: string[], policyDir: strin
   process.on('SIGINT', onStopSignal);
   if (watch) {
     try {
-      const reloads = reloadOnSettledChanges(policyDir, hupAll);
-      settledReloads = reloads;
-      watcher = watchDirectories(policyDir, reloads.changed);
+      settledReloads = reloadOnSettledChanges(policyDir, hupAll);
+      watcher = watchDirectories(policyDir, settledReloads.changed);
     } catch {
       io.stderr.write('pdp serve: cannot watch the policy directory; reload with SIGHUP\n');
     }

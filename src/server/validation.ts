@@ -1,7 +1,7 @@
 // Input checks beyond the JSON schemas, and how a schema violation is worded: which field, and what
 // was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
 import type { IncomingHttpHeaders } from 'node:http';
-import { SERVER_EVENT_TYPES } from '../audit/event';
+import { EVENT_TYPE_ACTION, SERVER_EVENT_TYPES } from '../audit/event';
 import { disguisedIdentityProblem } from '../syntax/characters';
 import type { AuthorizeBody } from './server';
 
@@ -143,9 +143,6 @@ export function unauditableText(body: AuthorizeBody): { field: string; message: 
   return undefined;
 }
 
-/** The action each of the spec's named event types is: the derived type of that action (audit.md). */
-const EVENT_TYPE_ACTION: Readonly<Record<string, string>> = { DISCOVERY: 'read', REGISTRATION: 'write', DEREGISTRATION: 'write', ADMIN: 'admin' };
-
 /**
  * Why `context.event_type` contradicts the check's action, or undefined. The monitoring analyses
  * (registration spikes, unknown services) select `REGISTRATION` rows, and a discovery row is kept
@@ -154,9 +151,9 @@ const EVENT_TYPE_ACTION: Readonly<Record<string, string>> = { DISCOVERY: 'read',
  */
 export function eventTypeContradiction(action: string, eventType: string | undefined): string | undefined {
   if (eventType === undefined) return undefined;
-  const expected = EVENT_TYPE_ACTION[eventType];
+  const expected = EVENT_TYPE_ACTION.get(eventType);
   if (expected === undefined || expected === action) return undefined;
-  const named = Object.entries(EVENT_TYPE_ACTION).filter(([, a]) => a === action).map(([t]) => `\`${t}\``);
+  const named = [...EVENT_TYPE_ACTION].filter(([, a]) => a === action).map(([t]) => `\`${t}\``);
   return `is \`${eventType}\`, the event of a \`${expected}\`, but the check asks \`${action}\`; a \`${action}\` is ${named.join(' or ')} (or leave \`event_type\` out and it is derived)`;
 }
 
