@@ -481,6 +481,34 @@ describe('reload through `pdp serve`', () => {
     await new Promise((r) => setTimeout(r, 800));
     assert.equal((await authorize(serve.url, webWrite)).json.policy_version, versionOf({ 'svc.hcl': edited }));
   });
+
+  test('a symlinked policy directory whose target is deleted and recreated: refused while gone, loaded when it is back, watched again', async (t) => {
+    const root = makeTempDir();
+    const target = path.join(root, 'releases', 'live');
+    fs.mkdirSync(target, { recursive: true });
+    writePolicyFile(target, 'svc.hcl', WEB_READ);
+    const current = path.join(root, 'current');
+    fs.symlinkSync(target, current);
+    const serve = await startServe(['--policies', current, '--audit', path.join(root, 'audit.db')]);
+    t.after(async () => {
+      await serve.stop();
+      removeTempDir(root);
+    });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+    const v1 = versionOf({ 'svc.hcl': WEB_READ });
+    assert.equal((await authorize(serve.url, webWrite)).json.policy_version, v1);
+    fs.rmSync(target, { recursive: true });
+    assert.ok(await waitFor(() => /reload refused \(file-change\)/.test(serve.stderr()), 8000), serve.stderr());
+    assert.equal((await authorize(serve.url, webWrite)).json.policy_version, v1, 'the last good set keeps serving');
+    // The deploy writes the new release where the old one was (`rm -rf live && cp -r new live`).
+    fs.mkdirSync(`${target}.new`);
+    writePolicyFile(`${target}.new`, 'svc.hcl', WEB_WRITE_AND_API);
+    fs.renameSync(`${target}.new`, target);
+    const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === v2, 8000), `recreated target reloaded; stderr: ${serve.stderr()}`);
+    writePolicyFile(target, 'svc.hcl', WEB_READ);
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === v1, 8000), `edit in the recreated target reloaded; stderr: ${serve.stderr()}`);
+  });
 });
 
 // Sanity for the version arithmetic the tests rely on: the server's version is policyVersion of the directory.

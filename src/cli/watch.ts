@@ -13,7 +13,8 @@ import { listPolicyFiles } from '../engine';
  * `root` must exist when watching starts (else this throws). Afterwards nothing here throws: the
  * root's parent directory is watched too, for events naming the root, so a root that is deleted
  * (`rm -rf policies && cp -r new policies`), renamed away and back, or a symlink re-pointed to
- * another directory (`current -> releases/v2`, swapped with `mv -T`) is a change like any other.
+ * another directory (`current -> releases/v2`, swapped with `mv -T`) is a change like any other;
+ * so is a symlinked root's target deleted and recreated (its parent is watched as well).
  * The caller's reload then refuses a missing directory and the last good policy keeps serving.
  */
 export function watchDirectories(root: string, onChange: () => void): { close(): void } {
@@ -80,14 +81,45 @@ export function watchDirectories(root: string, onChange: () => void): { close():
         watchers.delete(real);
       }
     }
+    watchTarget();
+  };
+
+  // When `root` is a symbolic link, its target's name lives in another directory: deleting and
+  // recreating the target (`rm -rf releases/v1 && cp -r new releases/v1`) is an event there, not in
+  // the link's parent. The last target seen stays watched while it is gone, so its return is seen.
+  const absolute = path.resolve(root);
+  let target: { real: string; watcher: fs.FSWatcher } | undefined;
+  const watchTarget = () => {
+    let real: string;
+    try {
+      real = fs.realpathSync(absolute);
+    } catch {
+      return; // gone: keep watching where it was
+    }
+    if (target?.real === real) return;
+    target?.watcher.close();
+    target = undefined;
+    if (real === absolute) return; // not a link: the parent watcher below sees it
+    const name = path.basename(real);
+    try {
+      const watcher = fs.watch(path.dirname(real), (_event, filename) => {
+        if (filename === null || filename.toString() === name) changed();
+      });
+      watcher.on('error', () => watcher.close());
+      target = { real, watcher };
+    } catch {
+      // an unwatchable directory (permissions): changes inside the target are still seen
+    }
   };
 
   refresh();
-  if (watchers.size === 0) throw new Error(`cannot watch \`${root}\``); // missing, or not watchable
+  if (watchers.size === 0) {
+    target?.watcher.close();
+    throw new Error(`cannot watch \`${root}\``); // missing, or not watchable
+  }
 
   // The root's own name lives in its parent: deleting, recreating, renaming or re-pointing it is an
   // event there. Other names in the parent are ignored (it may be a busy directory).
-  const absolute = path.resolve(root);
   const name = path.basename(absolute);
   let parentWatcher: fs.FSWatcher | undefined;
   try {
@@ -103,6 +135,7 @@ export function watchDirectories(root: string, onChange: () => void): { close():
     close() {
       closed = true;
       parentWatcher?.close();
+      target?.watcher.close();
       for (const w of watchers.values()) w.close();
       watchers.clear();
     },
