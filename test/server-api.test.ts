@@ -276,6 +276,11 @@ describe('POST /v1/authorize and the audit row', () => {
       // Caller-chosen names: a context key is stored in `details`, so it is bounded like a value; an
       // unknown key is quoted in the error only in part.
       { name: 'context.instance_id contradicting the resource', body: { ...valid, resource: 'service:payment-service/p-1', context: { instance_id: 'p-2' } }, status: 400, code: 'invalid_request', field: 'context.instance_id', message: /contradicts the instance `p-1`/ },
+      // The names under which the server records who called and how the subject was authenticated:
+      // a PEP's value there would read as the server's own record.
+      { name: 'context.authenticated_by', body: { ...valid, context: { authenticated_by: 'certificate' } }, status: 400, code: 'invalid_request', field: 'context.authenticated_by', message: /is reserved: the server records/ },
+      { name: 'context.asserted_identity', body: { ...valid, context: { asserted_identity: 'team:ops' } }, status: 400, code: 'invalid_request', field: 'context.asserted_identity', message: /is reserved/ },
+      { name: 'context.caller', body: { ...valid, context: { caller: 'spiffe://cluster/ns/ops/sa/pep' } }, status: 400, code: 'invalid_request', field: 'context.caller', message: /is reserved/ },
       { name: 'context.instance_id with a space', body: { ...valid, context: { instance_id: 'p 1' } }, status: 400, code: 'invalid_request', field: 'context.instance_id', message: /visible ASCII/ },
       { name: 'context key of 129 characters', body: { ...valid, context: { ['k'.repeat(129)]: 1 } }, status: 400, code: 'invalid_request', field: `context.${'k'.repeat(64)}…`, message: /field names in `context` are at most 128 characters; this one has 129/ },
       { name: 'unknown field with a 100,000-character name', body: { ...valid, ['u'.repeat(100_000)]: 1 }, status: 400, code: 'invalid_request', field: `${'u'.repeat(64)}…`, message: /unknown field `u{64}…`/ },

@@ -7,6 +7,14 @@ const NAME_PATTERN = '^[A-Za-z0-9._-]{1,253}$';
 
 const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 } as const;
 
+/**
+ * The names under which the server itself records, in a decision row's `details`, who called, how the
+ * subject was authenticated and what identity was asserted. A context field of the same name would
+ * be stored as if the server had written it (a PEP claiming `authenticated_by: "certificate"`), so
+ * it is refused rather than mixed in.
+ */
+export const SERVER_DETAILS_FIELDS = ['caller', 'authenticated_by', 'asserted_identity'] as const;
+
 export const authorizeRequest = {
   type: 'object',
   additionalProperties: false,
@@ -27,6 +35,7 @@ export const authorizeRequest = {
         event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$', not: { enum: SERVER_EVENT_TYPES } },
         // As in `service:NAME/INSTANCE`: visible ASCII but `/`, e.g. `10.0.0.7:8080`.
         instance_id: { type: 'string', pattern: INSTANCE_RE.source },
+        ...Object.fromEntries(SERVER_DETAILS_FIELDS.map((name) => [name, false])),
       },
       additionalProperties: scalar,
     },

@@ -2,6 +2,7 @@
 // was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { EVENT_TYPE_ACTION, SERVER_EVENT_TYPES } from '../audit/event';
+import { SERVER_DETAILS_FIELDS } from './schemas';
 import { disguisedIdentityProblem } from '../syntax/characters';
 import type { AuthorizeBody } from './server';
 
@@ -74,6 +75,11 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
     case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items` };
     case 'maxProperties': return { field, message: `\`${field}\` may have at most ${String(params.limit)} fields` };
     case 'minProperties': return { field, message: `\`${field}\` must not be empty` };
+    case 'false schema':
+      if (SERVER_DETAILS_FIELDS.some((name) => field.endsWith(`context.${name}`))) {
+        return { field, message: `\`${field}\` is reserved: the server records ${SERVER_DETAILS_FIELDS.map((f) => `\`${f}\``).join(', ')} in the audit row's \`details\` itself (who called, how the subject was authenticated, what identity was asserted); send this value under another name` };
+      }
+      return { field, message: `\`${field}\` is not allowed` };
     case 'not':
       if (field.endsWith('event_type')) {
         return { field, message: `\`${field}\` may not be ${SERVER_EVENT_TYPES.map((t) => `\`${t}\``).join(', ')}: only the server writes those; use \`REGISTRATION\`, \`DEREGISTRATION\`, \`DISCOVERY\`, \`ADMIN\` or another upper-case name` };
