@@ -186,6 +186,12 @@ describe('POST /v1/policies/reload', () => {
     // `curl -X POST -H 'content-type: application/json'` with no data: still no body.
     const noneAsJson = await request(url, { method: 'POST', raw: '', contentType: 'application/json' });
     assert.equal(noneAsJson.status, 200, noneAsJson.text);
+    // `curl -X POST -d ''`: an empty body labelled as a form is no body either; a form with content is 415.
+    const noneAsForm = await request(url, { method: 'POST', raw: '', contentType: 'application/x-www-form-urlencoded' });
+    assert.equal(noneAsForm.status, 200, noneAsForm.text);
+    const form = await request(url, { method: 'POST', raw: 'x=1', contentType: 'application/x-www-form-urlencoded' });
+    assert.equal(form.status, 415, form.text);
+    assert.equal(form.json.error.code, 'unsupported_media_type');
     const empty = await request(url, { body: {} });
     assert.equal(empty.status, 200, empty.text);
     for (const [body, field, message] of [[{ x: 1 }, 'x', /unknown field `x`/], [[], 'body', /must be an object/], ['now', 'body', /must be an object/]] as const) {

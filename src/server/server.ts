@@ -275,6 +275,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // JSON in and out: without this, fastify's built-in text/plain parser hands the schema a string and
   // a JSON object sent as text/plain is refused as "`body` must be an object" instead of 415.
   app.removeContentTypeParser('text/plain');
+  // Any other type is 415, but a reload's empty body is no body whatever its label: `curl -X POST -d ''`
+  // sends one as application/x-www-form-urlencoded.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '' && request.routeOptions.url === '/v1/policies/reload') done(null, undefined);
+    else done(new ApiError('unsupported_media_type', 'the body must be `application/json`'), undefined);
+  });
   // fastify's JSON parser (secure-json-parse) refuses `__proto__` and `constructor.prototype` keys,
   // but reports them as "not valid JSON". Its refusals are looked at again (only on that error path):
   // JSON that parses is valid, so the answer is 400 invalid_request naming the key.
