@@ -141,7 +141,7 @@ test('pdp check: several files named together, errors in each, one run', () => {
   const text = pdp('check', LOOSE_1, LOOSE_2);
   assert.equal(text.status, 1);
   assert.ok(text.stderr.includes(`${LOOSE_1}:1:24: error[invalid-level]`), text.stderr);
-  assert.ok(text.stderr.includes(`${LOOSE_2}:3:12: error[syntax-error]: expected \`=\` after attribute name \`identity\``), text.stderr);
+  assert.ok(text.stderr.includes(`${LOOSE_2}:3:12: error[syntax-error]: expected "=" after attribute name \`identity\``), text.stderr);
   assert.match(text.stderr, /= hint: write `identity = "team:b"`/);
   noStackTrace(text);
 });
