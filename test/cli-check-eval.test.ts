@@ -141,9 +141,31 @@ test('pdp check: several files named together, errors in each, one run', () => {
   const text = pdp('check', LOOSE_1, LOOSE_2);
   assert.equal(text.status, 1);
   assert.ok(text.stderr.includes(`${LOOSE_1}:1:24: error[invalid-level]`), text.stderr);
-  assert.ok(text.stderr.includes(`${LOOSE_2}:3:12: error[syntax-error]: expected \`=\` after attribute name \`identity\``), text.stderr);
+  assert.ok(text.stderr.includes(`${LOOSE_2}:3:12: error[syntax-error]: expected "=" after attribute name \`identity\``), text.stderr);
   assert.match(text.stderr, /= hint: write `identity = "team:b"`/);
   noStackTrace(text);
+});
+
+test('pdp check and pdp test: files named together are read in sorted path order, whatever order they are named in', () => {
+  // The contract: "Files are read in sorted path order". It decides which `settings` block is the
+  // second one and which of two equally specific rules a decision cites.
+  const a = write('named-order/a.hcl', 'settings { default_policy = "deny" }\nservice "x" { policy = "read" identity = "u" }\n');
+  const b = write('named-order/b.hcl', 'settings { default_policy = "deny" }\nservice "x" { policy = "write" identity = "u" }\n');
+  const r = pdp('check', '--format', 'json', b, a);
+  assert.equal(r.status, 1);
+  const out = JSON.parse(r.stdout) as { diagnostics: { file: string; line: number; code: string }[] };
+  const second = out.diagnostics.find((d) => d.code === 'duplicate-settings');
+  assert.equal(second && `${path.basename(second.file)}:${second.line}`, 'b.hcl:1', r.stdout);
+
+  const a2 = write('named-order2/a.hcl', 'service "x" { policy = "read" identity = "u" }\n');
+  const b2 = write('named-order2/b.hcl', 'service "x" { policy = "write" identity = "u" }\n');
+  const t2 = write('named-order2/t.hcl', 'test "t" {\n  identity = "u"\n  action   = "read"\n  resource = "service:x"\n  expect   = "ALLOW"\n}\n');
+  for (const order of [[b2, a2, t2], [t2, a2, b2]]) {
+    const run = pdp('test', '--format', 'json', ...order);
+    assert.equal(run.status, 0, run.stderr);
+    const tests = (JSON.parse(run.stdout) as { tests: { rule: { file: string; line: number } | null }[] }).tests;
+    assert.equal(tests[0]!.rule && path.basename(tests[0]!.rule.file), 'a.hcl', run.stdout);
+  }
 });
 
 test('pdp check: a location quoted in a hint is written as the primary location is, so both open from the cwd', () => {

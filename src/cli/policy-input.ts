@@ -16,7 +16,7 @@ export interface PolicyInput {
 
 /**
  * Each directory is its own policy set; loose files given together form one set (so roles and
- * settings resolve across them).
+ * settings resolve across them), read in sorted path order as a directory's files are.
  */
 export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
   const inputs: PolicyInput[] = [];
@@ -48,6 +48,9 @@ export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
       loose.push(readPolicyFile(absolute, p));
     }
   }
+  // The contract reads a set's files in sorted path order, whatever order they were named in: it
+  // decides which of two equally specific rules is cited and which `settings` block is the second.
+  loose.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   if (loose.length) inputs.push({ label: loose.map((s) => s.path).join(' '), base: '', sources: loose });
   return inputs;
 }

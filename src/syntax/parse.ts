@@ -370,7 +370,7 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
   const got = describeToken(token);
   const exp = new Set(expected);
   if (previous?.type === 'identifier' && exp.has('equals')) {
-    return error('syntax-error', `expected \`=\` after attribute name \`${previous.text}\`, found ${got}`, span,
+    return error('syntax-error', `expected "=" after attribute name \`${previous.text}\`, found ${got}`, span,
       `write \`${previous.text} = <value>\`; a block would be \`${previous.text} "label" { ... }\``);
   }
   if (previous?.type === 'equals') {
@@ -385,7 +385,7 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
     }
     if (beforePrevious?.type === 'identifier' && looksLikeAttribute(beforePrevious.text, enclosing)) {
       // `policy "read" identity = …`: the author most likely left out the `=`.
-      return error('syntax-error', `expected \`=\` after attribute name \`${beforePrevious.text}\`, found ${describeToken(previous)}`, tokenSpan(previous, path),
+      return error('syntax-error', `expected "=" after attribute name \`${beforePrevious.text}\`, found ${describeToken(previous)}`, tokenSpan(previous, path),
         `write \`${beforePrevious.text} = ${previous.text}\``);
     }
     return error('syntax-error', `expected \`{\` after the block label, found ${got}`, span,
