@@ -578,6 +578,62 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   store.close();
 });
 
+// The seed design's queries (design 004, "Audit Analysis"), copied as written, with only the two
+// changes spec/audit.md allows: `NOW() - INTERVAL '1 hour'` and `'DENIED'`. Note `FROM audit_logs`.
+const SEED_AS_WRITTEN = {
+  registrationSpikes: `SELECT service_name, COUNT(*) as registrations
+FROM audit_logs
+WHERE event_type = 'REGISTRATION'
+  AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
+GROUP BY service_name
+HAVING COUNT(*) > 100  -- Unusual registration spike
+`,
+  unknownServices: `SELECT DISTINCT service_name
+FROM audit_logs
+WHERE event_type = 'REGISTRATION'
+  AND service_name NOT IN (SELECT name FROM allowed_services)
+`,
+  authorizationFailures: `SELECT identity, COUNT(*) as denials
+FROM audit_logs
+WHERE result = 'DENY'
+  AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
+GROUP BY identity
+HAVING COUNT(*) > 10  -- Possible privilege escalation attempt
+`,
+};
+
+test('the seed\'s three queries run as written (FROM audit_logs) in another SQLite client, and audit_logs is read-only', () => {
+  const file = tempDb();
+  const store = openAuditStore(file);
+  store.refreshAllowedServices([{ name: 'payment-service', namespace: 'prod' }]);
+  const recent = new Date(Date.now() - 60_000).toISOString();
+  const events: AuditEvent[] = [];
+  for (let i = 0; i < 101; i++) events.push(event({ timestamp: recent }));
+  events.push(event({ service_name: 'rogue-service', timestamp: recent }));
+  for (let i = 0; i < 11; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/mallory', timestamp: recent }));
+  store.insertBatch(events);
+  store.close();
+
+  const plain = new Database(file, { readonly: true });
+  try {
+    assert.deepEqual(plain.prepare(SEED_AS_WRITTEN.registrationSpikes).all(), [{ service_name: 'payment-service', registrations: 101 }]);
+    assert.deepEqual(plain.prepare(SEED_AS_WRITTEN.unknownServices).pluck().all(), ['rogue-service']);
+    assert.deepEqual(plain.prepare(SEED_AS_WRITTEN.authorizationFailures).all(), [{ identity: 'spiffe://x/mallory', denials: 11 }]);
+    // SEED_QUERIES (what docs/audit.md tells analysts to paste) are these same queries.
+    assert.deepEqual(plain.prepare(SEED_QUERIES.unknownServices).pluck().all(), ['rogue-service']);
+    assert.equal(plain.prepare('SELECT COUNT(*) FROM audit_logs').pluck().get(), plain.prepare('SELECT COUNT(*) FROM audit_log').pluck().get());
+  } finally {
+    plain.close();
+  }
+  const writer = new Database(file);
+  try {
+    assert.throws(() => writer.prepare("UPDATE audit_logs SET result = 'ALLOW'").run(), /cannot modify audit_logs because it is a view/);
+    assert.throws(() => writer.prepare('DELETE FROM audit_logs').run(), /cannot modify audit_logs because it is a view/);
+  } finally {
+    writer.close();
+  }
+});
+
 test('each windowed analysis is answered from an index, not a table scan', () => {
   const store = openAuditStore(tempDb());
   const since = windowStart(new Date(), 3_600_000);

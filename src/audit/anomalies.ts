@@ -49,20 +49,20 @@ GROUP BY identity
 HAVING COUNT(*) > @threshold
 ORDER BY denials DESC, identity`;
 
-/** The seed's queries as written, adapted to SQLite only as audit.md allows: ready to paste into `sqlite3 audit.db`. */
+/** The seed's queries as written (`FROM audit_logs`, the view of migration 6), adapted to SQLite only as audit.md allows: ready to paste into `sqlite3 audit.db`. */
 export const SEED_QUERIES = {
   registrationSpikes: `SELECT service_name, COUNT(*) as registrations
-FROM audit_log
+FROM audit_logs
 WHERE event_type = 'REGISTRATION'
   AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
 GROUP BY service_name
 HAVING COUNT(*) > 100;`,
   unknownServices: `SELECT DISTINCT service_name
-FROM audit_log
+FROM audit_logs
 WHERE event_type = 'REGISTRATION'
   AND service_name NOT IN (SELECT name FROM allowed_services);`,
   authorizationFailures: `SELECT identity, COUNT(*) as denials
-FROM audit_log
+FROM audit_logs
 WHERE result = 'DENY'
   AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
 GROUP BY identity
