@@ -194,3 +194,42 @@ test('the real binary: anomalies exit codes 1 (findings) and 2 (missing database
   assert.match(missing.stderr, /nope\.db/);
   assert.doesNotMatch(missing.stderr, /\n\s+at /, 'no stack trace');
 });
+
+test('the real binary: unknown services are what the seed\'s query finds, whatever --since (it has no window)', { skip: !MAIN_BUILT && 'cli not built' }, () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.db');
+  const store = openAuditStore(file);
+  store.refreshAllowedServices([{ name: 'payment-service', namespace: 'prod' }]);
+  const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
+  store.insertBatch([
+    event({ timestamp: ago(60_000) }),
+    event({ service_name: 'rogue-service', timestamp: ago(60_000) }),
+    // Registered two days ago: outside `--since 1h`, still kept (90 days), still unknown.
+    event({ service_name: 'old-rogue', timestamp: ago(2 * 86_400_000) }),
+    event({ service_name: 'old-rogue', timestamp: ago(3 * 86_400_000) }),
+  ]);
+  store.close();
+
+  // The seed's query as written (spec/audit.md), in another SQLite client.
+  const plain = new Database(file, { readonly: true });
+  const seed = plain.prepare(`SELECT DISTINCT service_name
+FROM audit_logs
+WHERE event_type = 'REGISTRATION'
+  AND service_name NOT IN (SELECT name FROM allowed_services)`).pluck().all() as string[];
+  plain.close();
+  assert.deepEqual(seed.sort(), ['old-rogue', 'rogue-service']);
+
+  for (const since of [[], ['--since', '1h'], ['--since', '30m']]) {
+    const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin/pdp.js'), 'audit', 'anomalies', '--db', file, '--format', 'json', ...since], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.deepEqual(report.unknown_services, [
+      { service_name: 'old-rogue', registrations: 2 },
+      { service_name: 'rogue-service', registrations: 1 },
+    ], `with ${since.join(' ') || 'no --since'}`);
+    assert.deepEqual(report.unknown_services.map((u: { service_name: string }) => u.service_name).sort(), seed);
+  }
+  const table = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin/pdp.js'), 'audit', 'anomalies', '--db', file], { cwd: dir, encoding: 'utf8' });
+  assert.equal(table.status, 1, table.stderr);
+  assert.match(table.stdout, /unknown services[^\n]*\n {2}service_name +registrations\n {2}old-rogue +2\n {2}rogue-service +1\n/);
+});

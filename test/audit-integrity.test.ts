@@ -96,7 +96,7 @@ describe('the DELETE guard speaks in its own words (migration 5)', () => {
     v4.close();
 
     const store = openAuditStore(file);
-    assert.equal(store.db.pragma('user_version', { simple: true }), 5);
+    assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
     const trigger = store.db.prepare("SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = 'audit_log_append_only_delete'").pluck().get() as string;
     assert.doesNotMatch(trigger, /pdp_audit_prune_may_delete/);
     assert.throws(() => store.db.prepare('DELETE FROM audit_log').run(), (e: Error) => e.message.startsWith(APPEND_ONLY_MESSAGE));
@@ -134,7 +134,7 @@ describe('the DELETE guard (migration 3)', () => {
     const store = openAuditStore(file);
     t.after(() => store.close());
     assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
-    assert.equal(SCHEMA_VERSION, 5);
+    assert.equal(SCHEMA_VERSION, 6);
     assert.deepEqual(store.db.prepare('SELECT id, decision_id, event_type FROM audit_log ORDER BY id').all(), [
       { id: 1, decision_id: 'r1', event_type: 'REGISTRATION' },
       { id: 2, decision_id: 'r2', event_type: 'ACL_CHANGE' },

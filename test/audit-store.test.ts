@@ -533,7 +533,7 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   // 100 of order-service: not more than 100, no spike; another 50 two hours ago are outside the window.
   for (let i = 0; i < 100; i++) events.push(event({ service_name: 'order-service', timestamp: minutesAgo(i % 59) }));
   for (let i = 0; i < 50; i++) events.push(event({ service_name: 'order-service', timestamp: minutesAgo(120) }));
-  // Unknown services: one inside the window, one only outside it.
+  // Unknown services: one inside the window, one only outside it (both found: this analysis has no window).
   events.push(event({ service_name: 'rogue-service', timestamp: minutesAgo(5) }));
   events.push(event({ service_name: 'rogue-service', timestamp: minutesAgo(6) }));
   events.push(event({ service_name: 'old-rogue', timestamp: minutesAgo(180) }));
@@ -548,9 +548,12 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   const hour = findAnomalies(store.db, { now, sinceMs: 3_600_000 });
   assert.equal(hour.since, '2025-01-20T11:00:00.000Z');
   assert.deepEqual(hour.registrationSpikes, [{ service_name: 'payment-service', registrations: 101 }]);
-  assert.deepEqual(hour.unknownServices, [{ service_name: 'rogue-service', registrations: 2 }]);
+  assert.deepEqual(hour.unknownServices, [
+    { service_name: 'rogue-service', registrations: 2 },
+    { service_name: 'old-rogue', registrations: 1 },
+  ]);
   assert.deepEqual(hour.authorizationFailures, [{ identity: 'spiffe://x/mallory', denials: 11, failed_authentications: 0 }]);
-  assert.equal(hour.findings, 3);
+  assert.equal(hour.findings, 4);
   assert.equal(hour.allowedServices, 2);
 
   const lowered = findAnomalies(store.db, { now, sinceMs: 3_600_000, spikeThreshold: 99, denyThreshold: 9 });
@@ -568,8 +571,11 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   ]);
   assert.deepEqual(fourHours.authorizationFailures.map((r) => r.identity), ['spiffe://x/trudy', 'spiffe://x/mallory']);
 
+  // Later, spikes and denials are out of the window; the unknown services are still reported.
   const quiet = findAnomalies(store.db, { now: new Date('2025-02-01T00:00:00.000Z'), sinceMs: 3_600_000 });
-  assert.equal(quiet.findings, 0);
+  assert.equal(quiet.registrationSpikes.length + quiet.authorizationFailures.length, 0);
+  assert.deepEqual(quiet.unknownServices.map((r) => r.service_name), ['rogue-service', 'old-rogue']);
+  assert.equal(quiet.findings, 2);
 
   // The seed's queries run as written on the schema (unknown services has no window).
   assert.deepEqual(store.db.prepare(SEED_QUERIES.unknownServices).pluck().all().sort(), ['old-rogue', 'rogue-service']);
@@ -578,12 +584,67 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   store.close();
 });
 
+// The seed design's queries (design 004, "Audit Analysis"), copied as written, with only the two
+// changes spec/audit.md allows: `NOW() - INTERVAL '1 hour'` and `'DENIED'`. Note `FROM audit_logs`.
+const SEED_AS_WRITTEN = {
+  registrationSpikes: `SELECT service_name, COUNT(*) as registrations
+FROM audit_logs
+WHERE event_type = 'REGISTRATION'
+  AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
+GROUP BY service_name
+HAVING COUNT(*) > 100  -- Unusual registration spike
+`,
+  unknownServices: `SELECT DISTINCT service_name
+FROM audit_logs
+WHERE event_type = 'REGISTRATION'
+  AND service_name NOT IN (SELECT name FROM allowed_services)
+`,
+  authorizationFailures: `SELECT identity, COUNT(*) as denials
+FROM audit_logs
+WHERE result = 'DENY'
+  AND timestamp > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')
+GROUP BY identity
+HAVING COUNT(*) > 10  -- Possible privilege escalation attempt
+`,
+};
+
+test('the seed\'s three queries run as written (FROM audit_logs) in another SQLite client, and audit_logs is read-only', () => {
+  const file = tempDb();
+  const store = openAuditStore(file);
+  store.refreshAllowedServices([{ name: 'payment-service', namespace: 'prod' }]);
+  const recent = new Date(Date.now() - 60_000).toISOString();
+  const events: AuditEvent[] = [];
+  for (let i = 0; i < 101; i++) events.push(event({ timestamp: recent }));
+  events.push(event({ service_name: 'rogue-service', timestamp: recent }));
+  for (let i = 0; i < 11; i++) events.push(event({ event_type: 'DISCOVERY', result: 'DENY', identity: 'spiffe://x/mallory', timestamp: recent }));
+  store.insertBatch(events);
+  store.close();
+
+  const plain = new Database(file, { readonly: true });
+  try {
+    assert.deepEqual(plain.prepare(SEED_AS_WRITTEN.registrationSpikes).all(), [{ service_name: 'payment-service', registrations: 101 }]);
+    assert.deepEqual(plain.prepare(SEED_AS_WRITTEN.unknownServices).pluck().all(), ['rogue-service']);
+    assert.deepEqual(plain.prepare(SEED_AS_WRITTEN.authorizationFailures).all(), [{ identity: 'spiffe://x/mallory', denials: 11 }]);
+    // SEED_QUERIES (what docs/audit.md tells analysts to paste) are these same queries.
+    assert.deepEqual(plain.prepare(SEED_QUERIES.unknownServices).pluck().all(), ['rogue-service']);
+    assert.equal(plain.prepare('SELECT COUNT(*) FROM audit_logs').pluck().get(), plain.prepare('SELECT COUNT(*) FROM audit_log').pluck().get());
+  } finally {
+    plain.close();
+  }
+  const writer = new Database(file);
+  try {
+    assert.throws(() => writer.prepare("UPDATE audit_logs SET result = 'ALLOW'").run(), /cannot modify audit_logs because it is a view/);
+    assert.throws(() => writer.prepare('DELETE FROM audit_logs').run(), /cannot modify audit_logs because it is a view/);
+  } finally {
+    writer.close();
+  }
+});
+
 test('each windowed analysis is answered from an index, not a table scan', () => {
   const store = openAuditStore(tempDb());
   const since = windowStart(new Date(), 3_600_000);
   for (const [name, sql, params] of [
     ['registration spikes', REGISTRATION_SPIKES_SQL, { since, threshold: 100 }],
-    ['unknown services', UNKNOWN_SERVICES_SQL, { since }],
     ['authorization failures', AUTHORIZATION_FAILURES_SQL, { since, threshold: 10 }],
   ] as const) {
     const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(params) as { detail: string }[]).map((row) => row.detail);
@@ -593,6 +654,10 @@ test('each windowed analysis is answered from an index, not a table scan', () =>
       assert.match(detail, /^SEARCH audit_log USING (COVERING )?INDEX audit_log_\w+ \(.*timestamp>\?\)/, `${name}: ${plan.join(' | ')}`);
     }
   }
+  // Unknown services has no window (as in the seed): it reads the covering index whole, never the table.
+  const plan = (store.db.prepare(`EXPLAIN QUERY PLAN ${UNKNOWN_SERVICES_SQL}`).all() as { detail: string }[]).map((row) => row.detail);
+  const onAuditLog = plan.filter((detail) => /\baudit_log\b/.test(detail));
+  assert.deepEqual(onAuditLog, ['SCAN audit_log USING COVERING INDEX audit_log_time'], plan.join(' | '));
   store.close();
 });
 

@@ -23,7 +23,7 @@ Commands:
 
 pdp audit anomalies [--db FILE] [--since 1h] [--spike-threshold N] [--deny-threshold N] [--format table|json]
   Registration spikes: services registered more than N times in the window (--spike-threshold, default ${DEFAULT_SPIKE_THRESHOLD}).
-  Unknown services:    registrations in the window of names not in allowed_services.
+  Unknown services:    registrations of names not in allowed_services (every kept row, as the seed's query; --since does not apply).
   Authorization failures: identities denied more than N times in the window (--deny-threshold, default ${DEFAULT_DENY_THRESHOLD}).
   Opens the database read-only. Exit 0 when nothing is found, 1 when any analysis finds something.
 
@@ -34,7 +34,7 @@ pdp audit prune [--db FILE] [--dry-run] [--format table|json]
 
 Options:
   --db FILE       audit database (default ./audit.db; env PDP_AUDIT)
-  --since DUR     window length, e.g. 30m, 1h, 7d (default 1h)
+  --since DUR     window of the spike and denial analyses, e.g. 30m, 1h, 7d (default 1h)
   --format FMT    table (alias text) or json (default table)
   -h, --help      show this help
 
