@@ -533,7 +533,8 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
   // 100 of order-service: not more than 100, no spike; another 50 two hours ago are outside the window.
   for (let i = 0; i < 100; i++) events.push(event({ service_name: 'order-service', timestamp: minutesAgo(i % 59) }));
   for (let i = 0; i < 50; i++) events.push(event({ service_name: 'order-service', timestamp: minutesAgo(120) }));
-  // Unknown services: one inside the window, one only outside it (both found: this analysis has no window).
+  // Unknown services: one inside the window, one only outside it (both found by default: the seed's
+  // query has no window; an explicit window finds only the first).
   events.push(event({ service_name: 'rogue-service', timestamp: minutesAgo(5) }));
   events.push(event({ service_name: 'rogue-service', timestamp: minutesAgo(6) }));
   events.push(event({ service_name: 'old-rogue', timestamp: minutesAgo(180) }));
@@ -570,6 +571,12 @@ test('anomaly analyses find the right groups, honour thresholds and the window',
     { service_name: 'old-rogue', registrations: 1 },
   ]);
   assert.deepEqual(fourHours.authorizationFailures.map((r) => r.identity), ['spiffe://x/trudy', 'spiffe://x/mallory']);
+
+  // With the window given explicitly (`--since`), unknown services are limited to it as well.
+  const windowed = findAnomalies(store.db, { now, sinceMs: 3_600_000, windowUnknownServices: true });
+  assert.deepEqual(windowed.unknownServices, [{ service_name: 'rogue-service', registrations: 2 }]);
+  assert.equal(windowed.unknownServicesSince, windowed.since);
+  assert.equal(hour.unknownServicesSince, null);
 
   // Later, spikes and denials are out of the window; the unknown services are still reported.
   const quiet = findAnomalies(store.db, { now: new Date('2025-02-01T00:00:00.000Z'), sinceMs: 3_600_000 });

@@ -560,9 +560,12 @@ test('GET /v1/audit/anomalies: an api "audit" caller gets what pdp audit anomali
   assert.equal(cli.code, 1, `findings: ${cli.stderr}`);
   const expected = JSON.parse(cli.stdout) as Record<string, unknown>;
   const strip = (report: Record<string, unknown>) => {
-    const { db: _db, now: _now, since: _since, ...rest } = report;
+    const { db: _db, now: _now, since: _since, unknown_services_since: _unknownSince, ...rest } = report;
     return rest;
   };
+  // An explicit window bounds unknown services too, as `--since` does in the CLI.
+  assert.equal(r.json.unknown_services_since, r.json.since);
+  assert.equal(expected.unknown_services_since, expected.since);
   assert.deepEqual(strip(r.json), strip(expected), 'the same analyses, thresholds and findings');
   assert.equal(r.json.db, 'audit.db', 'the database by its file name only, never a server path');
   assert.ok(r.json.findings > 0);
@@ -573,6 +576,7 @@ test('GET /v1/audit/anomalies: an api "audit" caller gets what pdp audit anomali
   const defaults = await call(`${url}/v1/audit/anomalies`, { ...anonymous(), token: auditor.token });
   assert.equal(defaults.status, 200, defaults.text);
   assert.deepEqual(defaults.json.thresholds, { spike: 100, deny: 10 });
+  assert.equal(defaults.json.unknown_services_since, null, 'without `since`, unknown services over every kept row (the seed\'s query)');
 
   // Without the grant (an authorize-only PEP, an admin): 403 and an API_DENIED row.
   for (const [who, id] of [[as('registry'), ID.registry], [as('ops'), ID.ops]] as const) {

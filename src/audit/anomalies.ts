@@ -20,14 +20,24 @@ ORDER BY registrations DESC, service_name`;
 
 /**
  * 2. Unknown services: registrations of a service name that no loaded policy set declares. Like the
- * seed's form (`UNKNOWN_SERVICES_SEED_SQL`), and as spec/audit.md requires, it has no time window:
- * it finds the names the seed's query finds, over every registration still kept (retention bounds
- * them), whatever `--since` says. It reads the covering time index whole, never the table (about
- * 0.1 s at 10^6 rows). Like the seed, a name counts as known in any namespace.
+ * seed's form (`UNKNOWN_SERVICES_SEED_SQL`), it has no time window by default: it finds the names the
+ * seed's query finds, over every registration still kept (retention bounds them), reading the
+ * covering time index whole (about 0.1 s at 10^6 rows). With an explicit window
+ * (`UNKNOWN_SERVICES_WINDOWED_SQL`, `pdp audit anomalies --since D`) it reads only the window's slice,
+ * like the other two. Like the seed, a name counts as known in any namespace.
  */
 export const UNKNOWN_SERVICES_SQL = `SELECT service_name, COUNT(*) AS registrations
 FROM audit_log
 WHERE event_type = 'REGISTRATION'
+  AND service_name NOT IN (SELECT name FROM allowed_services)
+GROUP BY service_name
+ORDER BY registrations DESC, service_name`;
+
+/** Unknown services registered since `@since` (the window given explicitly). */
+export const UNKNOWN_SERVICES_WINDOWED_SQL = `SELECT service_name, COUNT(*) AS registrations
+FROM audit_log
+WHERE event_type = 'REGISTRATION'
+  AND timestamp > @since
   AND service_name NOT IN (SELECT name FROM allowed_services)
 GROUP BY service_name
 ORDER BY registrations DESC, service_name`;
@@ -73,8 +83,13 @@ export const UNKNOWN_SERVICES_SEED_SQL = SEED_QUERIES.unknownServices;
 export interface AnomalyOptions {
   /** The end of the window; passed in so nothing here reads the clock. */
   now: Date;
-  /** Window length in milliseconds: spikes and denials consider rows with `timestamp > now - sinceMs` (unknown services has no window). */
+  /** Window length in milliseconds: spikes and denials consider rows with `timestamp > now - sinceMs`. */
   sinceMs: number;
+  /**
+   * Whether unknown services are limited to the window too. False (the default) is the seed's query:
+   * every registration kept. The CLI and the API set it when the window was given explicitly.
+   */
+  windowUnknownServices?: boolean;
   spikeThreshold?: number;
   denyThreshold?: number;
 }
@@ -97,6 +112,8 @@ export interface AuthorizationFailure {
 export interface AnomalyReport {
   now: string;
   since: string;
+  /** The window of the unknown-services analysis: `since`, or null for every kept row (the seed's). */
+  unknownServicesSince: string | null;
   thresholds: { spike: number; deny: number };
   /** Rows in `allowed_services`; 0 means no policy set was ever loaded, so every service counts as unknown. */
   allowedServices: number;
@@ -113,6 +130,7 @@ export interface AnomalyReportJson {
   db: string;
   now: string;
   since: string;
+  unknown_services_since: string | null;
   thresholds: { spike: number; deny: number };
   allowed_services: number;
   registration_spikes: RegistrationSpike[];
@@ -126,6 +144,7 @@ export function anomalyReportJson(report: AnomalyReport, db: string): AnomalyRep
     db,
     now: report.now,
     since: report.since,
+    unknown_services_since: report.unknownServicesSince,
     thresholds: report.thresholds,
     allowed_services: report.allowedServices,
     registration_spikes: report.registrationSpikes,
@@ -145,6 +164,7 @@ export function prepareAnomalyQueries(db: Database.Database) {
   return {
     registrationSpikes: db.prepare(REGISTRATION_SPIKES_SQL),
     unknownServices: db.prepare(UNKNOWN_SERVICES_SQL),
+    unknownServicesWindowed: db.prepare(UNKNOWN_SERVICES_WINDOWED_SQL),
     authorizationFailures: db.prepare(AUTHORIZATION_FAILURES_SQL),
     allowedServices: db.prepare('SELECT COUNT(*) FROM allowed_services').pluck(),
   };
@@ -154,9 +174,9 @@ export function findRegistrationSpikes(db: Database.Database, since: string, thr
   return db.prepare(REGISTRATION_SPIKES_SQL).all({ since, threshold }) as RegistrationSpike[];
 }
 
-/** `_since` is ignored (the analysis has no window, like the seed's); kept so callers need not change. */
-export function findUnknownServices(db: Database.Database, _since?: string): UnknownService[] {
-  return db.prepare(UNKNOWN_SERVICES_SQL).all() as UnknownService[];
+/** Without `since`, every kept registration (the seed's query); with it, those since then. */
+export function findUnknownServices(db: Database.Database, since?: string): UnknownService[] {
+  return (since === undefined ? db.prepare(UNKNOWN_SERVICES_SQL).all() : db.prepare(UNKNOWN_SERVICES_WINDOWED_SQL).all({ since })) as UnknownService[];
 }
 
 export function findAuthorizationFailures(db: Database.Database, since: string, threshold = DEFAULT_DENY_THRESHOLD): AuthorizationFailure[] {
@@ -165,7 +185,8 @@ export function findAuthorizationFailures(db: Database.Database, since: string, 
 
 /**
  * Runs the three analyses in one read transaction so they see the same snapshot: spikes and denials
- * over the window, unknown services over every registration kept (the seed's query has no window).
+ * over the window, unknown services over every registration kept (the seed's query has no window)
+ * unless `windowUnknownServices`.
  */
 export function findAnomalies(db: Database.Database, options: AnomalyOptions): AnomalyReport {
   const spike = options.spikeThreshold ?? DEFAULT_SPIKE_THRESHOLD;
@@ -174,7 +195,7 @@ export function findAnomalies(db: Database.Database, options: AnomalyOptions): A
   const queries = prepareAnomalyQueries(db);
   const run = () => {
     const registrationSpikes = queries.registrationSpikes.all({ since, threshold: spike }) as RegistrationSpike[];
-    const unknownServices = queries.unknownServices.all() as UnknownService[];
+    const unknownServices = (options.windowUnknownServices ? queries.unknownServicesWindowed.all({ since }) : queries.unknownServices.all()) as UnknownService[];
     const authorizationFailures = queries.authorizationFailures.all({ since, threshold: deny }) as AuthorizationFailure[];
     const allowedServices = queries.allowedServices.get() as number;
     return { registrationSpikes, unknownServices, authorizationFailures, allowedServices };
@@ -184,6 +205,7 @@ export function findAnomalies(db: Database.Database, options: AnomalyOptions): A
   return {
     now: options.now.toISOString(),
     since,
+    unknownServicesSince: options.windowUnknownServices ? since : null,
     thresholds: { spike, deny },
     ...found,
     findings: found.registrationSpikes.length + found.unknownServices.length + found.authorizationFailures.length,

@@ -23,7 +23,7 @@ Commands:
 
 pdp audit anomalies [--db FILE] [--since 1h] [--spike-threshold N] [--deny-threshold N] [--format table|json]
   Registration spikes: services registered more than N times in the window (--spike-threshold, default ${DEFAULT_SPIKE_THRESHOLD}).
-  Unknown services:    registrations of names not in allowed_services (every kept row, as the seed's query; --since does not apply).
+  Unknown services:    registrations of names not in allowed_services: every kept row, as the seed's query, or with --since given, those in the window.
   Authorization failures: identities denied more than N times in the window (--deny-threshold, default ${DEFAULT_DENY_THRESHOLD}).
   Opens the database read-only. Exit 0 when nothing is found, 1 when any analysis finds something.
 
@@ -34,7 +34,7 @@ pdp audit prune [--db FILE] [--dry-run] [--format table|json]
 
 Options:
   --db FILE       audit database (default ./audit.db; env PDP_AUDIT)
-  --since DUR     window of the spike and denial analyses, e.g. 30m, 1h, 7d (default 1h)
+  --since DUR     window of the analyses, e.g. 30m, 1h, 7d (default: 1h for spikes and denials, every kept row for unknown services)
   --format FMT    table (alias text) or json (default table)
   -h, --help      show this help
 
@@ -77,7 +77,7 @@ function formatAnomalyTable(report: AnomalyReport, dbPath: string): string {
   out += report.registrationSpikes.length === 0
     ? '  none\n'
     : table(['service_name', 'registrations'], report.registrationSpikes.map((r) => [printable(r.service_name), String(r.registrations)]));
-  out += '\nunknown services (registered, not in allowed_services)\n';
+  out += `\nunknown services (registered ${report.unknownServicesSince === null ? 'in any kept row' : `since ${report.unknownServicesSince}`}, not in allowed_services)\n`;
   if (report.allowedServices === 0) out += '  note: allowed_services is empty (no policy set loaded yet), so every registered service counts as unknown\n';
   out += report.unknownServices.length === 0
     ? '  none\n'
@@ -130,7 +130,7 @@ async function runAnomalies(args: string[], io: CliIo): Promise<number> {
   }
   let report: AnomalyReport;
   try {
-    report = findAnomalies(reader.db, { now: new Date(), sinceMs, spikeThreshold, denyThreshold });
+    report = findAnomalies(reader.db, { now: new Date(), sinceMs, windowUnknownServices: values.since !== undefined, spikeThreshold, denyThreshold });
   } catch (e) {
     // A database that opened but cannot be read as ours (damaged, missing columns) is not a finding.
     throw new UsageError(`cannot read audit database \`${dbPath}\`: ${(e as Error).message}`);

@@ -7,7 +7,7 @@ import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, o
 import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine, readPolicyDir } from '../engine';
 import { loadTrustBundle } from '../identity';
-import { buildServer, createReloader, DEFAULT_REQUEST_TIMEOUT_MS, describePolicyDiff } from '../server';
+import { buildServer, createReloader, DEFAULT_REQUEST_TIMEOUT_MS, describePolicyDiff, type AuditAnomalies } from '../server';
 import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
 import { printDiagnostics } from './policy-input';
@@ -302,7 +302,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   }
   // GET /v1/audit/anomalies: the server never opens SQLite itself; it is handed the analyses, which
   // run on a read-only connection of their own (WAL: they never block the writer, nor see half a commit).
-  const auditAnomalies = (options: { now: Date; sinceMs: number; spikeThreshold?: number; denyThreshold?: number }) => {
+  const auditAnomalies: AuditAnomalies = (options) => {
     const reader = openAuditStoreReadOnly(auditPath);
     try {
       return anomalyReportJson(findAnomalies(reader.db, options), path.basename(auditPath));

@@ -60,7 +60,7 @@ export interface Authenticator {
 }
 
 /** The anomaly analyses of the audit store (`pdp audit anomalies`), handed in by `pdp serve`: the server never opens SQLite. */
-export type AuditAnomalies = (options: { now: Date; sinceMs: number; spikeThreshold?: number; denyThreshold?: number }) => AnomalyReportJson;
+export type AuditAnomalies = (options: { now: Date; sinceMs: number; windowUnknownServices?: boolean; spikeThreshold?: number; denyThreshold?: number }) => AnomalyReportJson;
 
 export interface ServerDeps {
   engine: Engine;
@@ -744,7 +744,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       }
       try {
         return analyse({
-          now: now(), sinceMs,
+          // As the CLI: unknown services over every kept row (the seed's query) unless a window is asked for.
+          now: now(), sinceMs, windowUnknownServices: q.since !== undefined,
           ...(q.spike_threshold !== undefined ? { spikeThreshold: Number(q.spike_threshold) } : {}),
           ...(q.deny_threshold !== undefined ? { denyThreshold: Number(q.deny_threshold) } : {}),
         });
