@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import {
-  APPEND_ONLY_MESSAGE, InvalidAuditEventError, MIGRATIONS, APPEND_ONLY_GUARD_FUNCTION, SCHEMA_VERSION, SERVER_EVENT_TYPES,
+  APPEND_ONLY_MESSAGE, InvalidAuditEventError, MIGRATIONS, APPEND_ONLY_GUARD_CALL, SCHEMA_VERSION, SERVER_EVENT_TYPES,
   openAuditStore, toAuditRow, type AuditEvent,
 } from '../src/audit';
 import { policyVersion } from '../src/engine';
@@ -80,8 +80,12 @@ describe('the insert guard (migration 4)', () => {
   });
 });
 
-describe('the DELETE guard speaks in its own words (migration 5)', () => {
-  test('a version-4 file is upgraded: another client is told `audit_log_is_append_only`, pdp still prunes exactly the expired rows', async (t) => {
+// What a client without pdp's function (the sqlite3 shell, Python) is told by a DELETE.
+const GUARD_MISSING = `no such function: ${APPEND_ONLY_MESSAGE}; expired rows are removed only by pdp audit prune`;
+
+describe('the DELETE guard speaks in its own words (migrations 5 and 7)', () => {
+
+  test('a version-4 file is upgraded: another client is told `audit_log is append-only; …`, pdp still prunes exactly the expired rows', async (t) => {
     const file = tempDb(t);
     const v4 = new Database(file);
     v4.pragma('journal_mode = WAL');
@@ -104,8 +108,8 @@ describe('the DELETE guard speaks in its own words (migration 5)', () => {
 
     const plain = new Database(file);
     t.after(() => plain.close());
-    assert.throws(() => plain.exec('DELETE FROM audit_log'), { message: 'no such function: audit_log_is_append_only' });
-    assert.throws(() => plain.prepare('DELETE FROM audit_log WHERE 0').run(), { message: 'no such function: audit_log_is_append_only' });
+    assert.throws(() => plain.exec('DELETE FROM audit_log'), { message: GUARD_MISSING });
+    assert.throws(() => plain.prepare('DELETE FROM audit_log WHERE 0').run(), { message: GUARD_MISSING });
     const pruned = await runPdp(['audit', 'prune', '--db', file, '--format', 'json']);
     assert.equal(pruned.code, 0, pruned.stderr);
     assert.deepEqual(labels(plain), ['recent']);
@@ -134,7 +138,7 @@ describe('the DELETE guard (migration 3)', () => {
     const store = openAuditStore(file);
     t.after(() => store.close());
     assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
-    assert.equal(SCHEMA_VERSION, 6);
+    assert.equal(SCHEMA_VERSION, 7);
     assert.deepEqual(store.db.prepare('SELECT id, decision_id, event_type FROM audit_log ORDER BY id').all(), [
       { id: 1, decision_id: 'r1', event_type: 'REGISTRATION' },
       { id: 2, decision_id: 'r2', event_type: 'ACL_CHANGE' },
@@ -142,7 +146,7 @@ describe('the DELETE guard (migration 3)', () => {
     store.insertBatch([event({ decision_id: 'new' })]);
     assert.deepEqual(store.db.prepare("SELECT id FROM audit_log WHERE decision_id = 'new'").pluck().get(), 4, 'id 3 is not reused');
     const trigger = store.db.prepare("SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = 'audit_log_append_only_delete'").pluck().get() as string;
-    assert.match(trigger, new RegExp(`${APPEND_ONLY_GUARD_FUNCTION}\\(OLD\\.timestamp, OLD\\.event_type, OLD\\.result\\) IS NOT 0`));
+    assert.ok(trigger.includes(`${APPEND_ONLY_GUARD_CALL}(OLD.timestamp, OLD.event_type, OLD.result) IS NOT 0`), trigger);
     assert.doesNotMatch(trigger, /audit_control/);
     assert.equal(store.db.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'trigger'").pluck().get(), 3);
     // audit_control stays (schema compatibility), reset and no longer read.
@@ -179,8 +183,8 @@ describe('the DELETE guard (migration 3)', () => {
     const plain = new Database(file);
     t.after(() => plain.close());
     plain.exec("UPDATE audit_control SET prune_standard_before = '9999-12-31T00:00:00.000Z', prune_discovery_before = '9999-12-31T00:00:00.000Z', prune_acl_change_before = '9999-12-31T00:00:00.000Z'");
-    assert.throws(() => plain.exec('DELETE FROM audit_log'), { message: 'no such function: audit_log_is_append_only' });
-    assert.throws(() => plain.prepare("DELETE FROM audit_log WHERE decision_id = 'acl-366-gone'").run(), { message: 'no such function: audit_log_is_append_only' });
+    assert.throws(() => plain.exec('DELETE FROM audit_log'), { message: GUARD_MISSING });
+    assert.throws(() => plain.prepare("DELETE FROM audit_log WHERE decision_id = 'acl-366-gone'").run(), { message: GUARD_MISSING });
     // The same two statements as one script, as pasted into the shell.
     assert.throws(() => plain.exec(
       "UPDATE audit_control SET prune_standard_before='9999-12-31T00:00:00.000Z', prune_discovery_before='9999-12-31T00:00:00.000Z', prune_acl_change_before='9999-12-31T00:00:00.000Z'; DELETE FROM audit_log;",
@@ -221,13 +225,13 @@ describe('the DELETE guard (migration 3)', () => {
       event({ event_type: 'DISCOVERY', result: 'DENY', timestamp: ago(31), decision_id: 'kept-deny' }),
       event({ event_type: 'ACL_CHANGE', result: null, timestamp: ago(300), decision_id: 'kept-acl' }),
     ]);
-    const ask = store.db.prepare(`SELECT decision_id, 1 - ${APPEND_ONLY_GUARD_FUNCTION}(timestamp, event_type, result) AS may FROM audit_log ORDER BY id`);
+    const ask = store.db.prepare(`SELECT decision_id, 1 - ${APPEND_ONLY_GUARD_CALL}(timestamp, event_type, result) AS may FROM audit_log ORDER BY id`);
     assert.deepEqual(ask.all().map((r) => (r as { may: number }).may), [0, 0, 0, 0, 0], 'no prune running: 0 for every row, even the expired ones');
     // A spy: after each delete of the prune, ask the function about every row still there, from
     // inside the prune's transaction (where the cutoffs are held).
     store.db.exec(`CREATE TABLE spy (decision_id TEXT, may INTEGER);
       CREATE TRIGGER spy_after_delete AFTER DELETE ON audit_log BEGIN
-        INSERT INTO spy SELECT decision_id, 1 - ${APPEND_ONLY_GUARD_FUNCTION}(timestamp, event_type, result) FROM audit_log;
+        INSERT INTO spy SELECT decision_id, 1 - ${APPEND_ONLY_GUARD_CALL}(timestamp, event_type, result) FROM audit_log;
       END;`);
     assert.equal(store.prune({ now }).deleted, 2);
     assert.deepEqual(labels(store.db), ['kept', 'kept-deny', 'kept-acl']);

@@ -166,8 +166,8 @@ test('append-only: UPDATE and DELETE on audit_log through a second connection fa
   assert.throws(() => db.prepare('UPDATE audit_log SET identity = NULL').run(), /append-only/);
   // The DELETE trigger calls a function only pdp's own connection registers (migrations 3 and 5),
   // so in any other connection a DELETE does not even prepare, and the error names the rule.
-  assert.throws(() => db.prepare('DELETE FROM audit_log WHERE id = ?').run(row.id), /no such function: audit_log_is_append_only/);
-  assert.throws(() => db.exec('DELETE FROM audit_log'), /no such function: audit_log_is_append_only/);
+  assert.throws(() => db.prepare('DELETE FROM audit_log WHERE id = ?').run(row.id), /no such function: audit_log is append-only; expired rows are removed only by pdp audit prune/);
+  assert.throws(() => db.exec('DELETE FROM audit_log'), /no such function: audit_log is append-only; expired rows are removed only by pdp audit prune/);
   assert.throws(
     () => db.prepare("INSERT OR REPLACE INTO audit_log (id, timestamp, event_type, registry_node) VALUES (?, '2025-01-01T00:00:00.000Z', 'X', 'n')").run(row.id),
     /append-only/,

@@ -189,13 +189,22 @@ END;
 `;
 
 /**
- * The SQL function the DELETE trigger of migration 5 asks whether a row is protected: 0 only while
- * `pdp audit prune` runs in pdp's own connection and only for a row past its class's retention, 1
- * otherwise. As with migration 3's function, only pdp's connections register it, so in any other
- * client a DELETE on `audit_log` fails to prepare, and the name is what that client prints:
- * `no such function: audit_log_is_append_only`.
+ * The SQL function the DELETE trigger of migration 5 asked whether a row is protected (migration 7
+ * renamed it to APPEND_ONLY_GUARD_FUNCTION); the name stays here for migration 5's SQL.
  */
-export const APPEND_ONLY_GUARD_FUNCTION = 'audit_log_is_append_only';
+export const APPEND_ONLY_GUARD_FUNCTION_V5 = 'audit_log_is_append_only';
+
+/**
+ * The SQL function the DELETE trigger asks whether a row is protected: 0 only while `pdp audit
+ * prune` runs in pdp's own connection and only for a row past its class's retention, 1 otherwise.
+ * Only pdp's connections register it, so in any other client a DELETE on `audit_log` fails to
+ * prepare, and the name is what that client prints: `no such function: audit_log is append-only;
+ * expired rows are removed only by pdp audit prune`. A quoted identifier (APPEND_ONLY_GUARD_CALL in
+ * SQL), so the name can be that sentence.
+ */
+export const APPEND_ONLY_GUARD_FUNCTION = `${APPEND_ONLY_MESSAGE}; expired rows are removed only by pdp audit prune`;
+/** APPEND_ONLY_GUARD_FUNCTION as SQL names it. */
+export const APPEND_ONLY_GUARD_CALL = `"${APPEND_ONLY_GUARD_FUNCTION}"`;
 
 /**
  * Migration 5: the DELETE trigger's function is renamed so that the error another client gets says
@@ -211,7 +220,7 @@ const MIGRATION_5 = `
 DROP TRIGGER audit_log_append_only_delete;
 CREATE TRIGGER audit_log_append_only_delete
 BEFORE DELETE ON audit_log
-WHEN ${APPEND_ONLY_GUARD_FUNCTION}(OLD.timestamp, OLD.event_type, OLD.result) IS NOT 0
+WHEN ${APPEND_ONLY_GUARD_FUNCTION_V5}(OLD.timestamp, OLD.event_type, OLD.result) IS NOT 0
 BEGIN
   SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}; expired rows are removed only by \`pdp audit prune\`');
 END;
@@ -229,6 +238,22 @@ const MIGRATION_6 = `
 CREATE VIEW audit_logs AS SELECT * FROM audit_log;
 `;
 
+/**
+ * Migration 7: the DELETE trigger's function is named by the sentence a client without it should
+ * read. Under migration 5 the `sqlite3` shell answered a DELETE with `no such function:
+ * audit_log_is_append_only`, which says "append only" only to a reader who parses the identifier;
+ * the contract asks for a clear message (spec/audit.md). Same function, same answers, new name.
+ */
+const MIGRATION_7 = `
+DROP TRIGGER audit_log_append_only_delete;
+CREATE TRIGGER audit_log_append_only_delete
+BEFORE DELETE ON audit_log
+WHEN ${APPEND_ONLY_GUARD_CALL}(OLD.timestamp, OLD.event_type, OLD.result) IS NOT 0
+BEGIN
+  SELECT RAISE(ABORT, '${APPEND_ONLY_MESSAGE}; expired rows are removed only by \`pdp audit prune\`');
+END;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'audit_log, allowed_services, append-only triggers', sql: MIGRATION_1 },
   { version: 2, description: 'one time-first covering index for inserts in time order and windowed analyses', sql: MIGRATION_2 },
@@ -236,6 +261,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 4, description: 'the insert guard refuses inserts that name an id, instead of looking up every new row', sql: MIGRATION_4 },
   { version: 5, description: 'the DELETE trigger asks `audit_log_is_append_only`, so a client without it is told in those words', sql: MIGRATION_5 },
   { version: 6, description: 'a read-only view `audit_logs` over `audit_log`, so the seed design\'s queries run as written', sql: MIGRATION_6 },
+  { version: 7, description: 'the DELETE trigger\'s function is named `audit_log is append-only; expired rows are removed only by pdp audit prune`, the message a client without it prints', sql: MIGRATION_7 },
 ];
 
 /** The schema version this build writes. */

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import { AUDIT_ROW_COLUMNS, toAuditRow, type AuditEvent, type AuditRow } from './event';
-import { APPEND_ONLY_GUARD_FUNCTION, applyMigrations, schemaVersion } from './migrations';
+import { APPEND_ONLY_GUARD_FUNCTION, APPEND_ONLY_GUARD_FUNCTION_V5, applyMigrations, schemaVersion } from './migrations';
 
 export interface AuditStoreOptions {
   /**
@@ -218,7 +218,7 @@ export function retentionCutoffs(now: Date): PruneCutoffs {
 
 /**
  * The retention rule. The prune code selects rows with it, and the DELETE trigger (migration 5) asks
- * it again through `audit_log_is_append_only` for every row the prune deletes.
+ * it again through the DELETE trigger's guard function (APPEND_ONLY_GUARD_FUNCTION) for every row the prune deletes.
  */
 export function isExpired(row: { timestamp: string; event_type: string; result: string | null }, cutoffs: PruneCutoffs): boolean {
   if (row.event_type === 'ACL_CHANGE') return row.timestamp < cutoffs.aclChangeBefore;
@@ -283,11 +283,13 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     // Registered before the migrations run, so no statement of this connection ever meets the
     // trigger without it. Not `directOnly`: the trigger must be able to call it.
     // 1: the row is protected; 0 only inside a prune, for an expired row.
-    db.function(APPEND_ONLY_GUARD_FUNCTION, { deterministic: false, varargs: false }, (timestamp: unknown, eventType: unknown, result: unknown) => {
+    const isProtected = (timestamp: unknown, eventType: unknown, result: unknown) => {
       if (pruneGuard === undefined || typeof timestamp !== 'string' || typeof eventType !== 'string') return 1;
       if (result !== null && typeof result !== 'string') return 1;
       return isExpired({ timestamp, event_type: eventType, result }, pruneGuard) ? 0 : 1;
-    });
+    };
+    // Under both names: a file's trigger uses migration 5's until migration 7 has run.
+    for (const name of [APPEND_ONLY_GUARD_FUNCTION, APPEND_ONLY_GUARD_FUNCTION_V5]) db.function(name, { deterministic: false, varargs: false }, isProtected);
     const mode = db.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new AuditStoreError(`cannot put audit database \`${path}\` in WAL mode (got \`${String(mode)}\`)`);
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
