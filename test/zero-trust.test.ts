@@ -224,6 +224,24 @@ test('api grants: no grant is 403 forbidden with an API_DENIED row; admin endpoi
   assert.ok(Array.isArray(explainAsOps.json.considered) && explainAsOps.json.considered.length > 0, explainAsOps.text);
   // Without explain the PEP is answered as before.
   assert.equal((await call(`${url}/v1/authorize`, { ...as('registry'), body: register(ID.payment) })).status, 200);
+
+  // Forward authentication (nginx auth_request) is the same grant: a caller without it gets the
+  // forbidden error (which nginx, failing closed, passes on as a 403), one with it the decision.
+  const forwardCheck = { 'x-pdp-identity': ID.payment, 'x-pdp-action': 'write', 'x-pdp-resource': 'service:payment', 'x-pdp-namespace': 'prod' };
+  const forwardDenied = await call(`${url}/v1/authorize/forward`, { ...as('nogrant'), headers: forwardCheck });
+  assert.equal(forwardDenied.status, 403, forwardDenied.text);
+  assert.equal(forwardDenied.json.error.code, 'forbidden');
+  assert.equal(auditRows(auditPath, "event_type = 'API_DENIED' AND identity = ?", ID.nogrant).length, 2);
+  const forwardAllowed = await call(`${url}/v1/authorize/forward`, { ...as('registry'), headers: forwardCheck });
+  assert.equal(forwardAllowed.status, 200, forwardAllowed.text);
+  assert.equal(forwardAllowed.json.result, 'ALLOW');
+  // The subject's own certificate, URL-encoded as nginx's $ssl_client_escaped_cert: its SPIFFE ID
+  // decides, whatever x-pdp-identity says.
+  const subject = encodeURIComponent(fs.readFileSync(pki.files.order!.cert, 'utf8'));
+  const asOrder = await call(`${url}/v1/authorize/forward`, { ...as('registry'), headers: { ...forwardCheck, 'x-pdp-subject-certificate': subject } });
+  assert.equal(asOrder.status, 403, asOrder.text);
+  assert.equal(asOrder.json.identity, ID.order);
+  assert.equal(asOrder.headers['x-pdp-identity'], ID.order);
 });
 
 test('tokens: a bearer token works until it expires, then 401; revoke is immediate; the secret is never stored or logged', async () => {

@@ -52,6 +52,38 @@ export const authorizeRequest = {
   },
 } as const;
 
+/**
+ * `/v1/authorize/forward` (nginx `auth_request` and other forward-auth PEPs): a check in request
+ * headers instead of a body, each header validated as the body field it stands for.
+ */
+export const FORWARD_HEADERS = {
+  'x-pdp-identity': 'identity',
+  'x-pdp-action': 'action',
+  'x-pdp-resource': 'resource',
+  'x-pdp-namespace': 'namespace',
+  'x-pdp-source-ip': 'context.source_ip',
+  'x-pdp-event-type': 'context.event_type',
+  'x-pdp-instance-id': 'context.instance_id',
+  'x-pdp-subject-token': 'credentials.token',
+  // URL-encoded PEM (nginx's `$ssl_client_escaped_cert`): a header cannot hold the PEM's line breaks.
+  'x-pdp-subject-certificate': 'credentials.certificate',
+} as const;
+
+export type ForwardHeader = keyof typeof FORWARD_HEADERS;
+
+const bodyFieldSchema = (field: string): object => {
+  if (field === 'credentials.certificate') return { type: 'string', minLength: 1, maxLength: 3 * 32768 };
+  const [first, second] = field.split('.') as [string, string | undefined];
+  const properties = authorizeRequest.properties as Record<string, { properties?: Record<string, object> }>;
+  return second === undefined ? properties[first]! : properties[first]!.properties![second]!;
+};
+
+export const forwardHeaders = {
+  type: 'object',
+  required: ['x-pdp-action', 'x-pdp-resource'],
+  properties: Object.fromEntries(Object.entries(FORWARD_HEADERS).map(([header, field]) => [header, bodyFieldSchema(field)])),
+} as const;
+
 export const batchRequest = {
   type: 'object',
   additionalProperties: false,

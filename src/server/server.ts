@@ -20,8 +20,11 @@ import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type LastReload, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { describeValidation, forbiddenKey, eventTypeContradiction, unauditableText, unreadableBody, type ValidationIssue } from './validation';
-import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, reloadRequest } from './schemas';
+import { describeForwardHeader, describeValidation, forbiddenKey, eventTypeContradiction, renameField, unauditableText, unreadableBody, type ValidationIssue } from './validation';
+import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, FORWARD_HEADERS, forwardHeaders, reloadRequest, type ForwardHeader } from './schemas';
+
+/** Forward authentication: the check in headers, the decision in the status (see the route). */
+export const FORWARD_URL = '/v1/authorize/forward';
 
 export interface AuthorizeBody {
   identity?: string;
@@ -254,13 +257,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return policy === undefined ? undefined : { at: policy.loadedAt.getTime(), outcome: 'changed', trigger: 'start-up' };
   }
 
-  app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; code?: string; statusCode?: number }, request, reply) => {
+  app.setErrorHandler((err: Error & { validation?: ValidationIssue[]; validationContext?: string; code?: string; statusCode?: number }, request, reply) => {
     if (err instanceof ApiError) {
       for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
       return fail(reply, err.code, err.message, err.extra);
     }
     if (err.validation?.length) {
-      const { field, message } = describeValidation(err.validation[0]!);
+      const { field, message } = err.validationContext === 'headers' ? describeForwardHeader(err.validation[0]!) : describeValidation(err.validation[0]!);
       return fail(reply, 'invalid_request', message, { field });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return fail(reply, 'body_too_large', `the body is larger than ${deps.bodyLimit ?? 1024 * 1024} bytes`);
@@ -278,7 +281,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // Any other type is 415, but a reload's empty body is no body whatever its label: `curl -X POST -d ''`
   // sends one as application/x-www-form-urlencoded.
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
-    if (body === '' && request.routeOptions.url === '/v1/policies/reload') done(null, undefined);
+    if ((body === '' && request.routeOptions.url === '/v1/policies/reload') || request.routeOptions.url === FORWARD_URL) done(null, undefined);
     else done(new ApiError('unsupported_media_type', 'the body must be `application/json`'), undefined);
   });
   // fastify's JSON parser (secure-json-parse) refuses `__proto__` and `constructor.prototype` keys,
@@ -287,14 +290,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    // A forward check's body is the proxied request's, if the proxy sent one: not ours to read.
+    // A reload takes no body; an empty one labelled JSON (`curl -H 'content-type: application/json'`) is none.
+    if (request.routeOptions.url === FORWARD_URL || (body === '' && request.routeOptions.url === '/v1/policies/reload')) {
+      done(null, undefined);
+      return;
+    }
     const refusal = unreadableBody(request.headers);
     if (refusal !== undefined) {
       done(new ApiError('unsupported_media_type', refusal), undefined);
-      return;
-    }
-    // A reload takes no body; an empty one labelled JSON (`curl -H 'content-type: application/json'`) is none.
-    if (body === '' && request.routeOptions.url === '/v1/policies/reload') {
-      done(null, undefined);
       return;
     }
     defaultJson(request, body as string, (err: Error | null, value: unknown) => {
@@ -644,6 +648,55 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return { response, event, cacheOutcome: key === undefined ? undefined : computed ? { key, value: cached } : 'hit' };
   }
 
+  /** A `/v1/authorize/forward` check as the body it stands for; each header at most once. */
+  function forwardBody(request: FastifyRequest): AuthorizeBody {
+    const given = request.raw.headersDistinct;
+    const value = (header: ForwardHeader): string | undefined => {
+      const values = given[header];
+      if (values === undefined) return undefined;
+      if (values.length > 1) throw new ApiError('invalid_request', `\`${header}\` is given ${values.length} times; give it once`, { field: header });
+      return values[0];
+    };
+    let certificate = value('x-pdp-subject-certificate');
+    if (certificate !== undefined) {
+      try {
+        certificate = decodeURIComponent(certificate);
+      } catch {
+        throw new ApiError('invalid_request', '`x-pdp-subject-certificate` must be a URL-encoded PEM certificate (nginx: `$ssl_client_escaped_cert`)', { field: 'x-pdp-subject-certificate' });
+      }
+    }
+    const context: NonNullable<AuthorizeBody['context']> = {};
+    const sourceIp = value('x-pdp-source-ip');
+    const eventType = value('x-pdp-event-type');
+    const instanceId = value('x-pdp-instance-id');
+    if (sourceIp !== undefined) context.source_ip = sourceIp;
+    if (eventType !== undefined) context.event_type = eventType;
+    if (instanceId !== undefined) context.instance_id = instanceId;
+    const token = value('x-pdp-subject-token');
+    const identity = value('x-pdp-identity');
+    const namespace = value('x-pdp-namespace');
+    return {
+      action: value('x-pdp-action')!,
+      resource: value('x-pdp-resource')!,
+      ...(identity !== undefined ? { identity } : {}),
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(Object.keys(context).length !== 0 ? { context } : {}),
+      ...(token !== undefined || certificate !== undefined ? { credentials: { ...(token !== undefined ? { token } : {}), ...(certificate !== undefined ? { certificate } : {}) } } : {}),
+    };
+  }
+
+  /** An error about a body field of a forward check, named by the header that carried the field. */
+  function forwardError(e: ApiError, body: AuthorizeBody): ApiError {
+    const field = e.extra.field;
+    if (typeof field !== 'string') return e;
+    // A subject credential's refusal names `credentials`: the header is the one that was used.
+    const bodyField = field === 'credentials' ? (body.credentials?.token !== undefined ? 'credentials.token' : 'credentials.certificate') : field;
+    const header = (Object.keys(FORWARD_HEADERS) as ForwardHeader[]).find((h) => FORWARD_HEADERS[h] === bodyField);
+    if (header === undefined) return e;
+    const renamed = renameField({ field, message: e.message }, header);
+    return new ApiError(e.code, renamed.message, { ...e.extra, field: header }, e.headers);
+  }
+
   /** `last_reload` of `GET /v1/policies`: when, how it ended, what triggered it, and why it was refused. */
   function lastReloadJson(last: LastReload | undefined) {
     if (last === undefined) return null;
@@ -659,14 +712,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   app.register(async (api) => {
     for (const plugin of deps.plugins ?? []) await plugin(api);
 
-    api.post<{ Body: AuthorizeBody }>('/v1/authorize', {
-      schema: { body: authorizeRequest, response: { 200: authorizeResponse } },
-      config: { scope: 'authorize' },
-    }, async (request) => {
+    /** One check, decided, recorded (its row committed) and counted: `/v1/authorize` and `/v1/authorize/forward`. */
+    async function authorizeOne(body: AuthorizeBody, request: FastifyRequest): Promise<Record<string, unknown>> {
       const started = performance.now();
-      if (request.body.explain === true) await checkExplainGrant(request, 'explain');
+      if (body.explain === true) await checkExplainGrant(request, 'explain');
       const policy = activePolicy();
-      const decided = decideOne(request.body, request, policy, -1, now().toISOString());
+      const decided = decideOne(body, request, policy, -1, now().toISOString());
       const one = decided instanceof Promise ? await decided : decided;
       settle(policy, one);
       const { response, event } = one;
@@ -674,6 +725,37 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       metrics.decisionCounts[event.result as DecisionResult]++;
       metrics.decisionSeconds.observe((performance.now() - started) / 1000);
       return response;
+    }
+
+    api.post<{ Body: AuthorizeBody }>('/v1/authorize', {
+      schema: { body: authorizeRequest, response: { 200: authorizeResponse } },
+      config: { scope: 'authorize' },
+    }, async (request) => authorizeOne(request.body, request));
+
+    // Forward authentication (nginx `auth_request`, and the forward-auth of other proxies): the check
+    // in request headers, the answer in the status, 200 allow and 403 deny, which is all such a PEP
+    // reads. Any method, since nginx sends its subrequest with the original request's; a body is
+    // ignored. The same decision, cache, audit row and caller grant (`api "authorize"`) as /v1/authorize.
+    api.route({
+      method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+      url: FORWARD_URL,
+      // No response schema for 403: a deny shares the status with the `forbidden` error, whose body differs.
+      schema: { headers: forwardHeaders, response: { 200: authorizeResponse } },
+      config: { scope: 'authorize' },
+      handler: async (request, reply) => {
+        const body = forwardBody(request);
+        let response: Record<string, unknown>;
+        try {
+          response = await authorizeOne(body, request);
+        } catch (e) {
+          throw e instanceof ApiError ? forwardError(e, body) : e;
+        }
+        reply.header('x-pdp-decision-id', response.decision_id).header('x-pdp-result', response.result).header('x-pdp-policy-version', response.policy_version);
+        if (response.identity !== undefined) reply.header('x-pdp-identity', response.identity);
+        // Set as a property: the route's typed `code()` knows only the 200 of the response schema.
+        reply.statusCode = response.allow === true ? 200 : 403;
+        return reply.send(response);
+      },
     });
 
     api.post<{ Body: { checks: AuthorizeBody[] } }>('/v1/authorize/batch', {

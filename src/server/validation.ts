@@ -2,7 +2,7 @@
 // was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { EVENT_TYPE_ACTION, SERVER_EVENT_TYPES } from '../audit/event';
-import { SERVER_DETAILS_FIELDS } from './schemas';
+import { FORWARD_HEADERS, SERVER_DETAILS_FIELDS, type ForwardHeader } from './schemas';
 import { disguisedIdentityProblem } from '../syntax/characters';
 import type { AuthorizeBody } from './server';
 
@@ -87,6 +87,25 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
       return { field, message: `\`${field}\` is not allowed` };
     default: return { field, message: `\`${field}\` ${issue.message ?? 'is invalid'}` };
   }
+}
+
+/**
+ * A failed header of `/v1/authorize/forward`, described as the body field it stands for would be,
+ * then named by the header (`x-pdp-resource` must be …).
+ */
+export function describeForwardHeader(issue: ValidationIssue): { field: string; message: string } {
+  const header = (issue.keyword === 'required' ? String(issue.params.missingProperty) : issue.instancePath.slice(1)) as ForwardHeader;
+  const bodyField = FORWARD_HEADERS[header];
+  if (bodyField === undefined) return describeValidation(issue);
+  const asBody: ValidationIssue = issue.keyword === 'required'
+    ? { ...issue, instancePath: '', params: { ...issue.params, missingProperty: bodyField } }
+    : { ...issue, instancePath: `/${bodyField.replace('.', '/')}` };
+  return renameField(describeValidation(asBody), header);
+}
+
+/** An error about a body field, reworded for the header that carried it. */
+export function renameField(error: { field: string; message: string }, header: string): { field: string; message: string } {
+  return { field: header, message: error.message.split(`\`${error.field}\``).join(`\`${header}\``) };
 }
 
 /**
