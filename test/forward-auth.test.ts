@@ -24,14 +24,24 @@ let serve: ServeProcess;
 let auditPath: string;
 let forward: string;
 
+let labServe: ServeProcess;
+let labAudit: string;
+
 before(async () => {
   root = makeTempDir('pdp-forward-');
   auditPath = path.join(root, 'audit.db');
   serve = await startServe(['--policies', EXAMPLE_POLICIES, '--audit', auditPath, '--no-watch']);
   forward = `${serve.url}/v1/authorize/forward`;
+  // A policy whose decision depends on a non-ASCII identity.
+  const lab = path.join(root, 'lab');
+  fs.mkdirSync(lab);
+  fs.writeFileSync(path.join(lab, 'lab.hcl'), 'namespace "lab" {\n  service "wiki" {\n    policy   = "read"\n    identity = "user:*"\n  }\n  service "wiki" {\n    policy   = "deny"\n    identity = "user:josé"\n  }\n}\n');
+  labAudit = path.join(root, 'lab.db');
+  labServe = await startServe(['--policies', lab, '--audit', labAudit, '--no-watch']);
 });
 
 after(async () => {
+  await labServe?.stop();
   await serve?.stop();
   if (root) removeTempDir(root);
 });
@@ -62,7 +72,21 @@ describe('GET /v1/authorize/forward', () => {
     assert.equal(rowByDecision(auditPath, denied.json.decision_id)?.source_ip, '127.0.0.1');
   });
 
-  test('any method (nginx sends its subrequest with the original one); a body is the proxied request\'s and is ignored', async () => {
+  test('header values are read as UTF-8: a non-ASCII identity is decided as /v1/authorize decides it, and echoed percent-encoded', async () => {
+    // Node reads header bytes as Latin-1; read so, `user:josé` would become `user:josÃ©`, miss the
+    // deny naming `user:josé` and still match `user:*`.
+    const headers = [['x-pdp-identity', 'user:josé'], ['x-pdp-action', 'read'], ['x-pdp-resource', 'service:wiki'], ['x-pdp-namespace', 'lab']] as [string, string][];
+    const viaBody = await request(`${labServe.url}/v1/authorize`, { body: { identity: 'user:josé', action: 'read', resource: 'service:wiki', namespace: 'lab' } });
+    assert.equal(viaBody.json.result, 'DENY', viaBody.text);
+    const viaHeaders = await rawGet(`${labServe.url}/v1/authorize/forward`, headers.map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('latin1')]));
+    assert.equal(viaHeaders.status, 403, viaHeaders.body);
+    const decision = JSON.parse(viaHeaders.body);
+    assert.equal(decision.result, 'DENY');
+    assert.match(decision.reason, /^user:josé is explicitly denied/);
+    assert.equal(rowByDecision(labAudit, decision.decision_id)?.identity, 'user:josé');
+  });
+
+  test('any method; a body is the proxied request\'s and is ignored', async () => {
     for (const method of ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
       const r = await request(forward, { method, raw: '{"not": "a check"', contentType: 'application/json', headers: check(ORDER, 'read') });
       assert.equal(r.status, 200, `${method}: ${r.text}`);
@@ -88,6 +112,11 @@ describe('GET /v1/authorize/forward', () => {
       { name: 'a subject token on a server without tokens', headers: check(ORDER, 'read', { 'x-pdp-subject-token': 'pdp_abc' }), field: 'x-pdp-subject-token', message: /`x-pdp-subject-token` cannot be verified/ },
       { name: 'a certificate that is not URL-encoded', headers: check(ORDER, 'read', { 'x-pdp-subject-certificate': '%E0%A4%A' }), field: 'x-pdp-subject-certificate', message: /URL-encoded PEM/ },
     ];
+    cases.push(
+      { name: 'an instance contradicting the resource', headers: { ...check(ORDER, 'read', { 'x-pdp-instance-id': 'p2' }), 'x-pdp-resource': 'service:payment-service/p1' }, field: 'x-pdp-instance-id', message: /^`x-pdp-instance-id` \(`p2`\) contradicts the instance `p1` in `x-pdp-resource`/ },
+      // Bytes that are not UTF-8 (Latin-1 é alone).
+      { name: 'an identity that is not UTF-8', headers: { ...check(ORDER, 'read'), 'x-pdp-identity': Buffer.from('user:jos\xe9', 'latin1').toString('latin1') }, field: 'x-pdp-identity', message: /`x-pdp-identity` is not UTF-8 text/ },
+    );
     const rowsBefore = countDecisionRows();
     for (const c of cases) {
       const r = await request(forward, { headers: c.headers });
@@ -101,6 +130,10 @@ describe('GET /v1/authorize/forward', () => {
     const twice = await rawGet(forward, [['x-pdp-identity', ORDER], ['x-pdp-identity', PAYMENT], ['x-pdp-action', 'read'], ['x-pdp-resource', 'service:payment-service']]);
     assert.equal(twice.status, 400, twice.body);
     assert.match(twice.body, /`x-pdp-identity` is given 2 times; give it once/);
+    // Also for headers whose joined value would fail their schema first (`read, read` is no action).
+    const twiceAction = await rawGet(forward, [['x-pdp-identity', ORDER], ['x-pdp-action', 'read'], ['x-pdp-action', 'read'], ['x-pdp-resource', 'service:payment-service']]);
+    assert.equal(twiceAction.status, 400, twiceAction.body);
+    assert.match(twiceAction.body, /`x-pdp-action` is given 2 times; give it once/);
     assert.equal(countDecisionRows(), rowsBefore, 'no row for a refused check');
   });
 });

@@ -242,6 +242,12 @@ test('api grants: no grant is 403 forbidden with an API_DENIED row; admin endpoi
   assert.equal(asOrder.status, 403, asOrder.text);
   assert.equal(asOrder.json.identity, ID.order);
   assert.equal(asOrder.headers['x-pdp-identity'], ID.order);
+  // A verified identity that a header cannot carry as it is: percent-encoded (UTF-8), not a 500 after the row was committed.
+  const cjk = await createToken('user:日本');
+  const asCjk = await call(`${url}/v1/authorize/forward`, { ...as('registry'), headers: { ...forwardCheck, 'x-pdp-subject-token': cjk.token } });
+  assert.equal(asCjk.status, 403, asCjk.text);
+  assert.equal(asCjk.json.identity, 'user:日本');
+  assert.equal(asCjk.headers['x-pdp-identity'], 'user:%E6%97%A5%E6%9C%AC');
 });
 
 test('tokens: a bearer token works until it expires, then 401; revoke is immediate; the secret is never stored or logged', async () => {

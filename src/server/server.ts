@@ -20,11 +20,12 @@ import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type LastReload, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { describeForwardHeader, describeValidation, forbiddenKey, eventTypeContradiction, renameField, unauditableText, unreadableBody, type ValidationIssue } from './validation';
+import { describeForwardHeader, describeValidation, forbiddenKey, eventTypeContradiction, unauditableText, unreadableBody, type ValidationIssue } from './validation';
 import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, FORWARD_HEADERS, forwardHeaders, reloadRequest, type ForwardHeader } from './schemas';
 
 /** Forward authentication: the check in headers, the decision in the status (see the route). */
 export const FORWARD_URL = '/v1/authorize/forward';
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export interface AuthorizeBody {
   identity?: string;
@@ -648,15 +649,31 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return { response, event, cacheOutcome: key === undefined ? undefined : computed ? { key, value: cached } : 'hit' };
   }
 
-  /** A `/v1/authorize/forward` check as the body it stands for; each header at most once. */
-  function forwardBody(request: FastifyRequest): AuthorizeBody {
+  /**
+   * Before a forward check's headers are validated: each at most once (Node would join repeated values
+   * with a comma), and read as UTF-8. Node hands header values over as Latin-1, one character per
+   * byte, so `X-PDP-Identity: user:josé` would be decided as `user:josÃ©`: missing a deny that names
+   * `user:josé` while still matching `user:*`. Bytes that are not UTF-8 are refused.
+   */
+  function prepareForwardHeaders(request: FastifyRequest): void {
     const given = request.raw.headersDistinct;
-    const value = (header: ForwardHeader): string | undefined => {
+    for (const header of Object.keys(FORWARD_HEADERS) as ForwardHeader[]) {
       const values = given[header];
-      if (values === undefined) return undefined;
+      if (values === undefined) continue;
       if (values.length > 1) throw new ApiError('invalid_request', `\`${header}\` is given ${values.length} times; give it once`, { field: header });
-      return values[0];
-    };
+      let text: string;
+      try {
+        text = STRICT_UTF8.decode(Buffer.from(values[0]!, 'latin1'));
+      } catch {
+        throw new ApiError('invalid_request', `\`${header}\` is not UTF-8 text`, { field: header });
+      }
+      request.headers[header] = text;
+    }
+  }
+
+  /** A `/v1/authorize/forward` check (its headers prepared and validated) as the body it stands for. */
+  function forwardBody(request: FastifyRequest): AuthorizeBody {
+    const value = (header: ForwardHeader) => request.headers[header] as string | undefined;
     let certificate = value('x-pdp-subject-certificate');
     if (certificate !== undefined) {
       try {
@@ -685,16 +702,20 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     };
   }
 
-  /** An error about a body field of a forward check, named by the header that carried the field. */
+  /** An error about a body field of a forward check, reworded with the headers that carried the fields. */
   function forwardError(e: ApiError, body: AuthorizeBody): ApiError {
     const field = e.extra.field;
     if (typeof field !== 'string') return e;
     // A subject credential's refusal names `credentials`: the header is the one that was used.
-    const bodyField = field === 'credentials' ? (body.credentials?.token !== undefined ? 'credentials.token' : 'credentials.certificate') : field;
-    const header = (Object.keys(FORWARD_HEADERS) as ForwardHeader[]).find((h) => FORWARD_HEADERS[h] === bodyField);
+    const credentialsHeader: ForwardHeader = body.credentials?.token !== undefined ? 'x-pdp-subject-token' : 'x-pdp-subject-certificate';
+    const header = field === 'credentials' ? credentialsHeader : (Object.keys(FORWARD_HEADERS) as ForwardHeader[]).find((h) => FORWARD_HEADERS[h] === field);
     if (header === undefined) return e;
-    const renamed = renameField({ field, message: e.message }, header);
-    return new ApiError(e.code, renamed.message, { ...e.extra, field: header }, e.headers);
+    // Every field the message quotes (`resource` in an instance contradiction, `event_type` in a hint), by its header.
+    let message = e.message.split('`credentials`').join(`\`${credentialsHeader}\``);
+    for (const [h, f] of Object.entries(FORWARD_HEADERS)) {
+      for (const name of new Set([f, f.slice(f.lastIndexOf('.') + 1)])) message = message.split(`\`${name}\``).join(`\`${h}\``);
+    }
+    return new ApiError(e.code, message, { ...e.extra, field: header }, e.headers);
   }
 
   /** `last_reload` of `GET /v1/policies`: when, how it ended, what triggered it, and why it was refused. */
@@ -734,14 +755,15 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
 
     // Forward authentication (nginx `auth_request`, and the forward-auth of other proxies): the check
     // in request headers, the answer in the status, 200 allow and 403 deny, which is all such a PEP
-    // reads. Any method, since nginx sends its subrequest with the original request's; a body is
-    // ignored. The same decision, cache, audit row and caller grant (`api "authorize"`) as /v1/authorize.
+    // reads. nginx asks with GET; the other methods are for proxies that forward the client's. A body
+    // is ignored. The same decision, cache, audit row and caller grant (`api "authorize"`) as /v1/authorize.
     api.route({
       method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
       url: FORWARD_URL,
       // No response schema for 403: a deny shares the status with the `forbidden` error, whose body differs.
       schema: { headers: forwardHeaders, response: { 200: authorizeResponse } },
       config: { scope: 'authorize' },
+      preValidation: async (request) => prepareForwardHeaders(request),
       handler: async (request, reply) => {
         const body = forwardBody(request);
         let response: Record<string, unknown>;
@@ -751,7 +773,9 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
           throw e instanceof ApiError ? forwardError(e, body) : e;
         }
         reply.header('x-pdp-decision-id', response.decision_id).header('x-pdp-result', response.result).header('x-pdp-policy-version', response.policy_version);
-        if (response.identity !== undefined) reply.header('x-pdp-identity', response.identity);
+        // A header carries visible ASCII only: the identity with `%` and anything else percent-encoded
+        // (UTF-8), as `encodeURIComponent` would, so `user:日本` cannot fail the answer after its row is committed.
+        if (typeof response.identity === 'string') reply.header('x-pdp-identity', response.identity.replace(/[^\x21-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c)));
         // Set as a property: the route's typed `code()` knows only the 200 of the response schema.
         reply.statusCode = response.allow === true ? 200 : 403;
         return reply.send(response);

@@ -104,7 +104,7 @@ export function describeForwardHeader(issue: ValidationIssue): { field: string; 
 }
 
 /** An error about a body field, reworded for the header that carried it. */
-export function renameField(error: { field: string; message: string }, header: string): { field: string; message: string } {
+function renameField(error: { field: string; message: string }, header: string): { field: string; message: string } {
   return { field: header, message: error.message.split(`\`${error.field}\``).join(`\`${header}\``) };
 }
 
