@@ -20,7 +20,7 @@ import { lazyChildLoggerFactory } from './logging';
 import { createMetrics, type LastReload, type Metrics } from './metrics';
 import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
-import { describeForwardHeader, describeValidation, forbiddenKey, eventTypeContradiction, unauditableText, unreadableBody, type ValidationIssue } from './validation';
+import { describeForwardHeader, describeValidation, forbiddenKey, eventTypeContradiction, inHeaderTerms, unauditableText, unreadableBody, type ValidationIssue } from './validation';
 import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, FORWARD_HEADERS, forwardHeaders, reloadRequest, type ForwardHeader } from './schemas';
 
 /** Forward authentication: the check in headers, the decision in the status (see the route). */
@@ -279,10 +279,14 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // JSON in and out: without this, fastify's built-in text/plain parser hands the schema a string and
   // a JSON object sent as text/plain is refused as "`body` must be an object" instead of 415.
   app.removeContentTypeParser('text/plain');
-  // Any other type is 415, but a reload's empty body is no body whatever its label: `curl -X POST -d ''`
-  // sends one as application/x-www-form-urlencoded.
+  // A forward check's body is the proxied request's, if the proxy sent one: not ours to read. A reload
+  // takes no body; an empty one, however labelled (`curl -X POST -d ''`, or `-H 'content-type:
+  // application/json'` without data), is none.
+  const bodyIgnored = (request: FastifyRequest, body: unknown) =>
+    request.routeOptions.url === FORWARD_URL || (body === '' && request.routeOptions.url === '/v1/policies/reload');
+  // Any other content type is 415, unless the body is ignored.
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
-    if ((body === '' && request.routeOptions.url === '/v1/policies/reload') || request.routeOptions.url === FORWARD_URL) done(null, undefined);
+    if (bodyIgnored(request, body)) done(null, undefined);
     else done(new ApiError('unsupported_media_type', 'the body must be `application/json`'), undefined);
   });
   // fastify's JSON parser (secure-json-parse) refuses `__proto__` and `constructor.prototype` keys,
@@ -291,9 +295,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    // A forward check's body is the proxied request's, if the proxy sent one: not ours to read.
-    // A reload takes no body; an empty one labelled JSON (`curl -H 'content-type: application/json'`) is none.
-    if (request.routeOptions.url === FORWARD_URL || (body === '' && request.routeOptions.url === '/v1/policies/reload')) {
+    if (bodyIgnored(request, body)) {
       done(null, undefined);
       return;
     }
@@ -673,33 +675,22 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
 
   /** A `/v1/authorize/forward` check (its headers prepared and validated) as the body it stands for. */
   function forwardBody(request: FastifyRequest): AuthorizeBody {
-    const value = (header: ForwardHeader) => request.headers[header] as string | undefined;
-    let certificate = value('x-pdp-subject-certificate');
-    if (certificate !== undefined) {
-      try {
-        certificate = decodeURIComponent(certificate);
-      } catch {
-        throw new ApiError('invalid_request', '`x-pdp-subject-certificate` must be a URL-encoded PEM certificate (nginx: `$ssl_client_escaped_cert`)', { field: 'x-pdp-subject-certificate' });
+    const body: Record<string, unknown> = {};
+    for (const [header, field] of Object.entries(FORWARD_HEADERS)) {
+      let value = request.headers[header] as string | undefined;
+      if (value === undefined) continue;
+      if (header === 'x-pdp-subject-certificate') {
+        try {
+          value = decodeURIComponent(value);
+        } catch {
+          throw new ApiError('invalid_request', '`x-pdp-subject-certificate` must be a URL-encoded PEM certificate (nginx: `$ssl_client_escaped_cert`)', { field: header });
+        }
       }
+      const [first, second] = field.split('.') as [string, string | undefined];
+      if (second === undefined) body[first] = value;
+      else ((body[first] ??= {}) as Record<string, string>)[second] = value;
     }
-    const context: NonNullable<AuthorizeBody['context']> = {};
-    const sourceIp = value('x-pdp-source-ip');
-    const eventType = value('x-pdp-event-type');
-    const instanceId = value('x-pdp-instance-id');
-    if (sourceIp !== undefined) context.source_ip = sourceIp;
-    if (eventType !== undefined) context.event_type = eventType;
-    if (instanceId !== undefined) context.instance_id = instanceId;
-    const token = value('x-pdp-subject-token');
-    const identity = value('x-pdp-identity');
-    const namespace = value('x-pdp-namespace');
-    return {
-      action: value('x-pdp-action')!,
-      resource: value('x-pdp-resource')!,
-      ...(identity !== undefined ? { identity } : {}),
-      ...(namespace !== undefined ? { namespace } : {}),
-      ...(Object.keys(context).length !== 0 ? { context } : {}),
-      ...(token !== undefined || certificate !== undefined ? { credentials: { ...(token !== undefined ? { token } : {}), ...(certificate !== undefined ? { certificate } : {}) } } : {}),
-    };
+    return body as unknown as AuthorizeBody;
   }
 
   /** An error about a body field of a forward check, reworded with the headers that carried the fields. */
@@ -710,12 +701,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const credentialsHeader: ForwardHeader = body.credentials?.token !== undefined ? 'x-pdp-subject-token' : 'x-pdp-subject-certificate';
     const header = field === 'credentials' ? credentialsHeader : (Object.keys(FORWARD_HEADERS) as ForwardHeader[]).find((h) => FORWARD_HEADERS[h] === field);
     if (header === undefined) return e;
-    // Every field the message quotes (`resource` in an instance contradiction, `event_type` in a hint), by its header.
-    let message = e.message.split('`credentials`').join(`\`${credentialsHeader}\``);
-    for (const [h, f] of Object.entries(FORWARD_HEADERS)) {
-      for (const name of new Set([f, f.slice(f.lastIndexOf('.') + 1)])) message = message.split(`\`${name}\``).join(`\`${h}\``);
-    }
-    return new ApiError(e.code, message, { ...e.extra, field: header }, e.headers);
+    return new ApiError(e.code, inHeaderTerms(e.message, credentialsHeader), { ...e.extra, field: header }, e.headers);
   }
 
   /** `last_reload` of `GET /v1/policies`: when, how it ended, what triggered it, and why it was refused. */

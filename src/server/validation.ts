@@ -100,12 +100,20 @@ export function describeForwardHeader(issue: ValidationIssue): { field: string; 
   const asBody: ValidationIssue = issue.keyword === 'required'
     ? { ...issue, instancePath: '', params: { ...issue.params, missingProperty: bodyField } }
     : { ...issue, instancePath: `/${bodyField.replace('.', '/')}` };
-  return renameField(describeValidation(asBody), header);
+  return { field: header, message: inHeaderTerms(describeValidation(asBody).message, 'x-pdp-subject-token') };
 }
 
-/** An error about a body field, reworded for the header that carried it. */
-function renameField(error: { field: string; message: string }, header: string): { field: string; message: string } {
-  return { field: header, message: error.message.split(`\`${error.field}\``).join(`\`${header}\``) };
+/**
+ * A message about a forward check's body fields, with each field it quotes named by the header that
+ * carries it (`resource` in an instance contradiction, `event_type` in a hint). `credentials` is
+ * `credentialsHeader`, the credential header the check used.
+ */
+export function inHeaderTerms(message: string, credentialsHeader: ForwardHeader): string {
+  let out = message.split('`credentials`').join(`\`${credentialsHeader}\``);
+  for (const [header, field] of Object.entries(FORWARD_HEADERS)) {
+    for (const name of new Set([field, field.slice(field.lastIndexOf('.') + 1)])) out = out.split(`\`${name}\``).join(`\`${header}\``);
+  }
+  return out;
 }
 
 /**
