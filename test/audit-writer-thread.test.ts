@@ -17,6 +17,42 @@ test('writer thread: a record resolves only once its row is visible from another
   await assertCommittedBeforeResolved(file, await threadRecorder(file));
 });
 
+test('writer thread: every column of a row arrives in its own column, as the inline store writes it, across statement sizes', async () => {
+  // The thread receives rows packed into one flat array; a value shifted by one column would still
+  // be a string, so compare whole rows with the inline store's, for group sizes that use several
+  // multi-row statements (64 + 16 + 4 + 1 + …).
+  const events = Array.from({ length: 87 }, (_, i) => event({
+    decision_id: `d-${i}`,
+    identity: i % 2 ? `user:u${i}` : null,
+    instance_id: i % 3 ? `payment-${i}` : null,
+    result: i % 5 ? 'ALLOW' : 'DENY',
+    details: i % 4 ? { host: `10.0.0.${i}`, port: i } : null,
+  }));
+  const inlineFile = tempDb();
+  const inline = openAuditStore(inlineFile);
+  inline.insertBatch(events);
+  inline.close();
+  const threadFile = tempDb();
+  const recorder = await threadRecorder(threadFile);
+  await recorder.recordAll(events);
+  await recorder.close();
+  const rows = (file: string) => {
+    const db = new Database(file, { readonly: true });
+    const all = db.prepare('SELECT * FROM audit_log ORDER BY id').all();
+    db.close();
+    return all;
+  };
+  const fromThread = rows(threadFile);
+  assert.equal(fromThread.length, 87);
+  assert.deepEqual(fromThread, rows(inlineFile));
+  assert.deepEqual(fromThread[1], {
+    id: 2, timestamp: '2025-01-20T10:30:00.000Z', event_type: 'REGISTRATION', service_name: 'payment-service', namespace: 'prod',
+    instance_id: 'payment-1', identity: 'user:u1', source_ip: '10.0.1.50', action: 'write', resource: 'service:payment-service',
+    result: 'ALLOW', reason: 'granted by rule', rule: 'services.hcl:7', decision_id: 'd-1', policy_version: 'sha256:abc',
+    details: '{"host":"10.0.0.1","port":1}', registry_node: 'registry-1',
+  });
+});
+
 test('writer thread: groups handed over while earlier ones are still committing keep their order', async () => {
   const file = tempDb();
   const flushed: number[] = [];

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import Database from 'better-sqlite3';
-import { AUDIT_ROW_COLUMNS, toAuditRow, type AuditEvent, type AuditRow } from './event';
+import { AUDIT_ROW_COLUMNS, packAuditRows, toAuditRow, type AuditEvent, type AuditRow, type PackedAuditRows } from './event';
 import { APPEND_ONLY_GUARD_FUNCTION, APPEND_ONLY_GUARD_FUNCTION_V5, applyMigrations, schemaVersion } from './migrations';
 
 export interface AuditStoreOptions {
@@ -97,6 +97,8 @@ export interface AuditStore {
   insertBatch(events: readonly AuditEvent[]): void;
   /** Inserts already-validated rows in one transaction, waiting up to the busy timeout for the write lock (the writer thread's path). */
   insertRows(rows: readonly AuditRow[]): void;
+  /** `insertRows` for rows already in the packed form (what the writer thread receives). */
+  insertPackedRows(packed: PackedAuditRows): void;
   /**
    * Inserts already-validated rows in one transaction if no other connection holds the write lock;
    * false (nothing written) if one does. Never waits: SQLite's busy handler waits by sleeping the
@@ -316,20 +318,13 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
   const columns = AUDIT_ROW_COLUMNS.join(', ');
   const rowPlaceholders = `(${AUDIT_ROW_COLUMNS.map(() => '?').join(', ')})`;
   const insertStatements = new Map(MULTI_ROW_SIZES.map((size) => [size, db.prepare(`INSERT INTO audit_log (${columns}) VALUES ${Array(size).fill(rowPlaceholders).join(', ')}`)]));
-  const insertRowsTransaction = db.transaction((rows: readonly AuditRow[]) => {
+  const width = AUDIT_ROW_COLUMNS.length;
+  const insertRowsTransaction = db.transaction((packed: PackedAuditRows) => {
+    const count = packed.length / width;
     let at = 0;
-    while (at < rows.length) {
-      const size = MULTI_ROW_SIZES.find((n) => n <= rows.length - at)!;
-      const values: unknown[] = new Array(size * AUDIT_ROW_COLUMNS.length);
-      let v = 0;
-      for (let i = at; i < at + size; i++) {
-        const r = rows[i]!;
-        values[v++] = r.timestamp; values[v++] = r.event_type; values[v++] = r.service_name; values[v++] = r.namespace;
-        values[v++] = r.instance_id; values[v++] = r.identity; values[v++] = r.source_ip; values[v++] = r.action;
-        values[v++] = r.resource; values[v++] = r.result; values[v++] = r.reason; values[v++] = r.rule;
-        values[v++] = r.decision_id; values[v++] = r.policy_version; values[v++] = r.details; values[v++] = r.registry_node;
-      }
-      insertStatements.get(size)!.run(values);
+    while (at < count) {
+      const size = MULTI_ROW_SIZES.find((n) => n <= count - at)!;
+      insertStatements.get(size)!.run(size === count ? packed : packed.slice(at * width, (at + size) * width));
       at += size;
     }
   });
@@ -409,6 +404,12 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     }
   };
 
+  function insertPacked(packed: PackedAuditRows): void {
+    checkFile();
+    waitingForLocks();
+    insertRowsTransaction.immediate(packed);
+  }
+
   return {
     path,
     db,
@@ -418,18 +419,15 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     insertBatch(events) {
       checkFile();
       waitingForLocks();
-      insertRowsTransaction.immediate(events.map(toAuditRow));
+      insertRowsTransaction.immediate(packAuditRows(events.map(toAuditRow)));
     },
-    insertRows(rows) {
-      checkFile();
-      waitingForLocks();
-      insertRowsTransaction.immediate(rows);
-    },
+    insertRows: (rows) => insertPacked(packAuditRows(rows)),
+    insertPackedRows: insertPacked,
     insertRowsIfUnlocked(rows) {
       checkFile();
       useBusyTimeout(0);
       try {
-        insertRowsTransaction.immediate(rows);
+        insertRowsTransaction.immediate(packAuditRows(rows));
         return true;
       } catch (e) {
         // BEGIN IMMEDIATE found the lock taken, or (WAL) a reader's snapshot is being recovered:

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openAuditStore, type AuditStoreOptions } from './store';
 import { storeSink, type RowSink } from './recorder';
-import type { AuditRow } from './event';
+import type { PackedAuditRows } from './event';
 import type { WriterReply, WriterRequest } from './writer';
 
 const port = parentPort;
@@ -16,8 +16,12 @@ const errorReply = (seq: number, e: unknown): WriterReply => ({
 });
 
 let store: RowSink | undefined;
+let insertPacked: ((packed: PackedAuditRows) => void) | undefined;
 try {
-  store = storeSink(openAuditStore(path, options), { degradedBusyTimeoutMs });
+  const auditStore = openAuditStore(path, options);
+  store = storeSink(auditStore, { degradedBusyTimeoutMs });
+  // Writes arrive packed (event.ts): inserted as they are, never rebuilt into row objects.
+  insertPacked = auditStore.insertPackedRows;
   port.postMessage({ seq: 0 } satisfies WriterReply);
 } catch (e) {
   port.postMessage(errorReply(0, e));
@@ -26,16 +30,16 @@ try {
 // Writes that arrive while a transaction runs are queued and committed together, in arrival order,
 // on the next setImmediate: the thread's own group commit, one transaction for many of the main
 // thread's groups. A failed transaction fails every group in it, and nothing of it is stored.
-let writes: { seq: number; rows: readonly AuditRow[] }[] = [];
+let writes: { seq: number; rows: PackedAuditRows }[] = [];
 let commitScheduled = false;
 
 function commitWrites() {
   commitScheduled = false;
   const group = writes;
   writes = [];
-  if (store === undefined || group.length === 0) return;
+  if (insertPacked === undefined || group.length === 0) return;
   try {
-    void store.write(group.length === 1 ? group[0].rows : group.flatMap((w) => w.rows));
+    insertPacked(group.length === 1 ? group[0].rows : ([] as PackedAuditRows).concat(...group.map((w) => w.rows)));
   } catch (e) {
     for (const w of group) port!.postMessage(errorReply(w.seq, e));
     return;
@@ -66,6 +70,7 @@ port.on('message', (request: WriterRequest) => {
       case 'close':
         void store.close();
         store = undefined;
+        insertPacked = undefined;
         break;
     }
     port.postMessage({ seq: request.seq } satisfies WriterReply);

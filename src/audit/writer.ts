@@ -12,12 +12,12 @@
 // the server recovers by itself as it does from a locked or full disk.
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { AuditRow } from './event';
+import { packAuditRows, type PackedAuditRows } from './event';
 import type { RowSink } from './recorder';
 import type { AuditStoreOptions } from './store';
 
 export type WriterRequest =
-  | { seq: number; op: 'write'; rows: readonly AuditRow[] }
+  | { seq: number; op: 'write'; rows: PackedAuditRows }
   | { seq: number; op: 'probe' }
   | { seq: number; op: 'degraded'; on: boolean }
   | { seq: number; op: 'close' };
@@ -157,7 +157,7 @@ export async function startWriterThread(file: string, options: WriterSinkOptions
     pipelined: true,
     // A write never starts a thread: while none runs it fails at once (fail closed), and the
     // recorder's probe, not the request path, brings the replacement up.
-    write: (rows) => thread.send({ op: 'write', rows }),
+    write: (rows) => thread.send({ op: 'write', rows: packAuditRows(rows) }),
     probe: () => running().then((t) => t.send({ op: 'probe' })),
     degraded(on) {
       degraded = on;
