@@ -104,6 +104,9 @@ test('--help exits 0 and documents the flags', async () => {
   assert.equal(r.code, 0);
   assert.match(r.stdout, /usage: pdp serve/);
   for (const flag of ['--policies', '--audit', '--listen', '--no-watch', '--tls-cert']) assert.ok(r.stdout.includes(flag), flag);
+  // Every endpoint of docs/server.md's table is named, the forward-auth one included.
+  const endpoints = ['/v1/authorize', '/v1/authorize/batch', '/v1/authorize/forward', '/v1/health', '/v1/ready', '/metrics', '/v1/policies', '/v1/policies/reload', '/v1/audit/anomalies'];
+  for (const endpoint of endpoints) assert.match(r.stdout, new RegExp(`${endpoint.replace(/\//g, '\\/')}[ ,.]`), endpoint);
 });
 
 test('starts on 127.0.0.1:0, reports its URL on stdout and answers', async (t) => {

@@ -19,10 +19,11 @@ export { watchDirectories };
 
 export const HELP = `usage: pdp serve [--policies DIR] [--audit FILE] [--listen HOST:PORT] [options]
 
-Runs the PDP: POST /v1/authorize, /v1/authorize/batch, /v1/health, /v1/ready, /metrics,
-/v1/policies, /v1/policies/reload and /v1/audit/anomalies. Every decision is committed to the
-audit store before it is answered, and so is every policy version before it serves (an ACL_CHANGE
-row at start-up and on each reload; if the start-up row cannot be written, it exits 1 without listening).
+Runs the PDP: POST /v1/authorize, /v1/authorize/batch, /v1/authorize/forward (nginx auth_request),
+/v1/health, /v1/ready, /metrics, /v1/policies, /v1/policies/reload and /v1/audit/anomalies. Every
+decision is committed to the audit store before it is answered, and so is every policy version
+before it serves (an ACL_CHANGE row at start-up and on each reload; if the start-up row cannot be
+written, it exits 1 without listening).
 
   --policies DIR        policy directory (default $PDP_POLICIES or ./policies)
   --audit FILE          SQLite audit store (default $PDP_AUDIT or ./audit.db)
