@@ -4,7 +4,6 @@
 // with our engine on every request of the agreement sample before it is timed.
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { hashTree } from './code-hash';
 import type { PairedResult, PairedTask } from './engine-paired';
