@@ -392,7 +392,11 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
       beforePrevious?.type === 'identifier' ? `if \`${beforePrevious.text}\` is an attribute, write \`${beforePrevious.text} = ${previous.text}\`` : undefined);
   }
   if (exp.has('comma') && exp.has('rbracket')) {
-    return error('syntax-error', `expected \`,\` or \`]\` in a list, found ${got}`, span, 'separate list items with commas');
+    // A value where a `,` was missing; a `}` or a name (the next attribute): the list was never closed.
+    const listEnded = token.type === 'rbrace' || token.type === 'identifier';
+    const isValue = ['string', 'number', 'kwTrue', 'kwFalse', 'lbracket'].includes(token.type!);
+    return error('syntax-error', `expected \`,\` or \`]\` in a list, found ${got}`, span,
+      listEnded ? 'close the list with `]` after its last item' : isValue ? 'separate list items with commas' : undefined);
   }
   if (token.type === 'rbrace' && exp.has('identifier') && !exp.has('rbrace')) {
     return error('syntax-error', 'unexpected `}` with no block open', span, 'remove it, or check the braces above');
@@ -401,13 +405,16 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
 }
 
 function unexpectedEnd(chunk: Token[], expected: string[], path: string): Diagnostic {
-  // Point at the innermost `{` that was never closed, which is where the author must look.
+  // Point at the innermost `{` or `[` that was never closed, which is where the author must look.
   const open: Token[] = [];
   for (const t of chunk) {
-    if (t.type === 'lbrace') open.push(t);
-    else if (t.type === 'rbrace') open.pop();
+    if (t.type === 'lbrace' || t.type === 'lbracket') open.push(t);
+    else if (t.type === 'rbrace' || t.type === 'rbracket') open.pop();
   }
   const unclosed = open[open.length - 1];
+  if (unclosed?.type === 'lbracket') {
+    return error('unclosed-list', 'this `[` is never closed', tokenSpan(unclosed, path), 'add the matching `]` after the last item');
+  }
   if (unclosed) {
     return error('unclosed-block', 'this `{` is never closed', tokenSpan(unclosed, path), 'add the matching `}`');
   }
