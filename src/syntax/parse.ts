@@ -291,7 +291,7 @@ function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): B
     const offending = (e as { token?: Token }).token;
     if (!offending) throw e;
     const index = chunk.indexOf(offending);
-    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path, enclosingBlockType(chunk, index - 2)));
+    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path, enclosingBlockType(chunk, index - 2), enclosingBlockType(chunk, index - 1)));
     return null;
   }
   const results = parser.results as BodyItem[][];
@@ -365,10 +365,19 @@ function looksLikeAttribute(name: string, enclosing: string | null): boolean {
   return enclosing !== null && !CONTAINER_BLOCK_TYPES.has(enclosing);
 }
 
-function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string, enclosing: string | null): Diagnostic {
+function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string, enclosing: string | null, enclosingPrevious: string | null): Diagnostic {
   const span = tokenSpan(token, path);
   const got = describeToken(token);
   const exp = new Set(expected);
+  if (previous?.type === 'identifier' && exp.has('string') && !looksLikeAttribute(previous.text, enclosingPrevious)
+    && (token.type === 'identifier' || token.type === 'number' || token.type === 'kwTrue' || token.type === 'kwFalse')) {
+    // `service web {`: a block type where a block may stand, then an unquoted label.
+    if (previous.text === 'settings') {
+      return error('syntax-error', `expected \`{\` after \`settings\`, found ${got}`, span, 'a `settings` block takes no label: write `settings { ... }`');
+    }
+    return error('syntax-error', `expected a quoted label or \`{\` after \`${previous.text}\`, found ${got}`, span,
+      `labels are strings: write \`${previous.text} "${token.text}" { ... }\``);
+  }
   if (previous?.type === 'identifier' && exp.has('equals')) {
     return error('syntax-error', `expected "=" after attribute name \`${previous.text}\`, found ${got}`, span,
       `write \`${previous.text} = <value>\`; a block would be \`${previous.text} "label" { ... }\``);
@@ -388,8 +397,9 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
       return error('syntax-error', `expected "=" after attribute name \`${beforePrevious.text}\`, found ${describeToken(previous)}`, tokenSpan(previous, path),
         `write \`${beforePrevious.text} = ${previous.text}\``);
     }
+    // Only a block type where a block may stand gets here (looksLikeAttribute took the rest): its `{` is missing.
     return error('syntax-error', `expected \`{\` after the block label, found ${got}`, span,
-      beforePrevious?.type === 'identifier' ? `if \`${beforePrevious.text}\` is an attribute, write \`${beforePrevious.text} = ${previous.text}\`` : undefined);
+      beforePrevious?.type === 'identifier' ? `write \`${beforePrevious.text} ${previous.text} { ... }\`` : undefined);
   }
   if (exp.has('comma') && exp.has('rbracket')) {
     // A value where a `,` was missing; a `}` or a name (the next attribute): the list was never closed.
