@@ -408,6 +408,13 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
     return error('syntax-error', `expected \`,\` or \`]\` in a list, found ${got}`, span,
       listEnded ? 'close the list with `]` after its last item' : isValue ? 'separate list items with commas' : undefined);
   }
+  if (token.type === 'comma' && exp.has('identifier') && !exp.has('rbracket')) {
+    // `policy = "read", identity = …`: HCL separates attributes by nothing (or a newline).
+    return error('syntax-error', `unexpected \`,\` between attributes; expected ${listWords(expected)}`, span, 'attributes need no separator; remove the `,`');
+  }
+  if (token.type === 'comma' && exp.has('rbracket')) {
+    return error('syntax-error', `unexpected \`,\` in a list; expected ${listWords(expected)}`, span, previous?.type === 'comma' ? 'remove the extra `,`' : 'a list starts with its first item: `["a", "b"]`');
+  }
   if (token.type === 'rbrace' && exp.has('identifier') && !exp.has('rbrace')) {
     return error('syntax-error', 'unexpected `}` with no block open', span, 'remove it, or check the braces above');
   }
