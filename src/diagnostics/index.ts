@@ -37,6 +37,14 @@ export const error = (code: string, message: string, span: Span, hint?: string):
 export const warning = (code: string, message: string, span: Span, hint?: string): Diagnostic =>
   diagnostic(code, 'warning', message, span, hint);
 
+/**
+ * User input as a message quotes it: in backticks, and an empty value as `""`, so the reader sees
+ * that it is empty (a bare pair of backticks reads as nothing at all, or as a Markdown code fence).
+ */
+export function quote(value: string): string {
+  return value === '' ? '`""`' : `\`${value}\``;
+}
+
 export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
   return diagnostics.some((d) => d.severity === 'error');
 }
