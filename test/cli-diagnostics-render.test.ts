@@ -128,6 +128,23 @@ test('snippet: the window, the caret and surrogate pairs at the cut', () => {
   assert.equal(escapeForTerminal('a\u0007b\u009bc\td\ne'), 'a\\u{7}b\\u{9b}c\td\\u{a}e');
 });
 
+test('pdp check: the caret is placed in terminal cells, under the text after wide characters and combining marks', () => {
+  // 日本 and ｘ take two cells each, 😀 two (and two UTF-16 columns), the combining acute none.
+  const file = write('wide/a.hcl', 'service "a" { description = "日本😀ｘe\u0301" polcy = "read" identity = "a" }\n');
+  const r = pdp('check', file);
+  assert.equal(r.status, 1);
+  // The column counts UTF-16 units (docs/policy-language.md): 29 + 日 本 😀(2) ｘ e ◌́ = 36, `"` and a space, so 39.
+  assert.ok(r.stderr.includes('a.hcl:1:39: error[unknown-attribute]'), r.stderr);
+  const { source, caret } = sourceAndCaret(r.stderr);
+  const cells = (text: string) => [...text].reduce((n, ch) => n + (/[\u3000-\u9fff\uff00-\uff60]|\p{Emoji_Presentation}/u.test(ch) ? 2 : /\p{Mn}/u.test(ch) ? 0 : 1), 0);
+  assert.equal(caret.indexOf('^'), cells(source.slice(0, source.indexOf('polcy'))), `${source}\n${caret}`);
+  assert.match(caret, /\^{5}$/);
+  // A caret under a wide label is as wide as the label.
+  const label = write('wide/b.hcl', 'service "日本" { policy = "read" identity = "a" }\n');
+  const l = sourceAndCaret(pdp('check', label).stderr);
+  assert.equal(l.caret, `  | ${' '.repeat('service '.length)}${'^'.repeat(6)}`);
+});
+
 test('renderDiagnostic: the file name is escaped too', () => {
   const span = { file: 'evil\x1b[2J.hcl', start: { offset: 0, line: 1, column: 1 }, end: { offset: 1, line: 1, column: 2 } };
   const d: Diagnostic = { code: 'x', severity: 'error', message: 'm', span, hint: 'h\u202e' };

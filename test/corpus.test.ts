@@ -103,7 +103,7 @@ for (const name of decisionCases) {
 // ---- diagnostics --------------------------------------------------------------------------
 
 const ALL_CODES = [
-  'syntax-error', 'unclosed-block', 'unterminated-string', 'unterminated-comment', 'invalid-character', 'invalid-escape',
+  'syntax-error', 'unclosed-block', 'unclosed-list', 'unterminated-string', 'unterminated-comment', 'invalid-character', 'invalid-escape',
   'interpolation', 'unknown-block', 'misplaced-block', 'misplaced-attribute', 'missing-label', 'unexpected-label',
   'unknown-attribute', 'duplicate-attribute', 'invalid-type', 'conflicting-attributes', 'missing-policy', 'missing-identity',
   'duplicate-settings', 'duplicate-role', 'duplicate-test', 'invalid-name', 'invalid-level', 'invalid-identity',

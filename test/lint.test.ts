@@ -244,6 +244,9 @@ describe('lint rules', () => {
     // deny-cidrs-blocks-default underlines the whole `cidrs = [...]` attribute (docs/lint.md says so).
     const denyCidrs = lint(`settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x', 'cidrs = ["10.0.0.0/8"]')}`).find((d) => d.code === 'deny-cidrs-blocks-default');
     assert.equal(denyCidrs!.span.end.column - denyCidrs!.span.start.column, 'cidrs = ["10.0.0.0/8"]'.length);
+    // The networks are quoted as written, each in backticks, not as a bracketed comparison key.
+    const denyTwo = lint(`settings { default_policy = "allow" }\nservice "a" ${r('deny', 'team:x', 'cidrs = ["192.168.0.0/16", "10.0.0.0/8"]')}`).find((d) => d.code === 'deny-cidrs-blocks-default');
+    assert.match(denyTwo!.message, /^this deny applies only from `192\.168\.0\.0\/16`, `10\.0\.0\.0\/8`, but as it names its identities on `a` it also keeps/);
     const [dupIdentity] = lint(`service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`);
     assert.equal(dupIdentity!.message, '`team:f` is already in this `identities` list');
     assert.equal(dupIdentity!.hint, 'the first is at line 3, column 17; remove this one, or name the identity that was meant');

@@ -14,6 +14,7 @@ const DESCRIPTIONS: Record<string, string> = {
   'unterminated-string': 'a string without its closing quote',
   'unterminated-comment': 'a block comment without its closing `*/`',
   'unclosed-block': 'a block without its closing brace',
+  'unclosed-list': 'a list without its closing bracket',
   'interpolation': '`${` interpolation is not supported',
   'invalid-escape': 'an escape sequence the language does not define',
   'misplaced-attribute': 'an attribute outside any block',

@@ -37,6 +37,14 @@ export const error = (code: string, message: string, span: Span, hint?: string):
 export const warning = (code: string, message: string, span: Span, hint?: string): Diagnostic =>
   diagnostic(code, 'warning', message, span, hint);
 
+/**
+ * User input as a message quotes it: in backticks, and an empty value as `""`, so the reader sees
+ * that it is empty (a bare pair of backticks reads as nothing at all, or as a Markdown code fence).
+ */
+export function quote(value: string): string {
+  return value === '' ? '`""`' : `\`${value}\``;
+}
+
 export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
   return diagnostics.some((d) => d.severity === 'error');
 }
@@ -124,6 +132,21 @@ export function snippet(line: string, start: number, end: number, width = MAX_SN
   return { text: `${head}${visible.slice(from, to)}${tail}`, caretAt: head.length + start - from, caretWidth: Math.max(1, caretEnd - start) };
 }
 
+/** East Asian wide and fullwidth ranges (Unicode's EastAsianWidth W and F, by block): two terminal cells. */
+const WIDE = /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\ua960-\ua97f\uac00-\ud7a3\uf900-\ufaff\ufe10-\ufe19\ufe30-\ufe6f\uff00-\uff60\uffe0-\uffe6\u{1f200}-\u{1f2ff}\u{20000}-\u{2fffd}\u{30000}-\u{3fffd}]|\p{Emoji_Presentation}/u;
+/** Combining marks: drawn on the character before them, no cell of their own. */
+const ZERO_WIDTH = /[\p{Mn}\p{Me}]/u;
+
+/**
+ * How many terminal cells `text` takes: two for a wide character (CJK, an emoji), none for a
+ * combining mark, one for anything else (a lone surrogate included).
+ */
+export function displayWidth(text: string): number {
+  let width = 0;
+  for (const ch of text) width += ZERO_WIDTH.test(ch) ? 0 : WIDE.test(ch) ? 2 : 1;
+  return width;
+}
+
 /**
  * Renders one diagnostic the way rustc and Cedar do:
  *
@@ -152,7 +175,12 @@ export function renderDiagnostic(d: Diagnostic, sources: SourceLookup): string {
       d.span.end.line === d.span.start.line ? Math.max(d.span.end.column, startCol + 1) : lineText.length + 1;
     const caretEnd = Math.max(startCol + 1, Math.min(endCol, lineText.length + 2));
     const shown = snippet(lineText, startCol - 1, caretEnd - 1);
-    lines.push(`${pad} |`, `${gutter} | ${shown.text}`, `${pad} | ${' '.repeat(shown.caretAt)}${'^'.repeat(shown.caretWidth)}`);
+    // Columns count UTF-16 units, but a terminal gives a wide character (日本, 😀) two cells and a
+    // combining mark none: the caret is placed and sized in cells, so it stays under the text.
+    const before = displayWidth(shown.text.slice(0, shown.caretAt));
+    const under = shown.text.slice(shown.caretAt, shown.caretAt + shown.caretWidth);
+    const caret = Math.max(1, displayWidth(under) + Math.max(0, shown.caretAt + shown.caretWidth - shown.text.length));
+    lines.push(`${pad} |`, `${gutter} | ${shown.text}`, `${pad} | ${' '.repeat(before)}${'^'.repeat(caret)}`);
     if (hint) lines.push(`${pad} = hint: ${hint}`);
     return lines.join('\n');
   }

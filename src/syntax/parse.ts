@@ -291,7 +291,7 @@ function parseTokens(chunk: Token[], path: string, diagnostics: Diagnostic[]): B
     const offending = (e as { token?: Token }).token;
     if (!offending) throw e;
     const index = chunk.indexOf(offending);
-    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path, enclosingBlockType(chunk, index - 2)));
+    diagnostics.push(syntaxError(offending, chunk[index - 1], chunk[index - 2], expectedTypes(parser), path, enclosingBlockType(chunk, index - 2), enclosingBlockType(chunk, index - 1)));
     return null;
   }
   const results = parser.results as BodyItem[][];
@@ -365,10 +365,19 @@ function looksLikeAttribute(name: string, enclosing: string | null): boolean {
   return enclosing !== null && !CONTAINER_BLOCK_TYPES.has(enclosing);
 }
 
-function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string, enclosing: string | null): Diagnostic {
+function syntaxError(token: Token, previous: Token | undefined, beforePrevious: Token | undefined, expected: string[], path: string, enclosing: string | null, enclosingPrevious: string | null): Diagnostic {
   const span = tokenSpan(token, path);
   const got = describeToken(token);
   const exp = new Set(expected);
+  if (previous?.type === 'identifier' && exp.has('string') && !looksLikeAttribute(previous.text, enclosingPrevious)
+    && (token.type === 'identifier' || token.type === 'number' || token.type === 'kwTrue' || token.type === 'kwFalse')) {
+    // `service web {`: a block type where a block may stand, then an unquoted label.
+    if (previous.text === 'settings') {
+      return error('syntax-error', `expected \`{\` after \`settings\`, found ${got}`, span, 'a `settings` block takes no label: write `settings { ... }`');
+    }
+    return error('syntax-error', `expected a quoted label or \`{\` after \`${previous.text}\`, found ${got}`, span,
+      `labels are strings: write \`${previous.text} "${token.text}" { ... }\``);
+  }
   if (previous?.type === 'identifier' && exp.has('equals')) {
     return error('syntax-error', `expected "=" after attribute name \`${previous.text}\`, found ${got}`, span,
       `write \`${previous.text} = <value>\`; a block would be \`${previous.text} "label" { ... }\``);
@@ -388,11 +397,23 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
       return error('syntax-error', `expected "=" after attribute name \`${beforePrevious.text}\`, found ${describeToken(previous)}`, tokenSpan(previous, path),
         `write \`${beforePrevious.text} = ${previous.text}\``);
     }
+    // Only a block type where a block may stand gets here (looksLikeAttribute took the rest): its `{` is missing.
     return error('syntax-error', `expected \`{\` after the block label, found ${got}`, span,
-      beforePrevious?.type === 'identifier' ? `if \`${beforePrevious.text}\` is an attribute, write \`${beforePrevious.text} = ${previous.text}\`` : undefined);
+      beforePrevious?.type === 'identifier' ? `write \`${beforePrevious.text} ${previous.text} { ... }\`` : undefined);
   }
   if (exp.has('comma') && exp.has('rbracket')) {
-    return error('syntax-error', `expected \`,\` or \`]\` in a list, found ${got}`, span, 'separate list items with commas');
+    // A value where a `,` was missing; a `}` or a name (the next attribute): the list was never closed.
+    const listEnded = token.type === 'rbrace' || token.type === 'identifier';
+    const isValue = ['string', 'number', 'kwTrue', 'kwFalse', 'lbracket'].includes(token.type!);
+    return error('syntax-error', `expected \`,\` or \`]\` in a list, found ${got}`, span,
+      listEnded ? 'close the list with `]` after its last item' : isValue ? 'separate list items with commas' : undefined);
+  }
+  if (token.type === 'comma' && exp.has('identifier') && !exp.has('rbracket')) {
+    // `policy = "read", identity = …`: HCL separates attributes by nothing (or a newline).
+    return error('syntax-error', `unexpected \`,\` between attributes; expected ${listWords(expected)}`, span, 'attributes need no separator; remove the `,`');
+  }
+  if (token.type === 'comma' && exp.has('rbracket')) {
+    return error('syntax-error', `unexpected \`,\` in a list; expected ${listWords(expected)}`, span, previous?.type === 'comma' ? 'remove the extra `,`' : 'a list starts with its first item: `["a", "b"]`');
   }
   if (token.type === 'rbrace' && exp.has('identifier') && !exp.has('rbrace')) {
     return error('syntax-error', 'unexpected `}` with no block open', span, 'remove it, or check the braces above');
@@ -401,13 +422,16 @@ function syntaxError(token: Token, previous: Token | undefined, beforePrevious: 
 }
 
 function unexpectedEnd(chunk: Token[], expected: string[], path: string): Diagnostic {
-  // Point at the innermost `{` that was never closed, which is where the author must look.
+  // Point at the innermost `{` or `[` that was never closed, which is where the author must look.
   const open: Token[] = [];
   for (const t of chunk) {
-    if (t.type === 'lbrace') open.push(t);
-    else if (t.type === 'rbrace') open.pop();
+    if (t.type === 'lbrace' || t.type === 'lbracket') open.push(t);
+    else if (t.type === 'rbrace' || t.type === 'rbracket') open.pop();
   }
   const unclosed = open[open.length - 1];
+  if (unclosed?.type === 'lbracket') {
+    return error('unclosed-list', 'this `[` is never closed', tokenSpan(unclosed, path), 'add the matching `]` after the last item');
+  }
   if (unclosed) {
     return error('unclosed-block', 'this `{` is never closed', tokenSpan(unclosed, path), 'add the matching `}`');
   }

@@ -1,6 +1,7 @@
 // The request vocabulary shared by eval, the CLI, `test` blocks and the server: actions, resources,
 // names and source addresses. Pure parsing; no policy knowledge.
 import ipaddr from 'ipaddr.js';
+import { quote } from '../diagnostics';
 import { NAME_RE } from './identity-pattern';
 
 export const ACTIONS = ['read', 'write', 'admin'] as const;
@@ -42,7 +43,7 @@ export function parseResource(text: string): ResourceResult {
     const slash = rest.indexOf('/');
     const service = slash < 0 ? rest : rest.slice(0, slash);
     const instance = slash < 0 ? undefined : rest.slice(slash + 1);
-    if (!isValidName(service)) return { ok: false, message: `invalid service name \`${service}\` in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
+    if (!isValidName(service)) return { ok: false, message: `invalid service name ${quote(service)} in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
     if (instance !== undefined && !INSTANCE_RE.test(instance)) return { ok: false, message: `invalid instance \`${instance}\` in resource: instance IDs are 1-253 visible ASCII characters other than \`/\` (no spaces)` };
     return { ok: true, resource: instance === undefined ? { kind: 'service', service } : { kind: 'service', service, instance } };
   }
@@ -50,7 +51,7 @@ export function parseResource(text: string): ResourceResult {
     const rest = text.slice('namespace:'.length);
     if (!rest.endsWith('/*')) return { ok: false, message: `namespace resources end with \`/*\`; ${RESOURCE_FORMS}` };
     const namespace = rest.slice(0, -2);
-    if (!isValidName(namespace)) return { ok: false, message: `invalid namespace name \`${namespace}\` in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
+    if (!isValidName(namespace)) return { ok: false, message: `invalid namespace name ${quote(namespace)} in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
     return { ok: true, resource: { kind: 'namespace', namespace } };
   }
   return { ok: false, message: `unknown resource form; ${RESOURCE_FORMS}` };
@@ -99,7 +100,7 @@ export function parseCidrText(text: string): CidrResult {
   if (!text.includes('/')) {
     const ip = normalizeIp(text);
     // A bare address lacks only its prefix length; anything else is not a network at all.
-    if (ip === undefined) return { ok: false, message: `invalid CIDR \`${text}\`: not an IPv4 or IPv6 CIDR`, hint: CIDR_EXAMPLE };
+    if (ip === undefined) return { ok: false, message: `invalid CIDR ${quote(text)}: not an IPv4 or IPv6 CIDR`, hint: CIDR_EXAMPLE };
     return { ok: false, message: `invalid CIDR \`${text}\`: a prefix length is required`, hint: `for one address write \`${ip}/${ip.includes(':') ? 128 : 32}\`` };
   }
   const [address, bits] = text.split('/', 2) as [string, string];

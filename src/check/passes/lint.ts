@@ -266,8 +266,11 @@ function checkDenyCidrs(files: readonly PolicyFile[], rules: readonly LintRule[]
   for (const rule of rules) {
     if (rule.level !== 'deny' || rule.cidrKey === null) continue;
     const cidrs = attribute(rule.block, 'cidrs');
+    // The networks as written (cidrKey is a sorted comparison key, not for the reader).
+    const networks = cidrs?.value.kind === 'list' ? cidrs.value.items.flatMap((i) => (i.kind === 'string' ? [q(i.value)] : [])) : [];
+    const from = networks.length ? networks.join(', ') : 'its `cidrs`';
     out.push(warning('deny-cidrs-blocks-default',
-      `this deny applies only from ${rule.cidrKey}, but as it names its identities on ${q(rule.label.value)} it also keeps \`default_policy = "allow"\` out everywhere else: from any other address they get DENY`,
+      `this deny applies only from ${from}, but as it names its identities on ${q(rule.label.value)} it also keeps \`default_policy = "allow"\` out everywhere else: from any other address they get DENY`,
       cidrs?.span ?? rule.label.span,
       'to let other addresses keep access, grant it in a rule of its own (the deny still wins where it applies); to deny from everywhere, drop `cidrs`'));
   }

@@ -1,6 +1,6 @@
 // Values: policy levels, names in labels, identity patterns (SPIFFE IDs included), CIDRs,
 // settings, `api` scopes, and the fields of `test` blocks.
-import { closest, error, type Diagnostic } from '../../diagnostics';
+import { closest, error, quote, type Diagnostic } from '../../diagnostics';
 import {
   LEVELS, RESULTS, isAction, isValidName, normalizeIp, parseCidrText, parseIdentityPattern, parseResource,
   type Block, type PolicyFile, type StringLiteral,
@@ -13,7 +13,7 @@ import { hasInvalidEscape } from './strings';
 
 function oneOf(code: string, what: string, value: StringLiteral, allowed: readonly string[]): Diagnostic {
   const suggestion = closest(value.value, allowed);
-  return error(code, `invalid ${what} \`${value.value}\`; expected ${allowed.map((a) => `\`${a}\``).join(', ')}`, value.span,
+  return error(code, `invalid ${what} ${quote(value.value)}; expected ${allowed.map((a) => `\`${a}\``).join(', ')}`, value.span,
     suggestion ? `did you mean \`${suggestion}\`?` : undefined);
 }
 
@@ -39,7 +39,7 @@ function checkRule(block: Block, out: Diagnostic[]): void {
   if (label) {
     const prefix = type.endsWith('_prefix');
     if (!(prefix && label.value === '') && !isValidName(label.value) && !label.raw.includes('${')) {
-      out.push(error('invalid-name', `invalid ${type.startsWith('namespace') ? 'namespace' : 'service'} ${prefix ? 'prefix' : 'name'} \`${label.value}\``, label.span,
+      out.push(error('invalid-name', `invalid ${type.startsWith('namespace') ? 'namespace' : 'service'} ${prefix ? 'prefix' : 'name'} ${quote(label.value)}`, label.span,
         `names are 1-253 characters of A-Z a-z 0-9 . _ -${prefix ? ' (a prefix may also be `""`, meaning all)' : ''}`));
     }
   }
@@ -80,7 +80,7 @@ function checkIdentities(block: Block, out: Diagnostic[], allowRoles = true): vo
 
 function checkRole(block: Block, out: Diagnostic[]): void {
   if (block.label && !isValidName(block.label.value)) {
-    out.push(error('invalid-name', `invalid role name \`${block.label.value}\``, block.label.span, 'role names are 1-253 characters of A-Z a-z 0-9 . _ -'));
+    out.push(error('invalid-name', `invalid role name ${quote(block.label.value)}`, block.label.span, 'role names are 1-253 characters of A-Z a-z 0-9 . _ -'));
   }
   checkIdentities(block, out, false);
 }
@@ -92,7 +92,7 @@ function checkSettings(block: Block, out: Diagnostic[]): void {
   }
   const trustDomain = stringValue(block, 'trust_domain');
   if (trustDomain && !/^[a-z0-9._-]+$/.test(trustDomain.value)) {
-    out.push(error('invalid-setting', `invalid \`trust_domain\` \`${trustDomain.value}\``, trustDomain.span, 'a trust domain is lowercase letters, digits, `.`, `_` and `-`, without `spiffe://`'));
+    out.push(error('invalid-setting', `invalid \`trust_domain\` ${quote(trustDomain.value)}`, trustDomain.span, 'a trust domain is lowercase letters, digits, `.`, `_` and `-`, without `spiffe://`'));
   }
 }
 
@@ -115,9 +115,9 @@ function checkTest(block: Block, out: Diagnostic[], anonymous: boolean): void {
     if (!parsed.ok) out.push(error('invalid-test', parsed.message, resource.span));
   }
   const namespace = stringValue(block, 'namespace');
-  if (namespace && !isValidName(namespace.value)) out.push(error('invalid-test', `invalid namespace \`${namespace.value}\``, namespace.span, 'names are 1-253 characters of A-Z a-z 0-9 . _ -'));
+  if (namespace && !isValidName(namespace.value)) out.push(error('invalid-test', `invalid namespace ${quote(namespace.value)}`, namespace.span, 'names are 1-253 characters of A-Z a-z 0-9 . _ -'));
   const sourceIp = stringValue(block, 'source_ip');
-  if (sourceIp && normalizeIp(sourceIp.value) === undefined) out.push(error('invalid-test', `invalid \`source_ip\` \`${sourceIp.value}\`; expected an IPv4 or IPv6 address`, sourceIp.span));
+  if (sourceIp && normalizeIp(sourceIp.value) === undefined) out.push(error('invalid-test', `invalid \`source_ip\` ${quote(sourceIp.value)}; expected an IPv4 or IPv6 address`, sourceIp.span));
   const expect = stringValue(block, 'expect');
   if (expect && !(RESULTS as readonly string[]).includes(expect.value)) out.push(oneOf('invalid-test', 'expected result', expect, RESULTS));
   if (out.length > before || !action || !resource) return; // each field has its own error (or is missing: structure)

@@ -1,0 +1,5 @@
+role "ops" {
+  description = "the operators"
+  identities = [
+    "team:ops",
+    "team:sre"
