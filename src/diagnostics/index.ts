@@ -1,5 +1,6 @@
 // Spans and coded diagnostics. This module imports nothing else of ours: every stage
 // (syntax, check, compile, CLI, server) speaks in these types.
+import stringWidth from 'string-width'; // terminal cells of a text (wide CJK and emoji 2, combining marks 0)
 
 /** A position in a source file. `line` and `column` are 1-based; `offset` is a 0-based UTF-16 index. */
 export interface Position {
@@ -132,21 +133,6 @@ export function snippet(line: string, start: number, end: number, width = MAX_SN
   return { text: `${head}${visible.slice(from, to)}${tail}`, caretAt: head.length + start - from, caretWidth: Math.max(1, caretEnd - start) };
 }
 
-/** East Asian wide and fullwidth ranges (Unicode's EastAsianWidth W and F, by block): two terminal cells. */
-const WIDE = /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\ua960-\ua97f\uac00-\ud7a3\uf900-\ufaff\ufe10-\ufe19\ufe30-\ufe6f\uff00-\uff60\uffe0-\uffe6\u{1f200}-\u{1f2ff}\u{20000}-\u{2fffd}\u{30000}-\u{3fffd}]|\p{Emoji_Presentation}/u;
-/** Combining marks: drawn on the character before them, no cell of their own. */
-const ZERO_WIDTH = /[\p{Mn}\p{Me}]/u;
-
-/**
- * How many terminal cells `text` takes: two for a wide character (CJK, an emoji), none for a
- * combining mark, one for anything else (a lone surrogate included).
- */
-export function displayWidth(text: string): number {
-  let width = 0;
-  for (const ch of text) width += ZERO_WIDTH.test(ch) ? 0 : WIDE.test(ch) ? 2 : 1;
-  return width;
-}
-
 /**
  * Renders one diagnostic the way rustc and Cedar do:
  *
@@ -177,9 +163,9 @@ export function renderDiagnostic(d: Diagnostic, sources: SourceLookup): string {
     const shown = snippet(lineText, startCol - 1, caretEnd - 1);
     // Columns count UTF-16 units, but a terminal gives a wide character (日本, 😀) two cells and a
     // combining mark none: the caret is placed and sized in cells, so it stays under the text.
-    const before = displayWidth(shown.text.slice(0, shown.caretAt));
+    const before = stringWidth(shown.text.slice(0, shown.caretAt));
     const under = shown.text.slice(shown.caretAt, shown.caretAt + shown.caretWidth);
-    const caret = Math.max(1, displayWidth(under) + Math.max(0, shown.caretAt + shown.caretWidth - shown.text.length));
+    const caret = Math.max(1, stringWidth(under) + Math.max(0, shown.caretAt + shown.caretWidth - shown.text.length));
     lines.push(`${pad} |`, `${gutter} | ${shown.text}`, `${pad} | ${' '.repeat(before)}${'^'.repeat(caret)}`);
     if (hint) lines.push(`${pad} = hint: ${hint}`);
     return lines.join('\n');
