@@ -4,8 +4,7 @@
 // author most likely meant; `pdp eval --explain` shows rule descriptions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { REPO_ROOT, runPdp, scratchDir, type Run } from './support/cli';
-import fs from 'node:fs';
+import { runPdp, scratchDir, type Run } from './support/cli';
 import path from 'node:path';
 import { MAX_SNIPPET_WIDTH, escapeForTerminal, renderDiagnostic, snippet, type Diagnostic } from '../src/diagnostics';
 

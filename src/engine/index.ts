@@ -1,8 +1,6 @@
 // The engine facade: reads a policy set, runs parse → check → compile, owns the active version,
 // and answers decisions. The server and the CLI go through this door only.
 import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { ERROR_PASSES, PASSES, checkPolicySetAcknowledging, type Acknowledged } from '../check';
 import type { ApiScope } from '../check/schema';
 import { compilePolicySet, type CompiledPolicy, type Rule } from '../compile';
