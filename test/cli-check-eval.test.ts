@@ -309,6 +309,10 @@ test('pdp eval: bad --action, --resource, --source-ip, --namespace exit 2 naming
     [[...base, '--action', 'read'], /--resource/],
     [[...base, '--action', 'read', '--resource', 'service:a', '--format', 'yaml'], /--format/],
     [[...base, '--action', 'read', '--resource', 'service:a', '--bogus'], /--bogus/],
+    // An empty value is quoted so that it reads as empty, not as nothing.
+    [[...base, '--action', '', '--resource', 'service:a'], /--action: unknown action `""`/],
+    [[...base, '--action', 'read', '--resource', 'service:a', '--namespace', ''], /--namespace: invalid namespace `""`/],
+    [[...base, '--action', 'read', '--resource', 'service:a', '--source-ip', ''], /--source-ip: invalid IP address `""`/],
   ];
   for (const [args, flag] of cases) {
     const r = pdp(...args);

@@ -1,5 +1,6 @@
 // Raw request fields → a validated request. Pure; every refusal names its field and what was expected.
 import type ipaddr from 'ipaddr.js';
+import { quote } from '../diagnostics';
 // The defining module, not the '../syntax' barrel: a re-exported binding is a getter call per use in
 // CommonJS output, and this runs on every decision.
 import { ANONYMOUS } from '../syntax/identity-pattern';
@@ -48,12 +49,12 @@ export const DEFAULT_NAMESPACE = 'default';
 
 export function prepareRequest(raw: RawRequest): PrepareResult {
   const fail = (field: string, message: string): PrepareResult => ({ ok: false, error: { field, message } });
-  if (!isAction(raw.action)) return fail('action', `unknown action \`${raw.action}\`; expected \`read\`, \`write\` or \`admin\``);
+  if (!isAction(raw.action)) return fail('action', `unknown action ${quote(raw.action)}; expected \`read\`, \`write\` or \`admin\``);
   const parsed = parseResource(raw.resource);
   if (!parsed.ok) return fail('resource', parsed.message);
   const resource = parsed.resource;
   if (raw.namespace !== undefined && !isValidName(raw.namespace)) {
-    return fail('namespace', `invalid namespace \`${raw.namespace}\`; names are 1-253 characters of A-Z a-z 0-9 . _ -`);
+    return fail('namespace', `invalid namespace ${quote(raw.namespace)}; names are 1-253 characters of A-Z a-z 0-9 . _ -`);
   }
   let namespace = raw.namespace ?? DEFAULT_NAMESPACE;
   if (resource.kind === 'namespace') {
@@ -66,7 +67,7 @@ export function prepareRequest(raw: RawRequest): PrepareResult {
   let sourceAddress: Request['sourceAddress'];
   if (raw.sourceIp !== undefined) {
     sourceIp = normalizeIp(raw.sourceIp);
-    if (sourceIp === undefined) return fail('source_ip', `invalid IP address \`${raw.sourceIp}\`; expected IPv4 (10.0.1.50) or IPv6 (fd00::1)`);
+    if (sourceIp === undefined) return fail('source_ip', `invalid IP address ${quote(raw.sourceIp)}; expected IPv4 (10.0.1.50) or IPv6 (fd00::1)`);
     sourceAddress = parseIp(sourceIp);
   }
   if (raw.identity !== undefined && raw.identity.length === 0) return fail('identity', 'identity is empty; omit it for an anonymous request');
