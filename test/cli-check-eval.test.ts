@@ -313,6 +313,7 @@ test('pdp eval: bad --action, --resource, --source-ip, --namespace exit 2 naming
     [[...base, '--action', '', '--resource', 'service:a'], /--action: unknown action `""`/],
     [[...base, '--action', 'read', '--resource', 'service:a', '--namespace', ''], /--namespace: invalid namespace `""`/],
     [[...base, '--action', 'read', '--resource', 'service:a', '--source-ip', ''], /--source-ip: invalid IP address `""`/],
+    [[...base, '--action', 'read', '--resource', 'service:a/'], /--resource: invalid instance `""` in resource/],
   ];
   for (const [args, flag] of cases) {
     const r = pdp(...args);

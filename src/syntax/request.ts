@@ -44,7 +44,7 @@ export function parseResource(text: string): ResourceResult {
     const service = slash < 0 ? rest : rest.slice(0, slash);
     const instance = slash < 0 ? undefined : rest.slice(slash + 1);
     if (!isValidName(service)) return { ok: false, message: `invalid service name ${quote(service)} in resource; names are 1-253 characters of A-Z a-z 0-9 . _ -` };
-    if (instance !== undefined && !INSTANCE_RE.test(instance)) return { ok: false, message: `invalid instance \`${instance}\` in resource: instance IDs are 1-253 visible ASCII characters other than \`/\` (no spaces)` };
+    if (instance !== undefined && !INSTANCE_RE.test(instance)) return { ok: false, message: `invalid instance ${quote(instance)} in resource: instance IDs are 1-253 visible ASCII characters other than \`/\` (no spaces)` };
     return { ok: true, resource: instance === undefined ? { kind: 'service', service } : { kind: 'service', service, instance } };
   }
   if (text.startsWith('namespace:')) {
@@ -108,7 +108,7 @@ export function parseCidrText(text: string): CidrResult {
     return { ok: false, message: `invalid CIDR \`${text}\`: a zone (\`%…\`) is not part of a network`, hint: CIDR_EXAMPLE };
   }
   if (normalizeIp(address) === undefined) {
-    return { ok: false, message: `invalid CIDR \`${text}\`: \`${address}\` is not an IPv4 or IPv6 address`, hint: CIDR_EXAMPLE };
+    return { ok: false, message: `invalid CIDR \`${text}\`: ${address === '' ? 'the address before `/` is missing' : `\`${address}\` is not an IPv4 or IPv6 address`}`, hint: CIDR_EXAMPLE };
   }
   if (/^0\d/.test(bits)) {
     return { ok: false, message: `invalid CIDR \`${text}\`: the prefix length \`${bits}\` has a leading zero`, hint: `write \`${address}/${Number(bits)}\`` };

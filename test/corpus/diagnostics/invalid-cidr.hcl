@@ -6,5 +6,5 @@ service "pay" {
 service "ord" {
   policy = "read"
   identity = "team:ops"
-  cidrs = ["not-a-cidr", "10.0.0.0/", "10.0.0.0/x"]
+  cidrs = ["not-a-cidr", "10.0.0.0/", "10.0.0.0/x", "/24"]
 }
