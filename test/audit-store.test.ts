@@ -105,6 +105,17 @@ test('groups of any size (inserted several rows per statement) keep every value 
   store.close();
 });
 
+test('packed rows whose value count is not a whole number of rows are refused, and nothing is stored', () => {
+  const store = openAuditStore(tempDb());
+  const row = Object.fromEntries(AUDIT_ROW_COLUMNS.map((c) => [c, c === 'timestamp' ? '2025-01-20T10:30:00.000Z' : c === 'result' ? 'ALLOW' : c])) as unknown as AuditRow;
+  const packed = AUDIT_ROW_COLUMNS.map((c) => (row as unknown as Record<string, string>)[c]!);
+  assert.throws(() => store.insertPackedRows([...packed, ...packed.slice(0, 5)]), /21 values, not a multiple of 16/);
+  assert.equal(countRows(store.db), 0);
+  store.insertPackedRows([...packed, ...packed]);
+  assert.equal(countRows(store.db), 2);
+  store.close();
+});
+
 test('audit_log has exactly the columns of the contract, in order', () => {
   const store = openAuditStore(tempDb());
   const columns = store.db.prepare('PRAGMA table_info(audit_log)').all() as { name: string; pk: number; type: string }[];

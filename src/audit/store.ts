@@ -321,6 +321,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
   const width = AUDIT_ROW_COLUMNS.length;
   const insertRowsTransaction = db.transaction((packed: PackedAuditRows) => {
     const count = packed.length / width;
+    if (!Number.isInteger(count)) throw new TypeError(`packed audit rows hold ${packed.length} values, not a multiple of ${width}`);
     let at = 0;
     while (at < count) {
       const size = MULTI_ROW_SIZES.find((n) => n <= count - at)!;
@@ -416,11 +417,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     get busyTimeoutMs() {
       return busyTimeoutMs;
     },
-    insertBatch(events) {
-      checkFile();
-      waitingForLocks();
-      insertRowsTransaction.immediate(packAuditRows(events.map(toAuditRow)));
-    },
+    insertBatch: (events) => insertPacked(packAuditRows(events.map(toAuditRow))),
     insertRows: (rows) => insertPacked(packAuditRows(rows)),
     insertPackedRows: insertPacked,
     insertRowsIfUnlocked(rows) {
