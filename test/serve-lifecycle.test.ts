@@ -173,7 +173,16 @@ test('SIGTERM drains keep-alive clients gracefully: idle connections closed clea
   const late = Array.from({ length: 3 }, () => new RawConnection(port));
   await Promise.all(late.map((c) => c.connected()));
   for (const c of late) c.write('POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  // Before SIGTERM the server must have read those partial requests (a connection it has read
+  // nothing from is idle, and is closed at SIGTERM): not a fixed sleep, which a loaded machine can
+  // outlast, but a round trip on a connection opened after them, which the server reaches only
+  // after the bytes already waiting on the earlier sockets.
   await new Promise((r) => setTimeout(r, 200));
+  const barrier = new RawConnection(port);
+  await barrier.connected();
+  barrier.write('GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  await barrier.closed;
+  assert.equal(barrier.responses()[0]?.status, 200, barrier.data);
 
   serve.child.kill('SIGTERM');
   assert.ok(await waitFor(() => /SIGTERM: draining/.test(serve.stderr()), 5000), serve.stderr());
