@@ -360,12 +360,15 @@ test('a policy file rewritten in place more slowly than the debounce is not load
 test('--shutdown-delay: on SIGTERM /v1/ready fails at once while decisions are still answered for the delay, then it drains and exits 0; a second signal ends the wait', async (t) => {
   const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
   const webRead = { identity: 'team:web', action: 'read', resource: 'service:web' };
-  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '2s']);
+  // A 3 s delay: the checks below must all be answered inside it, even on a loaded machine.
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '3s']);
   t.after(() => serve.stop());
   assert.equal((await fetch(`${serve.url}/v1/ready`)).status, 200);
   const signalledAt = Date.now();
   serve.child.kill('SIGTERM');
-  assert.ok(await waitFor(async () => (await fetch(`${serve.url}/v1/ready`)).status === 503, 1_000, 20), 'ready did not fail');
+  // Once the signal is handled (its line on stderr), ready fails at once.
+  assert.ok(await waitFor(() => /SIGTERM: not ready; draining in 3 s/.test(serve.stderr()), 5_000, 20), serve.stderr());
+  assert.equal((await fetch(`${serve.url}/v1/ready`)).status, 503, 'ready did not fail');
   const ready = await fetch(`${serve.url}/v1/ready`);
   assert.equal(ready.status, 503);
   assert.deepEqual(await ready.json(), { ready: false, policy_loaded: true, policy_version: (await authorize(serve.url, webRead)).json.policy_version, audit_writable: true, shutting_down: true });
@@ -374,8 +377,8 @@ test('--shutdown-delay: on SIGTERM /v1/ready fails at once while decisions are s
   assert.equal(during.status, 200);
   assert.equal(during.json.result, 'ALLOW');
   assert.deepEqual(await serve.exited, { code: 0, signal: null });
-  assert.ok(Date.now() - signalledAt >= 1_900, `exited after ${Date.now() - signalledAt} ms, before the delay`);
-  assert.match(serve.stderr(), /pdp serve: SIGTERM: not ready; draining in 2 s\npdp serve: SIGTERM: draining\n[\s\S]*pdp serve: stopped/);
+  assert.ok(Date.now() - signalledAt >= 2_900, `exited after ${Date.now() - signalledAt} ms, before the delay`);
+  assert.match(serve.stderr(), /pdp serve: SIGTERM: not ready; draining in 3 s\npdp serve: SIGTERM: draining\n[\s\S]*pdp serve: stopped/);
   assert.deepEqual(missingDecisions(auditPath, [during.json.decision_id as string]), [], 'answered during the delay, so audited');
 
   // A second signal skips what is left of the wait.
