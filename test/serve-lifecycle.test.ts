@@ -345,10 +345,13 @@ test('a policy file rewritten in place more slowly than the debounce is not load
       await new Promise((resolve) => setTimeout(resolve, 40));
     }
   };
-  // `curl … > quarantine.hcl` over a slow link: truncated, then the bytes 0.7 s later.
+  // `curl … > quarantine.hcl` over a slow link: truncated, then the bytes 0.7 s later. The bytes are
+  // written by a timer, not after the answers watched meanwhile: on a loaded machine one answer can
+  // take long enough to push the write past the 2 s after which an empty file is loaded.
   fs.writeFileSync(file, '');
+  const rewritten = new Promise<void>((resolve) => setTimeout(() => { fs.writeFileSync(file, QUARANTINE); resolve(); }, 700));
   await watchAnswers(700);
-  fs.writeFileSync(file, QUARANTINE);
+  await rewritten;
   await watchAnswers(900);
   assert.deepEqual([...seen], ['DENY'], 'the deny stopped denying while its file was being rewritten');
   // Emptied on purpose (and left so): loaded once 2 s have passed.
