@@ -37,14 +37,18 @@ test('checkpointer: the committed rows reach the database file, and the next com
   const withThread = tempDb();
   const control = tempDb();
   openAuditStore(withThread).close(); // the thread opens only a file that exists
+  // The rows are committed before the thread starts: with its passes running during the commits, a
+  // pass that found the WAL copied in full lets the next commit start it over, so how much the WAL
+  // holds at the last pass (and whether a pass that "copied the whole WAL" saw every row) would depend
+  // on how the commits and the passes interleave, which a loaded machine changes.
+  const a = await recordRows(withThread, 500, 'a');
+  const b = await recordRows(control, 500, 'b');
   const checkpointer = startCheckpointer(withThread, { intervalMs: 10 });
   t.after(() => checkpointer.close());
   await checkpointer.ready;
   const passes: CheckpointPass[] = [];
   checkpointer.onPass((pass) => passes.push(pass));
 
-  const a = await recordRows(withThread, 500, 'a');
-  const b = await recordRows(control, 500, 'b');
   assert.ok(await waitFor(() => passes.some((p) => p.walFrames > 0 && p.checkpointedFrames === p.walFrames), 5000), `a pass copied the whole WAL: ${JSON.stringify(passes.slice(-3))}`);
   await checkpointer.close();
   const framesBefore = passes.at(-1)!.walFrames;
@@ -90,7 +94,17 @@ test('checkpointer: a reader\'s snapshot holds the copy back, never the writers;
   reader.close();
 
   await recorder.record(event({ decision_id: 'r-last' })); // a new commit, for the next pass to find
-  assert.ok(await waitFor(() => { const last = passes.at(-1)!; return last.walFrames > 0 && last.checkpointedFrames === last.walFrames; }, 5000), `caught up: ${JSON.stringify(passes.at(-1))}`);
+  // The last pass reported so far may be one from before that commit (it copied the 300 rows once the
+  // reader ended), so also wait for the new row itself to be in the database file. (The file is read
+  // while the thread may be writing it: a torn copy is simply not there yet.)
+  const rowsCopied = () => {
+    try {
+      return rowsInDatabaseFileAlone(file);
+    } catch {
+      return -1;
+    }
+  };
+  assert.ok(await waitFor(() => { const last = passes.at(-1)!; return last.walFrames > 0 && last.checkpointedFrames === last.walFrames && rowsCopied() === 301; }, 5000), `caught up: ${JSON.stringify(passes.at(-1))}, ${rowsCopied()} rows in the file`);
   assert.deepEqual(lockWaits, [], 'no commit waited for a lock');
   await checkpointer.close();
   assert.equal(rowsInDatabaseFileAlone(file), 301);

@@ -381,22 +381,27 @@ test('a write lock held briefly elsewhere is waited out with the event loop free
 test('a write that never waits leaves the others waiting: after insertRowsIfUnlocked, a reload\'s write still waits out another process\'s lock', async () => {
   const file = tempDb();
   const store = openAuditStore(file, { busyTimeoutMs: 5000 });
-  // Another process holds the write lock for 300 ms (its own thread sleeps; this event loop is free).
+  // Another process holds the write lock until told to let go, and then for 300 ms more (this event
+  // loop is free meanwhile). Not a fixed 300 ms from when it took the lock: a loaded machine could let
+  // that pass before this test has even tried to write.
   const holder = spawn(process.execPath, ['-e', `
     const Database = require(${JSON.stringify(require.resolve('better-sqlite3'))});
     const db = new Database(${JSON.stringify(file)});
     db.exec('BEGIN IMMEDIATE');
     process.stdout.write('held\\n');
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
-    db.exec('COMMIT');
-    db.close();
-  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    process.stdin.once('data', () => setTimeout(() => {
+      db.exec('COMMIT');
+      db.close();
+      process.exit(0);
+    }, 300));
+  `], { stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => holder.once('exit', resolve));
   await new Promise<void>((resolve, reject) => {
     holder.stdout.once('data', () => resolve());
     holder.once('exit', (code) => reject(new Error(`lock holder exited ${code} before taking the lock`)));
   });
   assert.equal(store.insertRowsIfUnlocked([toAuditRow(event())]), false, 'the lock is held: nothing written, no wait');
+  holder.stdin!.write('release\n');
   const started = performance.now();
   store.refreshAllowedServices([{ name: 'web', namespace: 'prod' }]);
   assert.ok(performance.now() - started >= 100, 'waited for the lock inside SQLite (its busy timeout is back)');

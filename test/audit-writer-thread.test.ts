@@ -9,6 +9,12 @@ import Database from 'better-sqlite3';
 import { AuditUnavailableError, createSinkRecorder, openAuditStore, startWriterThread, terminateWriterThreadForTesting, type RowSink } from '../src/audit';
 import { assertCommittedBeforeResolved, countRows, event, recordUntilKilled, tempDb } from './support/audit';
 
+const waitUntil = async (condition: () => boolean, what: string, ms = 5000) => {
+  const deadline = Date.now() + ms;
+  while (!condition() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.ok(condition(), `timed out waiting until ${what}`);
+};
+
 const threadRecorder = async (file: string, options: Parameters<typeof createSinkRecorder>[1] = {}, busyTimeoutMs?: number) =>
   createSinkRecorder(await startWriterThread(file, busyTimeoutMs === undefined ? {} : { busyTimeoutMs }), options);
 
@@ -101,7 +107,10 @@ test('writer thread: a commit that does not finish (a stalled disk) makes the st
   openAuditStore(file).close();
   // The thread's connection waits up to 10 s for a lock another connection holds: its write is in
   // flight and does not settle, as a write(2) on a frozen disk would not.
-  const recorder = await threadRecorder(file, { stallMs: 200 }, 10_000);
+  // Checked by waiting for the events themselves (the write in flight, readiness going false), not
+  // by fixed sleeps: on a loaded machine a 50 ms sleep can last longer than the stall threshold.
+  const stallMs = 1000;
+  const recorder = await threadRecorder(file, { stallMs }, 10_000);
   await recorder.record(event({ decision_id: 'before' }));
   const locker = new Database(file);
   t.after(async () => {
@@ -110,14 +119,19 @@ test('writer thread: a commit that does not finish (a stalled disk) makes the st
     await recorder.close();
   });
   locker.exec('BEGIN EXCLUSIVE');
+  const recordedAt = performance.now();
   const stuck = recorder.record(event({ decision_id: 'stuck' }));
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.equal(recorder.writable(), true, 'a commit in progress is not yet a stall');
-  await new Promise((resolve) => setTimeout(resolve, 250));
-  assert.equal(recorder.writable(), false, 'readiness goes false while the commit hangs');
-  const started = Date.now();
-  await assert.rejects(recorder.record(event({ decision_id: 'refused' })), (e: Error) => e instanceof AuditUnavailableError && /a commit has not finished for \d+\.\d s/.test(e.message));
-  assert.ok(Date.now() - started < 100, 'refused at once, not queued behind the stalled commit');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(recorder.queueDepth(), 1, 'the row is handed to the thread');
+  if (performance.now() - recordedAt < stallMs) assert.equal(recorder.writable(), true, 'a commit in progress is not yet a stall');
+  await waitUntil(() => !recorder.writable(), 'readiness goes false while the commit hangs');
+  assert.ok(performance.now() - recordedAt >= stallMs, `not a stall before ${stallMs} ms (${Math.round(performance.now() - recordedAt)} ms)`);
+  // Refused at once, not queued behind the stalled commit: rejected before the next turn of the event loop.
+  let refusal: unknown;
+  const refused = recorder.record(event({ decision_id: 'refused' })).then(() => undefined, (e: unknown) => { refusal = e; });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.ok(refusal instanceof AuditUnavailableError && /a commit has not finished for \d+\.\d s/.test(refusal.message), `refused at once: ${String(refusal)}`);
+  await refused;
   locker.exec('ROLLBACK');
   await stuck;
   assert.equal(recorder.writable(), true);
@@ -138,12 +152,6 @@ test('writer thread: close() drains what is queued and in flight, then refuses',
   assert.equal(countRows(reader), 4);
   reader.close();
 });
-
-const waitUntil = async (condition: () => boolean, what: string, ms = 5000) => {
-  const deadline = Date.now() + ms;
-  while (!condition() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
-  assert.ok(condition(), `timed out waiting until ${what}`);
-};
 
 test('writer thread: a thread that dies fails writes closed until the probe has started a replacement', async () => {
   const file = tempDb();

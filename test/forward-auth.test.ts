@@ -177,9 +177,8 @@ describe('nginx auth_request in front of a backend', { skip: NGINX === undefined
       res.end('backend reached\n');
     });
     await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
-    const port = await freePort();
     const pdp = new URL(serve.url);
-    fs.writeFileSync(path.join(dir, 'nginx.conf'), `
+    const writeConfig = (port: number) => fs.writeFileSync(path.join(dir, 'nginx.conf'), `
 daemon off;
 master_process off;
 pid ${dir}/nginx.pid;
@@ -215,19 +214,31 @@ http {
   }
 }
 `);
-    nginx = spawn(NGINX!, ['-p', dir, '-c', path.join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const errorLog = () => (fs.existsSync(path.join(dir, 'error.log')) ? fs.readFileSync(path.join(dir, 'error.log'), 'utf8') : '');
     let stderr = '';
-    nginx.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
-    site = `http://127.0.0.1:${port}`;
-    const up = await waitFor(async () => {
-      try {
-        await fetch(`${site}/`);
-        return true;
-      } catch {
-        return false;
-      }
-    }, 10_000);
-    assert.ok(up, `nginx started; stderr: ${stderr}; error.log: ${fs.existsSync(path.join(dir, 'error.log')) ? fs.readFileSync(path.join(dir, 'error.log'), 'utf8') : ''}`);
+    let up = false;
+    // The port was free a moment ago, but a test file running alongside may take it before nginx binds
+    // it (an ephemeral port of its own); nginx then exits at once: take another port and start again.
+    for (let attempt = 1; attempt <= 5 && !up; attempt++) {
+      const port = await freePort();
+      writeConfig(port);
+      const child = spawn(NGINX!, ['-p', dir, '-c', path.join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      nginx = child;
+      child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+      const exited = () => child.exitCode !== null || child.signalCode !== null;
+      site = `http://127.0.0.1:${port}`;
+      up = await waitFor(async () => {
+        if (exited()) return true;
+        try {
+          // nginx itself, not whoever else may be listening on the port.
+          return (await fetch(`${site}/`)).headers.get('server')?.startsWith('nginx') === true;
+        } catch {
+          return false;
+        }
+      }, 10_000) && !exited();
+      if (!up && !/Address already in use/.test(stderr + errorLog())) break;
+    }
+    assert.ok(up, `nginx started; stderr: ${stderr}; error.log: ${errorLog()}`);
   });
 
   after(async () => {

@@ -173,7 +173,16 @@ test('SIGTERM drains keep-alive clients gracefully: idle connections closed clea
   const late = Array.from({ length: 3 }, () => new RawConnection(port));
   await Promise.all(late.map((c) => c.connected()));
   for (const c of late) c.write('POST /v1/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  // Before SIGTERM the server must have read those partial requests (a connection it has read
+  // nothing from is idle, and is closed at SIGTERM): not a fixed sleep, which a loaded machine can
+  // outlast, but a round trip on a connection opened after them, which the server reaches only
+  // after the bytes already waiting on the earlier sockets.
   await new Promise((r) => setTimeout(r, 200));
+  const barrier = new RawConnection(port);
+  await barrier.connected();
+  barrier.write('GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  await barrier.closed;
+  assert.equal(barrier.responses()[0]?.status, 200, barrier.data);
 
   serve.child.kill('SIGTERM');
   assert.ok(await waitFor(() => /SIGTERM: draining/.test(serve.stderr()), 5000), serve.stderr());
@@ -336,10 +345,13 @@ test('a policy file rewritten in place more slowly than the debounce is not load
       await new Promise((resolve) => setTimeout(resolve, 40));
     }
   };
-  // `curl … > quarantine.hcl` over a slow link: truncated, then the bytes 0.7 s later.
+  // `curl … > quarantine.hcl` over a slow link: truncated, then the bytes 0.7 s later. The bytes are
+  // written by a timer, not after the answers watched meanwhile: on a loaded machine one answer can
+  // take long enough to push the write past the 2 s after which an empty file is loaded.
   fs.writeFileSync(file, '');
+  const rewritten = new Promise<void>((resolve) => setTimeout(() => { fs.writeFileSync(file, QUARANTINE); resolve(); }, 700));
   await watchAnswers(700);
-  fs.writeFileSync(file, QUARANTINE);
+  await rewritten;
   await watchAnswers(900);
   assert.deepEqual([...seen], ['DENY'], 'the deny stopped denying while its file was being rewritten');
   // Emptied on purpose (and left so): loaded once 2 s have passed.
@@ -351,12 +363,15 @@ test('a policy file rewritten in place more slowly than the debounce is not load
 test('--shutdown-delay: on SIGTERM /v1/ready fails at once while decisions are still answered for the delay, then it drains and exits 0; a second signal ends the wait', async (t) => {
   const { policyDir, auditPath } = tempSet(t, { 'web.hcl': WEB_READ });
   const webRead = { identity: 'team:web', action: 'read', resource: 'service:web' };
-  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '2s']);
+  // A 3 s delay: the checks below must all be answered inside it, even on a loaded machine.
+  const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--shutdown-delay', '3s']);
   t.after(() => serve.stop());
   assert.equal((await fetch(`${serve.url}/v1/ready`)).status, 200);
   const signalledAt = Date.now();
   serve.child.kill('SIGTERM');
-  assert.ok(await waitFor(async () => (await fetch(`${serve.url}/v1/ready`)).status === 503, 1_000, 20), 'ready did not fail');
+  // Once the signal is handled (its line on stderr), ready fails at once.
+  assert.ok(await waitFor(() => /SIGTERM: not ready; draining in 3 s/.test(serve.stderr()), 5_000, 20), serve.stderr());
+  assert.equal((await fetch(`${serve.url}/v1/ready`)).status, 503, 'ready did not fail');
   const ready = await fetch(`${serve.url}/v1/ready`);
   assert.equal(ready.status, 503);
   assert.deepEqual(await ready.json(), { ready: false, policy_loaded: true, policy_version: (await authorize(serve.url, webRead)).json.policy_version, audit_writable: true, shutting_down: true });
@@ -365,8 +380,8 @@ test('--shutdown-delay: on SIGTERM /v1/ready fails at once while decisions are s
   assert.equal(during.status, 200);
   assert.equal(during.json.result, 'ALLOW');
   assert.deepEqual(await serve.exited, { code: 0, signal: null });
-  assert.ok(Date.now() - signalledAt >= 1_900, `exited after ${Date.now() - signalledAt} ms, before the delay`);
-  assert.match(serve.stderr(), /pdp serve: SIGTERM: not ready; draining in 2 s\npdp serve: SIGTERM: draining\n[\s\S]*pdp serve: stopped/);
+  assert.ok(Date.now() - signalledAt >= 2_900, `exited after ${Date.now() - signalledAt} ms, before the delay`);
+  assert.match(serve.stderr(), /pdp serve: SIGTERM: not ready; draining in 3 s\npdp serve: SIGTERM: draining\n[\s\S]*pdp serve: stopped/);
   assert.deepEqual(missingDecisions(auditPath, [during.json.decision_id as string]), [], 'answered during the delay, so audited');
 
   // A second signal skips what is left of the wait.

@@ -539,7 +539,7 @@ test('a pdp token outside a credential-looking key is neither stored nor echoed 
   assert.equal(hosted.status, 200, hosted.text);
 
   assert.equal(fileBytes(auditPath).includes(secret), false, 'no byte of the audit store holds the secret');
-  assert.ok(await waitFor(() => (server.stdout() + server.stderr()).includes(masked), 2_000), 'the request log names the path with the secret redacted');
+  assert.ok(await waitFor(() => (server.stdout() + server.stderr()).includes(masked), 10_000), 'the request log names the path with the secret redacted');
   assert.equal((server.stdout() + server.stderr()).includes(secret), false, 'nor does the log');
   for (const encoded of [secret.replace(/_/g, '%5F'), [...secret].map((c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).join('')]) {
     assert.equal((server.stdout() + server.stderr()).includes(encoded), false, 'nor does the log, encoded');
