@@ -1,5 +1,6 @@
 // Input checks beyond the JSON schemas, and how a schema violation is worded: which field, and what
-// was expected. Pure functions over parsed bodies and request headers; the routes in server.ts call them.
+// was expected. Pure functions over parsed bodies and request headers; server.ts (the routes) and
+// decide.ts (one check) call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { EVENT_TYPE_ACTION, SERVER_EVENT_TYPES } from '../audit/event';
 import { FORWARD_HEADERS, SERVER_DETAILS_FIELDS, type ForwardHeader } from './schemas';
