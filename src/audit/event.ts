@@ -80,9 +80,10 @@ export const AUDIT_ROW_COLUMNS = [
  */
 export type PackedAuditRows = (string | null)[];
 
-/** Appends `rows` to `into` (a new array when none is given) in the packed form. */
-export function packAuditRows(rows: readonly AuditRow[], into: PackedAuditRows = []): PackedAuditRows {
-  let v = into.length;
+/** `rows` in the packed form. */
+export function packAuditRows(rows: readonly AuditRow[]): PackedAuditRows {
+  const into: PackedAuditRows = [];
+  let v = 0;
   for (const r of rows) {
     into[v++] = r.timestamp; into[v++] = r.event_type; into[v++] = r.service_name; into[v++] = r.namespace;
     into[v++] = r.instance_id; into[v++] = r.identity; into[v++] = r.source_ip; into[v++] = r.action;

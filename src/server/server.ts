@@ -21,7 +21,7 @@ import { RefusalCounter } from './refusals';
 import type { Reloader } from './reload';
 import { describeForwardHeader, describeValidation, forbiddenKey, unreadableBody, type ValidationIssue } from './validation';
 import { anomaliesQuery, authorizeRequest, authorizeResponse, batchRequest, batchResponse, forwardHeaders, reloadRequest } from './schemas';
-import { createDecider, type Decided } from './decide';
+import { createDecider, type AuthnFailureContext, type Decided } from './decide';
 import { answerForward, forwardBody, forwardError, FORWARD_URL, prepareForwardHeaders } from './forward';
 
 export { FORWARD_URL } from './forward';
@@ -411,7 +411,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   }
 
   /** The row of one authentication failure: `identity` is the attempted identity (unverified), never a credential. */
-  function authnFailureEvent(e: AuthnError, source: string, extra: { action?: string | null; resource?: string | null; namespace?: string | null; details?: Record<string, unknown> } = {}): AuditEvent {
+  function authnFailureEvent(e: AuthnError, source: string, extra: AuthnFailureContext = {}): AuditEvent {
     return {
       timestamp: now().toISOString(), event_type: 'AUTHN_FAILURE', service_name: null, namespace: extra.namespace ?? null, instance_id: null,
       identity: e.attempted, source_ip: source, action: extra.action ?? null, resource: extra.resource ?? null, result: 'DENY', reason: e.message, rule: null,
@@ -457,7 +457,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
    * (committed before the refusal is answered; 503 when it cannot be) or, for a locked-out source,
    * a count towards its next summary row.
    */
-  async function auditAuthnFailure(e: AuthnError, source: string, extra?: Parameters<typeof authnFailureEvent>[2]): Promise<void> {
+  async function auditAuthnFailure(e: AuthnError, source: string, extra?: AuthnFailureContext): Promise<void> {
     metrics.authnFailures.inc({ kind: e.kind });
     if (e.audit.suppressed) {
       refusals.add(source, e.kind, now());
@@ -474,7 +474,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   });
 
   /** Runs an authentication step; a failure is audited as AUTHN_FAILURE (never with the credential) and rethrown. */
-  async function authenticated<T>(request: FastifyRequest, step: () => Promise<T> | T, extra?: Parameters<typeof authnFailureEvent>[2]): Promise<T> {
+  async function authenticated<T>(request: FastifyRequest, step: () => Promise<T> | T, extra?: AuthnFailureContext): Promise<T> {
     try {
       return await step();
     } catch (e) {

@@ -8,7 +8,7 @@
 // They run over an index keyed by identity, then by scope, so a set of 10,000 rules lints in
 // milliseconds rather than comparing every pair.
 import ipaddr from 'ipaddr.js';
-import { warning, type Diagnostic } from '../../diagnostics';
+import { quote as q, warning, type Diagnostic } from '../../diagnostics';
 import {
   isValidName, LEVELS, parseCidrText, parseIdentityPattern, spiffeTrustDomain,
   type Block, type IdentityPattern, type Level, type PatternPart, type PolicyFile, type StringLiteral, type Value,
@@ -59,7 +59,6 @@ interface LintRule {
 }
 
 const at = (b: Block) => `${b.span.file}:${b.type.span.start.line}`;
-const q = (s: string) => `\`${s}\``;
 
 export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   const out: Diagnostic[] = [];
