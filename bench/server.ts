@@ -23,6 +23,7 @@ import { initCa, issueCertificate } from '../src/identity/ca';
 import type { ChildMessage, ParentMessage, TargetConfig } from './server-targets';
 import type { SuiteFile, SuiteOptions, SuiteResult, SuiteRunner } from './suite';
 import { benchTempDir } from './suite';
+import { loadRuns, summarize as summarizeRuns, toMarkdown as runsMarkdown } from './server-runs';
 
 // autocannon 8 ships no type declarations; this is the part of its programmatic API used here.
 interface CannonRequest {
@@ -911,7 +912,13 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
       markdown = profileMd;
     } else {
       files.push({ name: `server-latest${suffix}.md`, content: `# pdp HTTP server benchmarks${opts.quick ? ' (quick smoke run)' : ''}\n\n${markdown}\n` });
-      files.push({ name: `server-${dateStamp(stamp.date)}${suffix}.json`, content: JSON.stringify(data, null, 2) + '\n' });
+      const jsonName = `server-${dateStamp(stamp.date)}${suffix}.json`;
+      files.push({ name: jsonName, content: JSON.stringify(data, null, 2) + '\n' });
+      // A full run also rewrites the summary of every full run, itself included (bench/server-runs.ts).
+      if (suffix === '') {
+        const runs = loadRuns(path.resolve(__dirname, '../../bench/results'), { file: jsonName, json: data });
+        files.push({ name: 'server-runs.md', content: runsMarkdown(runs, summarizeRuns(runs)) });
+      }
     }
     return { name: 'server', title: 'HTTP server (autocannon, side by side)', durationMs: Date.now() - started, markdown, data, results: data, files };
   } finally {
