@@ -4,7 +4,7 @@
 // into the real schema in memory (no file, no WAL). Interleaved rounds in one process, CPU time per
 // row (user + system), median and range over the rounds. It reports; it asserts nothing.
 //
-//   node dist/bench/audit-row-cost.js [--quick]
+//   node dist/bench/audit-row-cost.js [--quick]   (--help: USAGE below)
 //   → bench/results/audit-row-cost-latest.md and audit-row-cost-<date>.json (quick: …-quick names, not committed)
 //
 // Statements as the store's (src/audit/store.ts): multi-row INSERTs of up to 64 rows, positional
@@ -15,6 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { AUDIT_ROW_COLUMNS, APPEND_ONLY_GUARD_FUNCTION, PRUNE_GUARD_FUNCTION, openAuditStore, toAuditRow, type AuditEvent, type AuditRow } from '../src/audit';
+import { benchArgs } from './args';
 import { machineStamp } from './run';
 import { benchTempDir } from './suite';
 
@@ -150,14 +151,29 @@ export function runRowCost(quick: boolean): { markdown: string; data: unknown } 
   }
 }
 
+export const USAGE = `usage: node dist/bench/audit-row-cost.js [--quick]
+
+Where the CPU time of one audit row goes: the same realistic rows committed into the real
+\`audit_log\` schema, into variants with one part left out, into a bare table and into the real
+schema in memory; CPU time per row, median and range over interleaved rounds. Prints the table and
+writes bench/results/audit-row-cost-latest.md and audit-row-cost-<date>.json.
+
+  --quick          fewer and smaller rounds; the files are named …-quick (not committed)
+  -h, --help       this text
+`;
+
 if (require.main === module) {
-  const quick = process.argv.includes('--quick');
-  const { markdown, data } = runRowCost(quick);
-  const results = path.join(__dirname, '..', '..', 'bench', 'results');
-  const suffix = quick ? '-quick' : '';
-  const file = path.join(results, `audit-row-cost-latest${suffix}.md`);
-  const json = path.join(results, `audit-row-cost-${new Date().toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}${suffix}.json`);
-  fs.writeFileSync(file, `${markdown}\n`);
-  fs.writeFileSync(json, `${JSON.stringify(data, null, 2)}\n`);
-  process.stdout.write(`${markdown}\nwrote ${path.relative(process.cwd(), file)}, ${path.relative(process.cwd(), json)}\n`);
+  const parsed = benchArgs('audit-row-cost.js', USAGE, process.argv.slice(2), { quick: { type: 'boolean' } });
+  if ('exit' in parsed) process.exitCode = parsed.exit;
+  else {
+    const quick = parsed.values.quick === true;
+    const { markdown, data } = runRowCost(quick);
+    const results = path.join(__dirname, '..', '..', 'bench', 'results');
+    const suffix = quick ? '-quick' : '';
+    const file = path.join(results, `audit-row-cost-latest${suffix}.md`);
+    const json = path.join(results, `audit-row-cost-${new Date().toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}${suffix}.json`);
+    fs.writeFileSync(file, `${markdown}\n`);
+    fs.writeFileSync(json, `${JSON.stringify(data, null, 2)}\n`);
+    process.stdout.write(`${markdown}\nwrote ${path.relative(process.cwd(), file)}, ${path.relative(process.cwd(), json)}\n`);
+  }
 }

@@ -2,7 +2,7 @@
 // and the time of the three anomaly analyses over 10^4..10^6 realistic rows spread over 24 hours.
 //
 //   node dist/bench/run.js --only audit [--quick]   the suite: tables + audit-insert-rate.svg, audit-analyses.svg
-//   node dist/bench/audit.js [--quick]              stand-alone: a table and the JSON on stdout
+//   node dist/bench/audit.js [--quick]              stand-alone: a table and the JSON on stdout (--help)
 // (quick: 10^4 and 10^5 rows)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -19,6 +19,7 @@ import {
   type AuditResult,
   type AuditRow,
 } from '../src/audit';
+import { benchArgs } from './args';
 import type { SuiteOptions, SuiteResult } from './suite';
 import { benchTempDir } from './suite';
 import { formatTick, lineChart, type Series } from './svg';
@@ -377,17 +378,32 @@ function printTable(report: { results: SizeResult[] }): void {
   for (const line of [header, ...lines]) console.log(line.map((cell, i) => cell.padStart(widths[i])).join('  '));
 }
 
+export const USAGE = `usage: node dist/bench/audit.js [--quick]
+
+The audit store alone: insert throughput (batched, one row per transaction, the group-commit
+recorder) and the time of the three anomaly analyses, over 10^4, 10^5 and 10^6 realistic rows in a
+temporary store. Prints a table and the JSON on stdout; writes no file (the \`audit\` suite of
+\`node dist/bench/run.js --only audit\` writes the report and its plots).
+
+  --quick          10^4 and 10^5 rows only
+  -h, --help       this text
+`;
+
 if (require.main === module) {
-  const quick = process.argv.includes('--quick');
-  const dir = benchTempDir('pdp-audit-bench-');
-  runAuditBench({ rows: quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000], dir })
-    .then((report) => {
-      printTable(report);
-      console.log(JSON.stringify(report, null, 2));
-    })
-    .finally(() => fs.rmSync(dir, { recursive: true, force: true }))
-    .catch((e) => {
-      console.error(`audit bench failed: ${(e as Error).message}`);
-      process.exitCode = 1;
-    });
+  const parsed = benchArgs('audit.js', USAGE, process.argv.slice(2), { quick: { type: 'boolean' } });
+  if ('exit' in parsed) process.exitCode = parsed.exit;
+  else {
+    const quick = parsed.values.quick === true;
+    const dir = benchTempDir('pdp-audit-bench-');
+    runAuditBench({ rows: quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000], dir })
+      .then((report) => {
+        printTable(report);
+        console.log(JSON.stringify(report, null, 2));
+      })
+      .finally(() => fs.rmSync(dir, { recursive: true, force: true }))
+      .catch((e) => {
+        console.error(`audit bench failed: ${(e as Error).message}`);
+        process.exitCode = 1;
+      });
+  }
 }

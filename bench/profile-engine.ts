@@ -11,6 +11,7 @@ import inspector from 'node:inspector';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { buildPolicySet, decideWith } from '../src/engine';
 import { evaluate, prepareRequest, type Request } from '../src/eval';
+import { benchArgs, refuse } from './args';
 import { hclSources, makeFamily, sampleRequests } from './policy-family';
 
 interface ProfileNode {
@@ -46,6 +47,39 @@ export function summarize(file: string, top = 25): string {
 
 function post<T>(session: inspector.Session, method: string, params?: object): Promise<T> {
   return new Promise((resolve, reject) => session.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result as T))));
+}
+
+export const USAGE = `usage: node dist/bench/profile-engine.js MODE …
+
+Where the engine's time goes, on the benchmark policy family of N rules (not part of npm run bench):
+  load N                              buildPolicySet, three times (run it under node --cpu-prof)
+  evaluate N [SECONDS] [PROFILE]      evaluate() on prepared requests for SECONDS (default 5), with
+                                      the garbage collections in the loop; PROFILE: write a
+                                      .cpuprofile of the loop only to that file
+  decide N [SECONDS] [PROFILE]        the same through decideWith (request parsing included)
+  summarize FILE [TOP]                self time per function (the TOP, default 25) and per file of a
+                                      .cpuprofile
+N defaults to 10000. Prints to stdout; writes only PROFILE.
+
+  -h, --help       this text
+`;
+
+const MODES = ['load', 'evaluate', 'decide', 'summarize'];
+
+/** Positional arguments checked before any work: a wrong word would otherwise start a 5 s loop. */
+function checkArgs(argv: string[]): string[] | { exit: number } {
+  const parsed = benchArgs('profile-engine.js', USAGE, argv, {}, true);
+  if ('exit' in parsed) return parsed;
+  const [mode, a, b] = parsed.positionals;
+  const count = (value: string | undefined, what: string) => value === undefined || /^[1-9]\d*$/.test(value) ? undefined : `${what} expects a whole number; got \`${value}\``;
+  const seconds = (value: string | undefined) => value === undefined || (/^\d+(\.\d+)?$/.test(value) && Number(value) > 0) ? undefined : `SECONDS expects a number of seconds; got \`${value}\``;
+  const max = mode === 'summarize' ? 3 : mode === 'load' ? 2 : 4;
+  const problem = mode === undefined ? 'name a mode: load, evaluate, decide or summarize'
+    : !MODES.includes(mode) ? `unknown mode \`${mode}\`; the modes are load, evaluate, decide and summarize`
+    : parsed.positionals.length > max ? `too many arguments for \`${mode}\``
+    : mode === 'summarize' ? (a === undefined ? 'summarize expects a .cpuprofile file' : count(b, 'TOP'))
+    : count(a, 'N') ?? seconds(b);
+  return problem ? refuse('profile-engine.js', problem) : parsed.positionals;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -111,4 +145,8 @@ async function main(argv: string[]): Promise<void> {
   console.log(`  GC during the loop: ${[...kinds].map(([kind, v]) => `${kind} ${v.count}× ${v.ms.toFixed(0)} ms`).join(', ') || 'none'}; heap used ${(process.memoryUsage().heapUsed / 1048576).toFixed(0)} MB`);
 }
 
-if (require.main === module) void main(process.argv.slice(2));
+if (require.main === module) {
+  const args = checkArgs(process.argv.slice(2));
+  if ('exit' in args) process.exitCode = args.exit;
+  else void main(args);
+}

@@ -1,4 +1,4 @@
-// `npm run bench` → node dist/bench/run.js [--quick] [--only engine,audit,memory] [--skip audit]
+// `npm run bench` → node dist/bench/run.js [--quick] [--only engine,audit,memory] [--skip audit] (--help: USAGE below)
 //
 // Runs the benchmark suites one after another and writes, under bench/results/:
 //   results-<date>.json   everything measured, with the machine stamp
@@ -16,6 +16,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { benchArgs, refuse } from './args';
 import type { SuiteResult, SuiteRunner } from './suite';
 
 /** Suite modules, run in this order; a missing module is skipped with a note. */
@@ -66,13 +67,29 @@ function loadSuite(name: string): { runner?: SuiteRunner; why?: string } {
   return { why: `dist/bench/${name}.js exports no \`run\` function` };
 }
 
-function parseArgs(argv: string[]): { quick: boolean; only: string[] | null; skip: string[]; render: string | null } {
-  const list = (flag: string) => {
-    const i = argv.indexOf(flag);
-    return i >= 0 && argv[i + 1] ? argv[i + 1]!.split(',').map((s) => s.trim()).filter(Boolean) : null;
-  };
-  const r = argv.indexOf('--render');
-  return { quick: argv.includes('--quick'), only: list('--only'), skip: list('--skip') ?? [], render: r >= 0 ? argv[r + 1] ?? null : null };
+export const USAGE = `usage: node dist/bench/run.js [--quick] [--only SUITE,…] [--skip SUITE,…]
+       node dist/bench/run.js --render bench/results/results-<date>.json
+       (npm run bench -- FLAGS runs the first form)
+
+Runs the benchmark suites (${SUITES.join(', ')}) one after another and writes, under
+bench/results/: results-<date>.json (everything measured, with the machine stamp), latest.md (the
+report) and each suite's plots (*.svg); see docs/benchmarks.md.
+
+  --quick          a smoke run (about 70 s): smaller sizes, shorter runs; it writes
+                   results-<date>-quick.json, latest-quick.md, *-quick.svg, never a full run's files
+  --only A,B       run only these suites
+  --skip A,B       run all but these (with either, a partial run: its files are named …-partial)
+  --render FILE    re-write latest.md and the suites' files from a saved results file; measures nothing
+  -h, --help       this text
+`;
+
+/** The flags, or the exit code when nothing is to run (--help, a bad flag). */
+function parseArgs(argv: string[]): { quick: boolean; only: string[] | null; skip: string[]; render: string | null } | { exit: number } {
+  const parsed = benchArgs('run.js', USAGE, argv, { quick: { type: 'boolean' }, only: { type: 'string' }, skip: { type: 'string' }, render: { type: 'string' } });
+  if ('exit' in parsed) return parsed;
+  const { values } = parsed;
+  const list = (value: string | undefined) => (value === undefined ? null : value.split(',').map((s) => s.trim()).filter(Boolean));
+  return { quick: values.quick === true, only: list(values.only), skip: list(values.skip) ?? [], render: values.render ?? null };
 }
 
 export function renderReport(machine: Machine, quick: boolean, suites: SuiteResult[], skipped: { name: string; why: string }[]): string {
@@ -124,12 +141,12 @@ function rerender(file: string, resultsDir: string): number {
 
 export async function main(argv = process.argv.slice(2)): Promise<number> {
   const args = parseArgs(argv);
+  if ('exit' in args) return args.exit;
   if (args.render) return rerender(args.render, path.resolve(__dirname, '../../bench/results'));
   // A misspelt suite must not run nothing and report that as a result.
   const unknown = [...(args.only ?? []), ...args.skip].filter((name) => !SUITES.includes(name));
   if (unknown.length > 0 || (args.only !== null && args.only.length === 0)) {
-    process.stderr.write(`run.js: ${unknown.length ? `unknown suite ${unknown.map((n) => `\`${n}\``).join(', ')}` : '--only names no suite'}; the suites are ${SUITES.join(', ')}\n`);
-    return 2;
+    return refuse('run.js', `${unknown.length ? `unknown suite ${unknown.map((n) => `\`${n}\``).join(', ')}` : '--only names no suite'}; the suites are ${SUITES.join(', ')}`).exit;
   }
   // A partial run (--only, --skip) never replaces a full run's files: its names say `-partial`.
   const partial = args.only !== null || args.skip.length > 0;

@@ -2,7 +2,7 @@
 // /v1/authorize (audit on with cache hits and with cache misses, audit off), /v1/authorize/batch with
 // 100 checks per request, and pdp over mutual TLS next to the same server over plain HTTP.
 //
-//   node dist/bench/server.js [--quick] [--profile] [--only pdp-hit,fastify,…]
+//   node dist/bench/server.js [--quick] [--profile] [--only pdp-hit,fastify,…]   (--help: USAGE below)
 //
 // Every target runs in its own forked process (dist/bench/server-targets.js) on 127.0.0.1; the load
 // generator is autocannon (programmatic API) in this process: the same connection count, warmup,
@@ -22,6 +22,7 @@ import { decideWith, Engine } from '../src/engine';
 import { initCa, issueCertificate } from '../src/identity/ca';
 import type { ChildMessage, ParentMessage, TargetConfig } from './server-targets';
 import type { SuiteFile, SuiteOptions, SuiteResult, SuiteRunner } from './suite';
+import { benchArgs, refuse } from './args';
 import { benchTempDir } from './suite';
 import { loadRuns, summarize as summarizeRuns, toMarkdown as runsMarkdown } from './server-runs';
 
@@ -929,23 +930,49 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
 // bench/run.ts loads this module as a suite.
 export const suiteRunner: SuiteRunner = run;
 
-if (require.main === module) {
-  const argv = process.argv.slice(2);
-  const onlyIdx = argv.indexOf('--only');
-  const only = onlyIdx >= 0 ? (argv[onlyIdx + 1] ?? '').split(',').filter(Boolean) as ScenarioId[] : undefined;
+export const USAGE = `usage: node dist/bench/server.js [--quick] [--profile] [--only TARGET,…]
+
+HTTP benchmarks side by side: bare node:http and fastify baselines, pdp's /v1/authorize (cache hits,
+misses, audit off), /v1/authorize/batch, and pdp over mutual TLS next to plain HTTP; each target in
+its own process, the load (autocannon) from this one. A full run takes 3-4 minutes and writes
+bench/results/server-latest.md and server-<date>.json; the report also goes to stdout.
+
+  --quick          a smoke run (about 40 s): writes server-latest-quick.md, server-<date>-quick.json
+  --profile        every target under \`node --cpu-prof\`: writes server-profile-latest.md (the top
+                   self-time functions) instead of benchmark results
+  --only A,B       these targets only; the files are named …-partial. The targets:
+                   ${SCENARIO_IDS.join(', ')}
+  -h, --help       this text
+
+Environment: PDP_BENCH_KEEP_PROFILES=DIR keeps each target's .cpuprofile in DIR (with --profile).
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = benchArgs('server.js', USAGE, argv, { quick: { type: 'boolean' }, profile: { type: 'boolean' }, only: { type: 'string' } });
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
+  const only = values.only === undefined ? undefined : values.only.split(',').filter(Boolean) as ScenarioId[];
   const unknown = only?.filter((id) => !SCENARIO_IDS.includes(id));
   if (only !== undefined && (only.length === 0 || unknown!.length > 0)) {
-    process.stderr.write(`server.js --only: ${only.length === 0 ? 'no target named' : `unknown target ${unknown!.map((id) => `\`${id}\``).join(', ')}`}; the targets are ${SCENARIO_IDS.join(', ')}\n`);
-    process.exit(2);
+    return refuse('server.js', `--only: ${only.length === 0 ? 'no target named' : `unknown target ${unknown!.map((id) => `\`${id}\``).join(', ')}`}; the targets are ${SCENARIO_IDS.join(', ')}`).exit;
   }
-  run({ quick: argv.includes('--quick'), profile: argv.includes('--profile'), ...(only ? { only } : {}) }).then((r) => {
-    const dir = path.resolve(__dirname, '../../bench/results');
-    fs.mkdirSync(dir, { recursive: true });
-    for (const f of r.files ?? []) fs.writeFileSync(path.join(dir, f.name), f.content);
-    process.stdout.write(`${r.markdown}\n`);
-    process.stderr.write(`wrote ${(r.files ?? []).map((f) => `bench/results/${f.name}`).join(', ')}\n`);
-  }, (e) => {
+  let r: ServerSuiteResult;
+  try {
+    r = await run({ quick: values.quick === true, profile: values.profile === true, ...(only ? { only } : {}) });
+  } catch (e) {
     process.stderr.write(`${(e as Error).stack ?? e}\n`);
-    process.exitCode = 1;
+    return 1;
+  }
+  const dir = path.resolve(__dirname, '../../bench/results');
+  fs.mkdirSync(dir, { recursive: true });
+  for (const f of r.files ?? []) fs.writeFileSync(path.join(dir, f.name), f.content);
+  process.stdout.write(`${r.markdown}\n`);
+  process.stderr.write(`wrote ${(r.files ?? []).map((f) => `bench/results/${f.name}`).join(', ')}\n`);
+  return 0;
+}
+
+if (require.main === module) {
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
   });
 }

@@ -1,6 +1,6 @@
 // `pdp serve --workers N` throughput from 1 to N workers, with the audit store still losing
 // nothing: every 2xx the load generator received is counted against the rows in audit_log.
-// Run: node dist/bench/workers.js [--max N] [--quick]
+// Run: node dist/bench/workers.js [--max N] [--quick]   (--help: USAGE below)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -8,6 +8,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { SuiteOptions, SuiteResult } from './suite';
 import { benchTempDir } from './suite';
+import { benchArgs, refuse } from './args';
 import { machineStamp } from './run';
 
 const root = path.join(__dirname, '../..');
@@ -125,19 +126,41 @@ export async function run(opts: SuiteOptions & { maxWorkers?: number }): Promise
   return { name: 'workers', title: 'pdp serve --workers N', durationMs: Date.now() - started, markdown, data: { machine: stamp, quick: opts.quick, results } };
 }
 
-if (require.main === module) {
-  const maxFlag = process.argv.indexOf('--max');
-  const quick = process.argv.includes('--quick');
-  run({ quick, maxWorkers: maxFlag > 0 ? Number(process.argv[maxFlag + 1]) : undefined })
+export const USAGE = `usage: node dist/bench/workers.js [--max N] [--quick]
+
+\`pdp serve --workers N\` throughput for 1, 2, 4, 8, 16 … up to N workers (the example policies/,
+one cache-hit request, 10 s per count), checking that every answered request has its audit row.
+Prints the table and writes bench/results/workers-latest.md and workers-<date>.json.
+
+  --max N          the most workers to try (default: the number of CPUs)
+  --quick          1.5 s per count; the files are named …-quick (not committed)
+  -h, --help       this text
+`;
+
+function main(argv: string[]): number | undefined {
+  const parsed = benchArgs('workers.js', USAGE, argv, { max: { type: 'string' }, quick: { type: 'boolean' } });
+  if ('exit' in parsed) return parsed.exit;
+  const { max, quick = false } = parsed.values;
+  // As \`pdp serve --workers\` bounds it.
+  if (max !== undefined && !(/^\d{1,3}$/.test(max) && Number(max) >= 1 && Number(max) <= 256)) {
+    return refuse('workers.js', `--max expects a whole number of workers from 1 to 256; got \`${max}\``).exit;
+  }
+  run({ quick, maxWorkers: max === undefined ? undefined : Number(max) })
     .then((r) => {
       const markdown = `## ${r.title}\n\n${r.markdown}`;
       process.stdout.write(markdown);
       fs.mkdirSync(path.join(root, 'bench/results'), { recursive: true });
-      // A smoke run (3 s per count) does not replace the last full run's figures (bench/results/.gitignore keeps it out of git).
+      // A smoke run (1.5 s per count) does not replace the last full run's figures (bench/results/.gitignore keeps it out of git).
       const suffix = quick ? '-quick' : '';
       fs.writeFileSync(path.join(root, `bench/results/workers-latest${suffix}.md`), markdown);
       // Stamped like every results file: machine (CPU, cores, Node, date, commit), quick, the rows.
       fs.writeFileSync(path.join(root, `bench/results/workers-${new Date().toISOString().replace(/[:.]/g, '-')}${suffix}.json`), `${JSON.stringify(r.data, null, 2)}\n`);
     })
     .catch((e) => { console.error(e); process.exitCode = 1; });
+  return undefined;
+}
+
+if (require.main === module) {
+  const code = main(process.argv.slice(2));
+  if (code !== undefined) process.exitCode = code;
 }

@@ -259,3 +259,73 @@ test('POST /v1/authorize with explain lists every rule in scope and why', async 
   const plain = await authorize(server.url, { identity: 'team:audit', action: 'read', resource: 'service:payment' });
   assert.equal(plain.json.considered, undefined);
 });
+
+// A test states a request the server could be sent, so its identity follows the server's rule for a
+// request's identity: a space is decided (only `*` and globs match it), with a lint warning since it
+// is usually a typo; a control character is refused, for the reason the server gives.
+const SPACED_RULES = `settings { default_policy = "deny" }
+
+service "api" {
+  policy   = "read"
+  identity = "spiffe://cluster/ns/prod/sa/*"
+}
+`;
+
+const spacedTest = (name: string, identity: string, action: string, expect: string) =>
+  `test "${name}" {\n  identity = "${identity}"\n  action   = "${action}"\n  resource = "service:api"\n  expect   = "${expect}"\n}\n`;
+
+test('a test identity with a space runs and is decided as the server decides it, with a `test-identity-space` warning', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const dir = path.join(root, 'spaced');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'rules.hcl'), SPACED_RULES);
+  fs.writeFileSync(path.join(dir, 'tests.hcl'),
+    spacedTest('spaced identity reads through the glob', 'spiffe://cluster/ns/prod/sa/my app', 'read', 'ALLOW') +
+    spacedTest('spaced identity writes', 'spiffe://cluster/ns/prod/sa/my app', 'write', 'ALLOW'));
+
+  const run = await runPdp(['test', dir]);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(run.stdout, /^PASS {2}spaced identity reads through the glob/m);
+  assert.match(run.stdout, /^FAIL {2}spaced identity writes .*\n {6}expected ALLOW, got DENY: spiffe:\/\/cluster\/ns\/prod\/sa\/my app has read on service:api; write is required$/m);
+  assert.match(run.stdout, /^1 passed, 1 failed$/m);
+
+  const check = await runPdp(['check', dir]);
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(check.stderr, /tests\.hcl:2:14: warning\[test-identity-space\]: this test's `identity` holds U\+0020 \(space character\) at position 30: no identity pattern can name it, only `\*` and globs match it\n/);
+  assert.match(check.stderr, /= hint: probably a typo \(identities are written without spaces\); `pdp test` runs it as written/);
+  assert.match(check.stdout, /^ok: 2 files, 1 rule: 0 errors, 2 warnings$/m);
+  assert.equal((await runPdp(['check', '--strict', dir])).code, 1, '--strict fails on it');
+
+  // The server decides the same requests the same way.
+  const server = await startServer({ files: { 'rules.hcl': SPACED_RULES } });
+  t.after(() => server.close());
+  for (const [action, result] of [['read', 'ALLOW'], ['write', 'DENY']] as const) {
+    const res = await authorize(server.url, { identity: 'spiffe://cluster/ns/prod/sa/my app', action, resource: 'service:api' });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.result, result);
+  }
+});
+
+test('a test identity with a control character is still an invalid-test error, for the server\'s reason', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const dir = path.join(root, 'control');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'rules.hcl'), SPACED_RULES);
+  fs.writeFileSync(path.join(dir, 'tests.hcl'), spacedTest('tab', 'spiffe://cluster/ns/prod/sa/my\\u0009app', 'read', 'ALLOW'));
+  const check = await runPdp(['check', dir]);
+  assert.equal(check.code, 1);
+  const line = /tests\.hcl:2:14: error\[invalid-test\]: this test's request would be refused: `identity` (.*)\n[^]*?= hint: (.*)\n/.exec(check.stderr);
+  assert.ok(line, check.stderr);
+  assert.equal(line[1], 'holds U+0009 (tab) at position 30');
+  assert.doesNotMatch(check.stderr, /test-identity-space/, 'an error, not also a warning');
+  assert.equal((await runPdp(['test', dir])).code, 1, 'pdp test does not run a set with errors');
+
+  // The server's answer to that request gives the same reason.
+  const server = await startServer({ files: { 'rules.hcl': SPACED_RULES } });
+  t.after(() => server.close());
+  const res = await authorize(server.url, { identity: 'spiffe://cluster/ns/prod/sa/my\tapp', action: 'read', resource: 'service:api' });
+  assert.equal(res.status, 400, res.text);
+  assert.equal(res.json.error.message, `\`identity\` ${line[1]}; ${line[2]}`);
+});

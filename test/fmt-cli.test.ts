@@ -172,7 +172,7 @@ describe('pdp fmt (in-process)', () => {
   });
 
   test('a missing path is a usage error (exit 2 from main)', async () => {
-    await assert.rejects(run(['does-not-exist'], capture(dir).io), (e: unknown) => e instanceof UsageError && /no such file or directory: `does-not-exist`/.test(e.message));
+    await assert.rejects(run(['does-not-exist'], capture(dir).io), (e: unknown) => e instanceof UsageError && /cannot read `does-not-exist`: no such file or directory/.test(e.message));
   });
 
   test('bad options are usage errors', async () => {

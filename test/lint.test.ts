@@ -143,6 +143,13 @@ const CASES: Case[] = [
   { name: 'networks and single hosts are clean', policy: `service "a" ${r('read', 'team:x', 'cidrs = ["10.1.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "fd00::1/128", "2001:db8::/32", "::ffff:10.1.0.0/112"]')}`, expect: [] },
   { name: 'a deny with host bits set, nested in a namespace', policy: `namespace "prod" {\n  service "a" ${r('deny', 'team:x', 'cidrs = ["192.168.1.1/24"]')}\n}`, expect: [{ code: 'cidr-host-bits', line: 2, column: 62 }] },
 
+  // ---- test-identity-space (decoded, so an escaped space counts; a control character is an error instead)
+  {
+    name: 'a space in a test\'s identity',
+    policy: `service "a" ${r('read', '*')}\ntest "t" {\n  identity = "user:Jane Doe"\n  action   = "read"\n  resource = "service:a"\n  expect   = "ALLOW"\n}\ntest "u" {\n  identity = "user:Jane\\u00a0Doe"\n  action   = "read"\n  resource = "service:a"\n  expect   = "ALLOW"\n}\ntest "v" {\n  identity = "user:jane-doe"\n  action   = "read"\n  resource = "service:a"\n  expect   = "ALLOW"\n}`,
+    expect: [{ code: 'test-identity-space', line: 3, column: 14 }, { code: 'test-identity-space', line: 9, column: 14 }],
+  },
+
   // ---- duplicate-identity
   { name: 'an identity twice in a rule\'s identities', policy: `service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`, expect: [{ code: 'duplicate-identity', line: 3, column: 37 }] },
   { name: 'an identity twice in a role and in an api block, the same string however escaped', policy: `role "r" { identities = ["team:a", "team:\\u0061"] }\napi "admin" { identities = ["role:r", "team:b", "role:r"] }\nservice "a" ${r('read', 'role:r')}`, expect: [{ code: 'duplicate-identity', line: 1, column: 36 }, { code: 'duplicate-identity', line: 2, column: 49 }] },

@@ -5,10 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LINT_CODES, type Acknowledged } from '../check';
 import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
-import { buildPolicySet, errnoText, readPolicyDir, type LoadedPolicy } from '../engine';
+import { buildPolicySet, type LoadedPolicy } from '../engine';
 import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
-import { diagnosticToJson, printDiagnostics, readPolicyInputs, withDisplayPaths, type PolicyInput } from './policy-input';
+import { diagnosticToJson, policyPathProblem, printDiagnostics, readPolicyDirectory, readPolicyInputs, withDisplayPaths, type PolicyInput } from './policy-input';
 
 /** `text` wrapped at `width` columns: the help lists the lint codes from LINT_CODES itself, so it never misses one. */
 const wrap = (text: string, width = 96): string => text.replace(new RegExp(`(.{1,${width}})(?: |$)`, 'g'), '$1\n').trimEnd();
@@ -125,15 +125,19 @@ function namedFilesWithin(dir: string, files: readonly string[], io: CliIo): Set
   let stat: fs.Stats;
   try {
     stat = fs.statSync(root);
-  } catch {
-    throw new UsageError(`--within: no such directory: \`${dir}\``);
+  } catch (e) {
+    throw new UsageError(`--within: ${policyPathProblem(dir, e)}`);
   }
   if (!stat.isDirectory()) throw new UsageError(`--within takes the policy set's directory; \`${dir}\` is a file`);
   const realRoot = realFile(root);
   const named = new Set<string>();
   for (const file of files) {
     const real = realFile(path.resolve(io.cwd, file));
-    if (!fs.existsSync(real)) throw new UsageError(`no such file: \`${file}\``);
+    try {
+      fs.statSync(real);
+    } catch (e) {
+      throw new UsageError(policyPathProblem(file, e));
+    }
     if (!real.startsWith(realRoot + path.sep) || !real.endsWith('.hcl') || fs.statSync(real).isDirectory()) {
       throw new UsageError(`\`${file}\` is not a policy file of the set in \`${dir}\` (a \`*.hcl\` file under it)`);
     }
@@ -182,13 +186,7 @@ async function runReplay(options: ReplayArgs, io: CliIo): Promise<number> {
   }
 
   // The new policy set first: a broken set is a finding (exit 1) whatever the database holds.
-  const policyDir = path.resolve(io.cwd, options.policies);
-  let sources;
-  try {
-    sources = readPolicyDir(policyDir);
-  } catch (e) {
-    throw new UsageError(`cannot read policy directory \`${options.policies}\`: ${errnoText(e)}`);
-  }
+  const sources = readPolicyDirectory(options.policies, io);
   if (sources.length === 0) {
     io.stderr.write(`pdp check: no \`*.hcl\` files in \`${options.policies}\`\n`);
     return EXIT_FINDING;

@@ -2,11 +2,11 @@
 // every rule considered.
 import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
-import { buildPolicySet, decideWith, defaultDecisionNote, errnoText, readPolicyDir } from '../engine';
+import { buildPolicySet, decideWith, defaultDecisionNote } from '../engine';
 import { disguisedIdentityProblem } from '../syntax/characters';
 import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
-import { printDiagnostics } from './policy-input';
+import { printDiagnostics, readPolicyDirectory } from './policy-input';
 
 export const HELP = `usage: pdp eval --identity I --action A --resource R [--namespace N] [--source-ip IP]
                 [--policies DIR] [--explain] [--format text|json]
@@ -33,12 +33,7 @@ export const run: Command = async (args, io) => {
   if (values.action === undefined) throw new UsageError('--action is required (read, write or admin)');
   if (values.resource === undefined) throw new UsageError('--resource is required (service:NAME or namespace:NS/*)');
   const dir = (values.policies ?? io.env.PDP_POLICIES) || 'policies';
-  let sources;
-  try {
-    sources = readPolicyDir(path.resolve(io.cwd, dir));
-  } catch (e) {
-    throw new UsageError(`cannot read policy directory \`${dir}\`: ${errnoText(e)}`);
-  }
+  const sources = readPolicyDirectory(dir, io);
   if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${dir}\``);
   const built = buildPolicySet(sources, { tests: false }); // decided as the server would: test blocks aside
   if (!built.policy) {

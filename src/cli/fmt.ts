@@ -9,6 +9,7 @@ import { errnoText, listPolicyFiles, readPolicyFile, type ListedFile, type Polic
 import { formatPolicy } from '../fmt/format';
 import { formatOption, parse, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
+import { policyPathError } from './policy-input';
 
 export const HELP = `usage: pdp fmt [PATH…] [--check] [--diff] [--format text|json]
 
@@ -119,8 +120,8 @@ export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
     let stat: fs.Stats;
     try {
       stat = fs.statSync(absolute);
-    } catch {
-      throw new UsageError(`no such file or directory: \`${p}\``);
+    } catch (e) {
+      throw policyPathError(p, e);
     }
     if (!stat.isDirectory()) {
       add(p, absolute);
@@ -130,7 +131,7 @@ export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
     try {
       listed = listPolicyFiles(absolute);
     } catch (e) {
-      throw new UsageError(`cannot read directory \`${p}\`: ${errnoText(e)}`);
+      throw policyPathError(p, e);
     }
     // As check and test say: a mistyped directory in `pdp fmt --check` in CI must not pass silently.
     if (listed.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${p}\``);

@@ -2,8 +2,8 @@
 // diagnostics with their source lines.
 import fs from 'node:fs';
 import path from 'node:path';
-import { diagnosticToJson, renderDiagnostic, type Diagnostic } from '../diagnostics';
-import { errnoText, readPolicyDir, readPolicyFile, type PolicySource } from '../engine';
+import { diagnosticToJson, quote, renderDiagnostic, type Diagnostic } from '../diagnostics';
+import { errnoWords, readPolicyDir, readPolicyFile, type PolicySource } from '../engine';
 import { UsageError, type CliIo } from './io';
 
 export interface PolicyInput {
@@ -12,6 +12,34 @@ export interface PolicyInput {
   /** Directory the rule names are relative to (diagnostics show paths as the user would open them). */
   base: string;
   sources: PolicySource[];
+}
+
+/**
+ * Why a policy path the user named (an argument, `--policies`) cannot be used: one wording for every
+ * command, naming the path as it was typed and the reason in words. `given` is that text.
+ */
+export function policyPathProblem(given: string, e: unknown): string {
+  return `cannot read ${quote(given)}: ${errnoWords(e)}`;
+}
+
+export function policyPathError(given: string, e: unknown): UsageError {
+  return new UsageError(policyPathProblem(given, e));
+}
+
+/**
+ * The policy set in the directory a flag names (`--policies` of eval, serve and `check --replay`),
+ * read; `given` is the flag's text, resolved against the working directory. A path that cannot be
+ * read is bad usage, worded as readPolicyInputs words it; an empty set is left to the caller, as
+ * the commands treat it differently.
+ */
+export function readPolicyDirectory(given: string, io: CliIo): PolicySource[] {
+  try {
+    return readPolicyDir(path.resolve(io.cwd, given));
+  } catch (e) {
+    const notDir = (e as NodeJS.ErrnoException).code === 'ENOTDIR';
+    // eval and serve decide with one set, which is a directory; check and test also take files.
+    throw new UsageError(`${policyPathProblem(given, e)}${notDir ? '; --policies names a directory of `*.hcl` files' : ''}`);
+  }
 }
 
 /**
@@ -29,8 +57,8 @@ export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
     let stat: fs.Stats;
     try {
       stat = fs.statSync(absolute);
-    } catch {
-      throw new UsageError(`no such file or directory: \`${p}\``);
+    } catch (e) {
+      throw policyPathError(p, e);
     }
     const real = fs.realpathSync(absolute);
     if (seen.has(real)) continue;
@@ -40,7 +68,7 @@ export function readPolicyInputs(paths: string[], io: CliIo): PolicyInput[] {
       try {
         sources = readPolicyDir(absolute);
       } catch (e) {
-        throw new UsageError(`cannot read directory \`${p}\`: ${errnoText(e)}`);
+        throw policyPathError(p, e);
       }
       if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${p}\``);
       inputs.push({ label: p, base: p, sources });

@@ -4,13 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startCheckpointer, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
+import { quote } from '../diagnostics';
 import { redactTokensAlsoEncoded } from '../identity/token-format';
-import { Engine, readPolicyDir } from '../engine';
+import { Engine } from '../engine';
 import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader, DEFAULT_REQUEST_TIMEOUT_MS, describePolicyDiff, type AuditAnomalies } from '../server';
 import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
-import { printDiagnostics } from './policy-input';
+import { printDiagnostics, readPolicyDirectory } from './policy-input';
 import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
 import { probeListen } from './listen-probe';
 import { reloadOnSettledChanges, watchDirectories } from './watch';
@@ -102,7 +103,8 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   }, false);
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers expects a whole number from 1 to 256; got \`${values.workers}\``);
-  const policyDir = path.resolve(io.cwd, (values.policies ?? io.env.PDP_POLICIES) || 'policies');
+  const policiesGiven = (values.policies ?? io.env.PDP_POLICIES) || 'policies';
+  const policyDir = path.resolve(io.cwd, policiesGiven);
   const auditPath = path.resolve(io.cwd, (values.audit ?? io.env.PDP_AUDIT) || 'audit.db');
   const { host, port } = parseListen((values.listen ?? io.env.PDP_LISTEN) || '127.0.0.1:8181');
   const cacheEntriesText = values['cache-entries'];
@@ -142,6 +144,10 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   // Operator files are checked before anything is opened: a wrong path or a key that does not match
   // its certificate is a usage error naming the flag, not an `internal error: ENOENT`.
   checkSecurityFiles(values, io.cwd);
+  // Read here rather than by the engine: bad usage (exit 2) worded as every command words it, with the
+  // path as the user typed it, and before the listen probe, as every other usage error is.
+  const sources = readPolicyDirectory(policiesGiven, io);
+  if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in ${quote(policiesGiven)}`);
   if (!isClusterWorker(io.env)) {
     // Before the start-up row is written (and before workers fork): a port taken by another process
     // must not leave an ACL_CHANGE row for a version that never served. (Workers bind through the
@@ -156,7 +162,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const nodeName = (values['node-name'] ?? os.hostname()) + (isClusterWorker(io.env) ? `/w${io.env.PDP_WORKER_ID ?? '?'}` : '');
   if (workers > 1 && !isClusterWorker(io.env)) {
     // Validate the policy set once before forking, so a broken set fails fast with its diagnostics.
-    const probe = new Engine(policyDir).build();
+    const probe = new Engine(policyDir).build(sources);
     if (!probe.ok) {
       io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; run \`pdp check ${policyDir}\`\n`);
       return EXIT_FINDING;
@@ -167,12 +173,11 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
 
   const engine = new Engine(policyDir);
   // Built to the side: the set is activated only once its ACL_CHANGE row is committed (below).
-  const first = engine.build();
+  const first = engine.build(sources);
   if (!first.ok) {
-    // No directory, or nothing in it: bad usage (exit 2), worded as every other command words it.
-    if (first.error) throw new UsageError(first.error);
+    if (first.error) throw new UsageError(first.error); // not expected: the files were read above
     const base = path.relative(io.cwd, policyDir) || '.';
-    printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(base, d.span.file) } })), [{ label: policyDir, base, sources: readPolicyDir(policyDir) }], io);
+    printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(base, d.span.file) } })), [{ label: policyDir, base, sources }], io);
     io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; not starting\n`);
     return EXIT_FINDING;
   }

@@ -30,9 +30,24 @@ export interface PolicySource {
 
 const atStart = (file: string) => ({ file, start: { offset: 0, line: 1, column: 1 }, end: { offset: 0, line: 1, column: 1 } });
 
+/**
+ * Why a file operation failed, in words (`no such file or directory`, `permission denied`): the
+ * system's own description, which node puts in the message as `CODE: words, syscall 'path'` (the
+ * absolute path left out, so the caller names the path as the user gave it).
+ */
+export function errnoWords(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (!err.code) return err.message;
+  const m = err.message.startsWith(`${err.code}: `) ? /^[^:]+: ([^,]+),/.exec(err.message) : null;
+  return m ? m[1]! : err.code;
+}
+
+/** The code and its words, `ENOENT (no such file or directory)`: for diagnostics on files inside a set. */
 export function errnoText(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
-  return err.code ? `${err.code}${err.code === 'EACCES' ? ' (permission denied)' : err.code === 'ENOENT' ? ' (no such file or directory)' : err.code === 'ENOTDIR' ? ' (not a directory)' : ''}` : err.message;
+  if (!err.code) return err.message;
+  const words = errnoWords(e);
+  return words === err.code ? err.code : `${err.code} (${words})`;
 }
 
 export function readErrorSource(rel: string, what: string, e: unknown): PolicySource {

@@ -13,7 +13,7 @@ import { anonymousRefusal, prepareRequest, subjectIdentity } from '../eval/reque
 import { parsePolicy, type PolicyFile } from '../syntax';
 import { errnoText, readPolicyDir, type PolicySource } from './files';
 
-export { decodePolicyBytes, errnoText, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
+export { decodePolicyBytes, errnoText, errnoWords, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
 
 
 export interface LoadedPolicy {
@@ -245,11 +245,15 @@ export class Engine {
     return this.generation;
   }
 
-  /** Reads and builds the directory to the side; the active version is untouched. */
-  build(): { ok: true; policy: LoadedPolicy; diagnostics: Diagnostic[] } | { ok: false; diagnostics: Diagnostic[]; error?: string } {
+  /**
+   * Reads and builds the directory to the side; the active version is untouched. `read` is the
+   * directory's files when the caller has just read them (serve at start, which words a directory it
+   * cannot read as every command does).
+   */
+  build(read?: PolicySource[]): { ok: true; policy: LoadedPolicy; diagnostics: Diagnostic[] } | { ok: false; diagnostics: Diagnostic[]; error?: string } {
     let sources: PolicySource[];
     try {
-      sources = readPolicyDir(this.policyDir);
+      sources = read ?? readPolicyDir(this.policyDir);
     } catch (e) {
       return { ok: false, diagnostics: [], error: `cannot read policy directory \`${this.policyDir}\`: ${errnoText(e)}` };
     }

@@ -13,6 +13,7 @@ import {
   isValidName, LEVELS, parseCidrText, parseIdentityPattern, spiffeTrustDomain,
   type Block, type IdentityPattern, type Level, type PatternPart, type PolicyFile, type StringLiteral, type Value,
 } from '../../syntax';
+import { describeCharacter, disguisingIdentityCharacter } from '../../syntax/characters';
 import { isRuleBlock, type RuleBlockType } from '../schema';
 import { anonymousAllowed, attribute, blocks, identityStrings, settingsBlock, stringValue } from '../walk';
 
@@ -30,6 +31,7 @@ export const LINT_CODES = {
   'cidr-host-bits': 'a CIDR with bits set after its prefix length, silently widened to its network',
   'duplicate-identity': 'the same identity twice in one identities list, usually in place of another',
   'wildcard-namespace-grant': 'a namespace-level write or admin granted to a wildcard identity: every workload it matches may register any service there',
+  'test-identity-space': 'a test whose identity holds a space, which no identity pattern can name: usually a typo',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -75,6 +77,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   checkCoverage(rules, roles, duplicates, out);
   checkCidrHostBits(rules, out);
   checkDuplicateIdentities(files, rules, out);
+  checkTestIdentitySpaces(files, out);
   return out;
 }
 
@@ -686,5 +689,28 @@ function checkDuplicateIdentities(files: readonly PolicyFile[], rules: readonly 
       out.push(warning('duplicate-identity', `${q(item.value)} is already in this \`identities\` list`, item.span,
         `the first is at line ${earlier.span.start.line}, column ${earlier.span.start.column}; remove this one, or name the identity that was meant`));
     }
+  }
+}
+
+// ---- test-identity-space -------------------------------------------------------------------------
+
+/**
+ * A test's `identity` may hold a space, as a request's may (the server decides `user:Jane Doe`), but
+ * no rule, role or `api` block can name it (patterns hold no whitespace): only `*` and globs match
+ * it. In a test that is far more often a slip (`"spiffe://cluster/ns/prod/sa/my app"` for `my-app`),
+ * so it is said; `pdp test` still runs it. Other whitespace (a no-break or ideographic space) too;
+ * controls and invisible characters are `invalid-test` errors of the values pass, left out here.
+ */
+function checkTestIdentitySpaces(files: readonly PolicyFile[], out: Diagnostic[]): void {
+  for (const { block, parent } of blocks(files)) {
+    if (parent || block.type.name !== 'test') continue;
+    const identity = stringValue(block, 'identity');
+    if (!identity || disguisingIdentityCharacter(identity.value)) continue;
+    const space = /\s/u.exec(identity.value);
+    if (!space) continue;
+    out.push(warning('test-identity-space',
+      `this test's \`identity\` holds ${describeCharacter(space[0])} at position ${space.index}: no identity pattern can name it, only \`*\` and globs match it`,
+      identity.span,
+      'probably a typo (identities are written without spaces); `pdp test` runs it as written. If a PEP does send such an identity, acknowledge this with `# pdp:allow test-identity-space -- why`'));
   }
 }
