@@ -4,7 +4,7 @@
 // run on a shared 2-core machine is not a verdict; this script is how they were counted.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args';
 
 interface Ratio {
   name: string;
@@ -119,25 +119,21 @@ export function toMarkdown(runs: readonly Run[], summaries: readonly RatioSummar
   return `${lines.join('\n')}\n`;
 }
 
-const USAGE = `usage: node dist/bench/server-runs.js [--dir DIR] [--json]
+const USAGE = `usage: node dist/bench/server-runs.js [--dir DIR] [--json] [--help]
 
 Summarizes the ratios of every full server benchmark run in DIR (default bench/results):
 range, range per server CPU-second, and the runs that met each target. Prints Markdown,
 or JSON with --json. Runs nothing; reads the results files only.
+
+  --dir DIR   the results folder to read (default bench/results/)
+  --json      JSON instead of Markdown
+  -h, --help  this text
 `;
 
 function main(argv: string[]): number {
-  let values: { dir?: string; json?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({ args: argv, options: { dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }));
-  } catch (e) {
-    process.stderr.write(`server-runs: ${(e as Error).message}\nRun \`node dist/bench/server-runs.js --help\` for usage.\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
+  const parsed = benchArgs('server-runs.js', USAGE, argv, { dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   const dir = values.dir ?? path.join(__dirname, '..', '..', 'bench', 'results');
   const runs = loadRuns(dir);
   if (runs.length === 0) {

@@ -22,6 +22,7 @@ const SCRIPTS: { script: string; names: string[]; bad?: { args: string[]; messag
   { script: 'audit.js', names: ['--quick', 'stdout'] },
   { script: 'audit-row-cost.js', names: ['--quick', 'bench/results/'] },
   { script: 'workers.js', names: ['--max', '--quick', 'bench/results/'], bad: { args: ['--quick', '--max', '0'], message: /--max expects a whole number of workers from 1 to 256; got `0`/ } },
+  { script: 'server-runs.js', names: ['--dir', '--json', 'bench/results/'] },
   { script: 'profile-engine.js', names: ['load', 'evaluate', 'decide', 'summarize'], bad: { args: ['evalute', '1000'], message: /unknown mode `evalute`/ } },
 ];
 
