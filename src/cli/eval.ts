@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, defaultDecisionNote } from '../engine';
-import { disguisedIdentityProblem } from '../syntax/characters';
+import { requestIdentityProblem } from '../syntax/request';
 import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
 import { printDiagnostics, readPolicyDirectory } from './policy-input';
@@ -43,8 +43,8 @@ export const run: Command = async (args, io) => {
     return EXIT_FINDING;
   }
   // Refused as the server refuses it (docs/server.md), so eval never answers what serve would not.
-  const disguised = values.identity === undefined ? undefined : disguisedIdentityProblem(values.identity);
-  if (disguised) throw new UsageError(`--identity ${disguised}`);
+  const identityProblem = values.identity === undefined ? undefined : requestIdentityProblem(values.identity);
+  if (identityProblem) throw new UsageError(`--identity ${identityProblem}`);
   const outcome = decideWith(built.policy, {
     identity: values.identity, action: values.action, resource: values.resource,
     namespace: values.namespace, sourceIp: values['source-ip'],
