@@ -7,6 +7,7 @@
 // monomorphic, as it is in the one-subject-per-process runs of engine-worker.ts.
 import { buildPolicySet, decideWith, type LoadedPolicy } from '../src/engine';
 import { evaluate, prepareRequest, type RawRequest, type Request } from '../src/eval';
+import { forkedOnly } from './args';
 import { loadedEngineHash } from './code-hash';
 import { EXTRA_SERVICES, floorKey, floorMap, hclSources, makeFamily, sampleRequests } from './policy-family';
 
@@ -169,6 +170,8 @@ export function runPaired(task: PairedTask): PairedResult {
 }
 
 if (require.main === module) {
+  const unforked = forkedOnly('engine-paired.js', 'bench/engine.ts', 'node dist/bench/run.js --only engine');
+  if (unforked) process.exit(unforked.exit);
   process.once('message', (task: PairedTask) => {
     try {
       const result = runPaired(task);

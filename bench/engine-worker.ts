@@ -9,6 +9,7 @@ import {
   casbinPolicyLines, caslGlobalRules, caslRulesByIdentity, floorKey, floorMap, hclSources, makeFamily, sampleRequests,
   type Family, type SampleRequest,
 } from './policy-family';
+import { forkedOnly } from './args';
 import { loadedEngineHash } from './code-hash';
 
 export const PEERS = [
@@ -462,6 +463,8 @@ async function main(task: WorkerTask): Promise<WorkerResult> {
 }
 
 if (require.main === module) {
+  const unforked = forkedOnly('engine-worker.js', 'bench/engine.ts', 'node dist/bench/run.js --only engine');
+  if (unforked) process.exit(unforked.exit);
   process.once('message', (task: WorkerTask) => {
     main(task).then(
       (result) => process.send!({ type: 'result', result }, () => process.exit(0)),

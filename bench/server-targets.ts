@@ -7,13 +7,13 @@
 // audit store), answers {type:'stopped'} and exits normally, so that `--cpu-prof` can write its profile.
 import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createRecorder, createSinkRecorder, openAuditStore, startCheckpointer, startWriterThread, type AuditRecorder, type AuditStore, type Checkpointer } from '../src/audit';
 import { Engine } from '../src/engine';
 import { buildServer, createReloader } from '../src/server';
 import { createSecurity } from '../src/server/auth';
 import { authorizeRequest, authorizeResponse } from '../src/server/schemas';
+import { forkedOnly } from './args';
 
 export type TargetKind = 'node-http' | 'fastify' | 'pdp';
 
@@ -197,10 +197,8 @@ function send(message: ChildMessage): void {
 }
 
 if (require.main === module) {
-  if (!process.send) {
-    process.stderr.write(`${path.basename(__filename)} is started by bench/server.ts (it needs an IPC channel)\n`);
-    process.exit(2);
-  }
+  const unforked = forkedOnly('server-targets.js', 'bench/server.ts', 'node dist/bench/server.js');
+  if (unforked) process.exit(unforked.exit);
   let running: Running | undefined;
   // The parent went away: do not linger.
   process.on('disconnect', () => process.exit(1));

@@ -2,6 +2,7 @@
 // know before any work starts: a misspelt flag used to be ignored and a run of minutes began. Each
 // script runs as a subprocess; none may measure anything here, so each run is given a few seconds
 // (it takes a fraction of one: loading the module), and a run that starts working times out.
+// The scripts other scripts fork (FORKED) say so when run by hand, and what to run instead.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -54,5 +55,23 @@ test('a known flag with a bad value is refused the same way (the known flags bef
     assert.equal(r.status, 2, `${script} ${bad.args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, bad.message, script);
     assert.match(r.stderr, new RegExp(`Run \`node dist/bench/${script.replace('.', '\\.')} --help\` for usage\\.\\n$`), script);
+  }
+});
+
+/** The scripts another one forks, which take their task over IPC: the forking script's source, and what to run by hand. */
+const FORKED: { script: string; forkedBy: string; instead: string }[] = [
+  { script: 'engine-worker.js', forkedBy: 'bench/engine.ts', instead: 'node dist/bench/run.js --only engine' },
+  { script: 'engine-paired.js', forkedBy: 'bench/engine.ts', instead: 'node dist/bench/run.js --only engine' },
+  { script: 'server-targets.js', forkedBy: 'bench/server.ts', instead: 'node dist/bench/server.js' },
+];
+
+test('a script that is only forked, run by hand (no IPC channel), names what forks it and what to run instead, exit 2', () => {
+  for (const { script, forkedBy, instead } of FORKED) {
+    for (const args of [[], ['--help']]) {
+      const r = bench(script, ...args);
+      assert.equal(r.status, 2, `${script} ${args.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr, `${script} is forked by ${forkedBy} (it needs an IPC channel); run \`${instead}\` instead\n`);
+      assert.equal(r.stdout, '');
+    }
   }
 });

@@ -50,6 +50,21 @@ test('a file where eval and serve expect a directory is worded the same way, and
   assert.equal(runPdp(['check', 'set/a.hcl'], { cwd: WORK }).status, 0);
 });
 
+test('a policy set with errors: serve (one process or workers) and eval name it as typed, with its diagnostics, exit 1', () => {
+  write('broken/a.hcl', 'service "a" {\n  policy   = "reed"\n  identity = "team:x"\n}\n');
+  const diagnostic = /^broken\/a\.hcl:2:14: error\[invalid-level\]: invalid policy level `reed`/m;
+  for (const [command, args] of COMMANDS.filter(([c]) => c === 'eval' || c === 'serve')) {
+    for (const p of ['broken', './broken/']) {
+      const r = runPdp(args(p), { cwd: WORK });
+      assert.equal(r.status, 1, `${args(p).join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, diagnostic, args(p).join(' '));
+      const then = command === 'eval' ? `run \`pdp check ${p}\`` : 'not starting';
+      assert.ok(r.stderr.endsWith(`\npdp ${command}: the policy set in \`${p}\` has errors; ${then}\n`), `${args(p).join(' ')}: ${r.stderr}`);
+    }
+  }
+  assert.equal(fs.existsSync(path.join(WORK, 'audit.db')), false, 'serve opened nothing');
+});
+
 test('a policy path that cannot be read: `permission denied`, from every command, exit 2', (t) => {
   const locked = path.join(WORK, 'locked');
   write('locked/a.hcl', 'service "a" {\n  policy   = "read"\n  identity = "team:x"\n}\n');

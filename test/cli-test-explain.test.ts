@@ -329,3 +329,48 @@ test('a test identity with a control character is still an invalid-test error, f
   assert.equal(res.status, 400, res.text);
   assert.equal(res.json.error.message, `\`identity\` ${line[1]}; ${line[2]}`);
 });
+
+test('an identity is at most 2048 characters, counted as the server counts them, in a request, `pdp eval` and a test block', async (t) => {
+  const root = makeTempDir('pdp-cli-test-');
+  t.after(() => removeTempDir(root));
+  const prefix = 'spiffe://cluster/ns/prod/sa/';
+  const sized = (length: number, char: string) => prefix + char.repeat(length - prefix.length);
+  // 😀 is two UTF-16 code units: the server's schema counts code points, and so must eval and test.
+  const fits = [sized(2048, 'x'), sized(2048, '😀')];
+  const over = [sized(2049, 'x'), sized(2049, '😀')];
+  const server = await startServer({ files: { 'rules.hcl': SPACED_RULES } });
+  t.after(() => server.close());
+  const dir = path.join(root, 'sized');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'rules.hcl'), SPACED_RULES);
+  const evalAs = (identity: string) => runPdp(['eval', '--policies', dir, '--identity', identity, '--action', 'read', '--resource', 'service:api']);
+
+  for (const identity of fits) {
+    const res = await authorize(server.url, { identity, action: 'read', resource: 'service:api' });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.result, 'ALLOW');
+    const ev = await evalAs(identity);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.match(ev.stdout, /^ALLOW$/m);
+  }
+  fs.writeFileSync(path.join(dir, 'tests.hcl'), fits.map((identity, i) => spacedTest(`fits ${i}`, identity, 'read', 'ALLOW')).join(''));
+  const passing = await runPdp(['test', dir]);
+  assert.equal(passing.code, 0, passing.stdout + passing.stderr);
+  assert.match(passing.stdout, /^2 passed, 0 failed$/m);
+
+  for (const identity of over) {
+    const res = await authorize(server.url, { identity, action: 'read', resource: 'service:api' });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.json.error.field, 'identity');
+    const ev = await evalAs(identity);
+    assert.equal(ev.code, 2, ev.stdout);
+    assert.match(ev.stderr, /^pdp eval: --identity is 2049 characters long, more than the 2048 a request may hold$/m);
+  }
+  fs.writeFileSync(path.join(dir, 'tests.hcl'), over.map((identity, i) => spacedTest(`over ${i}`, identity, 'read', 'ALLOW')).join(''));
+  const check = await runPdp(['check', dir, '--format', 'json']);
+  assert.equal(check.code, 1, check.stdout);
+  const found = (JSON.parse(check.stdout) as { diagnostics: { code: string; line: number; message: string }[] }).diagnostics;
+  assert.deepEqual(found.map((d) => `${d.line} ${d.code} ${d.message}`), [2, 8].map((line) =>
+    `${line} invalid-test this test's request would be refused: \`identity\` is 2049 characters long, more than the 2048 a request may hold`));
+  assert.equal((await runPdp(['test', dir])).code, 1, 'pdp test does not run a set with errors');
+});

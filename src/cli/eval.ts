@@ -1,12 +1,11 @@
 // `pdp eval`: one decision from the command line, with the deciding rule and, with --explain,
 // every rule considered.
-import path from 'node:path';
 import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, defaultDecisionNote } from '../engine';
-import { disguisedIdentityProblem } from '../syntax/characters';
+import { requestIdentityProblem } from '../syntax/request';
 import { parse, formatOption, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
-import { printDiagnostics, readPolicyDirectory } from './policy-input';
+import { printSetErrors, readPolicyDirectory } from './policy-input';
 
 export const HELP = `usage: pdp eval --identity I --action A --resource R [--namespace N] [--source-ip IP]
                 [--policies DIR] [--explain] [--format text|json]
@@ -37,14 +36,12 @@ export const run: Command = async (args, io) => {
   if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${dir}\``);
   const built = buildPolicySet(sources, { tests: false }); // decided as the server would: test blocks aside
   if (!built.policy) {
-    const input = { label: dir, base: dir, sources };
-    printDiagnostics(built.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(dir, d.span.file) } })), [input], io);
-    io.stderr.write(`pdp eval: the policy set in \`${dir}\` has errors; run \`pdp check ${dir}\`\n`);
+    printSetErrors('eval', dir, sources, built.diagnostics, `run \`pdp check ${dir}\``, io);
     return EXIT_FINDING;
   }
   // Refused as the server refuses it (docs/server.md), so eval never answers what serve would not.
-  const disguised = values.identity === undefined ? undefined : disguisedIdentityProblem(values.identity);
-  if (disguised) throw new UsageError(`--identity ${disguised}`);
+  const identityProblem = values.identity === undefined ? undefined : requestIdentityProblem(values.identity);
+  if (identityProblem) throw new UsageError(`--identity ${identityProblem}`);
   const outcome = decideWith(built.policy, {
     identity: values.identity, action: values.action, resource: values.resource,
     namespace: values.namespace, sourceIp: values['source-ip'],

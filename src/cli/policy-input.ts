@@ -131,4 +131,15 @@ export function printDiagnostics(diagnostics: Diagnostic[], inputs: PolicyInput[
   for (const d of diagnostics) io.stderr.write(`${renderDiagnostic(d, lookup)}\n\n`);
 }
 
+/**
+ * Why a command that decides with the set a `--policies` flag names (eval, serve) stops: the set's
+ * diagnostics, then one line naming the set as the user typed it (`given`) and what the command does
+ * instead (`then`), so that every path and the name read as they were written.
+ */
+export function printSetErrors(command: string, given: string, sources: PolicySource[], diagnostics: Diagnostic[], then: string, io: CliIo): void {
+  const input: PolicyInput = { label: given, base: given, sources };
+  printDiagnostics(withDisplayPaths(input, diagnostics), [input], io);
+  io.stderr.write(`pdp ${command}: the policy set in ${quote(given)} has errors; ${then}\n`);
+}
+
 export { diagnosticToJson };

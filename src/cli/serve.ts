@@ -4,14 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, openAuditStore, openAuditStoreReadOnly, startCheckpointer, startWriterThread, type AuditRecorder, type RecorderOptions } from '../audit';
-import { quote } from '../diagnostics';
+import { quote, type Diagnostic } from '../diagnostics';
 import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine } from '../engine';
 import { loadTrustBundle } from '../identity';
 import { buildServer, createReloader, DEFAULT_REQUEST_TIMEOUT_MS, describePolicyDiff, type AuditAnomalies } from '../server';
 import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
-import { printDiagnostics, readPolicyDirectory } from './policy-input';
+import { printSetErrors, readPolicyDirectory } from './policy-input';
 import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
 import { probeListen } from './listen-probe';
 import { reloadOnSettledChanges, watchDirectories } from './watch';
@@ -148,6 +148,12 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   // path as the user typed it, and before the listen probe, as every other usage error is.
   const sources = readPolicyDirectory(policiesGiven, io);
   if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in ${quote(policiesGiven)}`);
+  // A set with errors starts nothing, in one process or many: its diagnostics, and the set named as typed.
+  const refuseBrokenSet = (built: { diagnostics: Diagnostic[]; error?: string }): number => {
+    if (built.error) throw new UsageError(built.error); // not expected: the files were read above
+    printSetErrors('serve', policiesGiven, sources, built.diagnostics, 'not starting', io);
+    return EXIT_FINDING;
+  };
   if (!isClusterWorker(io.env)) {
     // Before the start-up row is written (and before workers fork): a port taken by another process
     // must not leave an ACL_CHANGE row for a version that never served. (Workers bind through the
@@ -163,10 +169,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   if (workers > 1 && !isClusterWorker(io.env)) {
     // Validate the policy set once before forking, so a broken set fails fast with its diagnostics.
     const probe = new Engine(policyDir).build(sources);
-    if (!probe.ok) {
-      io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; run \`pdp check ${policyDir}\`\n`);
-      return EXIT_FINDING;
-    }
+    if (!probe.ok) return refuseBrokenSet(probe);
     const workerArgs = args.filter((a, i) => a !== '--workers' && args[i - 1] !== '--workers' && !a.startsWith('--workers='));
     return runPrimary(workers, workerArgs, policyDir, !values['no-watch'], io, { shutdownDelayMs });
   }
@@ -174,13 +177,7 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const engine = new Engine(policyDir);
   // Built to the side: the set is activated only once its ACL_CHANGE row is committed (below).
   const first = engine.build(sources);
-  if (!first.ok) {
-    if (first.error) throw new UsageError(first.error); // not expected: the files were read above
-    const base = path.relative(io.cwd, policyDir) || '.';
-    printDiagnostics(first.diagnostics.map((d) => ({ ...d, span: { ...d.span, file: path.join(base, d.span.file) } })), [{ label: policyDir, base, sources }], io);
-    io.stderr.write(`pdp serve: the policy set in \`${policyDir}\` has errors; not starting\n`);
-    return EXIT_FINDING;
-  }
+  if (!first.ok) return refuseBrokenSet(first);
 
   let store;
   try {

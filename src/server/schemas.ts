@@ -1,9 +1,8 @@
 // JSON schemas for every route: ajv validates requests before any policy code runs, and the
 // response schemas let fastify serialize without JSON.stringify's reflection.
 import { SERVER_EVENT_TYPES } from '../audit/event';
-import { INSTANCE_RE } from '../syntax/request';
-
-const NAME_PATTERN = '^[A-Za-z0-9._-]{1,253}$';
+import { NAME_RE } from '../syntax/identity-pattern';
+import { ACTIONS, IDENTITY_MAX_LENGTH, INSTANCE_RE } from '../syntax/request';
 
 const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 } as const;
 
@@ -15,21 +14,26 @@ const scalar = { type: ['string', 'number', 'boolean', 'null'], maxLength: 1024 
  */
 export const SERVER_DETAILS_FIELDS = ['caller', 'authenticated_by', 'asserted_identity'] as const;
 
+// Limits and patterns are the request vocabulary's own (src/syntax/request.ts), which `pdp eval` and
+// `test` blocks validate by too: neither decides a request this schema refuses.
 export const authorizeRequest = {
   type: 'object',
   additionalProperties: false,
   required: ['action', 'resource'],
   properties: {
-    identity: { type: 'string', minLength: 1, maxLength: 2048 },
-    action: { type: 'string', enum: ['read', 'write', 'admin'] },
+    identity: { type: 'string', minLength: 1, maxLength: IDENTITY_MAX_LENGTH },
+    action: { type: 'string', enum: ACTIONS },
+    // A cap that keeps huge strings from the parser; parseResource itself takes at most 515
+    // characters (`service:` + 253 + `/` + 253), so it refuses nothing eval would decide.
     resource: { type: 'string', minLength: 1, maxLength: 600 },
-    namespace: { type: 'string', pattern: NAME_PATTERN },
+    namespace: { type: 'string', pattern: NAME_RE.source },
     context: {
       type: 'object',
       maxProperties: 32,
       // Names as small as the values: each one is stored in the audit row's `details`.
       propertyNames: { maxLength: 128 },
       properties: {
+        // As for `resource`: the longest address normalizeIp accepts is 45 characters.
         source_ip: { type: 'string', minLength: 1, maxLength: 64 },
         // Upper-case letters and `_`; never one of the types only the server writes (SERVER_EVENT_TYPES).
         event_type: { type: 'string', pattern: '^[A-Z][A-Z_]{0,63}$', not: { enum: SERVER_EVENT_TYPES } },

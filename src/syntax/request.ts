@@ -2,6 +2,7 @@
 // names and source addresses. Pure parsing; no policy knowledge.
 import ipaddr from 'ipaddr.js';
 import { quote } from '../diagnostics';
+import { disguisedIdentityProblem } from './characters';
 import { NAME_RE } from './identity-pattern';
 
 export const ACTIONS = ['read', 'write', 'admin'] as const;
@@ -20,6 +21,28 @@ export function isAction(value: string): value is Action {
 
 export function isValidName(value: string): boolean {
   return NAME_RE.test(value);
+}
+
+/**
+ * The longest identity a request may hold, in characters (code points, as the server schema's
+ * `maxLength` counts them). The schema refuses a longer one; `pdp eval` and `test` blocks take the
+ * limit from here, so neither decides a request the server would refuse.
+ */
+export const IDENTITY_MAX_LENGTH = 2048;
+
+/**
+ * Why a presented identity (a request's, not a pattern) is refused, in words, or undefined: longer
+ * than IDENTITY_MAX_LENGTH, or holding a character that would disguise it in the audit log. What
+ * `pdp eval --identity` and a `test` block's `identity` are held to, in the server's order.
+ */
+export function requestIdentityProblem(identity: string): string | undefined {
+  if (identity.length > IDENTITY_MAX_LENGTH) {
+    // Code units overcount astral characters; only a string this long can be over in code points.
+    let characters = 0;
+    for (const _ of identity) characters++;
+    if (characters > IDENTITY_MAX_LENGTH) return `is ${characters} characters long, more than the ${IDENTITY_MAX_LENGTH} a request may hold`;
+  }
+  return disguisedIdentityProblem(identity);
 }
 
 export type Resource =

@@ -2,13 +2,12 @@
 // settings, `api` scopes, and the fields of `test` blocks.
 import { closest, error, quote, type Diagnostic } from '../../diagnostics';
 import {
-  LEVELS, RESULTS, isAction, isValidName, normalizeIp, parseCidrText, parseIdentityPattern, parseResource,
+  LEVELS, RESULTS, isAction, isValidName, normalizeIp, parseCidrText, parseIdentityPattern, parseResource, requestIdentityProblem,
   type Block, type PolicyFile, type StringLiteral,
 } from '../../syntax';
 import { prepareRequest, subjectIdentity } from '../../eval/request';
 import { API_SCOPES, DEFAULT_POLICIES, isRuleBlock } from '../schema';
 import { anonymousAllowed, attribute, blocks, identityStrings, stringValue } from '../walk';
-import { disguisedIdentityProblem } from '../../syntax/characters';
 import { hasInvalidEscape } from './strings';
 
 function oneOf(code: string, what: string, value: StringLiteral, allowed: readonly string[]): Diagnostic {
@@ -101,11 +100,12 @@ function checkTest(block: Block, out: Diagnostic[], anonymous: boolean): void {
   const identity = stringValue(block, 'identity');
   if (identity && identity.value === '') out.push(error('invalid-test', '`identity` is empty', identity.span, 'omit `identity` to test an anonymous request'));
   // A test states a request the server could be sent, so its identity is held to the server's rule
-  // (the function the server and `pdp eval` call), not to the stricter one for patterns: a space is
-  // accepted (the lint pass warns: `test-identity-space`), a control or invisible character is not.
-  const disguised = identity && disguisedIdentityProblem(identity.value);
-  if (identity && disguised) {
-    const [message, ...hint] = disguised.split('; ');
+  // (the function `pdp eval` calls, on the server's limits), not to the stricter one for patterns: a
+  // space is accepted (the lint pass warns: `test-identity-space`), a control or invisible character
+  // or more than IDENTITY_MAX_LENGTH characters is not.
+  const refused = identity && requestIdentityProblem(identity.value);
+  if (identity && refused) {
+    const [message, ...hint] = refused.split('; ');
     out.push(error('invalid-test', `this test's request would be refused: \`identity\` ${message}`, identity.span, hint.length ? hint.join('; ') : undefined));
   }
   const action = stringValue(block, 'action');
