@@ -65,6 +65,19 @@ test('a policy set with errors: serve (one process or workers) and eval name it 
   assert.equal(fs.existsSync(path.join(WORK, 'audit.db')), false, 'serve opened nothing');
 });
 
+test('eval on a set with errors suggests a `pdp check` command that pastes into a shell, for a path with a space and a quote', () => {
+  const p = "my team's set";
+  write(`${p}/a.hcl`, 'service "a" {\n  policy   = "reed"\n  identity = "team:x"\n}\n');
+  const r = runPdp(['eval', '--policies', p, '--identity', 'team:x', '--action', 'read', '--resource', 'service:a'], { cwd: WORK });
+  assert.equal(r.status, 1, r.stderr);
+  const suggested = /run `(pdp check .*)`\n$/.exec(r.stderr)?.[1];
+  assert.equal(suggested, `pdp check 'my team'\\''s set'`);
+  // The suggestion, run by a shell (with `pdp` standing for this build), checks that very directory.
+  const viaShell = spawnSync('sh', ['-c', suggested!.replace(/^pdp /, `"${process.execPath}" "${BIN}" `)], { cwd: WORK, encoding: 'utf8' });
+  assert.equal(viaShell.status, 1, viaShell.stderr);
+  assert.match(viaShell.stderr, /^my team's set\/a\.hcl:2:14: error\[invalid-level\]/m);
+});
+
 test('a policy path that cannot be read: `permission denied`, from every command, exit 2', (t) => {
   const locked = path.join(WORK, 'locked');
   write('locked/a.hcl', 'service "a" {\n  policy   = "read"\n  identity = "team:x"\n}\n');

@@ -4,7 +4,7 @@ import { escapeForTerminal } from '../diagnostics';
 import { buildPolicySet, decideWith, defaultDecisionNote } from '../engine';
 import { requestIdentityProblem } from '../syntax/request';
 import { parse, formatOption, refuseEmptyPaths } from './args';
-import { EXIT_FINDING, EXIT_OK, UsageError, type Command } from './io';
+import { EXIT_FINDING, EXIT_OK, UsageError, shellWord, type Command } from './io';
 import { printSetErrors, readPolicyDirectory } from './policy-input';
 
 export const HELP = `usage: pdp eval --identity I --action A --resource R [--namespace N] [--source-ip IP]
@@ -36,7 +36,7 @@ export const run: Command = async (args, io) => {
   if (sources.length === 0) throw new UsageError(`no \`*.hcl\` files in \`${dir}\``);
   const built = buildPolicySet(sources, { tests: false }); // decided as the server would: test blocks aside
   if (!built.policy) {
-    printSetErrors('eval', dir, sources, built.diagnostics, `run \`pdp check ${dir}\``, io);
+    printSetErrors('eval', dir, sources, built.diagnostics, `run \`pdp check ${shellWord(dir)}\``, io);
     return EXIT_FINDING;
   }
   // Refused as the server refuses it (docs/server.md), so eval never answers what serve would not.

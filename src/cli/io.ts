@@ -22,3 +22,13 @@ export const EXIT_USAGE = 2;
 
 /** Thrown by argument handling; main prints the message and exits 2. */
 export class UsageError extends Error {}
+
+/**
+ * `word` as one POSIX shell word, for a command a message suggests: as is when it holds only
+ * characters no shell treats specially, else in single quotes, so a suggested command pastes as is
+ * for a path with spaces or `$` in it.
+ */
+export function shellWord(word: string): string {
+  if (/^[A-Za-z0-9_./:@%+=,-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
