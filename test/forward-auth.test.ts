@@ -72,6 +72,31 @@ describe('GET /v1/authorize/forward', () => {
     assert.equal(rowByDecision(auditPath, denied.json.decision_id)?.source_ip, '127.0.0.1');
   });
 
+  test('the default policy\'s answers by status too: a default deny (no rule) is 403, ALLOW_DEFAULT is 200', async (t) => {
+    // No rule names this identity: the default policy (deny, in the example set) decides, rule null.
+    const nobody = await request(forward, { headers: check('spiffe://cluster/ns/prod/sa/stranger', 'read') });
+    assert.equal(nobody.json.result, 'DENY', nobody.text);
+    assert.equal(nobody.json.rule, null);
+    assert.equal(nobody.status, 403, 'a default deny is a deny to nginx');
+    assert.equal(rowByDecision(auditPath, nobody.json.decision_id)?.result, 'DENY');
+
+    const dir = path.join(root, 'default-allow');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'open.hcl'), 'settings {\n  default_policy = "allow"\n}\n\nservice "vault" {\n  policy   = "deny"\n  identity = "*"\n}\n');
+    const openAudit = path.join(root, 'default-allow.db');
+    const open = await startServe(['--policies', dir, '--audit', openAudit, '--no-watch']);
+    t.after(() => open.stop());
+    const headers = (resource: string) => ({ 'x-pdp-identity': 'team:any', 'x-pdp-action': 'read', 'x-pdp-resource': resource });
+    const allowed = await request(`${open.url}/v1/authorize/forward`, { headers: headers('service:wiki') });
+    assert.equal(allowed.json.result, 'ALLOW_DEFAULT', allowed.text);
+    assert.equal(allowed.status, 200, 'ALLOW_DEFAULT lets the request through');
+    assert.equal(allowed.headers.get('x-pdp-result'), 'ALLOW_DEFAULT');
+    assert.equal(rowByDecision(openAudit, allowed.json.decision_id)?.result, 'ALLOW_DEFAULT');
+    const denied = await request(`${open.url}/v1/authorize/forward`, { headers: headers('service:vault') });
+    assert.equal(denied.json.result, 'DENY', denied.text);
+    assert.equal(denied.status, 403);
+  });
+
   test('header values are read as UTF-8: a non-ASCII identity is decided as /v1/authorize decides it, and echoed percent-encoded', async () => {
     // Node reads header bytes as Latin-1; read so, `user:josé` would become `user:josÃ©`, miss the
     // deny naming `user:josé` and still match `user:*`.

@@ -559,6 +559,27 @@ describe('POST /v1/authorize and the audit row', () => {
     assert.equal(none.json.result, 'DENY', 'no source_ip: the cidrs rule does not apply');
     assert.equal(rowByDecision(server.auditPath, outside.json.decision_id)?.source_ip, '192.0.2.7');
   });
+
+  test('cache: a request differing from a cached one only in namespace, action, resource or identity is decided afresh', async () => {
+    // Each pair: the first answer is cached (ALLOW), the second differs in one field of the key and
+    // must get its own decision (DENY) and its own row, not the cached answer.
+    const pairs: Array<[string, Record<string, unknown>, Record<string, unknown>]> = [
+      ['namespace', { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' }, { namespace: 'staging' }],
+      ['action', { identity: ORDER, action: 'read', resource: 'service:payment-service', namespace: 'prod' }, { action: 'write' }],
+      ['resource', { identity: ORDER, action: 'write', resource: 'service:order-service', namespace: 'prod' }, { resource: 'service:user-service' }],
+      ['identity', { identity: PAYMENT, action: 'write', resource: 'service:payment-service/p-1', namespace: 'prod' }, { identity: ORDER }],
+    ];
+    for (const [field, cached, change] of pairs) {
+      const first = await authorize(server.url, cached);
+      const again = await authorize(server.url, cached);
+      assert.equal(first.json.result, 'ALLOW', `${field}: ${first.text}`);
+      assert.equal(again.json.result, 'ALLOW', `${field}: the cached answer`);
+      const other = await authorize(server.url, { ...cached, ...change });
+      assert.equal(other.status, 200, other.text);
+      assert.equal(other.json.result, 'DENY', `${field} differs: decided afresh, not served the cached ALLOW: ${other.text}`);
+      assert.equal(rowByDecision(server.auditPath, other.json.decision_id)?.result, 'DENY', `${field}: the row says what was answered`);
+    }
+  });
 });
 
 describe('cache under a policy without cidrs', () => {

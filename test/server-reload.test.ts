@@ -432,6 +432,41 @@ describe('reload through `pdp serve`', () => {
     assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === vEdited, 8000), `in-place edit reloaded; stderr: ${serve.stderr()}`);
   });
 
+  test('changes spread over time are loaded once they settle (250 ms without a change), not every 250 ms while they go on', async (t) => {
+    const root = makeTempDir();
+    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ });
+    const auditPath = path.join(root, 'audit.db');
+    const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
+    t.after(async () => {
+      await serve.stop();
+      removeTempDir(root);
+    });
+    const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
+    // A config-management run that rewrites the file every ~100 ms for 1.5 s: each write restarts the
+    // quiet period, so only the last version is loaded. (A burst written in one go, as in the test
+    // above, cannot tell a debounce from a plain delay: every delayed reload would read the last version.)
+    const writes = 15;
+    let last = performance.now();
+    let longGaps = 0; // a gap of 250 ms or more (a stalled test process) lets a debounced reload in legitimately
+    for (let i = 0; i < writes; i++) {
+      writePolicyFile(policyDir, 'svc.hcl', `${WEB_READ}# edit ${i}\n`);
+      await new Promise((r) => setTimeout(r, 100));
+      const now = performance.now();
+      if (now - last >= 250) longGaps++;
+      last = now;
+    }
+    writePolicyFile(policyDir, 'svc.hcl', WEB_WRITE_AND_API);
+    const vFinal = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
+    assert.ok(await waitFor(async () => (await authorize(serve.url, webWrite)).json.policy_version === vFinal, 8000), `the last version is loaded; stderr: ${serve.stderr()}`);
+    await new Promise((r) => setTimeout(r, 500));
+    const fileChanges = aclChanges(auditPath).filter((r) => r.identity === 'file-change');
+    assert.equal(fileChanges.at(-1)!.policy_version, vFinal);
+    // One reload; each long gap in the writes may add one, and one more is allowed for a server whose
+    // event loop ran a timer late. Without the debounce each write is reloaded on its own 250 ms later:
+    // more than a dozen here.
+    assert.ok(fileChanges.length <= 2 + longGaps, `${fileChanges.length} reloads for ${writes + 1} writes ~100 ms apart (${longGaps} gaps of 250 ms or more): the reload waits for the changes to settle`);
+  });
+
   test('the policy directory deleted while serving: the server stays up on the last good set, and picks up the directory when it comes back', async (t) => {
     const root = makeTempDir();
     const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ });

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import Database from 'better-sqlite3';
 import { issueCertificate } from '../src/identity/ca';
 import {
   ID, auditRows, call, details, fileBytes, makePki, metricValue, pdp, pdpOk, refused, sleep, startServe, tempDir, waitFor, writePolicies,
@@ -544,6 +545,62 @@ test('a pdp token outside a credential-looking key is neither stored nor echoed 
   for (const encoded of [secret.replace(/_/g, '%5F'), [...secret].map((c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).join('')]) {
     assert.equal((server.stdout() + server.stderr()).includes(encoded), false, 'nor does the log, encoded');
   }
+});
+
+test('a refused request whose path holds a percent-encoded token (after `#`, which still routes): its AUTHN_FAILURE and API_DENIED rows keep the token id, never the secret', async () => {
+  const live = await createToken('team:pathy');
+  const secret = live.token.slice(`pdp_${live.id}_`.length);
+  const masked = `pdp_${live.id}_[redacted]`;
+  const escapeAll = (text: string) => [...text].map((c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).join('');
+  const before = Math.max(0, ...auditRows(auditPath).map((r) => r.id));
+  // `_` as `%5F`, or every character escaped: the path is decoded to find the token in it.
+  for (const spelled of [live.token.replace(/_/g, '%5F'), escapeAll(live.token)]) {
+    const target = `/v1/policies#${spelled}`;
+    const ungranted = await call(`${url}/v1/policies`, { ...as('registry'), path: target });
+    assert.equal(ungranted.status, 403, `${target}: ${ungranted.text}`);
+    assert.ok(!ungranted.text.includes(secret), ungranted.text);
+    const unauthenticated = await call(`${url}/v1/policies`, { ...anonymous(), path: target });
+    assert.equal(unauthenticated.status, 401, `${target}: ${unauthenticated.text}`);
+    assert.ok(!unauthenticated.text.includes(secret), unauthenticated.text);
+  }
+  const refusals = auditRows(auditPath, 'id > ?', before).filter((r) => r.event_type === 'API_DENIED' || r.event_type === 'AUTHN_FAILURE');
+  assert.deepEqual(refusals.map((r) => r.event_type).sort(), ['API_DENIED', 'API_DENIED', 'AUTHN_FAILURE', 'AUTHN_FAILURE']);
+  for (const row of refusals) assert.equal(details(row).path, `/v1/policies#${masked}`, `${row.event_type}: the path is stored with the secret redacted`);
+  const stored = fileBytes(auditPath).toString('latin1');
+  for (const form of [secret, secret.replace(/_/g, '%5F'), escapeAll(secret)]) {
+    assert.equal(stored.includes(form), false, `no byte of the audit store holds the secret, as \`${form.slice(0, 12)}…\``);
+  }
+});
+
+test('a refusal is answered only once its row is committed: with the audit store locked, a bad token and a caller without a grant get 503 audit_unavailable, not 401 or 403', async () => {
+  const unknownToken = `pdp_${'Z'.repeat(12)}_${'q'.repeat(43)}`;
+  const holder = new Database(auditPath);
+  try {
+    // As another process (`pdp audit prune`, a `sqlite3` shell) would: the write lock, held.
+    holder.exec('BEGIN EXCLUSIVE');
+    const badToken = await call(`${url}/v1/authorize`, { ...anonymous(), token: unknownToken, body: register(ID.payment) });
+    assert.equal(badToken.status, 503, `an authentication failure that cannot be audited is not answered as one: ${badToken.text}`);
+    assert.equal(badToken.json.error.code, 'audit_unavailable');
+    const ungranted = await call(`${url}/v1/authorize`, { ...as('nogrant'), body: register(ID.payment) });
+    assert.equal(ungranted.status, 503, `a grant refusal that cannot be audited is not answered as one: ${ungranted.text}`);
+    assert.equal(ungranted.json.error.code, 'audit_unavailable');
+    const ready = await call(`${url}/v1/ready`, anonymous());
+    assert.deepEqual([ready.status, ready.json], [503, { ready: false }]);
+  } finally {
+    if (holder.inTransaction) holder.exec('ROLLBACK');
+    holder.close();
+  }
+  assert.ok(await waitFor(async () => (await call(`${url}/v1/ready`, anonymous())).status === 200, 10_000), 'ready again once the lock is released');
+
+  // Writable again: each refusal's row is in the store by the time the refusal arrives.
+  const authnBefore = auditRows(auditPath, "event_type = 'AUTHN_FAILURE'").length;
+  const refusedToken = await call(`${url}/v1/authorize`, { ...anonymous(), token: unknownToken, body: register(ID.payment) });
+  assert.equal(refusedToken.status, 401, refusedToken.text);
+  assert.equal(auditRows(auditPath, "event_type = 'AUTHN_FAILURE'").length, authnBefore + 1, 'the AUTHN_FAILURE row is committed before the 401');
+  const deniedBefore = auditRows(auditPath, "event_type = 'API_DENIED' AND identity = ?", ID.nogrant).length;
+  const forbidden = await call(`${url}/v1/authorize`, { ...as('nogrant'), body: register(ID.payment) });
+  assert.equal(forbidden.status, 403, forbidden.text);
+  assert.equal(auditRows(auditPath, "event_type = 'API_DENIED' AND identity = ?", ID.nogrant).length, deniedBefore + 1, 'the API_DENIED row is committed before the 403');
 });
 
 test('health and readiness: open for probes; ready tells a caller without api "admin" only whether it is ready', async () => {

@@ -166,6 +166,8 @@ export interface CallOptions extends ClientIdentity {
   timeoutMs?: number;
   /** Extra request headers (e.g. a hostile `Host`). */
   headers?: Record<string, string>;
+  /** The request target sent as written, instead of the URL's (which parsing reduces: a `#fragment` is dropped). */
+  path?: string;
 }
 
 export function tlsOptions(id: ClientIdentity): tls.ConnectionOptions {
@@ -190,6 +192,7 @@ export function call(url: string, options: CallOptions): Promise<Reply> {
       ...tlsOptions(options),
       agent: options.agent ?? false,
       timeout: options.timeoutMs ?? 10_000,
+      ...(options.path !== undefined ? { path: options.path } : {}),
     }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (c: string) => { text += c; });
