@@ -5,15 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { benchArgs } from './args';
+import type { Ratio } from './server';
 
-interface Ratio {
-  name: string;
-  value: number;
-  perCpu?: number;
-  target: string;
-  met?: boolean;
-  metPerCpu?: boolean;
-}
 
 interface Run {
   /** `HH:MM` UTC of the run, with the date when runs span several days. */
