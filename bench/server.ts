@@ -935,7 +935,8 @@ export const USAGE = `usage: node dist/bench/server.js [--quick] [--profile] [--
 HTTP benchmarks side by side: bare node:http and fastify baselines, pdp's /v1/authorize (cache hits,
 misses, audit off), /v1/authorize/batch, and pdp over mutual TLS next to plain HTTP; each target in
 its own process, the load (autocannon) from this one. A full run takes 3-4 minutes and writes
-bench/results/server-latest.md and server-<date>.json; the report also goes to stdout.
+bench/results/server-latest.md, server-<date>.json and server-runs.md (the ratios over every
+committed full run, bench/server-runs.ts); the report also goes to stdout.
 
   --quick          a smoke run (about 40 s): writes server-latest-quick.md, server-<date>-quick.json
   --profile        every target under \`node --cpu-prof\`: writes server-profile-latest.md (the top

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LINT_CODES, type Acknowledged } from '../check';
-import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics';
+import { hasErrors, quote, sortDiagnostics, type Diagnostic } from '../diagnostics';
 import { buildPolicySet, type LoadedPolicy } from '../engine';
 import { formatOption, parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
@@ -128,17 +128,18 @@ function namedFilesWithin(dir: string, files: readonly string[], io: CliIo): Set
   } catch (e) {
     throw new UsageError(`--within: ${policyPathProblem(dir, e)}`);
   }
-  if (!stat.isDirectory()) throw new UsageError(`--within takes the policy set's directory; \`${dir}\` is a file`);
+  if (!stat.isDirectory()) throw new UsageError(`--within takes the policy set's directory; ${quote(dir)} is a file`);
   const realRoot = realFile(root);
   const named = new Set<string>();
   for (const file of files) {
     const real = realFile(path.resolve(io.cwd, file));
+    let fileStat: fs.Stats;
     try {
-      fs.statSync(real);
+      fileStat = fs.statSync(real);
     } catch (e) {
       throw new UsageError(policyPathProblem(file, e));
     }
-    if (!real.startsWith(realRoot + path.sep) || !real.endsWith('.hcl') || fs.statSync(real).isDirectory()) {
+    if (!real.startsWith(realRoot + path.sep) || !real.endsWith('.hcl') || fileStat.isDirectory()) {
       throw new UsageError(`\`${file}\` is not a policy file of the set in \`${dir}\` (a \`*.hcl\` file under it)`);
     }
     named.add(real);
