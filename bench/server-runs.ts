@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { benchArgs } from './args';
-import type { Ratio } from './server';
+import { ratios as ratiosOf, type Ratio, type RatioInput } from './server-ratios';
 
 
 interface Run {
@@ -24,6 +24,8 @@ export interface RatioSummary {
   labels: string[];
   min: number;
   max: number;
+  /** The middle run's value (the mean of the two middle ones for an even count). */
+  median: number;
   minPerCpu?: number;
   maxPerCpu?: number;
   /** Labels of the runs whose measured value met the target (targets only). */
@@ -36,7 +38,21 @@ const FULL_RUN = /^server-(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-\d{2}Z\.json$/;
 interface RunFile {
   quick?: boolean;
   machine?: { commit?: string | null };
+  results?: RatioInput[];
   ratios?: Ratio[];
+}
+
+/**
+ * A run's ratios: those it stored, and any ratio defined since (bench/server-ratios.ts) that its
+ * stored results can give, so a ratio added later is counted over the earlier runs as well. A stored
+ * value wins over a recomputed one (the run's own report said it).
+ */
+export function runRatios(json: RunFile): Ratio[] {
+  const stored = new Map((json.ratios ?? []).map((r) => [r.name, r]));
+  const derived = ratiosOf(json.results ?? []);
+  const names = new Set(derived.map((r) => r.name));
+  // In today's order of definition; a stored ratio no longer defined keeps its place at the end.
+  return [...derived.map((r) => stored.get(r.name) ?? r), ...[...stored.values()].filter((r) => !names.has(r.name))];
 }
 
 /**
@@ -52,8 +68,14 @@ export function loadRuns(dir: string, extra?: { file: string; json: RunFile }): 
   return entries.map(({ file, json }) => {
     const [, day, hh, mm] = FULL_RUN.exec(file)!;
     if (json.quick) throw new Error(`\`${file}\` is a --quick run under a full run's name`);
-    return { label: days.size > 1 ? `${day.slice(5)} ${hh}:${mm}` : `${hh}:${mm}`, file, commit: json.machine?.commit ?? '?', ratios: json.ratios ?? [] };
+    return { label: days.size > 1 ? `${day.slice(5)} ${hh}:${mm}` : `${hh}:${mm}`, file, commit: json.machine?.commit ?? '?', ratios: runRatios(json) };
   });
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** Ratios in the order of their first appearance (later runs added some). */
@@ -71,7 +93,7 @@ export function summarize(runs: readonly Run[]): RatioSummary[] {
     const values = seen.map((s) => s.ratio.value);
     const perCpu = seen.map((s) => s.ratio.perCpu).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
     const isTarget = seen.some((s) => typeof s.ratio.met === 'boolean');
-    const summary: RatioSummary = { name, target: seen[seen.length - 1].ratio.target, runs: seen.length, labels: seen.map((x) => x.run.label), min: Math.min(...values), max: Math.max(...values) };
+    const summary: RatioSummary = { name, target: seen[seen.length - 1].ratio.target, runs: seen.length, labels: seen.map((x) => x.run.label), min: Math.min(...values), max: Math.max(...values), median: median(values) };
     if (perCpu.length > 0) {
       summary.minPerCpu = Math.min(...perCpu);
       summary.maxPerCpu = Math.max(...perCpu);
@@ -93,8 +115,8 @@ export function toMarkdown(runs: readonly Run[], summaries: readonly RatioSummar
     `Runs (\`bench/results/server-*.json\` without \`-quick\`/\`-partial\`; UTC, commit): ${runs.map((r) => `${r.label} \`${r.commit.slice(0, 7)}\``).join(', ')}.`,
     'The serving code changed between most of them; each ratio compares targets measured side by side in one run.',
     '',
-    '| ratio | runs | measured | per server CPU-s | target | met (measured) | met (per CPU) |',
-    '|---|---:|---:|---:|---:|---|---|',
+    '| ratio | runs | measured | median | per server CPU-s | target | met (measured) | met (per CPU) |',
+    '|---|---:|---:|---:|---:|---:|---|---|',
   ];
   for (const s of summaries) {
     const perCpu = s.minPerCpu === undefined ? '–' : `${two(s.minPerCpu)}–${two(s.maxPerCpu!)}`;
@@ -107,7 +129,7 @@ export function toMarkdown(runs: readonly Run[], summaries: readonly RatioSummar
       const missed = runs.filter((r) => s.labels.includes(r.label) && !list.includes(r.label)).map((r) => r.label);
       return `${count} (not ${missed.join(', ')})`;
     };
-    lines.push(`| ${s.name} | ${s.runs} | ${two(s.min)}–${two(s.max)} | ${perCpu} | ${s.target} | ${met(s.metIn)} | ${s.minPerCpu === undefined ? '–' : met(s.metPerCpuIn)} |`);
+    lines.push(`| ${s.name} | ${s.runs} | ${two(s.min)}–${two(s.max)} | ${two(s.median)} | ${perCpu} | ${s.target} | ${met(s.metIn)} | ${s.minPerCpu === undefined ? '–' : met(s.metPerCpuIn)} |`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -25,6 +25,9 @@ import type { SuiteFile, SuiteOptions, SuiteResult, SuiteRunner } from './suite'
 import { benchArgs, refuse } from './args';
 import { benchTempDir } from './suite';
 import { loadRuns, summarize as summarizeRuns, toMarkdown as runsMarkdown } from './server-runs';
+import { ratios, TARGETS, type Ratio } from './server-ratios';
+
+export { TARGETS, type Ratio };
 
 // autocannon 8 ships no type declarations; this is the part of its programmatic API used here.
 interface CannonRequest {
@@ -92,14 +95,6 @@ export const FULL: ServerBenchConfig = { connections: 32, warmupSeconds: 2, dura
 // A smoke run: every target, shorter (the whole `npm run bench -- --quick` should take about a minute).
 export const QUICK: ServerBenchConfig = { ...FULL, warmupSeconds: 0.5, durationSeconds: 1, rounds: 1, transportRounds: 1 };
 
-/** The targets the product has to meet (ratios within one run). */
-export const TARGETS = {
-  pdpVsFastifyReqs: 0.75,
-  pdpVsFastifyP99: 2,
-  auditOnVsOff: 0.85,
-  batchVsSingle: 5,
-  mtlsVsPlain: 0.8,
-} as const;
 
 /** The spec's example request (docs http-api.md): order discovers payment-service in prod → ALLOW. */
 export const HIT_REQUEST = {
@@ -633,64 +628,6 @@ async function measureAll(list: Scenario[], f: Fixture, config: ServerBenchConfi
 }
 
 // ---- ratios and report ---------------------------------------------------------------------------
-
-export interface Ratio {
-  name: string;
-  /** From the measured rates (req/s, decisions/s) or latencies. */
-  value: number;
-  /** Throughput ratios only: the same ratio from work per server CPU-second (contention factored out). */
-  perCpu?: number;
-  /** '≥ 0.75' etc., or 'reference' (no target: context for another ratio). */
-  target: string;
-  met?: boolean;
-  metPerCpu?: boolean;
-}
-
-function ratios(results: ScenarioResult[]): Ratio[] {
-  const by = (id: ScenarioId) => results.find((r) => r.id === id);
-  const out: Ratio[] = [];
-  const check = (op: '≥' | '≤', target: number, v: number) => (op === '≥' ? v >= target : v <= target);
-  const rate = (name: string, num: ScenarioId, den: ScenarioId, target: number | undefined, perDecision = false) => {
-    const a = by(num);
-    const b = by(den);
-    if (!a || !b || !b.requestsPerSecond || !b.requestsPerServerCpuSecond) return;
-    const value = perDecision ? a.decisionsPerSecond / b.decisionsPerSecond : a.requestsPerSecond / b.requestsPerSecond;
-    const perCpu = (a.requestsPerServerCpuSecond * (perDecision ? a.checksPerRequest : 1)) / (b.requestsPerServerCpuSecond * (perDecision ? b.checksPerRequest : 1));
-    if (target === undefined) out.push({ name, value, perCpu, target: 'reference' });
-    else out.push({ name, value, perCpu, target: `≥ ${target}`, met: check('≥', target, value), metPerCpu: check('≥', target, perCpu) });
-  };
-  const p99 = (name: string, num: ScenarioId, den: ScenarioId, target: number) => {
-    const a = by(num);
-    const b = by(den);
-    if (!a || !b || !b.latencyMs.p99) return;
-    const value = a.latencyMs.p99 / b.latencyMs.p99;
-    out.push({ name, value, target: `≤ ${target}`, met: check('≤', target, value) });
-  };
-  const tail = (name: string, num: ScenarioId, den: ScenarioId, key: 'p99' | 'p999') => {
-    const a = by(num);
-    const b = by(den);
-    if (a && b && b.latencyMs[key]) out.push({ name, value: a.latencyMs[key] / b.latencyMs[key], target: 'reference' });
-  };
-  rate('pdp audit on, cache hit / bare fastify (req/s)', 'pdp-hit', 'fastify', TARGETS.pdpVsFastifyReqs);
-  rate('pdp audit on, cache miss / bare fastify (req/s)', 'pdp-miss', 'fastify', TARGETS.pdpVsFastifyReqs);
-  p99('pdp audit on, cache hit: p99 / bare fastify p99', 'pdp-hit', 'fastify', TARGETS.pdpVsFastifyP99);
-  p99('pdp audit on, cache miss: p99 / bare fastify p99', 'pdp-miss', 'fastify', TARGETS.pdpVsFastifyP99);
-  rate('audit on / audit off, cache hit (req/s)', 'pdp-hit', 'pdp-audit-off', TARGETS.auditOnVsOff);
-  rate('audit on / audit off, cache miss (req/s)', 'pdp-miss', 'pdp-audit-off-miss', TARGETS.auditOnVsOff);
-  rate('batch ×100 / single, cache hit (decisions/s)', 'pdp-batch-hit', 'pdp-hit', TARGETS.batchVsSingle, true);
-  rate('batch ×100 / single, cache miss (decisions/s)', 'pdp-batch-miss', 'pdp-miss', TARGETS.batchVsSingle, true);
-  // The writer thread (`--audit-writer thread`): its own batch/single ratio, and what it does to each path.
-  rate('writer thread: batch ×100 / single, cache hit (decisions/s)', 'pdp-batch-hit-thread', 'pdp-hit-thread', TARGETS.batchVsSingle, true);
-  rate('writer thread / inline, single, cache hit (req/s)', 'pdp-hit-thread', 'pdp-hit', undefined);
-  rate('writer thread / inline, batch ×100, cache hit (decisions/s)', 'pdp-batch-hit-thread', 'pdp-batch-hit', undefined, true);
-  // The audit checkpointer thread (audit/checkpointer.ts): what it does to the tail and to throughput.
-  tail('checkpointer thread / none, cache hit: p99.9', 'pdp-hit', 'pdp-hit-no-checkpointer', 'p999');
-  tail('checkpointer thread / none, cache hit: p99', 'pdp-hit', 'pdp-hit-no-checkpointer', 'p99');
-  rate('checkpointer thread / none, cache hit (req/s)', 'pdp-hit', 'pdp-hit-no-checkpointer', undefined);
-  rate('mTLS / plain HTTP, twin servers (req/s)', 'pdp-mtls', 'pdp-plain', TARGETS.mtlsVsPlain);
-  rate('bare fastify: mTLS / plain HTTP (req/s): what the transport alone costs', 'fastify-mtls', 'fastify-plain', undefined);
-  return out;
-}
 
 export interface Machine {
   cpu: string; cores: number; totalMemoryGB: number; node: string; platform: string; date: string;
