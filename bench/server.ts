@@ -705,8 +705,21 @@ interface CpuProfile {
   endTime: number;
 }
 
-/** Top self-time functions and self time by area (pdp source, each package, node internals). */
-export function summarizeProfile(file: string, windows?: { startUs: number; endUs: number }[], top = 25): string {
+const SOCKET_WRITES = new Set(['writev', 'writeBuffer', 'writeUtf8String', 'writeLatin1String', 'writeAsciiString']);
+
+/** One target's profile, reduced: self time (µs) by function and by area, pdp's inclusive times. */
+export interface ProfileTimes {
+  /** Only the samples of the measured rounds (else the whole process). */
+  inRange: boolean;
+  /** µs sampled. */
+  total: number;
+  byFunction: Map<string, number>;
+  byArea: Map<string, number>;
+  inclusive: Map<string, number>;
+}
+
+/** Self time by function and by area (pdp source, each package, node internals), pdp's inclusive time. */
+export function readProfile(file: string, windows?: { startUs: number; endUs: number }[]): ProfileTimes {
   const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
@@ -733,6 +746,8 @@ export function summarizeProfile(file: string, windows?: { startUs: number; endU
   };
   const area = (fn: string, url: string) => {
     const w = where(url);
+    // The socket writes apart: their time is mostly the kernel's (loopback TCP, waking the reader).
+    if (!w && SOCKET_WRITES.has(fn)) return 'socket writes (native, kernel included)';
     if (!w) return fn.startsWith('(') ? fn : '(native / V8 builtins)';
     const u = url.replace(/^file:\/\//, '');
     const nm = u.lastIndexOf('node_modules/');
@@ -771,6 +786,12 @@ export function summarizeProfile(file: string, windows?: { startUs: number; endU
       inclusive.set(key, (inclusive.get(key) ?? 0) + t);
     }
   }
+  return { inRange, total, byFunction: fnTimes, byArea: areaTimes, inclusive };
+}
+
+/** Top self-time functions and self time by area, and the inclusive time of pdp's own functions. */
+export function summarizeProfile(times: ProfileTimes, top = 25): string {
+  const { inRange, total, byFunction: fnTimes, byArea: areaTimes, inclusive } = times;
   const pct = (t: number) => `${((100 * t) / total).toFixed(1)} %`;
   const out: string[] = [];
   out.push(`${inRange ? 'Measured rounds only' : 'Whole process (start-up and warmup included)'}: ${(total / 1e6).toFixed(2)} s sampled; \`(idle)\` is the event loop waiting for requests.`);
@@ -786,6 +807,32 @@ export function summarizeProfile(file: string, windows?: { startUs: number; endU
   out.push('| inclusive time | pdp function (with everything it calls) |');
   out.push('|---:|---|');
   for (const [k, t] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, 15)) out.push(`| ${pct(t)} | \`${k}\` |`);
+  return out.join('\n');
+}
+
+/**
+ * CPU per answered request by area, side by side: what each target spends where, in µs of the main
+ * thread's samples over the measured rounds divided by the 2xx answers in them (a batch target's
+ * request carries its whole batch). `(idle)` is left out; worker threads (the audit writer, the
+ * checkpointer) are not in a main-thread profile.
+ */
+export function perRequestTable(rows: readonly { id: string; requests: number; times: ProfileTimes }[]): string {
+  const us = (row: (typeof rows)[number], area: string) => (row.times.byArea.get(area) ?? 0) / row.requests;
+  const areas = [...new Set(rows.flatMap((r) => [...r.times.byArea.keys()]))].filter((a) => a !== '(idle)');
+  // Largest first, by the most any target spends there; areas under 0.05 µs everywhere are summed.
+  areas.sort((a, b) => Math.max(...rows.map((r) => us(r, b))) - Math.max(...rows.map((r) => us(r, a))));
+  const shown = areas.filter((a) => rows.some((r) => us(r, a) >= 0.05));
+  const rest = areas.filter((a) => !shown.includes(a));
+  const fmt = (v: number) => (v >= 10 ? v.toFixed(1) : v.toFixed(2));
+  const out = [
+    '## CPU per answered request, by area (µs, measured rounds, main thread; idle left out)',
+    '',
+    `| area | ${rows.map((r) => `\`${r.id}\``).join(' | ')} |`,
+    `|---|${rows.map(() => '---:').join('|')}|`,
+  ];
+  for (const a of shown) out.push(`| ${a} | ${rows.map((r) => fmt(us(r, a))).join(' | ')} |`);
+  if (rest.length) out.push(`| ${rest.length} other area${rest.length === 1 ? '' : 's'} | ${rows.map((r) => fmt(rest.reduce((sum, a) => sum + us(r, a), 0))).join(' | ')} |`);
+  out.push(`| **busy, in all** | ${rows.map((r) => `**${fmt(areas.reduce((sum, a) => sum + us(r, a), 0))}**`).join(' | ')} |`);
   return out.join('\n');
 }
 
@@ -821,6 +868,7 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
       ...await measureAll(list.filter((s) => s.group === 'transport'), fixture, config, config.transportRounds, log, execArgv),
     ];
     const profiles: string[] = [];
+    const perRequest: { id: ScenarioId; requests: number; times: ProfileTimes }[] = [];
     for (const s of list.filter(profiling)) {
       const dir = path.join(profileDir, s.id);
       const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')) : [];
@@ -829,7 +877,13 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
         fs.mkdirSync(process.env.PDP_BENCH_KEEP_PROFILES, { recursive: true });
         fs.copyFileSync(path.join(dir, files[0]!), path.join(process.env.PDP_BENCH_KEEP_PROFILES, `${s.id}.cpuprofile`));
       }
-      profiles.push(files.length ? `### ${s.label} (\`${s.id}\`)\n\n${summarizeProfile(path.join(dir, files[0]!), result.windows)}\n` : `### ${s.id}\n\nno profile was written\n`);
+      if (!files.length) {
+        profiles.push(`### ${s.id}\n\nno profile was written\n`);
+        continue;
+      }
+      const times = readProfile(path.join(dir, files[0]!), result.windows);
+      if (times.inRange && result.totalRequests > 0) perRequest.push({ id: s.id, requests: result.totalRequests, times });
+      profiles.push(`### ${s.label} (\`${s.id}\`)\n\n${summarizeProfile(times)}\n`);
     }
     stamp.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
     const data: ServerBenchData = {
@@ -845,7 +899,8 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
     // A quick or partial (`--only`) run never replaces a full run's files: it gets names of its own.
     const suffix = `${opts.only ? '-partial' : ''}${opts.quick ? '-quick' : ''}`;
     if (opts.profile) {
-      const profileMd = `# pdp server CPU profiles (\`node --cpu-prof\` on the target process)\n\n${markdown}\n\n## Profiles (self time)\n\n${profiles.join('\n')}`;
+      const costs = perRequest.length ? `\n\n${perRequestTable(perRequest)}` : '';
+      const profileMd = `# pdp server CPU profiles (\`node --cpu-prof\` on the target process)\n\n${markdown}${costs}\n\n## Profiles (self time)\n\n${profiles.join('\n')}`;
       files.push({ name: `server-profile-latest${suffix}.md`, content: profileMd });
       markdown = profileMd;
     } else {
