@@ -7,7 +7,7 @@ import { anomalyReportJson, createRecorder, createSinkRecorder, findAnomalies, o
 import { quote, type Diagnostic } from '../diagnostics';
 import { redactTokensAlsoEncoded } from '../identity/token-format';
 import { Engine } from '../engine';
-import { loadTrustBundle } from '../identity';
+import { loadTrustBundle, openTokenStore } from '../identity';
 import { buildServer, createReloader, DEFAULT_REQUEST_TIMEOUT_MS, describePolicyDiff, type AuditAnomalies } from '../server';
 import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { EXIT_FINDING, EXIT_OK, UsageError, type CliIo, type Command } from './io';
@@ -534,17 +534,35 @@ function securityLimits(values: Record<string, string | boolean | undefined>): S
   return limits;
 }
 
-/** TLS, client certificates and tokens: see src/server/auth.ts. */
+/**
+ * TLS, client certificates and tokens: see src/server/auth.ts. The token store (SQLite) is opened
+ * here, not by the server, and closed by the returned `close()` after the server's own part.
+ */
 async function loadSecurity(values: Record<string, string | boolean | undefined>, limits: SecurityLimits, io: CliIo) {
   const { createSecurity } = await import('../server/auth');
-  return createSecurity({
-    cwd: io.cwd,
-    tlsCert: values['tls-cert'] as string | undefined,
-    tlsKey: values['tls-key'] as string | undefined,
-    clientCa: values['client-ca'] as string | undefined,
-    tokens: values.tokens as string | undefined,
-    ...limits,
-    // The window in which failures count follows the lockout, as in the design (15m and 15m).
-    ...(limits.lockoutMs !== undefined ? { windowMs: limits.lockoutMs } : {}),
-  });
+  const tokensFile = values.tokens as string | undefined;
+  const tokens = tokensFile ? openTokenStore(path.resolve(io.cwd, tokensFile)) : undefined;
+  let security: ReturnType<typeof createSecurity>;
+  try {
+    security = createSecurity({
+      cwd: io.cwd,
+      tlsCert: values['tls-cert'] as string | undefined,
+      tlsKey: values['tls-key'] as string | undefined,
+      clientCa: values['client-ca'] as string | undefined,
+      ...(tokens ? { tokens } : {}),
+      ...limits,
+      // The window in which failures count follows the lockout, as in the design (15m and 15m).
+      ...(limits.lockoutMs !== undefined ? { windowMs: limits.lockoutMs } : {}),
+    });
+  } catch (e) {
+    tokens?.close();
+    throw e;
+  }
+  return {
+    ...security,
+    close(): void {
+      security.close();
+      tokens?.close();
+    },
+  };
 }

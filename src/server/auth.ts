@@ -8,10 +8,14 @@ import path from 'node:path';
 import type { DetailedPeerCertificate, PeerCertificate, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
+// The defining modules, not the '../identity' barrel: it re-exports tokens.ts, whose token store is
+// SQLite, and the server never loads SQLite (its stores are handed in; test/architecture.test.ts).
 import {
-  FailureTracker, certificateClaims, loadTrustBundle, openTokenStore, peerCertificateClaims, verifyClientCertificate, verifyPeerCertificate,
-  type CertificateClaims, type TokenStore, type TrustBundle,
-} from '../identity';
+  certificateClaims, loadTrustBundle, peerCertificateClaims, verifyClientCertificate, verifyPeerCertificate,
+  type CertificateClaims, type TrustBundle,
+} from '../identity/certificates';
+import { FailureTracker } from '../identity/lockout';
+import type { TokenStore } from '../identity/tokens';
 import { ApiError, AuthnError, type AuthnAudit } from './errors';
 import type { Authenticator, Caller, ServerDeps } from './server';
 
@@ -21,7 +25,11 @@ export interface SecurityOptions {
   tlsCert?: string;
   tlsKey?: string;
   clientCa?: string;
-  tokens?: string;
+  /**
+   * The bearer-token store (`pdp serve --tokens`), opened by the caller, which also closes it, after
+   * `close()` here and once the last in-flight request is answered. Absent: no bearer tokens.
+   */
+  tokens?: TokenStore;
   /** Requests per second per caller; 0 disables (default 1000 when callers are authenticated). */
   rateLimitPerSecond?: number;
   maxFailures?: number;
@@ -71,7 +79,7 @@ export function createSecurity(options: SecurityOptions) {
   /** Subject certificates that verified during one request (a batch): PEM → SPIFFE ID. Failures are not kept: each is refused and audited. */
   const verifiedInRequest = new WeakMap<FastifyRequest, Map<string, string>>();
   let bundle: TrustBundle | undefined = caPath ? loadTrustBundle(fs.readFileSync(caPath, 'utf8'), caPath) : undefined;
-  const tokens: TokenStore | undefined = options.tokens ? openTokenStore(resolve(options.tokens)) : undefined;
+  const tokens: TokenStore | undefined = options.tokens;
   const failures = new FailureTracker({ maxFailures: options.maxFailures ?? 5, windowMs: options.windowMs ?? 15 * 60_000, lockoutMs: options.lockoutMs ?? 15 * 60_000 });
 
   // With a trust bundle the server asks every client for a certificate, and one that is presented
@@ -324,7 +332,6 @@ export function createSecurity(options: SecurityOptions) {
     close(): void {
       clearTimeout(pending);
       for (const file of tlsFiles) fs.unwatchFile(file, onChange);
-      tokens?.close();
     },
   };
 }
