@@ -182,17 +182,7 @@ export const RUNTIME_REACH_RULES: { modules: string[]; forbiddenPackage: string;
  * when one of them is no longer there, so a fixed exception cannot linger. Add to this list only with
  * the reason, never to make a new import pass.
  */
-export const KNOWN_EXCEPTIONS: { from: string; to: string; why: string }[] = [
-  {
-    from: 'src/check/passes/values.ts',
-    to: 'src/eval/request.ts',
-    // The `test` block check validates a test's request with the engine's own prepareRequest and
-    // subjectIdentity, so that a test `pdp check` accepts is one the engine can decide. The fix is
-    // to move request preparation (pure; it needs only syntax and diagnostics) below check, e.g. into
-    // src/syntax/request.ts, which is a move of engine hot-path code and not done here.
-    why: 'check validates `test` blocks with eval\'s request preparation',
-  },
-];
+export const KNOWN_EXCEPTIONS: { from: string; to: string; why: string }[] = [];
 
 function matchesPackage(target: string, forbidden: string): boolean {
   return target === forbidden || target.startsWith(`${forbidden}/`);

@@ -145,7 +145,7 @@ export interface NamespaceEntry {
  * with short keys. Anything else takes the general path over `index`.
  */
 export interface DecisionTable {
-  /** Keyed by `resourceKey` (eval/request.ts). */
+  /** Keyed by `resourceKey` (syntax/prepare-request.ts). */
   resources: Map<string, ResourceEntry>;
   namespaces: Map<string, NamespaceEntry>;
   /** M = ∅: the default policy's decisions. */

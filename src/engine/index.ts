@@ -9,7 +9,7 @@ import { buildDecisionTable, namespaceMixupNote, type Decision, type RawRequest,
 // decideWith runs per decision: its callees come from their defining modules, not the barrels (a
 // re-exported binding is a getter call per use in CommonJS output).
 import { evaluate } from '../eval/evaluate';
-import { anonymousRefusal, prepareRequest, subjectIdentity } from '../eval/request';
+import { anonymousRefusal, prepareRequest, subjectIdentity } from '../syntax/prepare-request';
 import { parsePolicy, type PolicyFile } from '../syntax';
 import { errnoText, readPolicyDir, type PolicySource } from './files';
 

@@ -4,7 +4,7 @@ import type { DecisionResult, IdentityPattern, Level } from '../syntax';
 // Direct module imports: the hot path should not go through re-export getters.
 import { ANONYMOUS } from '../syntax/identity-pattern';
 import { ACTION_RANK, ipInCidr } from '../syntax/request';
-import type { Request } from './request';
+import type { Request } from '../syntax/prepare-request';
 
 export interface RuleRef {
   file: string;

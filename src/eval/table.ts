@@ -5,7 +5,7 @@
 import type { DecisionIndex, DecisionTable, IdentityIndex, IdentityMatcher, NamespaceBucket, NamespaceEntry, ResourceEntry, Rule, Settings, TableEntry, Verdict } from '../compile/model';
 import { ACTIONS, isValidName } from '../syntax/request';
 import { decide, forEachPrefix, identityIndexesFor, matchScope } from './evaluate';
-import { resourceKey, type Request } from './request';
+import { resourceKey, type Request } from '../syntax/prepare-request';
 
 // Stand-ins for the two request texts a reason contains; NUL never occurs in the static parts
 // (rule files, names, levels), so cutting a reason at them is unambiguous.

@@ -5,7 +5,7 @@ import {
   LEVELS, RESULTS, isAction, isValidName, normalizeIp, parseCidrText, parseIdentityPattern, parseResource, requestIdentityProblem,
   type Block, type PolicyFile, type StringLiteral,
 } from '../../syntax';
-import { prepareRequest, subjectIdentity } from '../../eval/request';
+import { prepareRequest, subjectIdentity } from '../../syntax/prepare-request';
 import { API_SCOPES, DEFAULT_POLICIES, isRuleBlock } from '../schema';
 import { anonymousAllowed, attribute, blocks, identityStrings, stringValue } from '../walk';
 import { hasInvalidEscape } from './strings';

@@ -1,10 +1,11 @@
-// Raw request fields → a validated request. Pure; every refusal names its field and what was expected.
+// Raw request fields → a validated request, as the engine decides it and as `pdp check` validates a test
+// block's request. Pure; every refusal names its field and what was expected.
 import type ipaddr from 'ipaddr.js';
 import { quote } from '../diagnostics';
 // The defining module, not the '../syntax' barrel: a re-exported binding is a getter call per use in
 // CommonJS output, and this runs on every decision.
-import { ANONYMOUS } from '../syntax/identity-pattern';
-import { ACTION_RANK, isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from '../syntax/request';
+import { ANONYMOUS } from './identity-pattern';
+import { ACTION_RANK, isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from './request';
 
 export interface RawRequest {
   identity?: string | undefined;
