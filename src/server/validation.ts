@@ -34,6 +34,8 @@ export interface ValidationIssue {
   data?: unknown;
 }
 
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /** The query parameters of the API: a repeated one arrives as an array, which is worth saying in words. */
 const QUERY_PARAMETERS = new Set(['since', 'spike_threshold', 'deny_threshold']);
 
@@ -70,11 +72,12 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
       if (field.endsWith('_threshold')) return { field, message: `\`${field}\` must be a whole number` };
       if (field.endsWith('instance_id')) return { field, message: `\`${field}\` must be 1-253 visible ASCII characters other than \`/\` (no spaces), as an instance in \`service:NAME/INSTANCE\`` };
       return { field, message: `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
-    case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters` };
+    // What was found too, as ajv counts it (code points, so an emoji is one character).
+    case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters${typeof issue.data === 'string' ? `; it has ${[...issue.data].length}` : ''}` };
     case 'minLength': return { field, message: `\`${field}\` must not be empty` };
     case 'minItems': return { field, message: `\`${field}\` must hold at least ${String(params.limit)} item(s)` };
-    case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items` };
-    case 'maxProperties': return { field, message: `\`${field}\` may have at most ${String(params.limit)} fields` };
+    case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items${Array.isArray(issue.data) ? `; it holds ${issue.data.length}` : ''}` };
+    case 'maxProperties': return { field, message: `\`${field}\` may have at most ${String(params.limit)} fields${isPlainObject(issue.data) ? `; it has ${Object.keys(issue.data).length}` : ''}` };
     case 'minProperties': return { field, message: `\`${field}\` must not be empty` };
     case 'false schema':
       if (SERVER_DETAILS_FIELDS.some((name) => field.endsWith(`context.${name}`))) {
