@@ -52,7 +52,9 @@ export function runRatios(json: RunFile): Ratio[] {
   const derived = ratiosOf(json.results ?? []);
   const names = new Set(derived.map((r) => r.name));
   // In today's order of definition; a stored ratio no longer defined keeps its place at the end.
-  return [...derived.map((r) => stored.get(r.name) ?? r), ...[...stored.values()].filter((r) => !names.has(r.name))];
+  // JSON writes NaN and Infinity as null: such a stored value gives way to the recomputed one.
+  const kept = (r: Ratio) => { const s = stored.get(r.name); return s !== undefined && Number.isFinite(s.value) ? s : r; };
+  return [...derived.map(kept), ...[...stored.values()].filter((r) => !names.has(r.name))];
 }
 
 /**
@@ -137,8 +139,9 @@ export function toMarkdown(runs: readonly Run[], summaries: readonly RatioSummar
 const USAGE = `usage: node dist/bench/server-runs.js [--dir DIR] [--json] [--help]
 
 Summarizes the ratios of every full server benchmark run in DIR (default bench/results):
-range, range per server CPU-second, and the runs that met each target. Prints Markdown,
-or JSON with --json. Runs nothing; reads the results files only.
+range, median, range per server CPU-second, and the runs that met each target. A ratio
+defined after a run was made (bench/server-ratios.ts) is recomputed from that run's stored
+results. Prints Markdown, or JSON with --json. Runs nothing; reads the results files only.
 
   --dir DIR   the results folder to read (default bench/results/)
   --json      JSON instead of Markdown

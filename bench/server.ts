@@ -899,7 +899,11 @@ export async function run(opts: SuiteOptions & { profile?: boolean; only?: Scena
     // A quick or partial (`--only`) run never replaces a full run's files: it gets names of its own.
     const suffix = `${opts.only ? '-partial' : ''}${opts.quick ? '-quick' : ''}`;
     if (opts.profile) {
-      const costs = perRequest.length ? `\n\n${perRequestTable(perRequest)}` : '';
+      // A target whose rounds are not on the profile's clock would count start-up and warmup too: left out, and said.
+      const outOfRange = list.filter(profiling).filter((s) => !perRequest.some((p) => p.id === s.id)).map((s) => `\`${s.id}\``);
+      const costs = perRequest.length
+        ? `\n\n${perRequestTable(perRequest)}${outOfRange.length ? `\n\nLeft out (no profile, or its samples could not be matched to the measured rounds): ${outOfRange.join(', ')}.` : ''}`
+        : '';
       const profileMd = `# pdp server CPU profiles (\`node --cpu-prof\` on the target process)\n\n${markdown}${costs}\n\n## Profiles (self time)\n\n${profiles.join('\n')}`;
       files.push({ name: `server-profile-latest${suffix}.md`, content: profileMd });
       markdown = profileMd;

@@ -93,7 +93,8 @@ export function findClockReads(fileName: string, text: string): { text: string; 
   const visit = (node: ts.Node): void => {
     const hit = (ts.isNewExpression(node) && isName(node.expression, 'Date'))
       || (ts.isCallExpression(node) && (isName(node.expression, 'Date') || isMember(node.expression, 'Date', 'now') || isMember(node.expression, 'performance', 'now')))
-      || (ts.isPropertyAccessExpression(node) && isMember(node, 'process', 'hrtime'));
+      // Not called here but taken as a value (`const clock = Date.now`): a clock all the same.
+      || (ts.isPropertyAccessExpression(node) && (isMember(node, 'process', 'hrtime') || isMember(node, 'Date', 'now') || isMember(node, 'performance', 'now')));
     if (hit) out.push({ text: node.getText(sf), line: lineOf(sf, node) });
     else ts.forEachChild(node, visit);
   };
@@ -374,6 +375,6 @@ test('self-test: import classification', () => {
   ].join('\n'));
   assert.deepEqual(imports.map((i) => `${i.specifier}:${i.typeOnly ? 'type' : 'runtime'}`),
     ['a:type', 'b:type', 'd:runtime', 'side-effect:runtime', 'star:runtime', 'f:type', 'g:type', 'h:runtime', 'i:runtime', 'j:runtime', 'm:type']);
-  assert.deepEqual(findClockReads('x.ts', `// Date.now()\nconst s = 'new Date()';\nconst t = performance.now() + process.hrtime.bigint();\nDate();`).map((r) => r.text),
-    ['performance.now()', 'process.hrtime', 'Date()']);
+  assert.deepEqual(findClockReads('x.ts', `// Date.now()\nconst s = 'new Date()';\nconst t = performance.now() + process.hrtime.bigint();\nDate();\nconst clock = Date.now;\nconst n = Date.now();`).map((r) => r.text),
+    ['performance.now()', 'process.hrtime', 'Date()', 'Date.now', 'Date.now()']);
 });

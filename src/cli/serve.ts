@@ -313,21 +313,29 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
       reader.close();
     }
   };
-  app = buildServer({
-    engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, requestTimeoutMs, stopping: () => notReadyForShutdown, ...(checkpointer ? { checkpointer } : {}),
-    // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
-    ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
-    logger: {
-      level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'],
-      // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
-      serializers: {
-        req: (req: { method: string; url: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
-          method: req.method, url: redactTokensAlsoEncoded(req.url), host: req.host === undefined ? undefined : redactTokensAlsoEncoded(req.host), remoteAddress: req.ip, remotePort: req.socket?.remotePort,
-        }),
+  // buildServer throws only on options the checks above should have refused (fastify creating the
+  // TLS context, say); the stores opened so far are closed all the same.
+  try {
+    app = buildServer({
+      engine, recorder, reloader, cacheEntries, nodeName, auditAnomalies, requestTimeoutMs, stopping: () => notReadyForShutdown, ...(checkpointer ? { checkpointer } : {}),
+      // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
+      ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
+      logger: {
+        level: logLevel, stream: process.stderr, redact: ['req.headers.authorization'],
+        // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
+        serializers: {
+          req: (req: { method: string; url: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
+            method: req.method, url: redactTokensAlsoEncoded(req.url), host: req.host === undefined ? undefined : redactTokensAlsoEncoded(req.host), remoteAddress: req.ip, remotePort: req.socket?.remotePort,
+          }),
+        },
       },
-    },
-    ...(security?.serverOptions ?? {}),
-  });
+      ...(security?.serverOptions ?? {}),
+    });
+  } catch (e) {
+    io.stderr.write(`pdp serve: cannot start the server: ${(e as Error).message}\n`);
+    await closeAll();
+    return EXIT_FINDING;
+  }
   const server = app;
   server.log.info({ auditWriter, auditCheckpoint }, `audit transactions run ${auditWriter === 'thread' ? 'on a writer thread' : 'on the event loop'}; WAL checkpoints ${checkpointer ? 'on the checkpointer thread' : auditCheckpoint === 'thread' ? 'on worker 1\'s checkpointer thread' : 'inside the commits'}`);
   const callerAuthentication = values['client-ca'] !== undefined || values.tokens !== undefined;

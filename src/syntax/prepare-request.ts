@@ -2,8 +2,8 @@
 // block's request. Pure; every refusal names its field and what was expected.
 import type ipaddr from 'ipaddr.js';
 import { quote } from '../diagnostics';
-// The defining module, not the '../syntax' barrel: a re-exported binding is a getter call per use in
-// CommonJS output, and this runs on every decision.
+// The defining modules, not this directory's index.ts barrel: a re-exported binding is a getter call
+// per use in CommonJS output, and this runs on every decision.
 import { ANONYMOUS } from './identity-pattern';
 import { ACTION_RANK, isAction, isValidName, normalizeIp, parseIp, parseResource, type Action, type Resource } from './request';
 
