@@ -3,6 +3,7 @@
 // decide.ts (one check) call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { EVENT_TYPE_ACTION, SERVER_EVENT_TYPES } from '../audit/event';
+import { codePointLength } from '../syntax/request';
 import { FORWARD_HEADERS, SERVER_DETAILS_FIELDS, type ForwardHeader } from './schemas';
 import { disguisedIdentityProblem } from '../syntax/characters';
 import type { AuthorizeBody } from './server';
@@ -34,13 +35,6 @@ export interface ValidationIssue {
   data?: unknown;
 }
 
-/** A string's length as ajv's maxLength counts it: in code points (an emoji is one), without an array per character. */
-function codePoints(text: string): number {
-  let n = 0;
-  for (const _ of text) n++;
-  return n;
-}
-
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The query parameters of the API: a repeated one arrives as an array, which is worth saying in words. */
@@ -50,7 +44,7 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
   const { keyword, params } = issue;
   if (issue.propertyName !== undefined && keyword === 'maxLength') {
     const field = fieldName(issue.instancePath, issue.propertyName);
-    return { field, message: `\`${field}\`: field names in \`${fieldName(issue.instancePath)}\` are at most ${String(params.limit)} characters; this one has ${codePoints(issue.propertyName)}` };
+    return { field, message: `\`${field}\`: field names in \`${fieldName(issue.instancePath)}\` are at most ${String(params.limit)} characters; this one has ${codePointLength(issue.propertyName)}` };
   }
   if (keyword === 'required') {
     const field = fieldName(issue.instancePath, String(params.missingProperty));
@@ -80,7 +74,7 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
       if (field.endsWith('instance_id')) return { field, message: `\`${field}\` must be 1-253 visible ASCII characters other than \`/\` (no spaces), as an instance in \`service:NAME/INSTANCE\`` };
       return { field, message: `\`${field}\` must be 1-253 characters of A-Z a-z 0-9 . _ -` };
     // What was found too, as ajv counts it (code points, so an emoji is one character).
-    case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters${typeof issue.data === 'string' ? `; it has ${codePoints(issue.data)}` : ''}` };
+    case 'maxLength': return { field, message: `\`${field}\` is longer than ${String(params.limit)} characters${typeof issue.data === 'string' ? `; it has ${codePointLength(issue.data)}` : ''}` };
     case 'minLength': return { field, message: `\`${field}\` must not be empty` };
     case 'minItems': return { field, message: `\`${field}\` must hold at least ${String(params.limit)} item(s)` };
     case 'maxItems': return { field, message: `\`${field}\` may hold at most ${String(params.limit)} items${Array.isArray(issue.data) ? `; it holds ${issue.data.length}` : ''}` };

@@ -30,6 +30,13 @@ export function isValidName(value: string): boolean {
  */
 export const IDENTITY_MAX_LENGTH = 2048;
 
+/** A string's length in code points, as ajv's `maxLength` counts it (an emoji is one), without an array per character. */
+export function codePointLength(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
 /**
  * Why a presented identity (a request's, not a pattern) is refused, in words, or undefined: longer
  * than IDENTITY_MAX_LENGTH, or holding a character that would disguise it in the audit log. What
@@ -38,8 +45,7 @@ export const IDENTITY_MAX_LENGTH = 2048;
 export function requestIdentityProblem(identity: string): string | undefined {
   if (identity.length > IDENTITY_MAX_LENGTH) {
     // Code units overcount astral characters; only a string this long can be over in code points.
-    let characters = 0;
-    for (const _ of identity) characters++;
+    const characters = codePointLength(identity);
     if (characters > IDENTITY_MAX_LENGTH) return `is ${characters} characters long, more than the ${IDENTITY_MAX_LENGTH} a request may hold`;
   }
   return disguisedIdentityProblem(identity);
