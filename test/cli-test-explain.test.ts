@@ -274,13 +274,19 @@ service "api" {
 const spacedTest = (name: string, identity: string, action: string, expect: string) =>
   `test "${name}" {\n  identity = "${identity}"\n  action   = "${action}"\n  resource = "service:api"\n  expect   = "${expect}"\n}\n`;
 
-test('a test identity with a space runs and is decided as the server decides it, with a `test-identity-space` warning', async (t) => {
+/** A policy set of SPACED_RULES and the given tests, in a temporary directory removed after the test. */
+function spacedSet(t: { after: (fn: () => void) => void }, name: string, tests: string): string {
   const root = makeTempDir('pdp-cli-test-');
   t.after(() => removeTempDir(root));
-  const dir = path.join(root, 'spaced');
+  const dir = path.join(root, name);
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'rules.hcl'), SPACED_RULES);
-  fs.writeFileSync(path.join(dir, 'tests.hcl'),
+  fs.writeFileSync(path.join(dir, 'tests.hcl'), tests);
+  return dir;
+}
+
+test('a test identity with a space runs and is decided as the server decides it, with a `test-identity-space` warning', async (t) => {
+  const dir = spacedSet(t, 'spaced',
     spacedTest('spaced identity reads through the glob', 'spiffe://cluster/ns/prod/sa/my app', 'read', 'ALLOW') +
     spacedTest('spaced identity writes', 'spiffe://cluster/ns/prod/sa/my app', 'write', 'ALLOW'));
 
@@ -308,12 +314,7 @@ test('a test identity with a space runs and is decided as the server decides it,
 });
 
 test('a test identity with a control character is still an invalid-test error, for the server\'s reason', async (t) => {
-  const root = makeTempDir('pdp-cli-test-');
-  t.after(() => removeTempDir(root));
-  const dir = path.join(root, 'control');
-  fs.mkdirSync(dir);
-  fs.writeFileSync(path.join(dir, 'rules.hcl'), SPACED_RULES);
-  fs.writeFileSync(path.join(dir, 'tests.hcl'), spacedTest('tab', 'spiffe://cluster/ns/prod/sa/my\\u0009app', 'read', 'ALLOW'));
+  const dir = spacedSet(t, 'control', spacedTest('tab', 'spiffe://cluster/ns/prod/sa/my\\u0009app', 'read', 'ALLOW'));
   const check = await runPdp(['check', dir]);
   assert.equal(check.code, 1);
   const line = /tests\.hcl:2:14: error\[invalid-test\]: this test's request would be refused: `identity` (.*)\n[^]*?= hint: (.*)\n/.exec(check.stderr);
