@@ -60,7 +60,10 @@ export async function openServeAudit(options: ServeOptions, engine: Engine, firs
   }
   if (!started.ok) {
     io.stderr.write(`pdp serve: audit store \`${auditPath}\`: ${started.message}\n`);
+    // The inline recorder closes the store it writes through; a writer thread's recorder closes only
+    // the thread's own connection, so the store is closed here as well (closing twice is harmless).
     await recorder.close();
+    auditStore.close();
     return EXIT_FINDING;
   }
   const checkpointer = startServeCheckpointer(options, io);
