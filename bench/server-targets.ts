@@ -145,7 +145,7 @@ async function startPdp(config: TargetConfig): Promise<Running> {
   let checkpointer: Checkpointer | undefined;
   let recorder: AuditRecorder;
   if (config.auditPath) {
-    // Exactly what `pdp serve` does (src/cli/serve.ts), with the default `--audit-sync normal`.
+    // Exactly what `pdp serve` does (src/cli/serve-audit.ts), with the default `--audit-sync normal`.
     store = openAuditStore(config.auditPath, { synchronous: 'normal' });
     recorder = config.auditWriter === 'thread'
       ? createSinkRecorder(await startWriterThread(config.auditPath, { synchronous: 'normal' }))

@@ -94,7 +94,7 @@ export interface InProcessServer {
   close(): Promise<void>;
 }
 
-/** A real server, wired as `src/cli/serve.ts` wires it, listening on 127.0.0.1:<ephemeral>. */
+/** A real server, wired as `pdp serve` wires it (src/cli/serve-audit.ts, serve-server.ts), listening on 127.0.0.1:<ephemeral>. */
 /**
  * `startServer`, and a second connection to its audit file that a test uses to hold the write lock
  * (as another process would); both closed when the test ends.
