@@ -17,7 +17,7 @@ import {
 import { FailureTracker } from '../identity/lockout';
 import type { TokenStore } from '../identity/tokens';
 import { ApiError, AuthnError, type AuthnAudit } from './errors';
-import type { Authenticator, Caller, ServerDeps } from './server';
+import type { Authenticator, Caller, ServerDeps } from './deps';
 
 
 export interface SecurityOptions {

@@ -11,7 +11,7 @@ import { mayHoldToken, redactTokens } from '../identity/token-format';
 import { normalizeIp } from '../syntax/request'; // per decision: the defining module, not the barrel's getter
 import { DecisionCache, type CachedDecision } from './cache';
 import { ApiError, AuthnError } from './errors';
-import type { Authenticator, AuthorizeBody } from './server';
+import type { Authenticator, AuthorizeBody } from './deps';
 import { eventTypeContradiction, unauditableText } from './validation';
 
 export interface Decided {

@@ -1,6 +1,6 @@
 // The one registry of error codes the HTTP API answers with. Each 4xx names the field and what
 // was expected; no error echoes a secret or a stack trace (pdp tokens in a message are redacted as
-// the answer is written, see `fail` in server.ts).
+// the answer is written, see `fail` in instance.ts).
 export const ERRORS = {
   invalid_json: { status: 400, summary: 'the body is not valid JSON' },
   invalid_request: { status: 400, summary: 'the body does not match the schema' },

@@ -1,11 +1,11 @@
 // Forward authentication (nginx `auth_request`, and the forward-auth of other proxies): the check
 // arrives in X-PDP-* request headers and the decision leaves in the status and X-PDP-* answer headers.
-// The route itself is in server.ts; it decides as /v1/authorize does. Here: reading the headers as
+// The route itself is in decisions.ts; it decides as /v1/authorize does. Here: reading the headers as
 // the body fields they stand for, naming those headers in errors, and writing the answer.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from './errors';
 import { FORWARD_HEADERS, type ForwardHeader } from './schemas';
-import type { AuthorizeBody } from './server';
+import type { AuthorizeBody } from './deps';
 import { inHeaderTerms } from './validation';
 
 /** Forward authentication: the check in headers, the decision in the status (see the route). */

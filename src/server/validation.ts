@@ -1,12 +1,12 @@
 // Input checks beyond the JSON schemas, and how a schema violation is worded: which field, and what
-// was expected. Pure functions over parsed bodies and request headers; server.ts (the routes) and
-// decide.ts (one check) call them.
+// was expected. Pure functions over parsed bodies and request headers; instance.ts (the error
+// handler, the body parsers) and decide.ts (one check) call them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { EVENT_TYPE_ACTION, SERVER_EVENT_TYPES } from '../audit/event';
 import { codePointLength } from '../syntax/request';
 import { FORWARD_HEADERS, SERVER_DETAILS_FIELDS, type ForwardHeader } from './schemas';
 import { disguisedIdentityProblem } from '../syntax/characters';
-import type { AuthorizeBody } from './server';
+import type { AuthorizeBody } from './deps';
 
 /** How many characters of a field name the caller chose (an unknown key) an error quotes. */
 const QUOTED_NAME_MAX = 64;
