@@ -52,6 +52,32 @@ test('migrations create the schema once and are idempotent on reopen', () => {
   second.close();
 });
 
+test('processes opening one new audit file at the same moment all open it (pdp serve --workers on a new file)', async () => {
+  // Each process waits for a common instant, then opens: two that both read the new file and then
+  // both switch it into WAL would deadlock, so SQLite fails one at once, without its busy handler.
+  // Before openAuditStore retried that, about 1 open in 20 here failed with `database is locked`.
+  const store = require.resolve('../src/audit');
+  const script = `const at = Number(process.argv[2]); while (Date.now() < at) {}
+    try { require(${JSON.stringify(store)}).openAuditStore(process.argv[1]).close(); process.stdout.write('ok'); }
+    catch (e) { process.stdout.write('failed: ' + e.message); }`;
+  const outcomes: string[] = [];
+  for (let round = 0; round < 12; round++) {
+    const file = tempDb();
+    const at = Date.now() + 250;
+    outcomes.push(...await Promise.all([1, 2, 3, 4].map(() => new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', script, file, String(at)]);
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => { out += chunk; });
+      child.on('error', reject);
+      child.on('close', () => resolve(out));
+    }))));
+    const reader = new Database(file, { readonly: true });
+    assert.equal(reader.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+    reader.close();
+  }
+  assert.deepEqual(outcomes.filter((o) => o !== 'ok'), [], `${outcomes.length} opens`);
+});
+
 test('a version-1 database is upgraded in place: rows kept, one time-first index, same ids continue', () => {
   const file = tempDb();
   const v1 = new Database(file);

@@ -156,6 +156,26 @@ function isBusy(e: unknown): boolean {
   return e instanceof Database.SqliteError && typeof code === 'string' && (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_'));
 }
 
+/**
+ * `step`, tried again while it fails with SQLITE_BUSY, for up to `waitMs`. For what SQLite's busy
+ * handler does not wait out: two connections that both begin by reading a new file and then both
+ * need to write it (switching it into WAL) would deadlock, so SQLite fails one of them at once
+ * instead of waiting. `pdp serve --workers 2` on a new audit file hit that in 6 of 60 starts
+ * (`cannot open audit database …: database is locked`); one more try a few milliseconds later
+ * finds the file already in WAL mode.
+ */
+function retryWhileBusy<T>(step: () => T, waitMs: number): T {
+  const deadline = Date.now() + waitMs;
+  for (let pauseMs = 2; ; pauseMs = Math.min(2 * pauseMs, 50)) {
+    try {
+      return step();
+    } catch (e) {
+      if (!isBusy(e) || Date.now() >= deadline) throw e;
+      pauseThread(pauseMs);
+    }
+  }
+}
+
 /** Sleeps the thread without a busy loop (prune is synchronous and runs in the CLI). */
 function pauseThread(ms: number): void {
   if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -292,7 +312,7 @@ export function openAuditStore(path: string, options: AuditStoreOptions = {}): A
     };
     // Under both names: a file's trigger uses migration 5's until migration 7 has run.
     for (const name of [APPEND_ONLY_GUARD_FUNCTION, APPEND_ONLY_GUARD_FUNCTION_V5]) db.function(name, { deterministic: false, varargs: false }, isProtected);
-    const mode = db.pragma('journal_mode = WAL', { simple: true });
+    const mode = retryWhileBusy(() => db.pragma('journal_mode = WAL', { simple: true }), busyTimeoutMs);
     if (mode !== 'wal') throw new AuditStoreError(`cannot put audit database \`${path}\` in WAL mode (got \`${String(mode)}\`)`);
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     // Keep the WAL file from staying at its high-water mark after a burst.
