@@ -160,7 +160,7 @@ function isBusy(e: unknown): boolean {
  * `step`, tried again while it fails with SQLITE_BUSY, for up to `waitMs`. For what SQLite's busy
  * handler does not wait out: two connections that both begin by reading a new file and then both
  * need to write it (switching it into WAL) would deadlock, so SQLite fails one of them at once
- * instead of waiting. `pdp serve --workers 2` on a new audit file hit that in 6 of 60 starts
+ * instead of waiting. `pdp serve --workers 2` on a new audit file hit that in 9 of 115 starts
  * (`cannot open audit database …: database is locked`); one more try a few milliseconds later
  * finds the file already in WAL mode.
  */
