@@ -1,14 +1,16 @@
 // `pdp serve`: wires the engine, the audit store and the HTTP server together and listens. Each
 // step is a module of its own: the flags (serve-options), the security files (serve-security), the
-// audit side (serve-audit), the HTTP server (serve-server) and the way out (serve-stop).
+// audit side (serve-audit), the HTTP server (serve-server) and the way out (serve-stop); with
+// --workers, the primary that forks the workers (serve-primary) and their link to it (serve-cluster).
 import { quote, type Diagnostic } from '../diagnostics';
 import { Engine } from '../engine';
 import { EXIT_FINDING, UsageError, type CliIo, type Command } from './io';
 import { probeListen } from './listen-probe';
 import { printSetErrors, readPolicyDirectory } from './policy-input';
 import { openServeAudit } from './serve-audit';
-import { isClusterWorker, runPrimary, WorkerLink } from './serve-cluster';
+import { isClusterWorker, WorkerLink } from './serve-cluster';
 import { parseServeOptions } from './serve-options';
+import { runPrimary } from './serve-primary';
 import { checkSecurityFiles } from './serve-security';
 import { bindHint, startServer } from './serve-server';
 import { serveUntilStopped, type ServeShutdown } from './serve-stop';
