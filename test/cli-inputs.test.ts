@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { BIN, REPO_ROOT, runPdp, scratchDir, type Run } from './support/cli';
+import { BIN, REPO_ROOT, runPdp, scratchDir, unprivilegedOptions, type Run } from './support/cli';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -106,13 +106,8 @@ test('an unreadable file is a read-error naming it, not a crash', (t) => {
   const file = write('locked/b.hcl', RULE('b'));
   fs.chmodSync(file, 0o000);
   // root reads anything: run the CLI as `nobody` then, where this machine lets that user run it.
-  const asRoot = process.getuid?.() === 0;
-  const options = asRoot ? { uid: 65534, gid: 65534 } : {};
-  if (asRoot) {
-    fs.chmodSync(WORK, 0o755);
-    const probe = spawnSync(process.execPath, [BIN, '--help'], { ...options, cwd: WORK, encoding: 'utf8' });
-    if (probe.status !== 0) return t.skip('the repository is not readable by `nobody` here');
-  }
+  const options = unprivilegedOptions(WORK);
+  if (options === undefined) return t.skip('the repository is not readable by `nobody` here');
   const r = spawnSync(process.execPath, [BIN, 'check', 'locked'], { ...options, cwd: WORK, encoding: 'utf8' });
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stderr, /locked\/b\.hcl:1:1: error\[read-error\]: cannot read policy file `b\.hcl`: EACCES \(permission denied\)/);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BIN, runPdp, scratchDir, type Run } from './support/cli';
+import { BIN, runPdp, scratchDir, unprivilegedOptions, type Run } from './support/cli';
 
 const { dir: WORK, write } = scratchDir('pdp-cli-policy-paths-');
 write('set/a.hcl', 'service "a" {\n  policy   = "read"\n  identity = "team:x"\n}\n');
@@ -85,13 +85,8 @@ test('a policy path that cannot be read: `permission denied`, from every command
   t.after(() => fs.chmodSync(locked, 0o755));
   // root reads any directory, so the test cannot fail as root: run the CLI as `nobody` then, where
   // this machine lets that user run it, and skip otherwise.
-  const asRoot = process.getuid?.() === 0;
-  const options = asRoot ? { uid: 65534, gid: 65534 } : {};
-  if (asRoot) {
-    fs.chmodSync(WORK, 0o755);
-    const probe = spawnSync(process.execPath, [BIN, '--help'], { ...options, cwd: WORK, encoding: 'utf8' });
-    if (probe.status !== 0) return t.skip('running as root, and `nobody` cannot run the CLI here: root would read the directory anyway');
-  }
+  const options = unprivilegedOptions(WORK);
+  if (options === undefined) return t.skip('running as root, and `nobody` cannot run the CLI here: root would read the directory anyway');
   const run = (args: string[]): Run => {
     const env = { ...process.env };
     delete env.PDP_POLICIES;

@@ -1,7 +1,7 @@
 // Policy reloads through real parts: the HTTP endpoint (in-process server), SIGHUP and file changes
 // (the real `pdp serve` subprocess), and a race between reloads and cached decisions that must
 // never produce an answer its own policy_version would not give.
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -336,15 +336,21 @@ describe('POST /v1/policies/reload', () => {
 });
 
 describe('reload through `pdp serve`', () => {
-  test('SIGHUP reloads (and nothing else does with --no-watch)', { skip: process.platform === 'win32' }, async (t) => {
+  /** `pdp serve` on a new policy directory holding `files` and a new audit file; stopped and removed when the test ends. */
+  async function serveFiles(t: TestContext, files: Record<string, string>, ...flags: string[]) {
     const root = makeTempDir();
-    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ });
+    const policyDir = makePolicyDir(root, files);
     const auditPath = path.join(root, 'audit.db');
-    const serve = await startServe(['--policies', policyDir, '--audit', auditPath, '--no-watch', '--node-name', 'hup-node']);
+    const serve = await startServe(['--policies', policyDir, '--audit', auditPath, ...flags]);
     t.after(async () => {
       await serve.stop();
       removeTempDir(root);
     });
+    return { serve, policyDir, auditPath };
+  }
+
+  test('SIGHUP reloads (and nothing else does with --no-watch)', { skip: process.platform === 'win32' }, async (t) => {
+    const { serve, policyDir, auditPath } = await serveFiles(t, { 'svc.hcl': WEB_READ }, '--no-watch', '--node-name', 'hup-node');
     const v1 = versionOf({ 'svc.hcl': WEB_READ });
     const v2 = versionOf({ 'svc.hcl': WEB_WRITE_AND_API });
     const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
@@ -379,14 +385,7 @@ describe('reload through `pdp serve`', () => {
   });
 
   test('a file change reloads, debounced; a broken change is refused and the old version keeps serving', async (t) => {
-    const root = makeTempDir();
-    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ, 'nested/extra.hcl': '# nothing yet\n' });
-    const auditPath = path.join(root, 'audit.db');
-    const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
-    t.after(async () => {
-      await serve.stop();
-      removeTempDir(root);
-    });
+    const { serve, policyDir, auditPath } = await serveFiles(t, { 'svc.hcl': WEB_READ, 'nested/extra.hcl': '# nothing yet\n' });
     const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
     const final = { 'nested/extra.hcl': '# nothing yet\n', 'svc.hcl': WEB_WRITE_AND_API };
     const vFinal = versionOf(final);
@@ -433,14 +432,7 @@ describe('reload through `pdp serve`', () => {
   });
 
   test('changes spread over time are loaded once they settle (250 ms without a change), not every 250 ms while they go on', async (t) => {
-    const root = makeTempDir();
-    const policyDir = makePolicyDir(root, { 'svc.hcl': WEB_READ });
-    const auditPath = path.join(root, 'audit.db');
-    const serve = await startServe(['--policies', policyDir, '--audit', auditPath]);
-    t.after(async () => {
-      await serve.stop();
-      removeTempDir(root);
-    });
+    const { serve, policyDir, auditPath } = await serveFiles(t, { 'svc.hcl': WEB_READ });
     const webWrite = { identity: 'team:web', action: 'write', resource: 'service:web' };
     // A config-management run that rewrites the file every ~100 ms for 1.5 s: each write restarts the
     // quiet period, so only the last version is loaded. (A burst written in one go, as in the test

@@ -39,3 +39,16 @@ export function scratchDir(prefix: string): { dir: string; write(rel: string, co
     },
   };
 }
+
+/**
+ * Spawn options under which a file mode can refuse reading: root reads anything, so as root the CLI
+ * runs as `nobody` (with `work` opened to it); undefined where this machine does not let `nobody`
+ * run it, and the test should skip.
+ */
+export function unprivilegedOptions(work: string): { uid?: number; gid?: number } | undefined {
+  if (process.getuid?.() !== 0) return {};
+  const options = { uid: 65534, gid: 65534 };
+  fs.chmodSync(work, 0o755);
+  const probe = spawnSync(process.execPath, [BIN, '--help'], { ...options, cwd: work, encoding: 'utf8' });
+  return probe.status === 0 ? options : undefined;
+}
