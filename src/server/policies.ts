@@ -45,14 +45,13 @@ export function registerPolicyRoutes(api: FastifyInstance, { deps, cache, lastRe
       deps.reloader.reload(trigger, request.ip),
       deps.cluster ? deps.cluster.reloadOthers(trigger, request.ip).catch((e: unknown) => e as Error) : [],
     ]);
+    // The server's own paths stay in its log: an answer names the policy directory by its last segment.
+    const directoryName = (text: string) => text.split(deps.engine.directory).join(path.basename(deps.engine.directory));
     if (!outcome.ok) {
       // The new set may be fine: it is the audit store that refused the ACL_CHANGE row (503, retry).
       if (outcome.auditUnavailable) throw new ApiError('audit_unavailable', outcome.message, { policy_version: outcome.serving ?? null });
-      // The server's own paths stay in its log: the answer names the policy directory by its last segment.
-      const message = outcome.message.split(deps.engine.directory).join(path.basename(deps.engine.directory));
-      throw new ApiError('policy_invalid', message, { diagnostics: outcome.diagnostics, policy_version: outcome.serving ?? null });
+      throw new ApiError('policy_invalid', directoryName(outcome.message), { diagnostics: outcome.diagnostics, policy_version: outcome.serving ?? null });
     }
-    const directoryName = (text: string) => text.split(deps.engine.directory).join(path.basename(deps.engine.directory));
     if (others instanceof Error) {
       throw new ApiError('workers_unavailable', `this worker now serves ${outcome.version}, but the other workers could not be reached (${others.message}); they may still serve the previous version: retry the reload`, { policy_version: outcome.version });
     }
