@@ -9,8 +9,8 @@ import {
 } from '../audit';
 import type { Engine, LoadedPolicy } from '../engine';
 import { createReloader, type AuditAnomalies, type Reloader } from '../server';
-import { EXIT_FINDING, type CliIo } from './io';
-import { isClusterWorker } from './serve-cluster';
+import { EXIT_FINDING } from './io';
+import type { ServeLog } from './serve-log';
 import type { ServeOptions } from './serve-options';
 import type { ServeShutdown } from './serve-stop';
 
@@ -29,24 +29,24 @@ export interface ServeAudit {
  * Opens the audit side and activates `first` once its start-up row is committed; when any of that
  * fails, says why and returns the exit code (having closed what the failure left open).
  */
-export async function openServeAudit(options: ServeOptions, engine: Engine, first: LoadedPolicy, shutdown: ServeShutdown, io: CliIo): Promise<ServeAudit | number> {
+export async function openServeAudit(options: ServeOptions, engine: Engine, first: LoadedPolicy, shutdown: ServeShutdown, log: ServeLog): Promise<ServeAudit | number> {
   const { auditPath } = options;
   let store;
   try {
     store = openAuditStore(auditPath, { synchronous: options.sync });
   } catch (e) {
-    io.stderr.write(`pdp serve: ${(e as Error).message}\n`);
+    log.error((e as Error).message);
     return EXIT_FINDING;
   }
   const auditStore = store;
-  const recorder = await openRecorder(auditStore, options, outageLog(auditPath, shutdown, io), io);
+  const recorder = await openRecorder(auditStore, options, outageLog(auditPath, shutdown, log), log);
   if (!recorder) return EXIT_FINDING;
   const refreshAllowed = (services: { name: string; namespace: string }[]) => {
     try {
       auditStore.refreshAllowedServices(services);
     } catch (e) {
       // The decision path does not depend on it; the next load refreshes it again.
-      io.stderr.write(`pdp serve: could not refresh allowed_services: ${(e as Error).message}\n`);
+      log.warn(`could not refresh allowed_services: ${(e as Error).message}`);
     }
   };
   const reloader = createReloader({ engine, recorder, nodeName: options.nodeName, onActivated: (p) => refreshAllowed(p.compiled.declaredServices) });
@@ -59,14 +59,14 @@ export async function openServeAudit(options: ServeOptions, engine: Engine, firs
     started = { ok: false as const, message: `cannot read the last recorded policy version: ${(e as Error).message}; not serving unaudited` };
   }
   if (!started.ok) {
-    io.stderr.write(`pdp serve: audit store \`${auditPath}\`: ${started.message}\n`);
+    log.error(`audit store \`${auditPath}\`: ${started.message}`);
     // The inline recorder closes the store it writes through; a writer thread's recorder closes only
     // the thread's own connection, so the store is closed here as well (closing twice is harmless).
     await recorder.close();
     auditStore.close();
     return EXIT_FINDING;
   }
-  const checkpointer = startServeCheckpointer(options, io);
+  const checkpointer = startServeCheckpointer(options, log);
   return {
     store: auditStore, recorder, reloader, checkpointer,
     async close() {
@@ -82,7 +82,7 @@ export async function openServeAudit(options: ServeOptions, engine: Engine, firs
  * when the PDP answers 503: said when the outage starts, again at most once a minute while it lasts
  * (SQLite words one lock two ways, so a per-wording limit would flap), and when it ends.
  */
-function outageLog(auditPath: string, shutdown: ServeShutdown, io: CliIo): RecorderOptions {
+function outageLog(auditPath: string, shutdown: ServeShutdown, log: ServeLog): RecorderOptions {
   let outageSince: number | undefined;
   let outageLoggedAt = 0;
   let outageErrors = 0;
@@ -93,7 +93,7 @@ function outageLog(auditPath: string, shutdown: ServeShutdown, io: CliIo): Recor
         // would answer 503 forever while /v1/health says ok, so no liveness probe would ever restart
         // it. Exit 1 instead; a supervisor starts pdp again on the path, which opens (or creates) the
         // file there and records its start-up ACL_CHANGE row.
-        io.stderr.write(`pdp serve: ${err.message}; exiting with status 1 so that a supervisor restarts pdp on \`${auditPath}\`\n`);
+        log.error(`${err.message}; exiting with status 1 so that a supervisor restarts pdp on \`${auditPath}\``);
         shutdown.stopWith('audit database replaced', EXIT_FINDING);
         return;
       }
@@ -102,15 +102,15 @@ function outageLog(auditPath: string, shutdown: ServeShutdown, io: CliIo): Recor
       if (outageSince === undefined) {
         outageSince = at;
         outageLoggedAt = at;
-        io.stderr.write(`pdp serve: the audit store cannot be written (decisions are refused with 503 until it can): ${err.message}\n`);
+        log.error(`the audit store cannot be written (decisions are refused with 503 until it can): ${err.message}`);
       } else if (at - outageLoggedAt >= 60_000) {
         outageLoggedAt = at;
-        io.stderr.write(`pdp serve: the audit store still cannot be written after ${Math.round((at - outageSince) / 1000)} s (${outageErrors} failed writes and probes): ${err.message}\n`);
+        log.error(`the audit store still cannot be written after ${Math.round((at - outageSince) / 1000)} s (${outageErrors} failed writes and probes): ${err.message}`);
       }
     },
     onRecovered: () => {
       if (outageSince === undefined) return;
-      io.stderr.write(`pdp serve: the audit store can be written again after ${((Date.now() - outageSince) / 1000).toFixed(1)} s; decisions are answered again\n`);
+      log.info(`the audit store can be written again after ${((Date.now() - outageSince) / 1000).toFixed(1)} s; decisions are answered again`);
       outageSince = undefined;
       outageErrors = 0;
     },
@@ -118,16 +118,16 @@ function outageLog(auditPath: string, shutdown: ServeShutdown, io: CliIo): Recor
 }
 
 /** --audit-writer: the recorder in front of `store`; undefined (the store closed, and said why) when the writer thread cannot start. */
-async function openRecorder(store: AuditStore, options: ServeOptions, recorderOptions: RecorderOptions, io: CliIo): Promise<AuditRecorder | undefined> {
+async function openRecorder(store: AuditStore, options: ServeOptions, recorderOptions: RecorderOptions, log: ServeLog): Promise<AuditRecorder | undefined> {
   if (options.auditWriter === 'inline') return createRecorder(store, recorderOptions);
   // The thread has its own connection for the audit rows; the store's (migrated when it opened) keeps
   // the rare writes of a reload (allowed_services) and the start-up read of the last ACL_CHANGE.
   try {
-    const onRestart = (previous: Error) => io.stderr.write(`pdp serve: ${previous.message}; a new audit writer thread took over\n`);
+    const onRestart = (previous: Error) => log.warn(`${previous.message}; a new audit writer thread took over`);
     return createSinkRecorder(await startWriterThread(options.auditPath, { synchronous: options.sync, onRestart }), recorderOptions);
   } catch (e) {
     store.close();
-    io.stderr.write(`pdp serve: cannot start the audit writer thread: ${(e as Error).message}\n`);
+    log.error(`cannot start the audit writer thread: ${(e as Error).message}`);
     return undefined;
   }
 }
@@ -137,12 +137,12 @@ async function openRecorder(store: AuditStore, options: ServeOptions, recorderOp
  * --workers only worker 1 (and its replacement) runs it. Not required for serving: if its thread cannot
  * start or dies, SQLite's checkpoints in the commits do all the copying, as without it; that is logged.
  */
-function startServeCheckpointer(options: ServeOptions, io: CliIo): Checkpointer | undefined {
-  if (options.auditCheckpoint !== 'thread' || (isClusterWorker(io.env) && io.env.PDP_WORKER_ID !== '1')) return undefined;
+function startServeCheckpointer(options: ServeOptions, log: ServeLog): Checkpointer | undefined {
+  if (options.auditCheckpoint !== 'thread' || (options.workerId !== undefined && options.workerId !== '1')) return undefined;
   let lastCheckpointError = '';
   return startCheckpointer(options.auditPath, {
     onError: (err, fatal) => {
-      if (fatal || err.message !== lastCheckpointError) io.stderr.write(`pdp serve: ${err.message}\n`);
+      if (fatal || err.message !== lastCheckpointError) log.warn(err.message);
       lastCheckpointError = err.message;
     },
   });

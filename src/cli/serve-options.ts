@@ -7,6 +7,7 @@ import { normalizeIp } from '../syntax/request';
 import { parse, parseDuration, refuseEmptyPaths } from './args';
 import { UsageError, type CliIo } from './io';
 import { isClusterWorker } from './serve-cluster';
+import { LOG_FORMATS, type LogFormat } from './serve-log';
 
 /** The operator files, as typed, by flag name (so that checkSecurityFiles can name the flag). */
 export type SecurityFiles = { 'tls-cert'?: string; 'tls-key'?: string; 'client-ca'?: string; tokens?: string };
@@ -34,6 +35,10 @@ export interface ServeOptions {
   requestTimeoutMs: number;
   shutdownDelayMs: number;
   logLevel: string;
+  /** --log-format: how the lines `pdp serve` itself writes on stderr look (serve-log.ts). */
+  logFormat: LogFormat;
+  /** PDP_WORKER_ID of a --workers worker (`?` if missing); undefined in a process serving alone or in the primary. */
+  workerId: string | undefined;
   /** registry_node of the audit rows: --node-name or the host name, with `/wN` in a --workers worker. */
   nodeName: string;
   /** Reload when policy files change (false with --no-watch). */
@@ -55,7 +60,7 @@ export function parseServeOptions(args: string[], io: CliIo): ServeOptions {
     policies: { type: 'string' }, audit: { type: 'string' }, listen: { type: 'string' },
     'cache-entries': { type: 'string' }, 'audit-sync': { type: 'string' }, 'node-name': { type: 'string' },
     'no-watch': { type: 'boolean' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-    'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' },
+    'client-ca': { type: 'string' }, tokens: { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
     'rate-limit': { type: 'string' }, 'max-failures': { type: 'string' }, lockout: { type: 'string' },
     workers: { type: 'string' }, 'audit-writer': { type: 'string' }, 'audit-checkpoint': { type: 'string' },
     'request-timeout': { type: 'string' }, 'shutdown-delay': { type: 'string' },
@@ -86,6 +91,8 @@ export function parseServeOptions(args: string[], io: CliIo): ServeOptions {
   const shutdownDelayMs = values['shutdown-delay'] === undefined ? 0 : parseDuration(values['shutdown-delay'], '--shutdown-delay', { ms: 300_000, text: '5m' });
   const logLevel = values['log-level'] ?? 'warn';
   if (!['fatal', 'error', 'warn', 'info', 'debug'].includes(logLevel)) throw new UsageError(`--log-level must be fatal, error, warn, info or debug; got \`${logLevel}\``);
+  const logFormat = (values['log-format'] ?? 'text') as LogFormat;
+  if (!LOG_FORMATS.includes(logFormat)) throw new UsageError(`--log-format must be \`text\` or \`json\`; got \`${values['log-format']}\``);
   const securityFiles: SecurityFiles = { 'tls-cert': values['tls-cert'], 'tls-key': values['tls-key'], 'client-ca': values['client-ca'], tokens: values.tokens };
   refuseEmptyPaths([], { policies: values.policies, audit: values.audit, ...securityFiles });
   const tls = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['client-ca'] !== undefined;
@@ -100,10 +107,11 @@ export function parseServeOptions(args: string[], io: CliIo): ServeOptions {
     throw new UsageError(`refusing to serve on \`${host}\` without caller authentication: add --client-ca (mutual TLS) and/or --tokens; only loopback may run without it`);
   }
   const limits = securityLimits(values);
-  const nodeName = (values['node-name'] ?? os.hostname()) + (isClusterWorker(io.env) ? `/w${io.env.PDP_WORKER_ID ?? '?'}` : '');
+  const workerId = isClusterWorker(io.env) ? io.env.PDP_WORKER_ID ?? '?' : undefined;
+  const nodeName = (values['node-name'] ?? os.hostname()) + (workerId === undefined ? '' : `/w${workerId}`);
   return {
     workers, policiesGiven, policyDir, auditPath, host, port, cacheEntries, sync, auditWriter, auditCheckpoint,
-    requestTimeoutMs, shutdownDelayMs, logLevel, nodeName, watch: !values['no-watch'], tls, callerAuthentication, securityFiles, limits,
+    requestTimeoutMs, shutdownDelayMs, logLevel, logFormat, workerId, nodeName, watch: !values['no-watch'], tls, callerAuthentication, securityFiles, limits,
   };
 }
 

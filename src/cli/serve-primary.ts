@@ -12,6 +12,7 @@ import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { EXIT_FINDING, EXIT_OK, type CliIo } from './io';
+import type { ServeLog } from './serve-log';
 import { METRICS_WAIT_MS, RELOAD_WAIT_MS, WORKER_ENV, type FromPrimary, type FromWorker, type WorkerReload } from './serve-cluster';
 import { reloadOnSettledChanges, watchDirectories } from './watch';
 
@@ -39,11 +40,11 @@ export interface PrimaryOptions {
 }
 
 /** Forks `count` workers running `pdp serve` with `workerArgs`; resolves with the exit code. */
-export function runPrimary(count: number, workerArgs: string[], policyDir: string, watch: boolean, io: CliIo, options: PrimaryOptions = {}): Promise<number> {
+export function runPrimary(count: number, workerArgs: string[], policyDir: string, watch: boolean, io: CliIo, log: ServeLog, options: PrimaryOptions = {}): Promise<number> {
   cluster.setupPrimary({ exec: path.join(__dirname, '../../../bin/pdp.js'), args: ['serve', ...workerArgs, '--no-watch'] });
   let finish: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => { finish = resolve; });
-  new Primary(count, workerArgs, io, options, finish).start(policyDir, watch);
+  new Primary(count, workerArgs, io, log, options, finish).start(policyDir, watch);
   return done;
 }
 
@@ -125,7 +126,7 @@ class Primary {
   };
   private readonly onStopSignal = () => this.stop(false);
 
-  constructor(private readonly count: number, private readonly workerArgs: string[], private readonly io: CliIo, private readonly options: PrimaryOptions, private readonly finish: (code: number) => void) {
+  constructor(private readonly count: number, private readonly workerArgs: string[], private readonly io: CliIo, private readonly log: ServeLog, private readonly options: PrimaryOptions, private readonly finish: (code: number) => void) {
     this.maxDeaths = options.maxDeaths ?? count;
     this.deathWindowMs = options.deathWindowMs ?? 60_000;
     this.slots = Array.from({ length: count }, (_, i) => ({ id: i + 1, worker: undefined, ready: false, pendingHup: false, pendingReloads: [] }));
@@ -141,7 +142,7 @@ class Primary {
         this.settledReloads = reloadOnSettledChanges(policyDir, this.hupAll);
         this.watcher = watchDirectories(policyDir, this.settledReloads.changed);
       } catch {
-        this.io.stderr.write('pdp serve: cannot watch the policy directory; reload with SIGHUP\n');
+        this.log.warn('cannot watch the policy directory; reload with SIGHUP');
       }
     }
     for (const slot of this.slots) this.fork(slot);
@@ -157,7 +158,7 @@ class Primary {
     const killAfterMs = STOP_KILL_MS + (this.options.shutdownDelayMs ?? 0);
     this.killTimer = setTimeout(() => {
       for (const worker of this.alive) {
-        this.io.stderr.write(`pdp serve: worker pid ${worker.process.pid} still running ${killAfterMs / 1000} s after SIGTERM; killing it\n`);
+        this.log.warn(`worker pid ${worker.process.pid} still running ${killAfterMs / 1000} s after SIGTERM; killing it`);
         worker.process.kill('SIGKILL');
       }
     }, killAfterMs);
@@ -206,7 +207,7 @@ class Primary {
     }
     if (!this.everReady) {
       // Start-up: the same cause (the port, the audit store, the files) would fail every worker.
-      this.io.stderr.write(`pdp serve: worker ${slot.id} (pid ${pid}) failed to start (${how}); stopping\n`);
+      this.log.error(`worker ${slot.id} (pid ${pid}) failed to start (${how}); stopping`);
       this.stop(true);
       return;
     }
@@ -214,18 +215,18 @@ class Primary {
     this.deaths.push(now);
     while (this.deaths.length > 0 && this.deaths[0]! <= now - this.deathWindowMs) this.deaths.shift();
     if (this.deaths.length > this.maxDeaths) {
-      this.io.stderr.write(`pdp serve: worker ${slot.id} (pid ${pid}) ${wasReady ? 'exited' : 'failed to start'} (${how}); ${this.deaths.length} worker deaths within ${Math.round(this.deathWindowMs / 1000)} s, giving up; stopping\n`);
+      this.log.error(`worker ${slot.id} (pid ${pid}) ${wasReady ? 'exited' : 'failed to start'} (${how}); ${this.deaths.length} worker deaths within ${Math.round(this.deathWindowMs / 1000)} s, giving up; stopping`);
       this.stop(true);
       return;
     }
-    this.io.stderr.write(`pdp serve: worker ${slot.id} (pid ${pid}) ${wasReady ? 'exited' : 'failed to start'} (${how}); starting a replacement\n`);
+    this.log.warn(`worker ${slot.id} (pid ${pid}) ${wasReady ? 'exited' : 'failed to start'} (${how}); starting a replacement`);
     this.fork(slot);
   }
 
   private onReady(slot: Slot, worker: Worker) {
     if (slot.worker !== worker) return;
     slot.ready = true;
-    this.io.stderr.write(`pdp serve: worker ${slot.id} ready (pid ${worker.process.pid})\n`);
+    this.log.info(`worker ${slot.id} ready (pid ${worker.process.pid})`);
     // What happened while it was starting: it may have read the files before they changed.
     if (slot.pendingHup) {
       slot.pendingHup = false;
@@ -237,7 +238,9 @@ class Primary {
       if (this.stopping) return;
       const host = this.address?.address ?? '127.0.0.1';
       const scheme = this.workerArgs.includes('--tls-cert') ? 'https' : 'http';
-      this.io.stdout.write(`pdp serve: listening on ${scheme}://${host.includes(':') ? `[${host}]` : host}:${this.address?.port ?? '?'} (${this.count} workers)\n`);
+      const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${this.address?.port ?? '?'}`;
+      this.io.stdout.write(`pdp serve: listening on ${url} (${this.count} workers)\n`);
+      if (this.log.format === 'json') this.log.info(`listening on ${url} (${this.count} workers)`, { url, workers: this.count });
     }
   }
 

@@ -1,5 +1,6 @@
 // `pdp serve`'s HTTP side, once the audit side is open: the security (TLS, tokens), buildServer, the
 // start-up log lines, reload logging, SIGHUP and the policy file watcher, then listen.
+import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Checkpointer } from '../audit';
 import type { Engine } from '../engine';
@@ -8,6 +9,7 @@ import { buildServer, describePolicyDiff, type Metrics, type Reloader } from '..
 import { EXIT_FINDING, type CliIo } from './io';
 import { auditAnomaliesReader, type ServeAudit } from './serve-audit';
 import type { WorkerLink } from './serve-cluster';
+import { workerField, type ServeLog } from './serve-log';
 import type { ServeOptions } from './serve-options';
 import { loadSecurity, type ServeSecurity } from './serve-security';
 import type { RunningServer, ServeShutdown } from './serve-stop';
@@ -17,7 +19,7 @@ import { reloadOnSettledChanges, watchDirectories } from './watch';
  * Builds the server on `audit` and listens. When that fails, says why, closes everything (the audit
  * side included) and returns the exit code.
  */
-export async function startServer(options: ServeOptions, engine: Engine, audit: ServeAudit, shutdown: ServeShutdown, io: CliIo, link: WorkerLink | undefined): Promise<RunningServer | number> {
+export async function startServer(options: ServeOptions, engine: Engine, audit: ServeAudit, shutdown: ServeShutdown, io: CliIo, log: ServeLog, link: WorkerLink | undefined): Promise<RunningServer | number> {
   const { host, port } = options;
   const { reloader } = audit;
   // Everything opened from here on is closed by `closeAll`, on every path out (a failed start included),
@@ -37,7 +39,7 @@ export async function startServer(options: ServeOptions, engine: Engine, audit: 
     await audit.close();
   };
   const fail = async (message: string) => {
-    io.stderr.write(`pdp serve: ${message}\n`);
+    log.error(message);
     await closeAll();
     return EXIT_FINDING;
   };
@@ -58,7 +60,7 @@ export async function startServer(options: ServeOptions, engine: Engine, audit: 
       ...(audit.checkpointer ? { checkpointer: audit.checkpointer } : {}),
       // With --workers: the API reload reaches every worker, and /metrics sums every worker's.
       ...(link ? { cluster: { reloadOthers: (trigger: string, sourceIp?: string) => link.reloadOthers(trigger, sourceIp), metrics: () => link.clusterMetrics() } } : {}),
-      logger: serverLogger(options.logLevel),
+      logger: serverLogger(options.logLevel, options.workerId),
       ...(security?.serverOptions ?? {}),
     });
   } catch (e) {
@@ -66,7 +68,7 @@ export async function startServer(options: ServeOptions, engine: Engine, audit: 
   }
   const server = app;
   logServingMode(server, options, audit.checkpointer);
-  logReloads(reloader, io);
+  logReloads(reloader, log);
 
   onHup = () => {
     void reloader.reload('signal:SIGHUP');
@@ -85,12 +87,14 @@ export async function startServer(options: ServeOptions, engine: Engine, audit: 
   const address = server.server.address();
   const shownPort = typeof address === 'object' && address ? address.port : port;
   const url = `${options.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${shownPort}`;
-  return { app: server, close: closeAll, announce: () => announceListening(url, server, reloader, io, link) };
+  return { app: server, close: closeAll, announce: () => announceListening(url, server, reloader, io, log, link) };
 }
 
 /** `listening on URL` on stdout; a --workers worker instead answers what the primary relays, then tells it it is ready. */
-function announceListening(url: string, server: FastifyInstance, reloader: Reloader, io: CliIo, link: WorkerLink | undefined): void {
+function announceListening(url: string, server: FastifyInstance, reloader: Reloader, io: CliIo, log: ServeLog, link: WorkerLink | undefined): void {
   if (!link) io.stdout.write(`pdp serve: listening on ${url}\n`);
+  // stdout's line is what scripts wait for, in either format; a log shipper reads stderr.
+  if (log.format === 'json') log.info(`listening on ${url}`, { url });
   if (link) {
     // What the primary relays from the other workers: their API reloads, and metrics scrapes.
     link.serve('reload', (trigger, sourceIp) => reloader.reload(trigger, sourceIp));
@@ -108,9 +112,11 @@ export function bindHint(code: string | undefined, port: number): string {
   return '';
 }
 
-function serverLogger(level: string) {
+function serverLogger(level: string, workerId: string | undefined) {
   return {
     level, stream: process.stderr, redact: ['req.headers.authorization'],
+    // pino's own keys, plus the --workers slot, as the lines of serve-log.ts carry it.
+    base: { pid: process.pid, hostname: os.hostname(), ...workerField(workerId) },
     // The request line is logged at info: a pdp token pasted into a URL keeps its id, not its secret.
     serializers: {
       req: (req: { method: string; url: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
@@ -130,11 +136,11 @@ function logServingMode(server: FastifyInstance, options: ServeOptions, checkpoi
 }
 
 /** Each reload that changed something, and each refused one with its diagnostics, on stderr. */
-function logReloads(reloader: Reloader, io: CliIo): void {
+function logReloads(reloader: Reloader, log: ServeLog): void {
   reloader.onOutcome((outcome, trigger, { retry }) => {
     const label = retry > 0 ? `${trigger}, retry ${retry}` : trigger;
-    if (outcome.ok && outcome.changed) io.stderr.write(`pdp serve: reloaded (${label}): ${outcome.version}, ${describePolicyDiff(outcome)}\n`);
-    else if (!outcome.ok) io.stderr.write(`pdp serve: reload refused (${label}): ${outcome.message}\n${outcome.diagnostics.map((d) => `  ${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}\n`).join('')}`);
+    if (outcome.ok && outcome.changed) log.info(`reloaded (${label}): ${outcome.version}, ${describePolicyDiff(outcome)}`, { trigger, retry, policy_version: outcome.version });
+    else if (!outcome.ok) log.warn(`reload refused (${label}): ${outcome.message}`, { trigger, retry, diagnostics: outcome.diagnostics });
   });
 }
 

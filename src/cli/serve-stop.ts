@@ -2,8 +2,9 @@
 // duck), when a --workers primary is gone, or when the audit file was replaced, it drains the
 // in-flight requests and the audit queue, closes everything and resolves with the exit code.
 import type { FastifyInstance } from 'fastify';
-import { EXIT_OK, type CliIo } from './io';
+import { EXIT_OK } from './io';
 import type { WorkerLink } from './serve-cluster';
+import type { ServeLog } from './serve-log';
 
 /** What the stop sequence shares with the parts opened before it runs. */
 export interface ServeShutdown {
@@ -23,7 +24,7 @@ export interface RunningServer {
 }
 
 /** Serves until stopped; resolves with the exit code once everything is closed. */
-export function serveUntilStopped(running: RunningServer, shutdownDelayMs: number, shutdown: ServeShutdown, io: CliIo, link: WorkerLink | undefined): Promise<number> {
+export function serveUntilStopped(running: RunningServer, shutdownDelayMs: number, shutdown: ServeShutdown, log: ServeLog, link: WorkerLink | undefined): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = async (signal: string, code: number = EXIT_OK, delayMs = 0) => {
@@ -34,10 +35,10 @@ export function serveUntilStopped(running: RunningServer, shutdownDelayMs: numbe
         // requests still arriving (they notice within a probe period or two) are answered as usual.
         // A second signal ends the wait; a third has the default effect (the first handlers were `once`).
         shutdown.notReady = true;
-        io.stderr.write(`pdp serve: ${signal}: not ready; draining in ${delayMs / 1000} s\n`);
+        log.info(`${signal}: not ready; draining in ${delayMs / 1000} s`);
         await untilDelayOrSignal(delayMs);
       }
-      io.stderr.write(`pdp serve: ${signal}: draining\n`);
+      log.info(`${signal}: draining`);
       // app.close() (see buildServer's preClose hook): the listener stops accepting, idle keep-alive
       // connections are closed, requests already read finish (and are audited) with `Connection:
       // close`, and a request that still arrives is answered 503 `shutting_down` with `Connection:
@@ -45,7 +46,7 @@ export function serveUntilStopped(running: RunningServer, shutdownDelayMs: numbe
       const deadline = setTimeout(() => running.app.server.closeAllConnections(), 10_000);
       await running.close();
       clearTimeout(deadline);
-      io.stderr.write('pdp serve: stopped\n');
+      log.info('stopped', { exit_code: code });
       // (A cluster worker's IPC channel, which would keep it alive, is released by `run`.)
       resolve(code);
     };

@@ -2,13 +2,15 @@
 // step is a module of its own: the flags (serve-options), the security files (serve-security), the
 // audit side (serve-audit), the HTTP server (serve-server) and the way out (serve-stop); with
 // --workers, the primary that forks the workers (serve-primary) and their link to it (serve-cluster).
-import { quote, type Diagnostic } from '../diagnostics';
+import { diagnosticToJson, quote, type Diagnostic } from '../diagnostics';
 import { Engine } from '../engine';
 import { EXIT_FINDING, UsageError, type CliIo, type Command } from './io';
 import { probeListen } from './listen-probe';
-import { printSetErrors, readPolicyDirectory } from './policy-input';
+import { printSetErrors, readPolicyDirectory, withDisplayPaths } from './policy-input';
+import type { PolicySource } from '../engine';
 import { openServeAudit } from './serve-audit';
 import { isClusterWorker, WorkerLink } from './serve-cluster';
+import { createServeLog, type ServeLog } from './serve-log';
 import { parseServeOptions } from './serve-options';
 import { runPrimary } from './serve-primary';
 import { checkSecurityFiles } from './serve-security';
@@ -52,7 +54,9 @@ written, it exits 1 without listening).
   --shutdown-delay DUR  on SIGTERM/SIGINT, first answer /v1/ready with 503 for DUR while still
                         serving everything else (load balancers stop sending), then drain
                         (default 0s: drain at once; at most 5m; a second signal skips the wait)
-  --log-level LEVEL     fatal, error, warn (default), info, debug
+  --log-level LEVEL     fatal, error, warn (default), info, debug: the HTTP server's log lines
+  --log-format FORMAT   text (default: \`pdp serve: …\` lines for a person) or json (every line
+                        on stderr one JSON object with pino's keys, for a log shipper)
   --workers N           N worker processes sharing the port (node:cluster); default 1
 
 Without TLS the server only binds to a loopback address, and on any other address it needs
@@ -75,6 +79,7 @@ export const run: Command = async (args, io) => {
 async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): Promise<number> {
   const options = parseServeOptions(args, io);
   const { host, port, policiesGiven } = options;
+  const log = createServeLog(options.logFormat, io, options.workerId);
   keepServingWhenLogsFail();
   // Operator files are checked before anything is opened: a wrong path or a key that does not match
   // its certificate is a usage error naming the flag, not an `internal error: ENOENT`.
@@ -86,16 +91,16 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   // A set with errors starts nothing, in one process or many: its diagnostics, and the set named as typed.
   const refuseBrokenSet = (built: { diagnostics: Diagnostic[]; error?: string }): number => {
     if (built.error) throw new UsageError(built.error); // not expected: the files were read above
-    printSetErrors('serve', policiesGiven, sources, built.diagnostics, 'not starting', io);
+    reportBrokenSet(policiesGiven, sources, built.diagnostics, log, io);
     return EXIT_FINDING;
   };
-  if (!isClusterWorker(io.env) && await portTaken(host, port, io)) return EXIT_FINDING;
+  if (!isClusterWorker(io.env) && await portTaken(host, port, log)) return EXIT_FINDING;
   if (options.workers > 1 && !isClusterWorker(io.env)) {
     // Validate the policy set once before forking, so a broken set fails fast with its diagnostics.
     const probe = new Engine(options.policyDir).build(sources);
     if (!probe.ok) return refuseBrokenSet(probe);
     const workerArgs = args.filter((a, i) => a !== '--workers' && args[i - 1] !== '--workers' && !a.startsWith('--workers='));
-    return runPrimary(options.workers, workerArgs, options.policyDir, options.watch, io, { shutdownDelayMs: options.shutdownDelayMs });
+    return runPrimary(options.workers, workerArgs, options.policyDir, options.watch, io, log, { shutdownDelayMs: options.shutdownDelayMs });
   }
 
   const engine = new Engine(options.policyDir);
@@ -103,13 +108,13 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
   const first = engine.build(sources);
   if (!first.ok) return refuseBrokenSet(first);
   const shutdown: ServeShutdown = { notReady: false };
-  const audit = await openServeAudit(options, engine, first.policy, shutdown, io);
+  const audit = await openServeAudit(options, engine, first.policy, shutdown, log);
   if (typeof audit === 'number') return audit;
-  const running = await startServer(options, engine, audit, shutdown, io, link);
+  const running = await startServer(options, engine, audit, shutdown, io, log, link);
   if (typeof running === 'number') return running;
-  io.stderr.write(`pdp serve: ${first.policy.ruleCount} rules (${first.policy.version}) from ${options.policyDir}\n`);
-  io.stderr.write(`pdp serve: audit store ${options.auditPath}\n`);
-  return serveUntilStopped(running, options.shutdownDelayMs, shutdown, io, link);
+  log.info(`${first.policy.ruleCount} rules (${first.policy.version}) from ${options.policyDir}`, { policy_version: first.policy.version, rules: first.policy.ruleCount, policies: options.policyDir });
+  log.info(`audit store ${options.auditPath}`, { audit: options.auditPath });
+  return serveUntilStopped(running, options.shutdownDelayMs, shutdown, log, link);
 }
 
 /**
@@ -118,11 +123,21 @@ async function serve(args: string[], io: CliIo, link: WorkerLink | undefined): P
  * primary, which asked here.) Another process can still take the port between this and listen;
  * then the row stays and the next start records the change back, as after a crash.
  */
-async function portTaken(host: string, port: number, io: CliIo): Promise<boolean> {
+async function portTaken(host: string, port: number, log: ServeLog): Promise<boolean> {
   const bindError = await probeListen(host, port);
   if (!bindError) return false;
-  io.stderr.write(`pdp serve: cannot listen on ${host}:${port}: ${bindError.code ?? bindError.message}${bindHint(bindError.code, port)}\n`);
+  log.error(`cannot listen on ${host}:${port}: ${bindError.code ?? bindError.message}${bindHint(bindError.code, port)}`);
   return true;
+}
+
+/** A policy set with errors stops the start-up: in text with source excerpts, as `pdp check` shows them; in json as one line. */
+function reportBrokenSet(given: string, sources: PolicySource[], diagnostics: Diagnostic[], log: ServeLog, io: CliIo): void {
+  if (log.format === 'text') {
+    printSetErrors('serve', given, sources, diagnostics, 'not starting', io);
+    return;
+  }
+  const shown = withDisplayPaths({ label: given, base: given, sources }, diagnostics);
+  log.error(`the policy set in ${quote(given)} has errors; not starting`, { diagnostics: shown.map(diagnosticToJson) });
 }
 
 /**
