@@ -13,6 +13,7 @@ import { anonymousRefusal, prepareRequest, subjectIdentity } from '../syntax/pre
 import { parsePolicy, type PolicyFile } from '../syntax';
 import { errnoText, readPolicyDir, type PolicySource } from './files';
 
+export { ruleCoverage, type RuleCoverage } from './coverage';
 export { decodePolicyBytes, errnoText, errnoWords, listPolicyFiles, readPolicyDir, readPolicyFile, type ListedFile, type PolicySource } from './files';
 
 
@@ -131,6 +132,14 @@ export function ruleFingerprint(rule: Rule): string {
   return `${scope} ${rule.level} [${rule.identities.map((i) => i.source).join(',')}]${rule.cidrTexts ? ` cidrs=[${rule.cidrTexts.join(',')}]` : ''}`;
 }
 
+/**
+ * A rule in one line, as a reload's diff and `pdp test --coverage` list it: block and label, level,
+ * identities as written (roles not expanded) and cidrs (`service "pay" read team:a from 10.0.0.0/8`).
+ */
+export function describeRule(rule: Rule): string {
+  return `${rule.label} ${rule.level} ${rule.identities.map((i) => i.source).join(', ')}${rule.cidrTexts ? ` from ${rule.cidrTexts.join(', ')}` : ''}`;
+}
+
 export interface RuleChange {
   rule: string;
   at: string;
@@ -189,7 +198,7 @@ export function diffPolicies(before: CompiledPolicy | undefined, after: Compiled
   };
   const old = count(before?.rules ?? []);
   const neu = count(after.rules);
-  const describe = (r: Rule): RuleChange => ({ rule: `${r.label} ${r.level} ${r.identities.map((i) => i.source).join(', ')}${r.cidrTexts ? ` from ${r.cidrTexts.join(', ')}` : ''}`, at: `${r.file}:${r.line}` });
+  const describe = (r: Rule): RuleChange => ({ rule: describeRule(r), at: `${r.file}:${r.line}` });
   const added: RuleChange[] = [];
   const removed: RuleChange[] = [];
   for (const [key, rules] of neu) for (const r of rules.slice(old.get(key)?.length ?? 0)) added.push(describe(r));
