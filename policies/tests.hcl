@@ -102,3 +102,51 @@ test "prod workloads cannot reach staging" {
   namespace = "staging"
   expect    = "DENY"
 }
+
+test "order registers itself" {
+  identity  = "spiffe://cluster/ns/prod/sa/order"
+  action    = "write"
+  resource  = "service:order-service/order-1"
+  namespace = "prod"
+  expect    = "ALLOW"
+}
+
+test "storefront looks orders up" {
+  identity  = "spiffe://cluster/ns/prod/sa/storefront"
+  action    = "read"
+  resource  = "service:order-service"
+  namespace = "prod"
+  expect    = "ALLOW"
+}
+
+test "user registers itself" {
+  identity  = "spiffe://cluster/ns/prod/sa/user"
+  action    = "write"
+  resource  = "service:user-service"
+  namespace = "prod"
+  expect    = "ALLOW"
+}
+
+test "order looks users up" {
+  identity  = "spiffe://cluster/ns/prod/sa/order"
+  action    = "read"
+  resource  = "service:user-service"
+  namespace = "prod"
+  expect    = "ALLOW"
+}
+
+test "auditors never read any secrets- service" {
+  identity  = "team:audit"
+  action    = "read"
+  resource  = "service:secrets-vault"
+  namespace = "prod"
+  expect    = "DENY"
+}
+
+test "ops administers staging" {
+  identity  = "team:ops"
+  action    = "admin"
+  resource  = "namespace:staging/*"
+  namespace = "staging"
+  expect    = "ALLOW"
+}

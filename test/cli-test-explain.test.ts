@@ -47,7 +47,7 @@ test('pdp test: the shipped policies pass, with a closing count line', async () 
   const r = await runPdp(['test', 'policies']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^PASS {2}payment registers itself/m);
-  assert.match(r.stdout, /^13 passed, 0 failed$/m);
+  assert.match(r.stdout, /^19 passed, 0 failed$/m);
 });
 
 test('pdp test: a failing test exits 1 and names the deciding rule', async (t) => {
