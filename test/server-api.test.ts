@@ -170,6 +170,12 @@ describe('POST /v1/authorize and the audit row', () => {
     const badSchema = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, action: 'delete' }] } });
     assert.equal(badSchema.status, 400);
     assert.equal(badSchema.json.error.field, 'checks[1].action');
+
+    // An index where the value is an array, a key where it is an object, digits or not.
+    const digitKey = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, context: { 7: [] } }] } });
+    assert.equal(digitKey.status, 400);
+    assert.equal(digitKey.json.error.field, 'checks[1].context.7');
+    assert.match(digitKey.json.error.message, /^`checks\[1\]\.context\.7` must be/);
     assert.equal(allRows(server.auditPath).length, before, 'a refused batch leaves no row');
   });
 
@@ -244,6 +250,9 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'missing resource', body: { identity: PAYMENT, action: 'read' }, status: 400, code: 'invalid_request', field: 'resource', message: /required/ },
       { name: 'unknown action', body: { ...valid, action: 'delete' }, status: 400, code: 'invalid_request', field: 'action', message: /read.*write.*admin/ },
       { name: 'unknown top-level field', body: { ...valid, sudo: true }, status: 400, code: 'invalid_request', field: 'sudo', message: /unknown field `sudo`/ },
+      // Keys made of digits are keys, not array indexes: `0`, not `[0]`; `context.123`, not `context[123]`.
+      { name: 'unknown field named `0`', body: { ...valid, 0: true }, status: 400, code: 'invalid_request', field: '0', message: /^unknown field `0`$/ },
+      { name: 'context field named `123` holding an object', body: { ...valid, context: { 123: { a: 1 } } }, status: 400, code: 'invalid_request', field: 'context.123', message: /^`context\.123` must be a string/ },
       { name: 'svc:x', body: { ...valid, resource: 'svc:x' }, status: 400, code: 'invalid_request', field: 'resource', message: /resource/ },
       { name: 'service:', body: { ...valid, resource: 'service:' }, status: 400, code: 'invalid_request', field: 'resource', message: /service name/ },
       { name: 'namespace:prod without /*', body: { identity: 'team:ops', action: 'admin', resource: 'namespace:prod' }, status: 400, code: 'invalid_request', field: 'resource', message: /\/\*/ },

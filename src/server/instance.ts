@@ -112,7 +112,8 @@ export function createInstance({ deps, metrics }: ServerContext): FastifyInstanc
       return fail(reply, err.code, err.message, err.extra);
     }
     if (err.validation?.length) {
-      const { field, message } = err.validationContext === 'headers' ? describeForwardHeader(err.validation[0]!) : describeValidation(err.validation[0]!);
+      const validated = err.validationContext === 'querystring' ? request.query : request.body;
+      const { field, message } = err.validationContext === 'headers' ? describeForwardHeader(err.validation[0]!) : describeValidation(err.validation[0]!, validated);
       return fail(reply, 'invalid_request', message, { field });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return fail(reply, 'body_too_large', `the body is larger than ${deps.bodyLimit ?? 1024 * 1024} bytes`);
