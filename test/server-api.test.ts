@@ -229,11 +229,14 @@ describe('POST /v1/authorize and the audit row', () => {
 
   test('bad input: each answered with its status, code and the field named; no stack traces, no paths', async () => {
     const valid = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
-    type Case = { name: string; raw?: string; body?: unknown; contentType?: string | null; headers?: Record<string, string>; status: number; code: string; field?: string; message?: RegExp };
+    type Case = { name: string; raw?: string | Buffer; body?: unknown; contentType?: string | null; headers?: Record<string, string>; status: number; code: string; field?: string; message?: RegExp };
     const cases: Case[] = [
       { name: 'malformed JSON', raw: '{"identity": "x", "action": ', status: 400, code: 'invalid_json', field: 'body', message: /JSON/ },
       { name: 'trailing garbage', raw: '{"action":"read"} x', status: 400, code: 'invalid_json', field: 'body' },
       { name: 'empty body, JSON content-type', raw: '', status: 400, code: 'invalid_json', field: 'body', message: /empty/ },
+      // Decoded as text, the byte 0xFF would have become U+FFFD: decided and audited as `team:\ufffd`, which nobody sent.
+      { name: 'bytes that are not UTF-8', raw: Buffer.concat([Buffer.from('{"identity":"team:'), Buffer.from([0xff]), Buffer.from('","action":"read","resource":"service:payment-service"}')]), status: 400, code: 'invalid_json', field: 'body', message: /not UTF-8/ },
+      { name: 'a surrogate encoded in UTF-8 bytes', raw: Buffer.concat([Buffer.from('{"identity":"team:'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('","action":"read","resource":"service:payment-service"}')]), status: 400, code: 'invalid_json', field: 'body', message: /not UTF-8/ },
       { name: 'no body at all', contentType: null, status: 400, code: 'invalid_request', field: 'body' },
       { name: 'JSON array', raw: '[]', status: 400, code: 'invalid_request', field: 'body' },
       { name: 'JSON null', raw: 'null', status: 400, code: 'invalid_request', field: 'body' },
@@ -345,6 +348,8 @@ describe('POST /v1/authorize and the audit row', () => {
       '"quoted" \\backslash\\',
       '<script>alert(1)</script>',
       'y'.repeat(2048),
+      // U+FFFD sent as its UTF-8 bytes is text like any other (only bytes that are not UTF-8 are refused).
+      'replacement \ufffd character',
     ];
     // Control characters are refused in an identity (the bad-input table) but are fine in context
     // values, which are stored as JSON text with every control escaped.
