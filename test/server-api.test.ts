@@ -476,6 +476,10 @@ describe('POST /v1/authorize and the audit row', () => {
       { path: '/v1/authorize', raw: '{"constructor":{"prototype":{"allow":true}},"action":"read","resource":"service:web"}', field: 'constructor' },
       { path: '/v1/authorize/batch', raw: '{"checks":[{"action":"read","resource":"service:web"},{"__proto__":{},"action":"read","resource":"service:web"}]}', field: 'checks[1].__proto__' },
       { path: '/v1/authorize/batch', raw: '{"checks":[{"action":"read","resource":"service:web"},{"action":"read","resource":"service:web"},{"constructor":{"prototype":1},"action":"read","resource":"service:web"}]}', field: 'checks[2].constructor' },
+      // Nested a hundred thousand levels deep (well within the body limit): found without recursion
+      // (before, the search overflowed the stack: 500), and named without quoting every level.
+      { path: '/v1/authorize', raw: `{"action":"read","resource":"service:web","x":${'['.repeat(100_000)}{"__proto__":1}${']'.repeat(100_000)}}`, field: `x${'[0]'.repeat(7)}…${'[0]'.repeat(7)}.__proto__` },
+      { path: '/v1/authorize', raw: `{"x":${'{"a":'.repeat(100_000)}{"constructor":{"prototype":1}}${'}'.repeat(100_000)}}`, field: `x${'.a'.repeat(7)}…${'a.'.repeat(7)}constructor` },
     ];
     for (const c of cases) {
       const res = await request(`${server.url}${c.path}`, { raw: c.raw });
@@ -484,6 +488,7 @@ describe('POST /v1/authorize and the audit row', () => {
       assert.equal(res.json.error.field, c.field, res.text);
       assert.match(res.json.error.message, /is not accepted/);
       assert.ok(res.json.error.message.includes(`\`${c.field}\``), res.text);
+      assert.ok(res.text.length < 512, `an error answer is short: ${res.text.length} characters`);
     }
     // A `constructor` that is a plain value is just an unknown field; broken JSON is still invalid_json.
     const plain = await request(`${server.url}/v1/authorize`, { raw: '{"constructor":"x","action":"read","resource":"service:web"}' });

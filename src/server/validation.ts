@@ -134,28 +134,45 @@ export function inHeaderTerms(message: string, credentialsHeader: ForwardHeader)
   return out;
 }
 
+/** How many steps of a deep path an error names: the first ones and the last ones, with `…` between. */
+const PATH_STEPS_SHOWN = 16;
+
+/** A path as people write it (`checks[2].__proto__`), its middle left out (`…`) when it is deeper than PATH_STEPS_SHOWN. */
+function pathText(steps: (string | number)[]): string {
+  const join = (part: (string | number)[]) => part.reduce<string>((acc, step) => (typeof step === 'number' ? `${acc}[${step}]` : acc ? `${acc}.${quotedName(step)}` : quotedName(step)), '');
+  if (steps.length <= PATH_STEPS_SHOWN) return join(steps);
+  return `${join(steps.slice(0, PATH_STEPS_SHOWN / 2))}…${join(steps.slice(-PATH_STEPS_SHOWN / 2))}`;
+}
+
 /**
  * Where a parsed JSON body holds a key that could pollute a prototype: an own `__proto__`, or a
  * `constructor` object with its own `prototype` (what secure-json-parse refuses). Returns the field
- * as people write it (`checks[2].__proto__`), or undefined.
+ * as people write it (`checks[2].__proto__`; the middle of a very deep path left out), or undefined.
+ * The first such key in document order. A loop, not recursion: a body nested a hundred thousand
+ * levels deep fits in the body limit and would overflow the stack.
  */
-export function forbiddenKey(value: unknown, at = ''): string | undefined {
-  if (value === null || typeof value !== 'object') return undefined;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const found = forbiddenKey(value[i], `${at}[${i}]`);
-      if (found) return found;
-    }
-    return undefined;
-  }
+export function forbiddenKey(value: unknown): string | undefined {
+  type Step = { parent: Step | undefined; key: string | number };
+  const pathOf = (step: Step | undefined, last: string): string => {
+    const steps: (string | number)[] = [last];
+    for (let at = step; at !== undefined; at = at.parent) steps.push(at.key);
+    return pathText(steps.reverse());
+  };
   const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
-  const join = (k: string) => (at ? `${at}.${quotedName(k)}` : quotedName(k));
-  if (own(value, '__proto__')) return join('__proto__');
-  const ctor = (value as Record<string, unknown>).constructor;
-  if (own(value, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return join('constructor');
-  for (const k of Object.keys(value)) {
-    const found = forbiddenKey((value as Record<string, unknown>)[k], join(k));
-    if (found) return found;
+  // Pre-order, as the document reads: an object's own keys are looked at before what they hold.
+  const pending: { value: unknown; at: Step | undefined }[] = [{ value, at: undefined }];
+  while (pending.length > 0) {
+    const { value: node, at } = pending.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    if (Array.isArray(node)) {
+      for (let i = node.length - 1; i >= 0; i--) pending.push({ value: node[i], at: { parent: at, key: i } });
+      continue;
+    }
+    if (own(node, '__proto__')) return pathOf(at, '__proto__');
+    const ctor = (node as Record<string, unknown>).constructor;
+    if (own(node, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return pathOf(at, 'constructor');
+    const keys = Object.keys(node);
+    for (let i = keys.length - 1; i >= 0; i--) pending.push({ value: (node as Record<string, unknown>)[keys[i]!], at: { parent: at, key: keys[i]! } });
   }
   return undefined;
 }
