@@ -170,6 +170,12 @@ describe('POST /v1/authorize and the audit row', () => {
     const badSchema = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, action: 'delete' }] } });
     assert.equal(badSchema.status, 400);
     assert.equal(badSchema.json.error.field, 'checks[1].action');
+
+    // An index where the value is an array, a key where it is an object, digits or not.
+    const digitKey = await request(`${server.url}/v1/authorize/batch`, { body: { checks: [one, { ...one, context: { 7: [] } }] } });
+    assert.equal(digitKey.status, 400);
+    assert.equal(digitKey.json.error.field, 'checks[1].context.7');
+    assert.match(digitKey.json.error.message, /^`checks\[1\]\.context\.7` must be/);
     assert.equal(allRows(server.auditPath).length, before, 'a refused batch leaves no row');
   });
 
@@ -223,11 +229,14 @@ describe('POST /v1/authorize and the audit row', () => {
 
   test('bad input: each answered with its status, code and the field named; no stack traces, no paths', async () => {
     const valid = { identity: PAYMENT, action: 'write', resource: 'service:payment-service', namespace: 'prod' };
-    type Case = { name: string; raw?: string; body?: unknown; contentType?: string | null; headers?: Record<string, string>; status: number; code: string; field?: string; message?: RegExp };
+    type Case = { name: string; raw?: string | Buffer; body?: unknown; contentType?: string | null; headers?: Record<string, string>; status: number; code: string; field?: string; message?: RegExp };
     const cases: Case[] = [
       { name: 'malformed JSON', raw: '{"identity": "x", "action": ', status: 400, code: 'invalid_json', field: 'body', message: /JSON/ },
       { name: 'trailing garbage', raw: '{"action":"read"} x', status: 400, code: 'invalid_json', field: 'body' },
       { name: 'empty body, JSON content-type', raw: '', status: 400, code: 'invalid_json', field: 'body', message: /empty/ },
+      // Decoded as text, the byte 0xFF would have become U+FFFD: decided and audited as `team:\ufffd`, which nobody sent.
+      { name: 'bytes that are not UTF-8', raw: Buffer.concat([Buffer.from('{"identity":"team:'), Buffer.from([0xff]), Buffer.from('","action":"read","resource":"service:payment-service"}')]), status: 400, code: 'invalid_json', field: 'body', message: /not UTF-8/ },
+      { name: 'a surrogate encoded in UTF-8 bytes', raw: Buffer.concat([Buffer.from('{"identity":"team:'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('","action":"read","resource":"service:payment-service"}')]), status: 400, code: 'invalid_json', field: 'body', message: /not UTF-8/ },
       { name: 'no body at all', contentType: null, status: 400, code: 'invalid_request', field: 'body' },
       { name: 'JSON array', raw: '[]', status: 400, code: 'invalid_request', field: 'body' },
       { name: 'JSON null', raw: 'null', status: 400, code: 'invalid_request', field: 'body' },
@@ -244,6 +253,9 @@ describe('POST /v1/authorize and the audit row', () => {
       { name: 'missing resource', body: { identity: PAYMENT, action: 'read' }, status: 400, code: 'invalid_request', field: 'resource', message: /required/ },
       { name: 'unknown action', body: { ...valid, action: 'delete' }, status: 400, code: 'invalid_request', field: 'action', message: /read.*write.*admin/ },
       { name: 'unknown top-level field', body: { ...valid, sudo: true }, status: 400, code: 'invalid_request', field: 'sudo', message: /unknown field `sudo`/ },
+      // Keys made of digits are keys, not array indexes: `0`, not `[0]`; `context.123`, not `context[123]`.
+      { name: 'unknown field named `0`', body: { ...valid, 0: true }, status: 400, code: 'invalid_request', field: '0', message: /^unknown field `0`$/ },
+      { name: 'context field named `123` holding an object', body: { ...valid, context: { 123: { a: 1 } } }, status: 400, code: 'invalid_request', field: 'context.123', message: /^`context\.123` must be a string/ },
       { name: 'svc:x', body: { ...valid, resource: 'svc:x' }, status: 400, code: 'invalid_request', field: 'resource', message: /resource/ },
       { name: 'service:', body: { ...valid, resource: 'service:' }, status: 400, code: 'invalid_request', field: 'resource', message: /service name/ },
       { name: 'namespace:prod without /*', body: { identity: 'team:ops', action: 'admin', resource: 'namespace:prod' }, status: 400, code: 'invalid_request', field: 'resource', message: /\/\*/ },
@@ -336,6 +348,8 @@ describe('POST /v1/authorize and the audit row', () => {
       '"quoted" \\backslash\\',
       '<script>alert(1)</script>',
       'y'.repeat(2048),
+      // U+FFFD sent as its UTF-8 bytes is text like any other (only bytes that are not UTF-8 are refused).
+      'replacement \ufffd character',
     ];
     // Control characters are refused in an identity (the bad-input table) but are fine in context
     // values, which are stored as JSON text with every control escaped.
@@ -462,6 +476,10 @@ describe('POST /v1/authorize and the audit row', () => {
       { path: '/v1/authorize', raw: '{"constructor":{"prototype":{"allow":true}},"action":"read","resource":"service:web"}', field: 'constructor' },
       { path: '/v1/authorize/batch', raw: '{"checks":[{"action":"read","resource":"service:web"},{"__proto__":{},"action":"read","resource":"service:web"}]}', field: 'checks[1].__proto__' },
       { path: '/v1/authorize/batch', raw: '{"checks":[{"action":"read","resource":"service:web"},{"action":"read","resource":"service:web"},{"constructor":{"prototype":1},"action":"read","resource":"service:web"}]}', field: 'checks[2].constructor' },
+      // Nested a hundred thousand levels deep (well within the body limit): found without recursion
+      // (before, the search overflowed the stack: 500), and named without quoting every level.
+      { path: '/v1/authorize', raw: `{"action":"read","resource":"service:web","x":${'['.repeat(100_000)}{"__proto__":1}${']'.repeat(100_000)}}`, field: `x${'[0]'.repeat(7)}…${'[0]'.repeat(7)}.__proto__` },
+      { path: '/v1/authorize', raw: `{"x":${'{"a":'.repeat(100_000)}{"constructor":{"prototype":1}}${'}'.repeat(100_000)}}`, field: `x${'.a'.repeat(7)}…${'a.'.repeat(7)}constructor` },
     ];
     for (const c of cases) {
       const res = await request(`${server.url}${c.path}`, { raw: c.raw });
@@ -470,6 +488,7 @@ describe('POST /v1/authorize and the audit row', () => {
       assert.equal(res.json.error.field, c.field, res.text);
       assert.match(res.json.error.message, /is not accepted/);
       assert.ok(res.json.error.message.includes(`\`${c.field}\``), res.text);
+      assert.ok(res.text.length < 512, `an error answer is short: ${res.text.length} characters`);
     }
     // A `constructor` that is a plain value is just an unknown field; broken JSON is still invalid_json.
     const plain = await request(`${server.url}/v1/authorize`, { raw: '{"constructor":"x","action":"read","resource":"service:web"}' });

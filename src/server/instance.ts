@@ -2,6 +2,7 @@
 // validation), the `Host` check in front of fastify, the content-type parsers, 404 and 405, and the
 // error handler. Every error answer, whether fastify writes it or it is written raw, has the API's
 // shape (errors.ts) and is counted.
+import { isUtf8 } from 'node:buffer';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
@@ -112,7 +113,8 @@ export function createInstance({ deps, metrics }: ServerContext): FastifyInstanc
       return fail(reply, err.code, err.message, err.extra);
     }
     if (err.validation?.length) {
-      const { field, message } = err.validationContext === 'headers' ? describeForwardHeader(err.validation[0]!) : describeValidation(err.validation[0]!);
+      const validated = err.validationContext === 'querystring' ? request.query : request.body;
+      const { field, message } = err.validationContext === 'headers' ? describeForwardHeader(err.validation[0]!) : describeValidation(err.validation[0]!, validated);
       return fail(reply, 'invalid_request', message, { field });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return fail(reply, 'body_too_large', `the body is larger than ${deps.bodyLimit ?? 1024 * 1024} bytes`);
@@ -130,20 +132,22 @@ export function createInstance({ deps, metrics }: ServerContext): FastifyInstanc
   // A forward check's body is the proxied request's, if the proxy sent one: not ours to read. A reload
   // takes no body; an empty one, however labelled (`curl -X POST -d ''`, or `-H 'content-type:
   // application/json'` without data), is none.
-  const bodyIgnored = (request: FastifyRequest, body: unknown) =>
-    request.routeOptions.url === FORWARD_URL || (body === '' && request.routeOptions.url === '/v1/policies/reload');
+  const bodyIgnored = (request: FastifyRequest, empty: boolean) =>
+    request.routeOptions.url === FORWARD_URL || (empty && request.routeOptions.url === '/v1/policies/reload');
   // Any other content type is 415, unless the body is ignored.
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
-    if (bodyIgnored(request, body)) done(null, undefined);
+    if (bodyIgnored(request, body === '')) done(null, undefined);
     else done(new ApiError('unsupported_media_type', 'the body must be `application/json`'), undefined);
   });
   // fastify's JSON parser (secure-json-parse) refuses `__proto__` and `constructor.prototype` keys,
   // but reports them as "not valid JSON". Its refusals are looked at again (only on that error path):
   // JSON that parses is valid, so the answer is 400 invalid_request naming the key.
+  // The body is read as bytes: decoded as a string, bytes that are not UTF-8 would silently become
+  // U+FFFD, and a check would be decided and audited for an identity nobody sent.
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (bodyIgnored(request, body)) {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, bytes: Buffer, done) => {
+    if (bodyIgnored(request, bytes.length === 0)) {
       done(null, undefined);
       return;
     }
@@ -152,12 +156,17 @@ export function createInstance({ deps, metrics }: ServerContext): FastifyInstanc
       done(new ApiError('unsupported_media_type', refusal), undefined);
       return;
     }
-    defaultJson(request, body as string, (err: Error | null, value: unknown) => {
+    if (!isUtf8(bytes)) {
+      done(new ApiError('invalid_json', 'the body is not UTF-8 text: JSON must be sent as UTF-8 (RFC 8259), and these bytes are not', { field: 'body' }), undefined);
+      return;
+    }
+    const body = bytes.toString('utf8');
+    defaultJson(request, body, (err: Error | null, value: unknown) => {
       if (err && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
         let parsed: unknown;
         let valid = true;
         try {
-          parsed = JSON.parse(body as string); // own properties only: no prototype is touched
+          parsed = JSON.parse(body); // own properties only: no prototype is touched
         } catch {
           valid = false;
         }

@@ -16,12 +16,22 @@ function quotedName(name: string): string {
   return name.length <= QUOTED_NAME_MAX ? name : `${name.slice(0, QUOTED_NAME_MAX)}…`;
 }
 
-/** ajv's instancePath (`/checks/3/resource`) → the field people write (`checks[3].resource`). */
-function fieldName(instancePath: string, missing?: string): string {
+/**
+ * ajv's instancePath (`/checks/3/resource`) → the field people write (`checks[3].resource`). `root` is
+ * the validated value: a segment is an index only where it steps into an array, since an object's key
+ * may be digits too (`context.123`, not `context[123]`).
+ */
+function fieldAt(instancePath: string, missing: string | undefined, root: unknown): string {
   // ajv escapes `~` and `/` in a key as `~0` and `~1` (JSON Pointer).
-  const parts = instancePath.split('/').filter(Boolean).map((p) => quotedName(p.replace(/~1/g, '/').replace(/~0/g, '~')));
-  if (missing) parts.push(quotedName(missing));
-  return parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '') || 'body';
+  const segments = instancePath === '' ? [] : instancePath.slice(1).split('/').map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  let field = '';
+  let at = root;
+  for (const segment of segments) {
+    field = Array.isArray(at) ? `${field}[${segment}]` : field ? `${field}.${quotedName(segment)}` : quotedName(segment);
+    at = at !== null && typeof at === 'object' ? (at as Record<string, unknown>)[segment] : undefined;
+  }
+  if (missing !== undefined) field = field ? `${field}.${quotedName(missing)}` : quotedName(missing);
+  return field === '' && missing === undefined ? 'body' : field;
 }
 
 export interface ValidationIssue {
@@ -40,8 +50,10 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 /** The query parameters of the API: a repeated one arrives as an array, which is worth saying in words. */
 const QUERY_PARAMETERS = new Set(['since', 'spike_threshold', 'deny_threshold']);
 
-export function describeValidation(issue: ValidationIssue): { field: string; message: string } {
+/** A failed schema check in words, naming the field; `root` is the value that was validated (the body, the query). */
+export function describeValidation(issue: ValidationIssue, root: unknown): { field: string; message: string } {
   const { keyword, params } = issue;
+  const fieldName = (instancePath: string, missing?: string) => fieldAt(instancePath, missing, root);
   if (issue.propertyName !== undefined && keyword === 'maxLength') {
     const field = fieldName(issue.instancePath, issue.propertyName);
     return { field, message: `\`${field}\`: field names in \`${fieldName(issue.instancePath)}\` are at most ${String(params.limit)} characters; this one has ${codePointLength(issue.propertyName)}` };
@@ -51,8 +63,9 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
     return { field, message: `\`${field}\` is required` };
   }
   if (keyword === 'additionalProperties') {
-    const field = fieldName(issue.instancePath, String(params.additionalProperty));
-    return { field, message: `unknown field \`${field}\`` };
+    const name = String(params.additionalProperty);
+    const field = fieldName(issue.instancePath, name);
+    return { field, message: `unknown field \`${field}\`${name === '' ? ' (a field with an empty name)' : ''}` };
   }
   const field = fieldName(issue.instancePath);
   switch (keyword) {
@@ -101,11 +114,11 @@ export function describeValidation(issue: ValidationIssue): { field: string; mes
 export function describeForwardHeader(issue: ValidationIssue): { field: string; message: string } {
   const header = (issue.keyword === 'required' ? String(issue.params.missingProperty) : issue.instancePath.slice(1)) as ForwardHeader;
   const bodyField = FORWARD_HEADERS[header];
-  if (bodyField === undefined) return describeValidation(issue);
+  if (bodyField === undefined) return describeValidation(issue, undefined);
   const asBody: ValidationIssue = issue.keyword === 'required'
     ? { ...issue, instancePath: '', params: { ...issue.params, missingProperty: bodyField } }
     : { ...issue, instancePath: `/${bodyField.replace('.', '/')}` };
-  return { field: header, message: inHeaderTerms(describeValidation(asBody).message, 'x-pdp-subject-token') };
+  return { field: header, message: inHeaderTerms(describeValidation(asBody, undefined).message, 'x-pdp-subject-token') };
 }
 
 /**
@@ -121,28 +134,45 @@ export function inHeaderTerms(message: string, credentialsHeader: ForwardHeader)
   return out;
 }
 
+/** How many steps of a deep path an error names: the first ones and the last ones, with `…` between. */
+const PATH_STEPS_SHOWN = 16;
+
+/** A path as people write it (`checks[2].__proto__`), its middle left out (`…`) when it is deeper than PATH_STEPS_SHOWN. */
+function pathText(steps: (string | number)[]): string {
+  const join = (part: (string | number)[]) => part.reduce<string>((acc, step) => (typeof step === 'number' ? `${acc}[${step}]` : acc ? `${acc}.${quotedName(step)}` : quotedName(step)), '');
+  if (steps.length <= PATH_STEPS_SHOWN) return join(steps);
+  return `${join(steps.slice(0, PATH_STEPS_SHOWN / 2))}…${join(steps.slice(-PATH_STEPS_SHOWN / 2))}`;
+}
+
 /**
  * Where a parsed JSON body holds a key that could pollute a prototype: an own `__proto__`, or a
  * `constructor` object with its own `prototype` (what secure-json-parse refuses). Returns the field
- * as people write it (`checks[2].__proto__`), or undefined.
+ * as people write it (`checks[2].__proto__`; the middle of a very deep path left out), or undefined.
+ * The first such key in document order. A loop, not recursion: a body nested a hundred thousand
+ * levels deep fits in the body limit and would overflow the stack.
  */
-export function forbiddenKey(value: unknown, at = ''): string | undefined {
-  if (value === null || typeof value !== 'object') return undefined;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const found = forbiddenKey(value[i], `${at}[${i}]`);
-      if (found) return found;
-    }
-    return undefined;
-  }
+export function forbiddenKey(value: unknown): string | undefined {
+  type Step = { parent: Step | undefined; key: string | number };
+  const pathOf = (step: Step | undefined, last: string): string => {
+    const steps: (string | number)[] = [last];
+    for (let at = step; at !== undefined; at = at.parent) steps.push(at.key);
+    return pathText(steps.reverse());
+  };
   const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
-  const join = (k: string) => (at ? `${at}.${quotedName(k)}` : quotedName(k));
-  if (own(value, '__proto__')) return join('__proto__');
-  const ctor = (value as Record<string, unknown>).constructor;
-  if (own(value, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return join('constructor');
-  for (const k of Object.keys(value)) {
-    const found = forbiddenKey((value as Record<string, unknown>)[k], join(k));
-    if (found) return found;
+  // Pre-order, as the document reads: an object's own keys are looked at before what they hold.
+  const pending: { value: unknown; at: Step | undefined }[] = [{ value, at: undefined }];
+  while (pending.length > 0) {
+    const { value: node, at } = pending.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    if (Array.isArray(node)) {
+      for (let i = node.length - 1; i >= 0; i--) pending.push({ value: node[i], at: { parent: at, key: i } });
+      continue;
+    }
+    if (own(node, '__proto__')) return pathOf(at, '__proto__');
+    const ctor = (node as Record<string, unknown>).constructor;
+    if (own(node, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return pathOf(at, 'constructor');
+    const keys = Object.keys(node);
+    for (let i = keys.length - 1; i >= 0; i--) pending.push({ value: (node as Record<string, unknown>)[keys[i]!], at: { parent: at, key: keys[i]! } });
   }
   return undefined;
 }
