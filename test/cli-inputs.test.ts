@@ -229,6 +229,18 @@ test('64 levels still parse (the bound is on depth, not on the fast or slow pars
   assert.ok(codes.length > 0, 'a nested list is still not a valid identity');
 });
 
+test('a big block that is never closed is reported in bounded memory (the slow parser once copied its item list per item)', () => {
+  // 8,000 services in a namespace whose `}` is missing: the fast path gives up, and nearley built the
+  // body list with a copy per item (quadratic: 300 MB here, out of memory at 50,000 rules). With a
+  // heap of 96 MB that crashed; now it is the one diagnostic.
+  const services = Array.from({ length: 8000 }, (_, i) => `  service "s${i}" {\n    policy   = "read"\n    identity = "team:a${i}"\n  }\n`).join('');
+  write('unclosed-big/a.hcl', `namespace "prod" {\n${services}`);
+  const r = spawnSync(process.execPath, ['--max-old-space-size=96', BIN, 'check', 'unclosed-big'], { cwd: WORK, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr.slice(-2000));
+  assert.match(r.stderr, /unclosed-big\/a\.hcl:1:18: error\[unclosed-block\]: this `\{` is never closed/);
+  assert.match(r.stderr, /check failed: 1 file, 0 rules: 1 error, 0 warnings/);
+});
+
 // ---- addresses ----
 
 test('one IPv6 address, however it is spelled, gets one decision from a cidrs rule', () => {
