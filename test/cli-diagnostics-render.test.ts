@@ -153,6 +153,19 @@ test('renderDiagnostic: the file name is escaped too', () => {
   assert.ok(text.endsWith('= hint: h\\u{202e}'));
 });
 
+test('renderDiagnostic: the source line is found after LF, CRLF and bare-CR breaks, in files rendered in turn', () => {
+  // Lines are looked up in an index of the file rendered last (one pass per file, not per diagnostic).
+  const at = (line: number, file = 'a.hcl'): Diagnostic => ({
+    code: 'x', severity: 'error', message: 'm', span: { file, start: { offset: 0, line, column: 1 }, end: { offset: 0, line, column: 2 } },
+  });
+  const texts: Record<string, string> = { 'a.hcl': 'one\r\ntwo\rthree\nfour\r\n\r\nsix', 'b.hcl': 'other\n' };
+  const shown = (d: Diagnostic) => renderDiagnostic(d, (f) => texts[f]).split('\n')[2];
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map((n) => shown(at(n))), ['1 | one', '2 | two', '3 | three', '4 | four', '5 | ', '6 | six']);
+  assert.equal(shown(at(1, 'b.hcl')), '1 | other');
+  assert.equal(shown(at(3)), '3 | three', 'back to the first file');
+  assert.equal(renderDiagnostic(at(7), (f) => texts[f]), 'a.hcl:7:1: error[x]: m', 'past the end: no source line');
+});
+
 // ---- B: wording ---------------------------------------------------------------------------
 
 test('pdp check: a name followed by a string is read as an attribute missing its `=`', () => {

@@ -175,25 +175,35 @@ export function renderDiagnostic(d: Diagnostic, sources: SourceLookup): string {
 }
 
 /**
- * Line `n` (1-based) of `text`, without its line break; found in place (a file can be large). A line
- * break is LF, CRLF or a bare CR, as the lexer counts them (src/syntax/lexer.ts).
+ * Line `n` (1-based) of `text`, without its line break. A line break is LF, CRLF or a bare CR, as the
+ * lexer counts them (src/syntax/lexer.ts).
  */
 function sourceLine(text: string, n: number): string | undefined {
-  let start = 0;
-  for (let line = 1; line < n; line++) {
-    const next = lineBreakAt(text, start);
-    if (next < 0) return undefined;
-    start = next + (text.charCodeAt(next) === 13 && text.charCodeAt(next + 1) === 10 ? 2 : 1);
-  }
-  const end = lineBreakAt(text, start);
-  return end < 0 ? text.slice(start) : text.slice(start, end);
+  const starts = lineStarts(text);
+  if (n < 1 || n > starts.length) return undefined;
+  const start = starts[n - 1]!;
+  let end = n < starts.length ? starts[n]! - 1 : text.length;
+  if (n < starts.length && text.charCodeAt(end) === 10 && text.charCodeAt(end - 1) === 13 && end - 1 >= start) end--;
+  return text.slice(start, end);
 }
 
-/** The offset of the first CR or LF at or after `from`, or -1. */
-function lineBreakAt(text: string, from: number): number {
-  const lf = text.indexOf('\n', from);
-  const cr = text.indexOf('\r', from);
-  return cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
+// The offsets where each line of the last file rendered starts. Diagnostics come sorted by file, so
+// one file's are rendered together. Finding a line by scanning from the top, with a search for the
+// next CR that ran to the end of a file without one at every line, took 20 s for a single error on
+// the last line of a 9 MB file.
+let indexedText: string | undefined;
+let indexedStarts: number[] = [];
+
+function lineStarts(text: string): number[] {
+  if (text === indexedText) return indexedStarts;
+  const starts = [0];
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 10 || (c === 13 && text.charCodeAt(i + 1) !== 10)) starts.push(i + 1);
+  }
+  indexedText = text;
+  indexedStarts = starts;
+  return starts;
 }
 
 export interface DiagnosticJson {
