@@ -241,6 +241,28 @@ test('a big block that is never closed is reported in bounded memory (the slow p
   assert.match(r.stderr, /check failed: 1 file, 0 rules: 1 error, 0 warnings/);
 });
 
+test('input-sized lists never go through spread arguments: a huge block, body or diagnostic list is a result, not a stack overflow', () => {
+  // `push(...xs)` passes every element on the stack: with Node's default stack, 130,000 of them
+  // (a 150,000-rule file, a namespace of 50,000 services in fmt, 130,000 errors) overflowed it and
+  // the command died with "internal error: Maximum call stack size exceeded". A stack of 200 KB
+  // brings that bound down to some 25,000, so 40,000 of each shows it cheaply.
+  const n = 40_000;
+  write('spread/errors/chars.hcl', `${'@'.repeat(n)}\n`); // parse diagnostics
+  write('spread/errors/escapes.hcl', `service "x" {\n  description = "${'\\q'.repeat(n)}"\n}\n`); // one string's errors
+  write('spread/errors/top.hcl', `@\n${'a = 1\n'.repeat(n)}`); // a file's top-level items, after a lexical error
+  write('spread/block/a.hcl', `namespace "n" {\n${Array.from({ length: n / 4 }, (_, i) => `service "s${i}" { policy = "read" identity = "t" }\n`).join('')}}\n`);
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, ['--stack-size=200', BIN, ...args], { cwd: WORK, encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+    assert.doesNotMatch(r.stderr, /internal error|Maximum call stack/, `${args.join(' ')}: ${r.stderr.slice(-500)}`);
+    return r;
+  };
+  const check = run('check', 'spread/errors');
+  assert.equal(check.status, 1);
+  assert.match(check.stderr, /check failed: 3 files, 0 rules: 120003 errors, 0 warnings/);
+  assert.equal(run('fmt', '--check', 'spread/block').status, 1, 'a block formatted to 40,000 lines');
+  assert.equal(run('fmt', '--check', 'spread/errors').status, 1);
+});
+
 // ---- addresses ----
 
 test('one IPv6 address, however it is spelled, gets one decision from a cidrs rule', () => {

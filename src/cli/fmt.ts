@@ -63,7 +63,7 @@ export const run: Command = async (args, io) => {
     const result = formatPolicy(text, file.display);
     if (!result.ok) {
       sources.set(file.display, text);
-      errors.push(...sortDiagnostics(result.diagnostics));
+      for (const d of sortDiagnostics(result.diagnostics)) errors.push(d);
       continue;
     }
     // The canonical form has no byte-order mark: a file that starts with one is rewritten without it.

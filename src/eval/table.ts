@@ -115,7 +115,7 @@ function fallbackIndex(scope: IdentityIndex[]): IdentityIndex {
     for (const [source, glob] of ids.globs) {
       const merged = globs.get(source);
       if (merged === undefined) globs.set(source, { matcher: glob.matcher, rules: [...glob.rules] });
-      else merged.rules.push(...glob.rules);
+      else for (const rule of glob.rules) merged.rules.push(rule);
     }
   }
   return { exact: new Map(), anyAuthenticated: [...anyAuthenticated], globs };

@@ -188,6 +188,11 @@ function tokenStream(tokens: Token[]) {
   };
 }
 
+/** A loop, not `push(...more)`: a spread passes every element on the stack (150,000 overflow it). */
+function append<T>(to: T[], more: readonly T[]): void {
+  for (const x of more) to.push(x);
+}
+
 /** Blocks longer than this are parsed item by item, so the Earley chart stays small. */
 const SPLIT_THRESHOLD = 256;
 
@@ -218,16 +223,16 @@ function parseItems(items: Iterable<Token[]>, path: string, diagnostics: Diagnos
     if (!batchItems.length) return;
     const scratch: Diagnostic[] = [];
     const parsed = batchItems.length === 1 ? parseChunk(batchItems[0]!, path, scratch) : parseTokens(batch, path, scratch);
-    if (parsed && !scratch.length) body.push(...parsed);
-    else if (batchItems.length === 1) diagnostics.push(...scratch);
-    else for (const item of batchItems) body.push(...(parseChunk(item, path, diagnostics) ?? []));
+    if (parsed && !scratch.length) append(body, parsed);
+    else if (batchItems.length === 1) append(diagnostics, scratch);
+    else for (const item of batchItems) append(body, parseChunk(item, path, diagnostics) ?? []);
     batch = [];
     batchItems = [];
   };
   for (const item of items) {
     if (batch.length + item.length > SPLIT_THRESHOLD) flush();
     if (item.length > SPLIT_THRESHOLD) {
-      body.push(...(parseChunk(item, path, diagnostics) ?? []));
+      append(body, parseChunk(item, path, diagnostics) ?? []);
       continue;
     }
     for (const t of item) batch.push(t);

@@ -20,7 +20,7 @@ export function checkStrings(files: readonly PolicyFile[]): Diagnostic[] {
       out.push(error('interpolation', 'interpolation is not supported', innerSpan(s, interpolation, 2),
         'policy strings are literal; for the requested service or namespace in an identity, use `{service}` or `{namespace}`'));
     }
-    out.push(...escapeErrors(s));
+    for (const e of escapeErrors(s)) out.push(e);
   }
   return out;
 }
