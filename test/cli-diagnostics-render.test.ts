@@ -125,6 +125,10 @@ test('snippet: the window, the caret and surrogate pairs at the cut', () => {
     assert.doesNotMatch(e.text, /^\u2026?[\udc00-\udfff]|[\ud800-\udbff]\u2026?$/);
   }
   assert.equal(escapeForTerminal('a\u0007b\u009bc\td\ne'), 'a\\u{7}b\\u{9b}c\td\\u{a}e');
+  // Tabs and unsafe characters are made visible in the window of a long line, one for one.
+  const mixed = snippet(`${'\u202e'.repeat(300)}\tX\u0007${'y'.repeat(300)}`, 301, 302);
+  assert.equal(mixed.text.slice(mixed.caretAt - 1, mixed.caretAt + 2), ' X\ufffd');
+  assert.doesNotMatch(mixed.text, UNSAFE_OUTPUT);
 });
 
 test('pdp check: the caret is placed in terminal cells, under the text after wide characters and combining marks', () => {

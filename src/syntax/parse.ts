@@ -57,19 +57,23 @@ export function parsePolicy(source: string, path: string): ParseResult {
   // it is in, the rest of a list) is missing too: that is one mistake, reported once, as the comment.
   const cutByComment = diagnostics.some((d) => d.code === 'unterminated-comment');
   const reported = cutByComment ? diagnostics.filter((d) => !AT_END_OF_FILE.has(d)) : diagnostics;
-  return { file: policyFile(text, path, body, comments), diagnostics: reported.filter((d) => !followsInvalidCharacter(d, reported, text)) };
+  const invalidEnds = new Set(reported.filter((d) => d.code === 'invalid-character').map((d) => d.span.end.offset));
+  return { file: policyFile(text, path, body, comments), diagnostics: reported.filter((d) => !followsInvalidCharacter(d, invalidEnds, text)) };
 }
 
 /**
  * A syntax error at the token right after an unexpected character (only spaces between them) is the
  * same mistake seen twice: `policy: "read"` is an unexpected `:` and then a string where `=` was
  * expected; `1.5` is an unexpected `.` and then a stray `5`. The character's error, with its hint,
- * is the one kept.
+ * is the one kept. `invalidEnds` holds where each invalid character ends: looking them up from the
+ * error back over the spaces keeps this linear (comparing every pair took 90 s for 100,000 `}`).
  */
-function followsInvalidCharacter(d: Diagnostic, all: readonly Diagnostic[], text: string): boolean {
+function followsInvalidCharacter(d: Diagnostic, invalidEnds: ReadonlySet<number>, text: string): boolean {
   if (d.code !== 'syntax-error') return false;
-  return all.some((c) => c.code === 'invalid-character' && c.span.end.offset <= d.span.start.offset
-    && /^[ \t]*$/.test(text.slice(c.span.end.offset, d.span.start.offset)));
+  for (let at = d.span.start.offset; ; at--) {
+    if (invalidEnds.has(at)) return true;
+    if (at === 0 || (text[at - 1] !== ' ' && text[at - 1] !== '\t')) return false;
+  }
 }
 
 /** The diagnostics unexpectedEnd made: the file ended inside a block or list. */
