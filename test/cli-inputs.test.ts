@@ -75,6 +75,18 @@ test('a *.hcl name that is not a regular file (a FIFO) is refused at once instea
   assert.match(r.stderr, /fifo\/b\.hcl:1:1: error\[read-error\]: cannot read policy file `b\.hcl`: it is not a regular file/);
 });
 
+test('a FIFO or a device named on the command line is refused too: check, fmt and test never wait on it', (t) => {
+  const fifo = path.join(WORK, 'named-fifo.hcl');
+  const made = spawnSync('mkfifo', [fifo]);
+  if (made.status !== 0) return t.skip('mkfifo is not available');
+  // With no writer, reading the FIFO blocked for ever (the run would be killed by its timeout).
+  for (const args of [['check', 'named-fifo.hcl'], ['fmt', 'named-fifo.hcl'], ['test', 'named-fifo.hcl'], ['check', '/dev/zero']]) {
+    const r = runPdp(args, { cwd: WORK, timeoutMs: 15_000 });
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${args[1]}:1:1: error\\[read-error\\]: cannot read policy file \`${args[1]}\`: it is not a regular file`));
+  }
+});
+
 test('a Kubernetes ConfigMap mount (visible links into a hidden ..data directory) loads each file once', () => {
   write('cm/..2026_11_23_00_00_00.1/a.hcl', RULE('a'));
   write('cm/..2026_11_23_00_00_00.1/b.hcl', RULE('b'));

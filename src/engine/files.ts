@@ -129,13 +129,26 @@ function firstInvalidUtf8(bytes: Uint8Array): { at: number; why: string } {
   return { at: bytes.length, why: '' };
 }
 
-/** One file, read and decoded; `rel` is how it is named in rules and diagnostics. */
+/** Why a policy file is refused unread: a FIFO would block the read (for ever, with no writer), a device or socket holds no policy. */
+const notRegular = (rel: string): PolicySource =>
+  ({ path: rel, text: '', problem: error('read-error', `cannot read policy file \`${rel}\`: it is not a regular file`, atStart(rel)) });
+
+/**
+ * One file, read and decoded; `rel` is how it is named in rules and diagnostics. Only a regular file
+ * is read: it is opened without blocking and checked through its descriptor, so a FIFO named on the
+ * command line, or a file replaced by one after the directory was listed, is refused, not waited on.
+ */
 export function readPolicyFile(absolute: string, rel: string): PolicySource {
   let bytes: Buffer;
+  let fd: number | undefined;
   try {
-    bytes = fs.readFileSync(absolute);
+    fd = fs.openSync(absolute, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    if (!fs.fstatSync(fd).isFile()) return notRegular(rel);
+    bytes = fs.readFileSync(fd);
   } catch (e) {
     return readErrorSource(rel, 'policy file', e);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
   return decodePolicyBytes(bytes, rel);
 }
@@ -193,7 +206,7 @@ export function listPolicyFiles(root: string): ListedFile[] {
       }
       if (named && !isFile && !isDir) {
         // A FIFO would block the read; a device or socket holds no policy.
-        refuse(rel, abs, `cannot read policy file \`${rel}\`: it is not a regular file`);
+        found.push({ rel, absolute: abs, problem: notRegular(rel) });
       } else if (isFile && named) found.push({ rel, absolute: abs });
       else if (isDir) enter(rel, abs);
     }
