@@ -157,6 +157,15 @@ test('invalid-encoding at the first byte is at 1:1 (a UTF-16 file says so); a tr
   assert.match(r.stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xFF` does not start or continue a character$/m);
   assert.match(r.stderr, /hint: the file looks like UTF-16/);
   assert.match(pdp('fmt', 'utf16').stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]/m);
+  // Without the byte-order mark (iconv, some editors) the bytes are valid UTF-8, ASCII and NULs: one
+  // error, not an `unexpected character U+0000` for every character of the file.
+  write('utf16-nobom/le.hcl', Buffer.from(RULE('a'), 'utf16le'));
+  write('utf16-nobom/be.hcl', Buffer.from(RULE('b'), 'utf16le').swap16());
+  const nobom = pdp('check', 'utf16-nobom');
+  assert.equal(nobom.status, 1);
+  assert.match(nobom.stderr, /^utf16-nobom\/be\.hcl:1:1: error\[invalid-encoding\]: not UTF-8: the file looks like UTF-16 \(big-endian\) without a byte-order mark; every other byte is `0x00`$/m);
+  assert.match(nobom.stderr, /^utf16-nobom\/le\.hcl:1:1: error\[invalid-encoding\]: not UTF-8: the file looks like UTF-16 \(little-endian\)/m);
+  assert.match(nobom.stderr, /check failed: 2 files, 0 rules: 2 errors, 0 warnings/);
   // A continuation byte first, with line breaks later in the file (the old code found the last one).
   write('lead/a.hcl', Buffer.from([0xa8, 0x61, 0x0a, 0x62, 0x0a, 0xff, 0x0a]));
   assert.match(pdp('check', 'lead').stderr, /^lead\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xA8` does not start a character \(it can only continue one\)$/m);
