@@ -268,7 +268,7 @@ test('input-sized lists never go through spread arguments: a huge block, body or
   // the command died with "internal error: Maximum call stack size exceeded". A stack of 200 KB
   // brings that bound down to some 25,000, so 40,000 of each shows it cheaply.
   const n = 40_000;
-  write('spread/errors/chars.hcl', `${'@'.repeat(n)}\n`); // parse diagnostics
+  write('spread/errors/chars.hcl', `${'@ '.repeat(n)}\n`); // parse diagnostics (apart: a run is one)
   write('spread/errors/escapes.hcl', `service "x" {\n  description = "${'\\q'.repeat(n)}"\n}\n`); // one string's errors
   write('spread/errors/top.hcl', `@\n${'a = 1\n'.repeat(n)}`); // a file's top-level items, after a lexical error
   write('spread/block/a.hcl', `namespace "n" {\n${Array.from({ length: n / 4 }, (_, i) => `service "s${i}" { policy = "read" identity = "t" }\n`).join('')}}\n`);

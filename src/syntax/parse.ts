@@ -102,6 +102,10 @@ function endPosition(text: string): Span['end'] {
 
 function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Comment[]): Token[] {
   const tokens: Token[] = [];
+  // The run of unexpected characters being reported: one diagnostic for characters that follow one
+  // another, so a file of junk (a NUL-filled file after a crash, pasted binary) is one error, not one
+  // per byte (a megabyte of them made a reload answer 160 MB of diagnostics).
+  let run: { diagnostic: Diagnostic; first: string; count: number } | undefined;
   lexer.reset(text);
   for (const t of lexer as unknown as Iterable<Token>) {
     const type = t.type!;
@@ -121,7 +125,17 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
         continue;
       }
       case 'invalid': {
-        diagnostics.push(error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, tokenSpan(t, path), invalidCharacterHint(t.text, t.offset, text)));
+        const span = tokenSpan(t, path);
+        if (run && run.diagnostic.span.end.offset === t.offset) {
+          run.count++;
+          run.diagnostic.span = { ...run.diagnostic.span, end: span.end };
+          run.diagnostic.message = runMessage(text.slice(run.diagnostic.span.start.offset, run.diagnostic.span.end.offset), run.first, run.count);
+          if (run.diagnostic.hint === INVISIBLE_HINT) run.diagnostic.hint = 'remove them (they may be invisible in your editor)';
+          continue;
+        }
+        const d = error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, span, invalidCharacterHint(t.text, t.offset, text));
+        diagnostics.push(d);
+        run = { diagnostic: d, first: t.text, count: 1 };
         continue;
       }
       default:
@@ -144,11 +158,19 @@ function firstTooDeep(tokens: Token[]): Token | undefined {
   return undefined;
 }
 
+/** A run of unexpected characters: quoted when short and every one is visible, else the first named and the rest counted. */
+function runMessage(chars: string, first: string, count: number): string {
+  const visible = chars.length <= 40 && [...chars].every((c) => c !== '`' && describeCharacter(c).startsWith('`'));
+  return visible ? `unexpected characters \`${chars}\`` : `unexpected character ${describeCharacter(first)}, and ${count - 1} more after it`;
+}
+
+const INVISIBLE_HINT = 'remove it (it may be invisible in your editor)';
+
 function invalidCharacterHint(ch: string, offset: number, text: string): string | undefined {
   const cp = ch.codePointAt(0)!;
   if (cp === 0xfeff && offset === 0) return 'save the file as UTF-8 without a byte-order mark';
   if (cp === 0xa0 || cp === 0x202f || cp === 0x3000 || (cp >= 0x2000 && cp <= 0x200a)) return 'replace it with an ordinary space';
-  if (describeCharacter(ch).startsWith('U+')) return 'remove it (it may be invisible in your editor)';
+  if (describeCharacter(ch).startsWith('U+')) return INVISIBLE_HINT;
   if (ch === ';') return 'attributes need no separator; remove the `;`';
   if (ch === ':') {
     // `identity: "team:ops"` → `write identity = "team:ops"`, the fix itself when both sides are there.
@@ -158,6 +180,13 @@ function invalidCharacterHint(ch: string, offset: number, text: string): string 
   }
   if (ch === '.' && /[0-9]/.test(text[offset - 1] ?? '') && /[0-9]/.test(text[offset + 1] ?? '')) return 'numbers are whole numbers here; a version or a decimal is written as a string (`"1.5"`)';
   if (ch === "'") return 'strings use double quotes';
+  if (/[-0-9]/.test(ch)) {
+    // `0x10`, `5abc`, `1e3`: digits run into a name (the lexer's number may not be followed by one).
+    const word = /^-?[0-9]+[A-Za-z_][A-Za-z0-9_-]*/.exec(text.slice(offset, offset + 120))?.[0];
+    if (word) return `\`${word}\` is neither a number nor a name: numbers are decimal digits only, and text is quoted (\`"${word}"\`)`;
+  }
+  if (ch === '*' && text[offset + 1] === '/') return 'block comments do not nest: the comment before this `*/` ended at its first `*/`';
+  if (ch === '<' && text[offset + 1] === '<') return 'heredocs (`<<EOT`) are not supported: write the text as one string, with `\\n` for a line break';
   return undefined;
 }
 
