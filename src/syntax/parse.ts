@@ -180,6 +180,10 @@ function invalidCharacterHint(ch: string, offset: number, text: string): string 
   }
   if (ch === '.' && /[0-9]/.test(text[offset - 1] ?? '') && /[0-9]/.test(text[offset + 1] ?? '')) return 'numbers are whole numbers here; a version or a decimal is written as a string (`"1.5"`)';
   if (ch === "'") return 'strings use double quotes';
+  if (cp > 0x7f && /^[\p{L}\p{N}]$/u.test(ch)) {
+    // `ѕervice` with a Cyrillic dze, `pоlicy` with a Cyrillic o: a look-alike pasted from a chat or a PDF.
+    return `\`${ch}\` is U+${cp.toString(16).toUpperCase().padStart(4, '0')}, not an ASCII letter or digit (a look-alike, if it looks like one): names and keywords are ASCII`;
+  }
   if (/[-0-9]/.test(ch)) {
     // `0x10`, `5abc`, `1e3`: digits run into a name (the lexer's number may not be followed by one).
     const word = /^-?[0-9]+[A-Za-z_][A-Za-z0-9_-]*/.exec(text.slice(offset, offset + 120))?.[0];
