@@ -10,7 +10,13 @@ import { block, attribute, stringLiteral, numberLiteral, booleanLiteral, listLit
 
 @lexer lexer
 
-body      -> item:*                                    {% ([items]) => items %}
+# Not `item:*`: nearley builds that list with `concat`, a copy per item, so a block of 25,000 items
+# that the fast path hands over (one with an error, or never closed) took gigabytes. `items` is
+# extended in place, as `values` is; safe because no two parses continue one list (unambiguous).
+body      -> items                                     {% id %}
+
+items     -> null                                      {% () => [] %}
+           | items item                                {% ([items, item]) => { items.push(item); return items; } %}
 
 item      -> block                                     {% id %}
            | attribute                                 {% id %}

@@ -125,6 +125,10 @@ test('snippet: the window, the caret and surrogate pairs at the cut', () => {
     assert.doesNotMatch(e.text, /^\u2026?[\udc00-\udfff]|[\ud800-\udbff]\u2026?$/);
   }
   assert.equal(escapeForTerminal('a\u0007b\u009bc\td\ne'), 'a\\u{7}b\\u{9b}c\td\\u{a}e');
+  // Tabs and unsafe characters are made visible in the window of a long line, one for one.
+  const mixed = snippet(`${'\u202e'.repeat(300)}\tX\u0007${'y'.repeat(300)}`, 301, 302);
+  assert.equal(mixed.text.slice(mixed.caretAt - 1, mixed.caretAt + 2), ' X\ufffd');
+  assert.doesNotMatch(mixed.text, UNSAFE_OUTPUT);
 });
 
 test('pdp check: the caret is placed in terminal cells, under the text after wide characters and combining marks', () => {
@@ -151,6 +155,19 @@ test('renderDiagnostic: the file name is escaped too', () => {
   assert.doesNotMatch(text, UNSAFE_OUTPUT);
   assert.ok(text.startsWith('evil\\u{1b}[2J.hcl:1:1: error[x]: m'));
   assert.ok(text.endsWith('= hint: h\\u{202e}'));
+});
+
+test('renderDiagnostic: the source line is found after LF, CRLF and bare-CR breaks, in files rendered in turn', () => {
+  // Lines are looked up in an index of the file rendered last (one pass per file, not per diagnostic).
+  const at = (line: number, file = 'a.hcl'): Diagnostic => ({
+    code: 'x', severity: 'error', message: 'm', span: { file, start: { offset: 0, line, column: 1 }, end: { offset: 0, line, column: 2 } },
+  });
+  const texts: Record<string, string> = { 'a.hcl': 'one\r\ntwo\rthree\nfour\r\n\r\nsix', 'b.hcl': 'other\n' };
+  const shown = (d: Diagnostic) => renderDiagnostic(d, (f) => texts[f]).split('\n')[2];
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map((n) => shown(at(n))), ['1 | one', '2 | two', '3 | three', '4 | four', '5 | ', '6 | six']);
+  assert.equal(shown(at(1, 'b.hcl')), '1 | other');
+  assert.equal(shown(at(3)), '3 | three', 'back to the first file');
+  assert.equal(renderDiagnostic(at(7), (f) => texts[f]), 'a.hcl:7:1: error[x]: m', 'past the end: no source line');
 });
 
 // ---- B: wording ---------------------------------------------------------------------------

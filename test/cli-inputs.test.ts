@@ -75,6 +75,18 @@ test('a *.hcl name that is not a regular file (a FIFO) is refused at once instea
   assert.match(r.stderr, /fifo\/b\.hcl:1:1: error\[read-error\]: cannot read policy file `b\.hcl`: it is not a regular file/);
 });
 
+test('a FIFO or a device named on the command line is refused too: check, fmt and test never wait on it', (t) => {
+  const fifo = path.join(WORK, 'named-fifo.hcl');
+  const made = spawnSync('mkfifo', [fifo]);
+  if (made.status !== 0) return t.skip('mkfifo is not available');
+  // With no writer, reading the FIFO blocked for ever (the run would be killed by its timeout).
+  for (const args of [['check', 'named-fifo.hcl'], ['fmt', 'named-fifo.hcl'], ['test', 'named-fifo.hcl'], ['check', '/dev/zero']]) {
+    const r = runPdp(args, { cwd: WORK, timeoutMs: 15_000 });
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${args[1]}:1:1: error\\[read-error\\]: cannot read policy file \`${args[1]}\`: it is not a regular file`));
+  }
+});
+
 test('a Kubernetes ConfigMap mount (visible links into a hidden ..data directory) loads each file once', () => {
   write('cm/..2026_11_23_00_00_00.1/a.hcl', RULE('a'));
   write('cm/..2026_11_23_00_00_00.1/b.hcl', RULE('b'));
@@ -145,6 +157,15 @@ test('invalid-encoding at the first byte is at 1:1 (a UTF-16 file says so); a tr
   assert.match(r.stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xFF` does not start or continue a character$/m);
   assert.match(r.stderr, /hint: the file looks like UTF-16/);
   assert.match(pdp('fmt', 'utf16').stderr, /^utf16\/a\.hcl:1:1: error\[invalid-encoding\]/m);
+  // Without the byte-order mark (iconv, some editors) the bytes are valid UTF-8, ASCII and NULs: one
+  // error, not an `unexpected character U+0000` for every character of the file.
+  write('utf16-nobom/le.hcl', Buffer.from(RULE('a'), 'utf16le'));
+  write('utf16-nobom/be.hcl', Buffer.from(RULE('b'), 'utf16le').swap16());
+  const nobom = pdp('check', 'utf16-nobom');
+  assert.equal(nobom.status, 1);
+  assert.match(nobom.stderr, /^utf16-nobom\/be\.hcl:1:1: error\[invalid-encoding\]: not UTF-8: the file looks like UTF-16 \(big-endian\) without a byte-order mark; every other byte is `0x00`$/m);
+  assert.match(nobom.stderr, /^utf16-nobom\/le\.hcl:1:1: error\[invalid-encoding\]: not UTF-8: the file looks like UTF-16 \(little-endian\)/m);
+  assert.match(nobom.stderr, /check failed: 2 files, 0 rules: 2 errors, 0 warnings/);
   // A continuation byte first, with line breaks later in the file (the old code found the last one).
   write('lead/a.hcl', Buffer.from([0xa8, 0x61, 0x0a, 0x62, 0x0a, 0xff, 0x0a]));
   assert.match(pdp('check', 'lead').stderr, /^lead\/a\.hcl:1:1: error\[invalid-encoding\]: not valid UTF-8: byte `0xA8` does not start a character \(it can only continue one\)$/m);
@@ -227,6 +248,40 @@ test('64 levels still parse (the bound is on depth, not on the fast or slow pars
   const codes = (JSON.parse(r.stdout) as { diagnostics: { code: string }[] }).diagnostics.map((d) => d.code);
   assert.ok(!codes.includes('nesting-too-deep'), codes.join(','));
   assert.ok(codes.length > 0, 'a nested list is still not a valid identity');
+});
+
+test('a big block that is never closed is reported in bounded memory (the slow parser once copied its item list per item)', () => {
+  // 8,000 services in a namespace whose `}` is missing: the fast path gives up, and nearley built the
+  // body list with a copy per item (quadratic: 300 MB here, out of memory at 50,000 rules). With a
+  // heap of 96 MB that crashed; now it is the one diagnostic.
+  const services = Array.from({ length: 8000 }, (_, i) => `  service "s${i}" {\n    policy   = "read"\n    identity = "team:a${i}"\n  }\n`).join('');
+  write('unclosed-big/a.hcl', `namespace "prod" {\n${services}`);
+  const r = spawnSync(process.execPath, ['--max-old-space-size=96', BIN, 'check', 'unclosed-big'], { cwd: WORK, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr.slice(-2000));
+  assert.match(r.stderr, /unclosed-big\/a\.hcl:1:18: error\[unclosed-block\]: this `\{` is never closed/);
+  assert.match(r.stderr, /check failed: 1 file, 0 rules: 1 error, 0 warnings/);
+});
+
+test('input-sized lists never go through spread arguments: a huge block, body or diagnostic list is a result, not a stack overflow', () => {
+  // `push(...xs)` passes every element on the stack: with Node's default stack, 130,000 of them
+  // (a 150,000-rule file, a namespace of 50,000 services in fmt, 130,000 errors) overflowed it and
+  // the command died with "internal error: Maximum call stack size exceeded". A stack of 200 KB
+  // brings that bound down to some 25,000, so 40,000 of each shows it cheaply.
+  const n = 40_000;
+  write('spread/errors/chars.hcl', `${'@ '.repeat(n)}\n`); // parse diagnostics (apart: a run is one)
+  write('spread/errors/escapes.hcl', `service "x" {\n  description = "${'\\q'.repeat(n)}"\n}\n`); // one string's errors
+  write('spread/errors/top.hcl', `@\n${'a = 1\n'.repeat(n)}`); // a file's top-level items, after a lexical error
+  write('spread/block/a.hcl', `namespace "n" {\n${Array.from({ length: n / 4 }, (_, i) => `service "s${i}" { policy = "read" identity = "t" }\n`).join('')}}\n`);
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, ['--stack-size=200', BIN, ...args], { cwd: WORK, encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+    assert.doesNotMatch(r.stderr, /internal error|Maximum call stack/, `${args.join(' ')}: ${r.stderr.slice(-500)}`);
+    return r;
+  };
+  const check = run('check', 'spread/errors');
+  assert.equal(check.status, 1);
+  assert.match(check.stderr, /check failed: 3 files, 0 rules: 120003 errors, 0 warnings/);
+  assert.equal(run('fmt', '--check', 'spread/block').status, 1, 'a block formatted to 40,000 lines');
+  assert.equal(run('fmt', '--check', 'spread/errors').status, 1);
 });
 
 // ---- addresses ----

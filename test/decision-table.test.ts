@@ -195,6 +195,23 @@ test('table decisions are fresh objects (callers may attach explanations)', () =
   assert.deepEqual(a, b);
 });
 
+test('service classes of nested and unrelated prefixes each reach exactly their own prefixes\' rules', () => {
+  // The class of `pay-api-` reaches the rules of `pay-`, `pay-api-` and `p`, not those of `pay-web-`
+  // or `q`; declared out of length order so that the order of the rules in a class is not the order
+  // of their lengths. The classes are found by length lookup (src/eval/table.ts), not by testing
+  // every prefix of the namespace against every other.
+  const rule = (prefix: string, level: string, identity: string) => `  service_prefix "${prefix}" {\n    policy   = "${level}"\n    identity = "${identity}"\n  }\n`;
+  const policy = build([{ path: 'p.hcl', text: `namespace "prod" {\n${rule('pay-api-', 'write', 'team:a')}${rule('p', 'read', 'team:b')}${rule('pay-', 'deny', 'team:c')}${rule('pay-web-', 'admin', 'team:a')}${rule('q', 'read', 'team:a')}${rule('pay-', 'read', 'team:a')}}\n` }]);
+  assert.ok(policy.compiled.table!.namespaces.get('prod')!.byPrefix.size === 5);
+  for (const service of ['pay-api-1', 'pay-web-1', 'pay-x', 'px', 'q1', 'zzz', 'pay-api-', 'pay-']) {
+    for (const identity of ['team:a', 'team:b', 'team:c', 'team:d']) {
+      for (const action of ['read', 'write', 'admin']) {
+        assert.equal(compare(policy, { identity, action, resource: `service:${service}`, namespace: 'prod' }), 'service class', `${identity} ${action} ${service}`);
+      }
+    }
+  }
+});
+
 test('decision table = general path on random policy sets and requests', () => {
   const paths: Record<Path, number> = { 'named identity': 0, 'other identity': 0, 'service class': 0, general: 0, error: 0 };
   fc.assert(

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { HELP, run } from '../src/cli/fmt';
 import { UsageError, type CliIo } from '../src/cli/io';
+import { unprivilegedOptions } from './support/cli';
 
 const MESSY = 'service "a" { policy = "read" identity = "team:ops" } # a\n';
 const MESSY_FORMATTED = 'service "a" {\n  policy   = "read"\n  identity = "team:ops"\n} # a\n';
@@ -225,6 +226,33 @@ describe('pdp fmt (subprocess)', () => {
     const missing = spawnSync(process.execPath, [bin, 'fmt', path.join(dir, 'missing')], { encoding: 'utf8' });
     assert.equal(missing.status, 2);
     assert.match(missing.stderr, /no such file or directory/);
+  });
+
+  test('a read-only file is reported, not replaced through its writable directory; root keeps a file\'s owner', { skip: process.platform === 'win32' && 'posix permissions' }, () => {
+    // As root, mode bits refuse nothing: the read-only case runs as `nobody` where it can.
+    const bin = path.join(ROOT, 'bin/pdp.js');
+    const file = write('ro/a.hcl', MESSY);
+    fs.chmodSync(file, 0o444);
+    fs.chmodSync(path.join(dir, 'ro'), 0o777);
+    const asRoot = process.getuid?.() === 0;
+    const options = unprivilegedOptions(dir);
+    if (options) {
+      const r = spawnSync(process.execPath, [bin, 'fmt', 'ro'], { ...options, cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /^ro\/a\.hcl:1:1: error\[write-error\]: cannot write `ro\/a\.hcl`: EACCES \(permission denied\)$/m);
+      assert.equal(read('ro/a.hcl'), MESSY, 'left as it was');
+      assert.equal(fs.statSync(file).uid, process.getuid?.(), 'and still its owner\'s');
+    }
+    if (asRoot) {
+      // Root formatting someone else's file (a container on a mounted checkout) leaves it theirs.
+      const theirs = write('theirs/a.hcl', MESSY);
+      fs.chownSync(theirs, 65534, 65534);
+      const r = spawnSync(process.execPath, [bin, 'fmt', 'theirs'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(read('theirs/a.hcl'), MESSY_FORMATTED);
+      const st = fs.statSync(theirs);
+      assert.deepEqual([st.uid, st.gid], [65534, 65534]);
+    }
   });
 });
 

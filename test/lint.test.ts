@@ -150,6 +150,14 @@ const CASES: Case[] = [
     expect: [{ code: 'test-identity-space', line: 3, column: 14 }, { code: 'test-identity-space', line: 9, column: 14 }],
   },
 
+  // ---- bidi-control ("trojan source": raw in comments, descriptions and test names; escapes are visible)
+  {
+    name: 'a bidi override in a comment, a block comment\'s second line, a description and a test name',
+    policy: `# deny \u202e } \u2066\n/* one\n   two \u2067 */\nservice "a" {\n  policy      = "read"\n  identity    = "team:x"\n  description = "x\u202ey"\n}\ntest "t\u202d" {\n  identity = "team:x"\n  action   = "read"\n  resource = "service:a"\n  expect   = "ALLOW"\n}`,
+    expect: [{ code: 'bidi-control', line: 1, column: 8 }, { code: 'bidi-control', line: 3, column: 8 }, { code: 'bidi-control', line: 7, column: 19 }, { code: 'bidi-control', line: 9, column: 8 }],
+  },
+  { name: 'escaped bidi controls and direction marks are clean', policy: `# \u200f marks only\nservice "a" ${r('read', 'team:x', 'description = "x\\u202ey \u200f"')}`, expect: [] },
+
   // ---- duplicate-identity
   { name: 'an identity twice in a rule\'s identities', policy: `service "f" {\n  policy     = "read"\n  identities = ["team:f", "team:g", "team:f"]\n}`, expect: [{ code: 'duplicate-identity', line: 3, column: 37 }] },
   { name: 'an identity twice in a role and in an api block, the same string however escaped', policy: `role "r" { identities = ["team:a", "team:\\u0061"] }\napi "admin" { identities = ["role:r", "team:b", "role:r"] }\nservice "a" ${r('read', 'role:r')}`, expect: [{ code: 'duplicate-identity', line: 1, column: 36 }, { code: 'duplicate-identity', line: 2, column: 49 }] },

@@ -50,7 +50,7 @@ export function* allStrings(files: readonly PolicyFile[]): Generator<StringLiter
   // Order does not matter (diagnostics are sorted), so a plain stack keeps this linear.
   const stack: Value[] = [];
   const items: BodyItem[] = [];
-  for (const file of files) items.push(...file.body);
+  for (const file of files) for (const item of file.body) items.push(item);
   while (items.length) {
     const item = items.pop()!;
     if (item.kind === 'attribute') stack.push(item.value);

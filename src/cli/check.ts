@@ -82,7 +82,7 @@ export const run: Command = async (args, io) => {
     const built = buildPolicySet(input.sources, { lint: true });
     files += input.sources.length;
     rules += built.policy?.ruleCount ?? 0;
-    diagnostics.push(...withDisplayPaths(input, built.diagnostics));
+    for (const d of withDisplayPaths(input, built.diagnostics)) diagnostics.push(d);
     for (const a of built.acknowledged ?? []) acknowledged.push({ diagnostic: withDisplayPaths(input, [a.diagnostic])[0]!, reason: a.reason });
   }
   // --within: the whole set is checked, and what is reported is what lies in the named files.

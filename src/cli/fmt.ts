@@ -63,7 +63,7 @@ export const run: Command = async (args, io) => {
     const result = formatPolicy(text, file.display);
     if (!result.ok) {
       sources.set(file.display, text);
-      errors.push(...sortDiagnostics(result.diagnostics));
+      for (const d of sortDiagnostics(result.diagnostics)) errors.push(d);
       continue;
     }
     // The canonical form has no byte-order mark: a file that starts with one is rewritten without it.
@@ -143,12 +143,16 @@ export function policyFiles(paths: string[], cwd: string): PolicyFileRef[] {
 /**
  * Replaces a file's contents all at once: the text goes to a temporary file next to it (same
  * directory, so the rename cannot cross file systems; not named `*.hcl`, so a policy loader never
- * reads it), which then takes the file's place. Keeps the file's permissions, and writes through a
- * symbolic link to its target rather than replacing the link.
+ * reads it), which then takes the file's place. Keeps the file's permissions and, where it may (as
+ * root), its owner, and writes through a symbolic link to its target rather than replacing the link.
+ * A file the user may not write is refused (EACCES), as writing it in place would be: a rename needs
+ * only the directory, and would have replaced a read-only file with one the user owns.
  */
 export function writeAtomically(file: string, text: string): void {
   const target = fs.realpathSync(file);
-  const mode = fs.statSync(target).mode & 0o7777;
+  const stat = fs.statSync(target);
+  const mode = stat.mode & 0o7777;
+  fs.accessSync(target, fs.constants.W_OK);
   const temp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     const fd = fs.openSync(temp, 'wx', mode);
@@ -158,6 +162,7 @@ export function writeAtomically(file: string, text: string): void {
     } finally {
       fs.closeSync(fd);
     }
+    if (process.getuid?.() === 0 && (stat.uid !== 0 || stat.gid !== 0)) fs.chownSync(temp, stat.uid, stat.gid);
     fs.chmodSync(temp, mode);
     fs.renameSync(temp, target);
   } catch (e) {

@@ -28,7 +28,7 @@ export function compilePolicySet(files: readonly PolicyFile[]): CompiledPolicy {
       else if (type === 'settings') readSettings(item, settings);
       else if (type === 'api' && item.label && (API_SCOPES as readonly string[]).includes(item.label.value)) {
         const scope = item.label.value as ApiScope;
-        for (const pattern of patternsOf(item)) api[scope].push(...expand(pattern, roles).map(compileMatcher));
+        for (const pattern of patternsOf(item)) for (const expanded of expand(pattern, roles)) api[scope].push(compileMatcher(expanded));
       } else if (type === 'test' && item.label) tests.push(readTest(item, file));
     }
   }

@@ -61,8 +61,9 @@ const UTF8_LOSSY = new TextDecoder('utf-8');
 export function decodePolicyBytes(bytes: Uint8Array, rel: string): PolicySource {
   const bom = bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
   const body = bom ? bytes.subarray(3) : bytes;
+  let text: string;
   try {
-    return { path: rel, text: UTF8.decode(body), ...(bom ? { bom } : {}) };
+    text = UTF8.decode(body);
   } catch {
     const { at: bad, why } = firstInvalidUtf8(body);
     // The line and column of the bad byte; a line break is LF, CRLF or a bare CR (src/syntax/lexer.ts).
@@ -89,6 +90,40 @@ export function decodePolicyBytes(bytes: Uint8Array, rel: string): PolicySource 
       ...(bom ? { bom } : {}),
     };
   }
+  const utf16 = utf16WithoutBom(body);
+  if (utf16) {
+    // Valid UTF-8 byte for byte (ASCII and NULs), but read so it is a NUL between every two characters:
+    // one `invalid-character` error per character of the file, none saying why.
+    const at = { offset: 0, line: 1, column: 1 };
+    return {
+      path: rel,
+      text,
+      problem: error('invalid-encoding', `not UTF-8: the file looks like UTF-16 (${utf16}) without a byte-order mark; every other byte is \`0x00\``,
+        { file: rel, start: at, end: { offset: 0, line: 1, column: 2 } }, 'policy files are UTF-8; re-save the file in that encoding'),
+      ...(bom ? { bom } : {}),
+    };
+  }
+  return { path: rel, text, ...(bom ? { bom } : {}) };
+}
+
+/**
+ * 'little-endian' or 'big-endian' when `bytes` read as UTF-16 without a byte-order mark: in the first
+ * 4 KiB, half or more of the bytes at one parity are NUL (the high byte of an ASCII character) and
+ * hardly any at the other. A UTF-8 policy holds no NUL at all, so ordinary files cost one indexOf.
+ */
+function utf16WithoutBom(bytes: Uint8Array): 'little-endian' | 'big-endian' | undefined {
+  if (bytes.indexOf(0) < 0) return undefined;
+  const pairs = Math.min(bytes.length, 4096) >> 1;
+  if (pairs < 2) return undefined;
+  let even = 0;
+  let odd = 0;
+  for (let i = 0; i < pairs * 2; i += 2) {
+    if (bytes[i] === 0) even++;
+    if (bytes[i + 1] === 0) odd++;
+  }
+  if (odd * 2 >= pairs && even * 8 <= odd) return 'little-endian';
+  if (even * 2 >= pairs && odd * 8 <= even) return 'big-endian';
+  return undefined;
 }
 
 const hex = (b: number) => `\`0x${b.toString(16).toUpperCase().padStart(2, '0')}\``;
@@ -129,13 +164,26 @@ function firstInvalidUtf8(bytes: Uint8Array): { at: number; why: string } {
   return { at: bytes.length, why: '' };
 }
 
-/** One file, read and decoded; `rel` is how it is named in rules and diagnostics. */
+/** Why a policy file is refused unread: a FIFO would block the read (for ever, with no writer), a device or socket holds no policy. */
+const notRegular = (rel: string): PolicySource =>
+  ({ path: rel, text: '', problem: error('read-error', `cannot read policy file \`${rel}\`: it is not a regular file`, atStart(rel)) });
+
+/**
+ * One file, read and decoded; `rel` is how it is named in rules and diagnostics. Only a regular file
+ * is read: it is opened without blocking and checked through its descriptor, so a FIFO named on the
+ * command line, or a file replaced by one after the directory was listed, is refused, not waited on.
+ */
 export function readPolicyFile(absolute: string, rel: string): PolicySource {
   let bytes: Buffer;
+  let fd: number | undefined;
   try {
-    bytes = fs.readFileSync(absolute);
+    fd = fs.openSync(absolute, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    if (!fs.fstatSync(fd).isFile()) return notRegular(rel);
+    bytes = fs.readFileSync(fd);
   } catch (e) {
     return readErrorSource(rel, 'policy file', e);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
   return decodePolicyBytes(bytes, rel);
 }
@@ -193,7 +241,7 @@ export function listPolicyFiles(root: string): ListedFile[] {
       }
       if (named && !isFile && !isDir) {
         // A FIFO would block the read; a device or socket holds no policy.
-        refuse(rel, abs, `cannot read policy file \`${rel}\`: it is not a regular file`);
+        found.push({ rel, absolute: abs, problem: notRegular(rel) });
       } else if (isFile && named) found.push({ rel, absolute: abs });
       else if (isDir) enter(rel, abs);
     }

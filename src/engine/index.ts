@@ -78,10 +78,10 @@ export function buildPolicySet(sources: readonly PolicySource[], options: BuildO
     }
     const parsed = parsePolicy(source.text, source.path);
     files.push(options.tests === false ? withoutTests(parsed.file) : parsed.file);
-    diagnostics.push(...parsed.diagnostics);
+    for (const d of parsed.diagnostics) diagnostics.push(d);
   }
   const checked = checkPolicySetAcknowledging(files, options.lint ? PASSES : ERROR_PASSES);
-  diagnostics.push(...checked.diagnostics);
+  for (const d of checked.diagnostics) diagnostics.push(d);
   const sorted = sortDiagnostics(diagnostics);
   const acknowledged = checked.acknowledged.length > 0 ? { acknowledged: checked.acknowledged } : {};
   if (hasErrors(sorted)) return { diagnostics: sorted, files, ...acknowledged };

@@ -315,14 +315,26 @@ function appendTrailing(lines: string[], trailing: CommentRef[], overflowIndent:
   let ownLines = false;
   for (const c of trailing) {
     if (ownLines) {
-      lines.push(...ownLine(c, overflowIndent));
+      append(lines, ownLine(c, overflowIndent));
     } else {
       const [first, ...rest] = c.text.split('\n');
       lines[lines.length - 1] += ` ${first}`;
-      lines.push(...rest);
+      append(lines, rest);
     }
     if (c.endsLine) ownLines = true;
   }
+}
+
+// Loops, not spread arguments: a spread passes every element on the stack, and a block of 150,000
+// lines (or a run of that many attributes) overflowed it.
+function append(lines: string[], more: readonly string[]): void {
+  for (const line of more) lines.push(line);
+}
+
+function longestName(run: readonly FAttribute[]): number {
+  let longest = 0;
+  for (const a of run) longest = Math.max(longest, a.name.length);
+  return longest;
 }
 
 function oneLine(value: FValue): string {
@@ -345,11 +357,11 @@ function renderValue(value: FValue, prefix: string, fitPrefixWidth: number, suff
   const lines = [`${prefix}[`];
   appendTrailing(lines, value.openTrailing, inner);
   for (const item of value.items) {
-    for (const c of item.leading) lines.push(...ownLine(c, inner));
-    lines.push(...renderValue(item.value, inner, width(inner), ',', depth + 1));
+    for (const c of item.leading) append(lines, ownLine(c, inner));
+    append(lines, renderValue(item.value, inner, width(inner), ',', depth + 1));
     appendTrailing(lines, item.trailing, inner);
   }
-  for (const c of value.end) lines.push(...ownLine(c, inner));
+  for (const c of value.end) append(lines, ownLine(c, inner));
   lines.push(`${indent(depth)}]${suffix}`);
   return lines;
 }
@@ -370,7 +382,7 @@ function renderBlock(block: FBlock, depth: number): string[] {
   } else {
     lines = [`${ind}${block.header} {`];
     appendTrailing(lines, block.openTrailing, indent(depth + 1));
-    lines.push(...renderBody(block.body, block.end, depth + 1, false));
+    append(lines, renderBody(block.body, block.end, depth + 1, false));
     lines.push(`${ind}}`);
   }
   appendTrailing(lines, block.trailing, ind);
@@ -396,14 +408,14 @@ function alignment(items: FItem[], depth: number, top: boolean): { pad: number; 
     let j = i + 1;
     while (j < items.length && items[j]!.kind === 'attribute' && items[j]!.leading.length === 0 && !items[j]!.blankBefore) j++;
     const run = items.slice(i, j) as FAttribute[];
-    const fitPad = Math.max(...run.map((a) => a.name.length));
+    const fitPad = longestName(run);
     let groupStart = 0;
     run.forEach((attr, k) => {
       result[i + k]!.fitPad = fitPad;
       const last = k === run.length - 1 || renderAttribute(attr, depth, fitPad, fitPad).length > 1;
       if (last) {
         const group = run.slice(groupStart, k + 1);
-        const pad = Math.max(...group.map((a) => a.name.length));
+        const pad = longestName(group);
         for (let g = groupStart; g <= k; g++) result[i + g]!.pad = pad;
         groupStart = k + 1;
       }
@@ -430,15 +442,15 @@ function renderBody(items: FItem[], end: CommentRef[], depth: number, top: boole
   items.forEach((item, index) => {
     item.leading.forEach((c, k) => {
       separate(c.blankBefore, k === 0);
-      lines.push(...ownLine(c, ind));
+      append(lines, ownLine(c, ind));
     });
     separate(item.blankBefore, item.leading.length === 0);
-    if (item.kind === 'attribute') lines.push(...renderAttribute(item, depth, pads[index]!.pad, pads[index]!.fitPad));
-    else lines.push(...renderBlock(item, depth));
+    if (item.kind === 'attribute') append(lines, renderAttribute(item, depth, pads[index]!.pad, pads[index]!.fitPad));
+    else append(lines, renderBlock(item, depth));
   });
   end.forEach((c, k) => {
     separate(c.blankBefore, k === 0);
-    lines.push(...ownLine(c, ind));
+    append(lines, ownLine(c, ind));
   });
   return lines;
 }

@@ -14,7 +14,9 @@ export const lexer = moo.compile({
   unterminatedComment: { match: /\/\*[^]*/, lineBreaks: true },
   string: /"(?:\\[^\r\n]|[^"\\\r\n])*"/,
   unterminatedString: /"(?:\\[^\r\n]|[^"\\\r\n])*/,
-  number: /-?[0-9]+(?![A-Za-z_])/,
+  // Not followed by a letter or a digit: `123abc` is no number, and without the digit here moo would
+  // backtrack to `12` and report the `3`.
+  number: /-?[0-9]+(?![A-Za-z_0-9])/,
   identifier: {
     match: /[A-Za-z_][A-Za-z0-9_-]*/,
     type: moo.keywords({ kwTrue: 'true', kwFalse: 'false' }),

@@ -57,19 +57,23 @@ export function parsePolicy(source: string, path: string): ParseResult {
   // it is in, the rest of a list) is missing too: that is one mistake, reported once, as the comment.
   const cutByComment = diagnostics.some((d) => d.code === 'unterminated-comment');
   const reported = cutByComment ? diagnostics.filter((d) => !AT_END_OF_FILE.has(d)) : diagnostics;
-  return { file: policyFile(text, path, body, comments), diagnostics: reported.filter((d) => !followsInvalidCharacter(d, reported, text)) };
+  const invalidEnds = new Set(reported.filter((d) => d.code === 'invalid-character').map((d) => d.span.end.offset));
+  return { file: policyFile(text, path, body, comments), diagnostics: reported.filter((d) => !followsInvalidCharacter(d, invalidEnds, text)) };
 }
 
 /**
  * A syntax error at the token right after an unexpected character (only spaces between them) is the
  * same mistake seen twice: `policy: "read"` is an unexpected `:` and then a string where `=` was
  * expected; `1.5` is an unexpected `.` and then a stray `5`. The character's error, with its hint,
- * is the one kept.
+ * is the one kept. `invalidEnds` holds where each invalid character ends: looking them up from the
+ * error back over the spaces keeps this linear (comparing every pair took 90 s for 100,000 `}`).
  */
-function followsInvalidCharacter(d: Diagnostic, all: readonly Diagnostic[], text: string): boolean {
+function followsInvalidCharacter(d: Diagnostic, invalidEnds: ReadonlySet<number>, text: string): boolean {
   if (d.code !== 'syntax-error') return false;
-  return all.some((c) => c.code === 'invalid-character' && c.span.end.offset <= d.span.start.offset
-    && /^[ \t]*$/.test(text.slice(c.span.end.offset, d.span.start.offset)));
+  for (let at = d.span.start.offset; ; at--) {
+    if (invalidEnds.has(at)) return true;
+    if (at === 0 || (text[at - 1] !== ' ' && text[at - 1] !== '\t')) return false;
+  }
 }
 
 /** The diagnostics unexpectedEnd made: the file ended inside a block or list. */
@@ -98,6 +102,10 @@ function endPosition(text: string): Span['end'] {
 
 function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Comment[]): Token[] {
   const tokens: Token[] = [];
+  // The run of unexpected characters being reported: one diagnostic for characters that follow one
+  // another, so a file of junk (a NUL-filled file after a crash, pasted binary) is one error, not one
+  // per byte (a megabyte of them made a reload answer 160 MB of diagnostics).
+  let run: { diagnostic: Diagnostic; first: string; count: number } | undefined;
   lexer.reset(text);
   for (const t of lexer as unknown as Iterable<Token>) {
     const type = t.type!;
@@ -117,7 +125,17 @@ function lex(text: string, path: string, diagnostics: Diagnostic[], comments: Co
         continue;
       }
       case 'invalid': {
-        diagnostics.push(error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, tokenSpan(t, path), invalidCharacterHint(t.text, t.offset, text)));
+        const span = tokenSpan(t, path);
+        if (run && run.diagnostic.span.end.offset === t.offset) {
+          run.count++;
+          run.diagnostic.span = { ...run.diagnostic.span, end: span.end };
+          run.diagnostic.message = runMessage(text.slice(run.diagnostic.span.start.offset, run.diagnostic.span.end.offset), run.first, run.count);
+          if (run.diagnostic.hint === INVISIBLE_HINT) run.diagnostic.hint = 'remove them (they may be invisible in your editor)';
+          continue;
+        }
+        const d = error('invalid-character', `unexpected character ${describeCharacter(t.text)}`, span, invalidCharacterHint(t.text, t.offset, text));
+        diagnostics.push(d);
+        run = { diagnostic: d, first: t.text, count: 1 };
         continue;
       }
       default:
@@ -140,11 +158,19 @@ function firstTooDeep(tokens: Token[]): Token | undefined {
   return undefined;
 }
 
+/** A run of unexpected characters: quoted when short and every one is visible, else the first named and the rest counted. */
+function runMessage(chars: string, first: string, count: number): string {
+  const visible = chars.length <= 40 && [...chars].every((c) => c !== '`' && describeCharacter(c).startsWith('`'));
+  return visible ? `unexpected characters \`${chars}\`` : `unexpected character ${describeCharacter(first)}, and ${count - 1} more after it`;
+}
+
+const INVISIBLE_HINT = 'remove it (it may be invisible in your editor)';
+
 function invalidCharacterHint(ch: string, offset: number, text: string): string | undefined {
   const cp = ch.codePointAt(0)!;
   if (cp === 0xfeff && offset === 0) return 'save the file as UTF-8 without a byte-order mark';
   if (cp === 0xa0 || cp === 0x202f || cp === 0x3000 || (cp >= 0x2000 && cp <= 0x200a)) return 'replace it with an ordinary space';
-  if (describeCharacter(ch).startsWith('U+')) return 'remove it (it may be invisible in your editor)';
+  if (describeCharacter(ch).startsWith('U+')) return INVISIBLE_HINT;
   if (ch === ';') return 'attributes need no separator; remove the `;`';
   if (ch === ':') {
     // `identity: "team:ops"` → `write identity = "team:ops"`, the fix itself when both sides are there.
@@ -154,6 +180,17 @@ function invalidCharacterHint(ch: string, offset: number, text: string): string 
   }
   if (ch === '.' && /[0-9]/.test(text[offset - 1] ?? '') && /[0-9]/.test(text[offset + 1] ?? '')) return 'numbers are whole numbers here; a version or a decimal is written as a string (`"1.5"`)';
   if (ch === "'") return 'strings use double quotes';
+  if (cp > 0x7f && /^[\p{L}\p{N}]$/u.test(ch)) {
+    // `ѕervice` with a Cyrillic dze, `pоlicy` with a Cyrillic o: a look-alike pasted from a chat or a PDF.
+    return `\`${ch}\` is U+${cp.toString(16).toUpperCase().padStart(4, '0')}, not an ASCII letter or digit (a look-alike, if it looks like one): names and keywords are ASCII`;
+  }
+  if (/[-0-9]/.test(ch)) {
+    // `0x10`, `5abc`, `1e3`: digits run into a name (the lexer's number may not be followed by one).
+    const word = /^-?[0-9]+[A-Za-z_][A-Za-z0-9_-]*/.exec(text.slice(offset, offset + 120))?.[0];
+    if (word) return `\`${word}\` is neither a number nor a name: numbers are decimal digits only, and text is quoted (\`"${word}"\`)`;
+  }
+  if (ch === '*' && text[offset + 1] === '/') return 'block comments do not nest: the comment before this `*/` ended at its first `*/`';
+  if (ch === '<' && text[offset + 1] === '<') return 'heredocs (`<<EOT`) are not supported: write the text as one string, with `\\n` for a line break';
   return undefined;
 }
 
@@ -188,6 +225,11 @@ function tokenStream(tokens: Token[]) {
   };
 }
 
+/** A loop, not `push(...more)`: a spread passes every element on the stack (150,000 overflow it). */
+function append<T>(to: T[], more: readonly T[]): void {
+  for (const x of more) to.push(x);
+}
+
 /** Blocks longer than this are parsed item by item, so the Earley chart stays small. */
 const SPLIT_THRESHOLD = 256;
 
@@ -218,16 +260,16 @@ function parseItems(items: Iterable<Token[]>, path: string, diagnostics: Diagnos
     if (!batchItems.length) return;
     const scratch: Diagnostic[] = [];
     const parsed = batchItems.length === 1 ? parseChunk(batchItems[0]!, path, scratch) : parseTokens(batch, path, scratch);
-    if (parsed && !scratch.length) body.push(...parsed);
-    else if (batchItems.length === 1) diagnostics.push(...scratch);
-    else for (const item of batchItems) body.push(...(parseChunk(item, path, diagnostics) ?? []));
+    if (parsed && !scratch.length) append(body, parsed);
+    else if (batchItems.length === 1) append(diagnostics, scratch);
+    else for (const item of batchItems) append(body, parseChunk(item, path, diagnostics) ?? []);
     batch = [];
     batchItems = [];
   };
   for (const item of items) {
     if (batch.length + item.length > SPLIT_THRESHOLD) flush();
     if (item.length > SPLIT_THRESHOLD) {
-      body.push(...(parseChunk(item, path, diagnostics) ?? []));
+      append(body, parseChunk(item, path, diagnostics) ?? []);
       continue;
     }
     for (const t of item) batch.push(t);

@@ -8,7 +8,7 @@
 // They run over an index keyed by identity, then by scope, so a set of 10,000 rules lints in
 // milliseconds rather than comparing every pair.
 import ipaddr from 'ipaddr.js';
-import { quote as q, warning, type Diagnostic } from '../../diagnostics';
+import { quote as q, warning, type Diagnostic, type Position } from '../../diagnostics';
 import {
   isValidName, LEVELS, parseCidrText, parseIdentityPattern, spiffeTrustDomain,
   type Block, type IdentityPattern, type Level, type PatternPart, type PolicyFile, type StringLiteral, type Value,
@@ -32,6 +32,7 @@ export const LINT_CODES = {
   'duplicate-identity': 'the same identity twice in one identities list, usually in place of another',
   'wildcard-namespace-grant': 'a namespace-level write or admin granted to a wildcard identity: every workload it matches may register any service there',
   'test-identity-space': 'a test whose identity holds a space, which no identity pattern can name: usually a typo',
+  'bidi-control': 'a bidirectional control character in a comment or free text, which can make the policy shown differ from the policy read ("trojan source")',
 } as const;
 
 export type LintCode = keyof typeof LINT_CODES;
@@ -78,6 +79,7 @@ export function checkLint(files: readonly PolicyFile[]): Diagnostic[] {
   checkCidrHostBits(rules, out);
   checkDuplicateIdentities(files, rules, out);
   checkTestIdentitySpaces(files, out);
+  checkBidiControls(files, out);
   return out;
 }
 
@@ -712,5 +714,42 @@ function checkTestIdentitySpaces(files: readonly PolicyFile[], out: Diagnostic[]
       `this test's \`identity\` holds ${describeCharacter(space[0])} at position ${space.index}: no identity pattern can name it, only \`*\` and globs match it`,
       identity.span,
       'probably a typo (identities are written without spaces); `pdp test` runs it as written. If a PEP does send such an identity, acknowledge this with `# pdp:allow test-identity-space -- why`'));
+  }
+}
+
+/**
+ * The embeddings, overrides and isolates of CVE-2021-42574 ("trojan source"): each reorders how the
+ * text after it on its line is shown, so a comment or a description can make an editor or a review
+ * show code that is not the code pdp reads. (Marks such as U+200F only set the direction of
+ * neighbouring characters, and are left alone.) Everywhere else such a character is already an
+ * error: in names, levels, identities, CIDRs and settings; only free text can hold one.
+ */
+const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/g;
+
+function checkBidiControls(files: readonly PolicyFile[], out: Diagnostic[]): void {
+  // One warning per comment or string, at its first such character.
+  const report = (text: string, start: Position, file: string, where: string) => {
+    const all = [...text.matchAll(BIDI_CONTROL)];
+    const m = all[0];
+    if (!m) return;
+    // A block comment spans lines: the character's own line and column, counted as the lexer does.
+    const before = text.slice(0, m.index);
+    const breaks = before.split(/\r\n|\r|\n/).length - 1;
+    const column = breaks ? before.length - Math.max(before.lastIndexOf('\n'), before.lastIndexOf('\r')) : start.column + m.index;
+    const at = { offset: start.offset + m.index, line: start.line + breaks, column };
+    const escape = `\\u${m[0].charCodeAt(0).toString(16)}`;
+    out.push(warning('bidi-control',
+      `this ${where} holds ${describeCharacter(m[0])}${all.length > 1 ? ` and ${all.length - 1} more bidirectional control${all.length > 2 ? 's' : ''}` : ''}, which change${all.length > 1 ? '' : 's'} the order in which the rest of the line is displayed: the policy a review sees can differ from the one pdp reads`,
+      { file, start: at, end: { ...at, offset: at.offset + 1, column: at.column + 1 } },
+      `remove it; an editor lays out right-to-left text without it (in a string, the escape \`${escape}\` is shown as written)`));
+  };
+  for (const file of files) {
+    for (const c of file.comments) report(c.text, c.span.start, c.span.file, 'comment');
+  }
+  for (const { block } of blocks(files)) {
+    const inner = (s: StringLiteral) => ({ ...s.span.start, offset: s.span.start.offset + 1, column: s.span.start.column + 1 });
+    if (block.type.name === 'test' && block.label) report(block.label.raw, inner(block.label), block.label.span.file, 'test name');
+    const description = stringValue(block, 'description');
+    if (description) report(description.raw, inner(description), description.span.file, 'description');
   }
 }

@@ -17,10 +17,14 @@ export function checkStrings(files: readonly PolicyFile[]): Diagnostic[] {
   for (const s of allStrings(files)) {
     const interpolation = s.raw.indexOf('${');
     if (interpolation >= 0) {
-      out.push(error('interpolation', 'interpolation is not supported', innerSpan(s, interpolation, 2),
-        'policy strings are literal; for the requested service or namespace in an identity, use `{service}` or `{namespace}`'));
+      // HCL writes a literal `${` as `$${`; here `${` may not appear at all (the contract), escaped or not.
+      const escaped = s.raw[interpolation - 1] === '$';
+      out.push(error('interpolation', 'interpolation is not supported', innerSpan(s, escaped ? interpolation - 1 : interpolation, escaped ? 3 : 2),
+        escaped
+          ? "HCL's `$${` escape is not supported either: a policy string cannot hold `${`"
+          : 'policy strings are literal; for the requested service or namespace in an identity, use `{service}` or `{namespace}`'));
     }
-    out.push(...escapeErrors(s));
+    for (const e of escapeErrors(s)) out.push(e);
   }
   return out;
 }

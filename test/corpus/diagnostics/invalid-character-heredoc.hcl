@@ -1,0 +1,7 @@
+service "pay" {
+  policy      = "read"
+  identity    = "team:ops"
+  description = <<EOT
+hello
+EOT
+}

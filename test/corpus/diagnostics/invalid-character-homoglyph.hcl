@@ -1,0 +1,4 @@
+service "pay" {
+  pоlicy   = "read"
+  identity = "team:ops"
+}

@@ -1,0 +1,5 @@
+/* outer /* inner */ */
+service "pay" {
+  policy   = "read"
+  identity = "team:ops"
+}

@@ -1,0 +1,5 @@
+service "pay" {
+  policy   = "read"
+  identity = "team:ops"
+}
+@@@@@@@@ ​​​​​​
